@@ -1,0 +1,235 @@
+"""Judging one run: its checks, its tool health, and its numbers against the known-good's.
+
+This is the first, deliberately simple gate: a measurement worse than the known-good's median by
+more than a configured margin (percent *and* absolute floor, so microsecond jitter on a 50 µs
+ping does not reject anyone) regresses the run. Operators may also pin fixed limits such as
+``bandwidth.throughput_gbps >= 5``. The statistical detector replaces the margin test later; the
+shape of a verdict and its excuses stays.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+import statistics
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from certifier.domain.results import Better, Measurement, SuiteResult
+
+
+class Verdict(StrEnum):
+    PASSED = "passed"
+    FAILED = "failed"
+    REGRESSED = "regressed"
+    INFRA_ERROR = "infra_error"
+
+
+class RunKind(StrEnum):
+    GATE = "gate"
+    SOAK = "soak"
+    BASELINE = "baseline"
+    BISECT = "bisect"
+
+
+@dataclass(frozen=True, slots=True)
+class Excuse:
+    """One reason, in plain words, why something is not (yet) good; data carries the figures."""
+
+    kind: str
+    subject: str
+    message: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "subject": self.subject, "message": self.message,
+                "data": dict(self.data)}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Excuse:
+        return cls(str(raw["kind"]), str(raw["subject"]), str(raw["message"]),
+                   dict(raw.get("data") or {}))
+
+
+@dataclass(frozen=True, slots=True)
+class Margin:
+    """How much worse than the baseline a metric may get: both limits must be exceeded."""
+
+    max_worse_pct: float = 20.0
+    min_abs: float = 0.0
+
+
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt,
+}
+_LIMIT_RE = re.compile(
+    r"^\s*([a-z_]+)\.([a-z0-9_]+)\s*(>=|<=|>|<)\s*(-?\d+(?:\.\d+)?(?:[eE]-?\d+)?)\s*$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FixedLimit:
+    """An operator's absolute requirement, e.g. ``bandwidth.throughput_gbps >= 5``."""
+
+    suite: str
+    metric: str
+    op: str
+    value: float
+
+    @classmethod
+    def parse(cls, text: str) -> FixedLimit:
+        match = _LIMIT_RE.match(text)
+        if not match:
+            raise ValueError(
+                f"not a limit: {text!r} (write it as suite.metric OP number, "
+                "e.g. 'bandwidth.throughput_gbps >= 5')"
+            )
+        suite, metric, op, value = match.groups()
+        return cls(suite, metric, op, float(value))
+
+    def __str__(self) -> str:
+        return f"{self.suite}.{self.metric} {self.op} {self.value:g}"
+
+    def holds(self, value: float) -> bool:
+        return _OPS[self.op](value, self.value)
+
+
+@dataclass(frozen=True, slots=True)
+class JudgementPolicy:
+    default_margin: Margin = Margin()
+    margins: Mapping[str, Margin] = field(default_factory=dict)  # "suite.metric" → margin
+    limits: tuple[FixedLimit, ...] = ()
+
+    def margin_for(self, suite: str, metric: str) -> Margin:
+        return self.margins.get(f"{suite}.{metric}", self.default_margin)
+
+
+@dataclass(frozen=True, slots=True)
+class Baseline:
+    """The known-good's samples per series key, and which known-good they came from."""
+
+    label: str  # e.g. "known-good #3"
+    samples: Mapping[str, list[float]]
+
+
+@dataclass(frozen=True, slots=True)
+class RunJudgement:
+    verdict: Verdict
+    excuses: tuple[Excuse, ...]
+
+
+def _describe(m: Measurement) -> str:
+    labels = m.labels
+    if "src" in labels and "dst" in labels:
+        where = f"{labels['src']}→{labels['dst']}"
+        rest = {k: v for k, v in labels.items() if k not in ("src", "dst")}
+    else:
+        where, rest = "", dict(labels)
+    extra = ",".join(f"{k}={v}" for k, v in sorted(rest.items()))
+    text = f"{m.suite} {m.metric}"
+    if where:
+        text += f" {where}"
+    if extra:
+        text += f" ({extra})"
+    return text
+
+
+def _worse_pct(value: float, base: float, better: Better) -> float:
+    """How much worse ``value`` is than ``base`` in percent of ``base`` (negative = better)."""
+    delta = (base - value) if better is Better.HIGHER else (value - base)
+    if base == 0:
+        return 0.0 if delta <= 0 else float("inf")
+    return 100.0 * delta / abs(base)
+
+
+def compare_with_baseline(
+    measurements: Iterable[Measurement], baseline: Baseline, policy: JudgementPolicy
+) -> list[Excuse]:
+    """Excuses for each series whose candidate median is worse than the baseline's by the margin."""
+    grouped: dict[str, list[Measurement]] = defaultdict(list)
+    for m in measurements:
+        grouped[m.key].append(m)
+    excuses: list[Excuse] = []
+    for key, samples in sorted(grouped.items()):
+        base_values = baseline.samples.get(key)
+        if not base_values:
+            continue
+        first = samples[0]
+        value = statistics.median(s.value for s in samples)
+        base = statistics.median(base_values)
+        margin = policy.margin_for(first.suite, first.metric)
+        worse = _worse_pct(value, base, first.better)
+        if worse > margin.max_worse_pct and abs(value - base) > margin.min_abs:
+            shown = f"{-worse:+.1f} %" if first.better is Better.HIGHER else f"{worse:+.1f} %"
+            excuses.append(
+                Excuse(
+                    kind="regression",
+                    subject=key,
+                    message=(
+                        f"{_describe(first)}: {value:.4g} {first.unit} vs {baseline.label} "
+                        f"median {base:.4g} {first.unit} ({shown}; allowed "
+                        f"{margin.max_worse_pct:g} % worse)"
+                    ),
+                    data={"suite": first.suite, "metric": first.metric,
+                          "labels": dict(first.labels), "value": value, "baseline": base,
+                          "baseline_n": len(base_values), "worse_pct": worse,
+                          "unit": first.unit, "better": str(first.better)},
+                )
+            )
+    return excuses
+
+
+def check_limits(measurements: Iterable[Measurement], limits: Iterable[FixedLimit]) -> list[Excuse]:
+    excuses: list[Excuse] = []
+    ms = list(measurements)
+    for limit in limits:
+        for m in ms:
+            if (m.suite, m.metric) == (limit.suite, limit.metric) and not limit.holds(m.value):
+                excuses.append(
+                    Excuse(
+                        kind="limit",
+                        subject=m.key,
+                        message=f"{_describe(m)}: {m.value:.4g} {m.unit} breaks '{limit}'",
+                        data={"limit": str(limit), "value": m.value},
+                    )
+                )
+    return excuses
+
+
+def judge_run(
+    results: Iterable[SuiteResult], baseline: Baseline | None, policy: JudgementPolicy
+) -> RunJudgement:
+    """The verdict of one run.
+
+    Tool or testbed trouble wins over everything (``infra_error`` says nothing about the
+    candidate); then failed checks and broken fixed limits; then regressions against the baseline.
+    With no baseline (no known-good yet: bootstrap) only checks and fixed limits count.
+    """
+    results = list(results)
+    infra = [r for r in results if r.infra_error]
+    if infra:
+        return RunJudgement(
+            Verdict.INFRA_ERROR,
+            tuple(
+                Excuse("infra_error", r.suite, f"{r.suite}: {r.infra_error}") for r in infra
+            ),
+        )
+    measurements = [m for r in results for m in r.measurements]
+    failed = [
+        Excuse("check", f"{c.suite}.{c.name}",
+               f"{c.suite} check '{c.name}' failed" + (f": {c.message}" if c.message else ""))
+        for r in results
+        for c in r.checks
+        if not c.passed
+    ]
+    failed += check_limits(measurements, policy.limits)
+    if failed:
+        return RunJudgement(Verdict.FAILED, tuple(failed))
+    if baseline is not None:
+        regressions = compare_with_baseline(measurements, baseline, policy)
+        if regressions:
+            return RunJudgement(Verdict.REGRESSED, tuple(regressions))
+    return RunJudgement(Verdict.PASSED, ())

@@ -1,0 +1,162 @@
+"""The promotion policy: given a candidate's runs, the clock and the soak policy, what happens next.
+
+The scheduler asks :func:`decide` for every active candidate on every reconcile pass and carries
+out the answer: create the next run, move the candidate on, or leave it waiting. The answer always
+comes with excuses — the plain-words reasons the candidate is not (yet) known-good — so the
+dashboard and the API can explain every state without re-deriving it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from certifier.domain.durations import format_duration
+from certifier.domain.judgement import Excuse, RunKind, Verdict
+from certifier.domain.lifecycle import CandidateState
+
+
+@dataclass(frozen=True, slots=True)
+class SoakPolicy:
+    duration: timedelta = timedelta(days=7)
+    interval: timedelta = timedelta(hours=6)
+    min_runs: int = 4
+    max_infra_retries: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """What the policy needs to know of one run; ``verdict`` is None while it has not finished."""
+
+    id: int
+    kind: RunKind
+    verdict: Verdict | None
+    created_at: datetime
+    finished_at: datetime | None = None
+    excuses: tuple[Excuse, ...] = ()
+
+
+class Action(StrEnum):
+    WAIT = "wait"
+    START_SOAK = "start_soak"
+    PROMOTE = "promote"
+    REJECT = "reject"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: Action
+    excuses: tuple[Excuse, ...] = ()
+    next_run: RunKind | None = None  # a run of this kind should be created now
+    data: dict[str, float] = field(default_factory=dict)
+
+
+def _infra_exhausted(runs: list[RunSummary], policy: SoakPolicy) -> Excuse | None:
+    """Consecutive infra errors at the end of ``runs`` beyond the retry budget, as an excuse."""
+    streak: list[RunSummary] = []
+    for run in reversed(runs):
+        if run.verdict is not Verdict.INFRA_ERROR:
+            break
+        streak.append(run)
+    if len(streak) <= policy.max_infra_retries:
+        return None
+    last = streak[0]
+    detail = "; ".join(e.message for e in last.excuses) or "no detail"
+    return Excuse(
+        "infra_error",
+        f"run {last.id}",
+        f"{len(streak)} {last.kind} runs in a row hit testbed or tool errors; retries exhausted, "
+        f"an operator must look (last: {detail})",
+        {"runs": [r.id for r in streak]},
+    )
+
+
+def _judged_failure(runs: list[RunSummary]) -> RunSummary | None:
+    for run in runs:
+        if run.verdict in (Verdict.FAILED, Verdict.REGRESSED):
+            return run
+    return None
+
+
+def decide(
+    state: CandidateState,
+    runs: list[RunSummary],
+    now: datetime,
+    policy: SoakPolicy,
+    soak_started_at: datetime | None = None,
+) -> Decision:
+    """The next step for one candidate. Pure: the same inputs always give the same decision."""
+    runs = sorted(runs, key=lambda r: (r.created_at, r.id))
+    if state is CandidateState.QUEUED:
+        return Decision(Action.WAIT, (Excuse("queued", "pipeline",
+                                             "queued: waiting for the testbed"),))
+    if state is CandidateState.GATING:
+        return _decide_gating([r for r in runs if r.kind is RunKind.GATE], policy)
+    if state is CandidateState.SOAKING:
+        if soak_started_at is None:
+            raise ValueError("a soaking candidate needs soak_started_at")
+        return _decide_soaking([r for r in runs if r.kind is RunKind.SOAK], now, policy,
+                               soak_started_at)
+    return Decision(Action.WAIT, (Excuse("final", "lifecycle", f"{state}: no further steps"),))
+
+
+def _decide_gating(gate_runs: list[RunSummary], policy: SoakPolicy) -> Decision:
+    bad = _judged_failure(gate_runs)
+    if bad is not None:
+        return Decision(Action.REJECT, bad.excuses or (
+            Excuse(str(bad.verdict), f"run {bad.id}", f"gate run {bad.id} {bad.verdict}"),))
+    if any(r.verdict is Verdict.PASSED for r in gate_runs):
+        return Decision(Action.START_SOAK)
+    if any(r.verdict is None for r in gate_runs):
+        return Decision(Action.WAIT, (Excuse("gating", "gate", "gating: gate run in progress"),))
+    exhausted = _infra_exhausted(gate_runs, policy)
+    if exhausted is not None:
+        return Decision(Action.WAIT, (exhausted,))
+    retrying = bool(gate_runs)
+    message = "gating: retrying after a testbed error" if retrying else "gating: gate run queued"
+    return Decision(Action.WAIT, (Excuse("gating", "gate", message),), next_run=RunKind.GATE)
+
+
+def _decide_soaking(
+    soak_runs: list[RunSummary], now: datetime, policy: SoakPolicy, started: datetime
+) -> Decision:
+    bad = _judged_failure(soak_runs)
+    if bad is not None:
+        return Decision(Action.REJECT, bad.excuses or (
+            Excuse(str(bad.verdict), f"run {bad.id}", f"soak run {bad.id} {bad.verdict}"),))
+    elapsed = max(now - started, timedelta(0))
+    passing = sum(1 for r in soak_runs if r.verdict is Verdict.PASSED)
+    pending = any(r.verdict is None for r in soak_runs)
+    progress = {"elapsed_s": elapsed.total_seconds(),
+                "duration_s": policy.duration.total_seconds(),
+                "passing_runs": float(passing), "min_runs": float(policy.min_runs)}
+    if elapsed >= policy.duration and passing >= policy.min_runs and not pending:
+        return Decision(Action.PROMOTE, data=progress)
+
+    excuses: list[Excuse] = []
+    if elapsed < policy.duration:
+        excuses.append(Excuse(
+            "soaking", "soak",
+            f"soaking: {format_duration(elapsed)} of {format_duration(policy.duration)}",
+            {"elapsed_s": elapsed.total_seconds(), "duration_s": policy.duration.total_seconds()},
+        ))
+    if passing < policy.min_runs:
+        excuses.append(Excuse(
+            "soak_runs", "soak",
+            f"passing soak runs: {passing} of at least {policy.min_runs}",
+            {"passing": passing, "min_runs": policy.min_runs},
+        ))
+    if pending:
+        excuses.append(Excuse("soaking", "soak", "soak run in progress"))
+        return Decision(Action.WAIT, tuple(excuses), data=progress)
+    exhausted = _infra_exhausted(soak_runs, policy)
+    if exhausted is not None:
+        return Decision(Action.WAIT, (*excuses, exhausted), data=progress)
+    last = soak_runs[-1] if soak_runs else None
+    retry = last is not None and last.verdict is Verdict.INFRA_ERROR
+    due = last is None or retry or now >= last.created_at + policy.interval
+    if passing < policy.min_runs and elapsed >= policy.duration:
+        due = True  # the week is over but runs are missing: catch up instead of waiting
+    return Decision(Action.WAIT, tuple(excuses), next_run=RunKind.SOAK if due else None,
+                    data=progress)

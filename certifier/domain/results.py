@@ -1,0 +1,67 @@
+"""What a suite yields: checks (pass/fail with a message) and measurements (numbers with units).
+
+These are the plain records that flow from a testbed run into judgement; the suites in
+``workers/suites`` build them, persistence stores them, and :mod:`certifier.domain.judgement`
+compares them with the known-good's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Better(StrEnum):
+    """Which way a metric improves; regression detection needs to know."""
+
+    HIGHER = "higher"
+    LOWER = "lower"
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One pass/fail statement about a run, e.g. "h1 reaches h2"."""
+
+    suite: str
+    name: str
+    passed: bool
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """One number a suite measured, e.g. bandwidth from h1 to h2 in Gbit/s."""
+
+    suite: str
+    metric: str
+    value: float
+    unit: str
+    better: Better
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """Identity of the series this sample belongs to: suite, metric and sorted labels."""
+        return series_key(self.suite, self.metric, self.labels)
+
+
+def series_key(suite: str, metric: str, labels: dict[str, str]) -> str:
+    """A stable text key for one (suite, metric, labels) series, used to pair with the baseline."""
+    label_text = ",".join(f"{k}={labels[k]}" for k in sorted(labels))
+    return f"{suite}.{metric}{{{label_text}}}"
+
+
+@dataclass(slots=True)
+class SuiteResult:
+    """Everything one suite produced in one run.
+
+    ``infra_error`` is set when the testbed or a tool failed (binary missing, timeout, garbage
+    output): such a result says nothing about the candidate and must never count against it.
+    """
+
+    suite: str
+    checks: list[Check] = field(default_factory=list)
+    measurements: list[Measurement] = field(default_factory=list)
+    infra_error: str | None = None
+    tool_versions: dict[str, str] = field(default_factory=dict)
+    log: str = ""

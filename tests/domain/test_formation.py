@@ -1,0 +1,59 @@
+from certifier.domain.combination import Combination
+from certifier.domain.formation import CandidateView, desired_combination, plan
+from certifier.domain.lifecycle import CandidateState
+
+A, B, C = "a" * 40, "b" * 40, "c" * 40
+S = CandidateState
+
+
+def test_first_combination_takes_every_head_and_waits_for_all_components() -> None:
+    assert plan(desired_combination({"nova": A}, None), None, [], ["nova", "neutron"]).create \
+        is None
+    p = plan(desired_combination({"nova": A, "neutron": B}, None), None, [], ["nova", "neutron"])
+    assert p.create == Combination.of({"nova": A, "neutron": B})
+    assert p.changed == ("neutron", "nova")
+
+
+def test_heads_equal_to_known_good_form_nothing() -> None:
+    kg = Combination.of({"nova": A})
+    assert plan(desired_combination({"nova": A}, kg), kg, []).create is None
+
+
+def test_new_head_is_combined_with_the_known_good() -> None:
+    kg = Combination.of({"nova": A, "neutron": A})
+    p = plan(desired_combination({"neutron": B}, kg), kg, [])
+    assert p.create == Combination.of({"nova": A, "neutron": B})
+    assert p.changed == ("neutron",)
+
+
+def test_a_combination_is_never_formed_twice() -> None:
+    combo = Combination.of({"nova": B})
+    rejected = CandidateView(7, S.REJECTED, combo.hash)
+    assert plan(combo, None, [rejected]).create is None
+
+
+def test_soaking_candidate_is_not_preempted_and_new_heads_queue() -> None:
+    soaking = CandidateView(1, S.SOAKING, Combination.of({"nova": A}).hash)
+    p = plan(Combination.of({"nova": B}), None, [soaking])
+    assert p.create == Combination.of({"nova": B})
+    assert p.supersede == ()
+    assert p.board is None
+
+
+def test_bursts_coalesce_into_one_queued_candidate() -> None:
+    soaking = CandidateView(1, S.SOAKING, Combination.of({"nova": A}).hash)
+    queued = CandidateView(2, S.QUEUED, Combination.of({"nova": B}).hash)
+    p = plan(Combination.of({"nova": C}), None, [soaking, queued])
+    assert p.create == Combination.of({"nova": C})
+    assert p.supersede == (2,)
+
+
+def test_queued_candidate_boards_when_nothing_is_active() -> None:
+    queued = CandidateView(2, S.QUEUED, Combination.of({"nova": B}).hash)
+    assert plan(Combination.of({"nova": B}), None, [queued]).board == 2
+
+
+def test_held_component_stays_at_its_last_good_commit() -> None:
+    kg = Combination.of({"nova": A, "neutron": A})
+    combo = desired_combination({"nova": B, "neutron": C}, kg, held={"neutron": A})
+    assert combo == Combination.of({"nova": B, "neutron": A})
