@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy models, the engine and session wiring, and the repository queries."""

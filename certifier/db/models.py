@@ -1,0 +1,226 @@
+"""The SQLAlchemy models: one table per noun of the design brief.
+
+Runs pin their exact combination through their candidate, and a finished run is never edited:
+changing inputs means a new run. Unique constraints carry the idempotency the scheduler relies on
+(one candidate per combination, one run per candidate/kind/attempt, one known-good per version).
+Alembic migrations in ``migrations/`` must agree with these models; a test fails on drift.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timestamps stored as UTC and always returned timezone-aware, on SQLite as on PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Component(Base):
+    __tablename__ = "components"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    source: Mapped[str] = mapped_column(String(16))
+    url: Mapped[str] = mapped_column(String(1000))
+    branch: Mapped[str] = mapped_column(String(200))
+    recipe: Mapped[str | None] = mapped_column(String(1000))
+    run_in: Mapped[str] = mapped_column(String(16), default="controller")
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime]
+
+    commits: Mapped[list[Commit]] = relationship(back_populates="component")
+
+
+class Commit(Base):
+    __tablename__ = "commits"
+    __table_args__ = (UniqueConstraint("component_id", "sha"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    component_id: Mapped[int] = mapped_column(ForeignKey("components.id", ondelete="CASCADE"))
+    sha: Mapped[str] = mapped_column(String(64))
+    title: Mapped[str] = mapped_column(String(500), default="")
+    author: Mapped[str] = mapped_column(String(200), default="")
+    committed_at: Mapped[datetime | None]
+    first_seen_at: Mapped[datetime] = mapped_column(index=True)
+    seen_via: Mapped[str] = mapped_column(String(16))
+
+    component: Mapped[Component] = relationship(back_populates="commits")
+
+
+class Combination(Base):
+    __tablename__ = "combinations"
+
+    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime]
+
+    items: Mapped[list[CombinationItem]] = relationship(
+        back_populates="combination", order_by="CombinationItem.component_id"
+    )
+
+
+class CombinationItem(Base):
+    __tablename__ = "combination_items"
+
+    combination_hash: Mapped[str] = mapped_column(
+        ForeignKey("combinations.hash", ondelete="CASCADE"), primary_key=True
+    )
+    component_id: Mapped[int] = mapped_column(ForeignKey("components.id"), primary_key=True)
+    commit_id: Mapped[int] = mapped_column(ForeignKey("commits.id"))
+
+    combination: Mapped[Combination] = relationship(back_populates="items")
+    component: Mapped[Component] = relationship()
+    commit: Mapped[Commit] = relationship()
+
+
+class Candidate(Base):
+    __tablename__ = "candidates"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    combination_hash: Mapped[str] = mapped_column(ForeignKey("combinations.hash"), unique=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    base_version: Mapped[int | None]
+    changed: Mapped[list[Any]] = mapped_column(default=list)
+    excuses: Mapped[list[Any]] = mapped_column(default=list)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    gating_started_at: Mapped[datetime | None]
+    soak_started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    combination: Mapped[Combination] = relationship()
+    runs: Mapped[list[Run]] = relationship(back_populates="candidate", order_by="Run.id")
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    __table_args__ = (UniqueConstraint("candidate_id", "kind", "attempt"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    attempt: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), index=True)  # pending, running, finished
+    verdict: Mapped[str | None] = mapped_column(String(16))
+    testbed: Mapped[str | None] = mapped_column(String(63))
+    worker: Mapped[str | None] = mapped_column(String(200))
+    excuses: Mapped[list[Any]] = mapped_column(default=list)
+    tool_versions: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    log: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime]
+    dispatched_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    candidate: Mapped[Candidate] = relationship(back_populates="runs")
+    checks: Mapped[list[CheckRow]] = relationship(order_by="CheckRow.id")
+    measurements: Mapped[list[MeasurementRow]] = relationship(order_by="MeasurementRow.id")
+
+
+class CheckRow(Base):
+    __tablename__ = "checks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    suite: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(200))
+    passed: Mapped[bool]
+    message: Mapped[str] = mapped_column(Text, default="")
+
+
+class MeasurementRow(Base):
+    __tablename__ = "measurements"
+    __table_args__ = (Index("ix_measurements_series_run", "series", "run_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    suite: Mapped[str] = mapped_column(String(32))
+    metric: Mapped[str] = mapped_column(String(64))
+    series: Mapped[str] = mapped_column(String(400))
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    value: Mapped[float] = mapped_column(Float)
+    unit: Mapped[str] = mapped_column(String(16))
+    better: Mapped[str] = mapped_column(String(8))
+
+
+class KnownGood(Base):
+    __tablename__ = "known_goods"
+
+    version: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id"), unique=True)
+    combination_hash: Mapped[str] = mapped_column(ForeignKey("combinations.hash"))
+    promoted_at: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(Text, default="")
+    revoked_at: Mapped[datetime | None]
+
+    candidate: Mapped[Candidate] = relationship()
+    combination: Mapped[Combination] = relationship()
+
+
+class Testbed(Base):
+    __tablename__ = "testbeds"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    driver: Mapped[str] = mapped_column(String(16))
+    role: Mapped[str] = mapped_column(String(16))
+    leased_by_run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("runs.id", ondelete="SET NULL")
+    )
+    lease_expires_at: Mapped[datetime | None]
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(200))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
