@@ -25,7 +25,13 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from certifier.domain.combination import NAME_RE
 from certifier.domain.durations import DurationError, parse_duration
@@ -236,6 +242,17 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     config: CertifierConfig = CertifierConfig()
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, _EnvWithoutConfig(settings_cls))
+
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'certifier.sqlite').resolve()}"
@@ -261,6 +278,21 @@ class Settings(BaseSettings):
 
     def judgement_policy(self) -> JudgementPolicy:
         return self.config.thresholds.policy()
+
+
+class _EnvWithoutConfig(EnvSettingsSource):
+    """The environment, except that ``config`` (the parsed YAML) is never read from it.
+
+    ``CERTIFIER_CONFIG`` names the config *file* (``config_file``); without this, pydantic-settings
+    would also try to parse that path as the JSON value of the ``config`` field.
+    """
+
+    def prepare_field_value(
+        self, field_name: str, field: FieldInfo, value: Any, value_is_complex: bool
+    ) -> Any:
+        if field_name == "config":
+            return None
+        return super().prepare_field_value(field_name, field, value, value_is_complex)
 
 
 def _line_of(root: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:

@@ -1,0 +1,76 @@
+"""Configuration: the YAML file, the environment, and clear errors for bad input."""
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from certifier.settings import ConfigError, load_config_file, load_settings, parse_config_text
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "certifier.yaml"
+
+
+def test_the_shipped_example_is_valid() -> None:
+    config = load_config_file(EXAMPLE)
+    assert [c.name for c in config.components] == ["nova", "neutron"]
+    assert config.soak.duration == timedelta(days=7)
+    assert config.components[0].recipe == EXAMPLE.parent / "recipes" / "nova"
+    assert str(config.thresholds.policy().limits[0]) == "bandwidth.throughput_gbps >= 1"
+
+
+def test_short_durations_let_a_demo_soak_in_seconds() -> None:
+    config = parse_config_text("soak: {duration: 30s, interval: 5s, min_runs: 2}")
+    policy = config.soak.policy()
+    assert (policy.duration, policy.interval, policy.min_runs) == (
+        timedelta(seconds=30), timedelta(seconds=5), 2)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("components:\n  - name: Nova\n    url: x\n", r"components\.0\.name \(line 2\)"),
+        ("testbeds:\n  - name: t\n    subnet: 10.0.0.0/24\n",
+         r"testbeds\.0\.subnet \(line 3\): 10\.0\.0\.0/24 is outside 198\.18\.0\.0/15"),
+        ("soak:\n  duration: soon\n", r"soak\.duration \(line 2\): not a duration"),
+        ("soak:\n  min_runs: 0\n", r"soak\.min_runs \(line 2\)"),
+        ("sok:\n  duration: 1d\n", r"sok \(line 1\): Extra inputs are not permitted"),
+        ("components:\n  - name: a\n    url: x\n    branch: ../../etc\n", r"not a safe branch"),
+        ("components:\n  - name: a\n    url: --upload-pack=x\n", r"not a usable repository"),
+        ("thresholds:\n  limits: ['rm -rf / >= 1']\n", r"not a limit"),
+        ("components: [\n", r"line \d+: not valid YAML"),
+        ("- just\n- a list\n", r"top level must be a mapping"),
+        ("testbeds:\n  - {name: a, subnet: 198.18.0.0/24}\n  - {name: b, subnet: 198.18.0.0/25}\n",
+         r"overlapping subnets"),
+        ("testbeds:\n  - {name: a, hosts: [h1, h1]}\n", r"unique"),
+    ],
+)
+def test_bad_config_names_the_key_and_line(text: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        parse_config_text(text)
+
+
+def test_environment_says_where_things_are(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("soak: {duration: 1h}\n")
+    monkeypatch.setenv("CERTIFIER_CONFIG", str(cfg))
+    monkeypatch.setenv("CERTIFIER_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("CERTIFIER_BROKER_URL", "redis://127.0.0.1:6379/0")
+    monkeypatch.delenv("CERTIFIER_DATABASE_URL", raising=False)
+    settings = load_settings()
+    assert settings.config.soak.duration == timedelta(hours=1)
+    assert settings.resolved_database_url == f"sqlite:///{tmp_path / 'data' / 'certifier.sqlite'}"
+    assert not settings.embedded_broker
+
+
+def test_no_broker_means_the_embedded_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CERTIFIER_BROKER_URL", raising=False)
+    monkeypatch.delenv("CERTIFIER_CONFIG", raising=False)
+    assert load_settings().embedded_broker
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CERTIFIER_CONFIG", str(tmp_path / "nope.yaml"))
+    with pytest.raises(ConfigError, match="cannot read the config file"):
+        load_settings()
