@@ -1,0 +1,56 @@
+"""Request dependencies: the application context and the request-scoped database session.
+
+The session commits at the boundary — after the path operation returns and *before* the response
+is sent (``scope="function"``), so a client never sees a 201 for a row that then failed to
+commit — and rolls back if anything raised. Dispatcher calls registered with ``after_commit``
+fire on that commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated, cast
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session, sessionmaker
+
+from certifier.db.session import session_scope
+from certifier.domain.clock import Clock
+from certifier.pipeline.dispatch import Dispatcher
+from certifier.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class AppContext:
+    """What one application instance was built with; stored on ``app.state.certifier``."""
+
+    settings: Settings
+    dispatcher: Dispatcher
+    clock: Clock
+    session_factory: sessionmaker[Session]
+
+
+def get_context(request: Request) -> AppContext:
+    return cast(AppContext, request.app.state.certifier)
+
+
+ContextDep = Annotated[AppContext, Depends(get_context)]
+
+
+def get_session(context: ContextDep) -> Iterator[Session]:
+    with session_scope(context.session_factory) as session:
+        yield session
+
+
+def get_clock(context: ContextDep) -> Clock:
+    return context.clock
+
+
+def get_dispatcher(context: ContextDep) -> Dispatcher:
+    return context.dispatcher
+
+
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+ClockDep = Annotated[Clock, Depends(get_clock)]
+DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]

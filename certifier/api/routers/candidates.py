@@ -1,0 +1,39 @@
+"""Candidates (combination, runs, verdicts, excuses) and runs (checks, measurements, log)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from certifier.api.deps import SessionDep
+from certifier.api.schemas import CandidateDetail, CandidateList, CandidateOut, ErrorOut, RunDetail
+from certifier.domain.lifecycle import CandidateState
+from certifier.pipeline import queries
+
+router = APIRouter(prefix="/api/v1", tags=["candidates"])
+
+Id = Annotated[int, Path(ge=1)]
+
+
+@router.get("/candidates", response_model=CandidateList)
+def list_candidates(
+    session: SessionDep,
+    state: CandidateState | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> CandidateList:
+    """Candidates, newest first."""
+    return CandidateList(items=[CandidateOut.of(c)
+                                for c in queries.list_candidates(session, state, limit)])
+
+
+@router.get("/candidates/{candidate_id}", response_model=CandidateDetail,
+            responses={404: {"model": ErrorOut}})
+def get_candidate(candidate_id: Id, session: SessionDep) -> CandidateDetail:
+    return CandidateDetail.detail(queries.candidate_detail(session, candidate_id))
+
+
+@router.get("/runs/{run_id}", response_model=RunDetail, responses={404: {"model": ErrorOut}},
+            tags=["runs"])
+def get_run(run_id: Id, session: SessionDep) -> RunDetail:
+    return RunDetail.of(queries.run_detail(session, run_id))

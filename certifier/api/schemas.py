@@ -1,0 +1,290 @@
+"""Request and response bodies of the v1 API, and their construction from database rows.
+
+Responses are built explicitly from rows (``of``) rather than serialising ORM objects, so the
+wire format is the contract published in OpenAPI and a model change cannot leak a column.
+Lists are objects with an ``items`` array, so fields (paging, totals) can be added later without
+breaking clients.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from certifier.db import models
+
+SHA_PATTERN = r"^(?:[0-9a-fA-F]{40}|[0-9a-fA-F]{64})$"
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class ErrorOut(_Out):
+    detail: str
+
+
+class HealthOut(_Out):
+    status: str
+
+
+class ExcuseOut(_Out):
+    """One plain-words reason why a candidate or run is not (yet) good."""
+
+    kind: str
+    subject: str
+    message: str
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def many(cls, raw: list[Any]) -> list[ExcuseOut]:
+        return [
+            cls(kind=str(e.get("kind", "")), subject=str(e.get("subject", "")),
+                message=str(e.get("message", "")), data=dict(e.get("data") or {}))
+            for e in raw
+            if isinstance(e, dict)
+        ]
+
+
+# Components and commits ---------------------------------------------------------------------
+
+
+class CommitOut(_Out):
+    component: str
+    sha: str
+    title: str
+    author: str
+    committed_at: datetime | None
+    first_seen_at: datetime
+    seen_via: str
+
+    @classmethod
+    def of(cls, commit: models.Commit, component: str) -> CommitOut:
+        return cls(component=component, sha=commit.sha, title=commit.title, author=commit.author,
+                   committed_at=commit.committed_at, first_seen_at=commit.first_seen_at,
+                   seen_via=commit.seen_via)
+
+
+class CommitList(_Out):
+    items: list[CommitOut]
+
+
+class CommitReport(BaseModel):
+    """A commit seen on a component's branch, reported by a script or a CI job."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sha: str = Field(pattern=SHA_PATTERN, description="full commit id: 40 or 64 hex digits")
+    title: str = Field(default="", max_length=10_000, description="stored up to 500 characters")
+    author: str = Field(default="", max_length=1_000, description="stored up to 200 characters")
+    committed_at: AwareDatetime | None = None
+
+
+class CommitReported(_Out):
+    commit: CommitOut
+    created: bool
+
+
+class ComponentOut(_Out):
+    name: str
+    source: str
+    url: str
+    branch: str
+    recipe: str | None
+    run_in: str
+    paused: bool
+    created_at: datetime
+    head_sha: str | None = Field(description="the newest reported commit, if any")
+
+    @classmethod
+    def of(cls, component: models.Component, head: models.Commit | None) -> ComponentOut:
+        return cls(name=component.name, source=component.source, url=component.url,
+                   branch=component.branch, recipe=component.recipe, run_in=component.run_in,
+                   paused=component.paused, created_at=component.created_at,
+                   head_sha=head.sha if head else None)
+
+
+class ComponentList(_Out):
+    items: list[ComponentOut]
+
+
+# Candidates and runs ------------------------------------------------------------------------
+
+
+class RunOut(_Out):
+    id: int
+    kind: str
+    attempt: int
+    state: str
+    verdict: str | None
+    testbed: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    excuses: list[ExcuseOut]
+
+    @classmethod
+    def summary(cls, run: models.Run) -> RunOut:
+        return cls(id=run.id, kind=run.kind, attempt=run.attempt, state=run.state,
+                   verdict=run.verdict, testbed=run.testbed, created_at=run.created_at,
+                   started_at=run.started_at, finished_at=run.finished_at,
+                   excuses=ExcuseOut.many(run.excuses))
+
+
+class CheckOut(_Out):
+    suite: str
+    name: str
+    passed: bool
+    message: str
+
+
+class MeasurementOut(_Out):
+    suite: str
+    metric: str
+    labels: dict[str, Any]
+    value: float
+    unit: str
+    better: str
+
+
+class RunDetail(RunOut):
+    candidate_id: int
+    worker: str | None
+    dispatched_at: datetime | None
+    tool_versions: dict[str, Any]
+    checks: list[CheckOut]
+    measurements: list[MeasurementOut]
+    log: str
+
+    @classmethod
+    def of(cls, run: models.Run) -> RunDetail:
+        return cls(
+            **RunOut.summary(run).model_dump(),
+            candidate_id=run.candidate_id, worker=run.worker, dispatched_at=run.dispatched_at,
+            tool_versions=dict(run.tool_versions),
+            checks=[CheckOut(suite=c.suite, name=c.name, passed=c.passed, message=c.message)
+                    for c in run.checks],
+            measurements=[
+                MeasurementOut(suite=m.suite, metric=m.metric, labels=dict(m.labels),
+                               value=m.value, unit=m.unit, better=m.better)
+                for m in run.measurements
+            ],
+            log=run.log,
+        )
+
+
+class CandidateOut(_Out):
+    id: int
+    state: str
+    combination: str = Field(description="content hash of the combination")
+    base_version: int | None = Field(description="the known-good version it was formed on")
+    changed: list[str] = Field(description="components whose commit differs from the base")
+    created_at: datetime
+    updated_at: datetime
+    gating_started_at: datetime | None
+    soak_started_at: datetime | None
+    finished_at: datetime | None
+    excuses: list[ExcuseOut]
+
+    @classmethod
+    def of(cls, cand: models.Candidate) -> CandidateOut:
+        return cls(id=cand.id, state=cand.state, combination=cand.combination_hash,
+                   base_version=cand.base_version, changed=[str(c) for c in cand.changed],
+                   created_at=cand.created_at, updated_at=cand.updated_at,
+                   gating_started_at=cand.gating_started_at,
+                   soak_started_at=cand.soak_started_at, finished_at=cand.finished_at,
+                   excuses=ExcuseOut.many(cand.excuses))
+
+
+class CandidateList(_Out):
+    items: list[CandidateOut]
+
+
+class CombinationEntry(_Out):
+    name: str
+    sha: str
+    title: str
+
+
+class CandidateDetail(CandidateOut):
+    components: list[CombinationEntry]
+    runs: list[RunOut]
+
+    @classmethod
+    def detail(cls, cand: models.Candidate) -> CandidateDetail:
+        entries = sorted(
+            (CombinationEntry(name=i.component.name, sha=i.commit.sha, title=i.commit.title)
+             for i in cand.combination.items),
+            key=lambda e: e.name,
+        )
+        return cls(**CandidateOut.of(cand).model_dump(), components=entries,
+                   runs=[RunOut.summary(r) for r in cand.runs])
+
+
+# Known-goods --------------------------------------------------------------------------------
+
+
+class ManifestComponent(_Out):
+    name: str
+    source: str
+    url: str
+    branch: str
+    sha: str
+    title: str
+    committed_at: str | None
+
+
+class Manifest(_Out):
+    """The document an operator deploys (its JSON form; also served as YAML and env lines)."""
+
+    version: int
+    promoted_at: str
+    combination: str
+    candidate: int
+    revoked_at: str | None
+    components: list[ManifestComponent]
+
+
+class ManifestSummary(_Out):
+    version: int
+    promoted_at: datetime
+    combination: str
+    candidate: int
+    reason: str
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, kg: models.KnownGood) -> ManifestSummary:
+        return cls(version=kg.version, promoted_at=kg.promoted_at,
+                   combination=kg.combination_hash, candidate=kg.candidate_id, reason=kg.reason,
+                   revoked_at=kg.revoked_at)
+
+
+class ManifestList(_Out):
+    items: list[ManifestSummary]
+
+
+# Testbeds -----------------------------------------------------------------------------------
+
+
+class TestbedOut(_Out):
+    __test__ = False  # not a pytest test class, despite the name
+
+    name: str
+    driver: str
+    role: str
+    leased_by_run_id: int | None
+    lease_expires_at: datetime | None
+
+    @classmethod
+    def of(cls, bed: models.Testbed) -> TestbedOut:
+        return cls(name=bed.name, driver=bed.driver, role=bed.role,
+                   leased_by_run_id=bed.leased_by_run_id, lease_expires_at=bed.lease_expires_at)
+
+
+class TestbedList(_Out):
+    __test__ = False
+
+    items: list[TestbedOut]

@@ -1,0 +1,121 @@
+"""Known-good versions and the manifest operators pull.
+
+Promotion is a compare-and-swap: it succeeds only if the known-good has not moved since the
+candidate was based on it, and the version's primary key makes a second known-good with the same
+number impossible, so two racing promotions can never both win.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, selectinload
+
+from certifier.db import models
+from certifier.domain.clock import Clock
+from certifier.domain.combination import Combination
+from certifier.pipeline.errors import Conflict, NotFound
+
+
+def current(session: Session, at: datetime | None = None) -> models.KnownGood | None:
+    """The newest unrevoked known-good (as of ``at``, when given)."""
+    query = select(models.KnownGood).order_by(models.KnownGood.version.desc()).limit(1)
+    if at is None:
+        query = query.where(models.KnownGood.revoked_at.is_(None))
+    else:
+        query = query.where(
+            models.KnownGood.promoted_at <= at,
+            (models.KnownGood.revoked_at.is_(None)) | (models.KnownGood.revoked_at > at),
+        )
+    return session.scalar(query)
+
+
+def get(session: Session, version: int) -> models.KnownGood:
+    kg = session.get(models.KnownGood, version)
+    if kg is None:
+        raise NotFound(f"no known-good version {version}")
+    return kg
+
+
+def history(session: Session) -> list[models.KnownGood]:
+    return list(session.scalars(select(models.KnownGood).order_by(models.KnownGood.version.desc())))
+
+
+def combination_of(session: Session, combination_hash: str) -> Combination:
+    rows = session.execute(
+        select(models.Component.name, models.Commit.sha)
+        .join(models.CombinationItem, models.CombinationItem.component_id == models.Component.id)
+        .join(models.Commit, models.Commit.id == models.CombinationItem.commit_id)
+        .where(models.CombinationItem.combination_hash == combination_hash)
+    ).all()
+    return Combination.of({str(name): str(sha) for name, sha in rows})
+
+
+def promote(
+    session: Session, candidate: models.Candidate, clock: Clock, reason: str
+) -> models.KnownGood:
+    """Make ``candidate`` the next known-good version, if its base is still current."""
+    now = current(session)
+    now_version = now.version if now else None
+    if candidate.base_version != now_version:
+        raise Conflict(
+            f"candidate {candidate.id} was formed on known-good #{candidate.base_version} but the "
+            f"known-good is now #{now_version}; it must be re-gated against the new base"
+        )
+    top = session.scalar(select(func.max(models.KnownGood.version))) or 0
+    kg = models.KnownGood(
+        version=top + 1,
+        candidate_id=candidate.id,
+        combination_hash=candidate.combination_hash,
+        promoted_at=clock.now(),
+        reason=reason,
+    )
+    session.add(kg)
+    session.flush()  # a racing promotion fails here on the primary key
+    return kg
+
+
+def manifest(session: Session, kg: models.KnownGood) -> dict[str, Any]:
+    """The manifest document: what an operator deploys."""
+    combo = session.scalar(
+        select(models.Combination)
+        .where(models.Combination.hash == kg.combination_hash)
+        .options(
+            selectinload(models.Combination.items).selectinload(models.CombinationItem.component),
+            selectinload(models.Combination.items).selectinload(models.CombinationItem.commit),
+        )
+    )
+    assert combo is not None
+    components = sorted(
+        (
+            {
+                "name": item.component.name,
+                "source": item.component.source,
+                "url": item.component.url,
+                "branch": item.component.branch,
+                "sha": item.commit.sha,
+                "title": item.commit.title,
+                "committed_at": item.commit.committed_at.isoformat()
+                if item.commit.committed_at else None,
+            }
+            for item in combo.items
+        ),
+        key=lambda c: str(c["name"]),
+    )
+    return {
+        "version": kg.version,
+        "promoted_at": kg.promoted_at.isoformat(),
+        "combination": kg.combination_hash,
+        "candidate": kg.candidate_id,
+        "revoked_at": kg.revoked_at.isoformat() if kg.revoked_at else None,
+        "components": components,
+    }
+
+
+def etag(document: dict[str, Any]) -> str:
+    body = json.dumps(document, sort_keys=True).encode()
+    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'

@@ -1,0 +1,229 @@
+"""Runs: claiming one for a worker, leasing a testbed, recording what the suites found, judging it.
+
+Claiming is a conditional update (``pending → running``), so a redelivered or duplicated task finds
+nothing to do and creates no second run. A testbed lease is a row in the database with an expiry:
+it survives worker restarts, and an expired lease can be taken over.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, Result, or_, select, update
+from sqlalchemy.orm import Session
+
+from certifier.db import models
+from certifier.domain.clock import Clock
+from certifier.domain.judgement import (
+    Baseline,
+    Excuse,
+    JudgementPolicy,
+    RunJudgement,
+    RunKind,
+    Verdict,
+    judge_run,
+)
+from certifier.domain.results import SuiteResult
+from certifier.pipeline import knowngood
+from certifier.pipeline.errors import NotFound
+
+
+class RunState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+class Claim(StrEnum):
+    CLAIMED = "claimed"
+    NOT_PENDING = "not_pending"  # already taken or finished: a duplicate delivery
+    BUSY = "busy"  # no testbed free: try again later
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentPlan:
+    name: str
+    url: str
+    branch: str
+    sha: str
+    recipe: str | None
+    run_in: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunPlan:
+    """Everything a worker needs to execute a run, loaded by id, free of ORM objects."""
+
+    run_id: int
+    candidate_id: int
+    kind: RunKind
+    testbed: str
+    components: tuple[ComponentPlan, ...]
+
+
+def get_run(session: Session, run_id: int) -> models.Run:
+    run = session.get(models.Run, run_id)
+    if run is None:
+        raise NotFound(f"no run {run_id}")
+    return run
+
+
+def _testbed_for(session: Session, kind: str) -> list[models.Testbed]:
+    wanted = "soak" if kind == RunKind.SOAK else "gate"
+    beds = list(session.scalars(select(models.Testbed).order_by(models.Testbed.name)))
+    return sorted(beds, key=lambda t: t.role != wanted)
+
+
+def claim(
+    session: Session, run_id: int, worker: str, clock: Clock, lease: timedelta
+) -> Claim:
+    """Take a pending run and lease a testbed for it, atomically; flushes."""
+    run = session.get(models.Run, run_id)
+    if run is None or run.state != RunState.PENDING:
+        return Claim.NOT_PENDING
+    now = clock.now()
+    for bed in _testbed_for(session, run.kind):
+        taken = _rowcount(session.execute(
+            update(models.Testbed)
+            .where(
+                models.Testbed.name == bed.name,
+                or_(
+                    models.Testbed.leased_by_run_id.is_(None),
+                    models.Testbed.lease_expires_at < now,
+                ),
+            )
+            .values(leased_by_run_id=run_id, lease_expires_at=now + lease)
+            .execution_options(synchronize_session=False)
+        ))
+        if not taken:
+            continue
+        started = _rowcount(session.execute(
+            update(models.Run)
+            .where(models.Run.id == run_id, models.Run.state == RunState.PENDING)
+            .values(state=RunState.RUNNING, started_at=now, worker=worker, testbed=bed.name)
+            .execution_options(synchronize_session=False)
+        ))
+        if not started:
+            _release(session, run_id)
+            return Claim.NOT_PENDING
+        session.flush()
+        session.expire_all()
+        return Claim.CLAIMED
+    return Claim.BUSY
+
+
+def _rowcount(result: Result[Any]) -> int:
+    return cast(CursorResult[Any], result).rowcount
+
+
+def plan(session: Session, run_id: int) -> RunPlan:
+    run = get_run(session, run_id)
+    combo = run.candidate.combination
+    comps = tuple(
+        ComponentPlan(
+            name=item.component.name,
+            url=item.component.url,
+            branch=item.component.branch,
+            sha=item.commit.sha,
+            recipe=item.component.recipe,
+            run_in=item.component.run_in,
+        )
+        for item in sorted(combo.items, key=lambda i: i.component.name)
+    )
+    return RunPlan(run.id, run.candidate_id, RunKind(run.kind), run.testbed or "", comps)
+
+
+def baseline(session: Session) -> Baseline | None:
+    """The current known-good's samples from its passing runs, per series."""
+    kg = knowngood.current(session)
+    if kg is None:
+        return None
+    rows = session.execute(
+        select(models.MeasurementRow.series, models.MeasurementRow.value)
+        .join(models.Run, models.Run.id == models.MeasurementRow.run_id)
+        .where(models.Run.candidate_id == kg.candidate_id, models.Run.verdict == Verdict.PASSED)
+    ).all()
+    samples: dict[str, list[float]] = defaultdict(list)
+    for series, value in rows:
+        samples[series].append(value)
+    return Baseline(label=f"known-good #{kg.version}", samples=dict(samples))
+
+
+def _release(session: Session, run_id: int) -> None:
+    session.execute(
+        update(models.Testbed)
+        .where(models.Testbed.leased_by_run_id == run_id)
+        .values(leased_by_run_id=None, lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def finish(
+    session: Session,
+    run_id: int,
+    results: list[SuiteResult],
+    clock: Clock,
+    policy: JudgementPolicy,
+    *,
+    log: str = "",
+    setup_error: str | None = None,
+) -> RunJudgement:
+    """Store a run's checks and measurements, judge it against the baseline, release its testbed.
+
+    ``setup_error`` (deploy or testbed failure before the suites) makes the run ``infra_error``
+    unless it was the candidate's own deploy hook that failed (then it is a failed check, which
+    the caller reports as a result instead).
+    """
+    run = get_run(session, run_id)
+    if run.state == RunState.FINISHED:
+        return RunJudgement(Verdict(run.verdict or Verdict.INFRA_ERROR),
+                            tuple(Excuse.from_dict(e) for e in run.excuses))
+    if setup_error is not None:
+        judgement = RunJudgement(
+            Verdict.INFRA_ERROR, (Excuse("infra_error", f"run {run_id}", setup_error),)
+        )
+    else:
+        judgement = judge_run(results, baseline(session), policy)
+    versions: dict[str, str] = {}
+    for result in results:
+        versions.update(result.tool_versions)
+        for c in result.checks:
+            session.add(models.CheckRow(run_id=run_id, suite=c.suite, name=c.name[:200],
+                                        passed=c.passed, message=c.message))
+        for m in result.measurements:
+            session.add(models.MeasurementRow(
+                run_id=run_id, suite=m.suite, metric=m.metric, series=m.key[:400],
+                labels=dict(m.labels), value=m.value, unit=m.unit, better=str(m.better)))
+    run.state = RunState.FINISHED
+    run.verdict = judgement.verdict
+    run.excuses = [e.as_dict() for e in judgement.excuses]
+    run.tool_versions = versions
+    run.log = log[-200_000:]
+    run.finished_at = clock.now()
+    _release(session, run_id)
+    session.flush()
+    return judgement
+
+
+def expire_stale(session: Session, clock: Clock, run_timeout: timedelta) -> list[int]:
+    """Finish runs whose worker vanished (running far longer than allowed) as ``infra_error``."""
+    cutoff = clock.now() - run_timeout
+    stale = list(
+        session.scalars(
+            select(models.Run.id).where(
+                models.Run.state == RunState.RUNNING, models.Run.started_at < cutoff
+            )
+        )
+    )
+    for run_id in stale:
+        lost_worker(session, run_id, clock, f"run exceeded the run timeout of {run_timeout}; "
+                    "its worker was lost or hung")
+    return stale
+
+
+def lost_worker(session: Session, run_id: int, clock: Clock, message: str) -> None:
+    finish(session, run_id, [], clock, JudgementPolicy(), setup_error=message)

@@ -1,0 +1,102 @@
+"""Building pipeline state for API tests through the real services.
+
+A known-good is reached the way production reaches it: components, reported commits, reconcile
+passes, finished runs and a fake clock moved past the soak.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from certifier.db import models
+from certifier.db.session import session_scope
+from certifier.domain.clock import FakeClock
+from certifier.domain.judgement import JudgementPolicy
+from certifier.domain.promotion import SoakPolicy
+from certifier.domain.results import Better, Check, Measurement, SuiteResult
+from certifier.pipeline import components, runs, scheduler
+from certifier.pipeline.dispatch import RecordingDispatcher
+from certifier.settings import ComponentConfig
+
+SOAK = SoakPolicy(duration=timedelta(hours=1), interval=timedelta(minutes=10), min_runs=1,
+                  max_infra_retries=1)
+POLICY = scheduler.SchedulerPolicy(soak=SOAK)
+
+
+def sha(seed: str) -> str:
+    return hashlib.sha1(seed.encode()).hexdigest()  # noqa: S324 - a fake commit id, not security
+
+
+def passing_results() -> list[SuiteResult]:
+    return [SuiteResult(
+        suite="ping",
+        checks=[Check("ping", "h1 reaches h2", True, "0 % loss")],
+        measurements=[Measurement("ping", "rtt_avg_ms", 0.05, "ms", Better.LOWER,
+                                  {"source": "h1", "destination": "h2"})],
+        tool_versions={"ping": "iputils 20221126"},
+    )]
+
+
+class World:
+    """Pipeline state behind the API under test, changed through the services."""
+
+    def __init__(self, factory: sessionmaker[Session], clock: FakeClock) -> None:
+        self.factory = factory
+        self.clock = clock
+        self.dispatcher = RecordingDispatcher()  # the scheduler's, not the app's
+
+    def component(self, name: str) -> None:
+        with session_scope(self.factory) as session:
+            components.create_component(
+                session, ComponentConfig(name=name, url=f"https://git.example/{name}.git"),
+                self.clock)
+
+    def commit(self, component: str, seed: str, title: str = "") -> str:
+        digest = sha(seed)
+        with session_scope(self.factory) as session:
+            components.report_commit(session, component, digest, self.clock,
+                                     title=title or f"{component}: {seed}", seen_via="poll")
+        self.clock.advance(timedelta(seconds=1))
+        return digest
+
+    def testbed(self, name: str, role: str = "gate") -> None:
+        with session_scope(self.factory) as session:
+            session.add(models.Testbed(name=name, driver="netns", role=role))
+
+    def reconcile(self) -> scheduler.ReconcileReport:
+        with session_scope(self.factory) as session:
+            return scheduler.reconcile(session, self.clock, POLICY, self.dispatcher)
+
+    def claim(self, run_id: int) -> None:
+        with session_scope(self.factory) as session:
+            claim = runs.claim(session, run_id, "worker-1", self.clock, timedelta(minutes=30))
+            assert claim is runs.Claim.CLAIMED
+
+    def finish(self, run_id: int, results: list[SuiteResult] | None = None) -> None:
+        with session_scope(self.factory) as session:
+            runs.finish(session, run_id, passing_results() if results is None else results,
+                        self.clock, JudgementPolicy(), log=f"log of run {run_id}\n")
+
+    def promote_heads(self) -> int:
+        """Carry the current heads through gate and soak to a new known-good; its version."""
+        report = self.reconcile()
+        assert report.runs_created, "expected a gate run"
+        self.clock.advance(timedelta(minutes=1))
+        self.finish(report.runs_created[-1])
+        report = self.reconcile()
+        assert report.started_soak and report.runs_created, "expected the soak to start"
+        self.clock.advance(timedelta(minutes=1))
+        self.finish(report.runs_created[-1])
+        self.clock.advance(SOAK.duration)
+        report = self.reconcile()
+        assert report.promoted, "expected a promotion"
+        self.clock.advance(timedelta(minutes=1))
+        with session_scope(self.factory) as session:
+            return session.execute(
+                select(models.KnownGood.version)
+                .where(models.KnownGood.candidate_id == report.promoted[0])
+            ).scalar_one()
