@@ -1,0 +1,1 @@
+"""Tests of the ping, bandwidth and storage suites and their parsers."""

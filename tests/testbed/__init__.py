@@ -1,0 +1,1 @@
+"""Tests of the testbed drivers, the janitor and recipe hooks."""

@@ -1,0 +1,143 @@
+"""The janitor: what a SIGKILLed owner leaves behind is reaped, and nothing else is touched."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from workers.testbed import janitor, records
+from workers.testbed.base import TestbedError, TestbedSpec, create_testbed
+from workers.testbed.process import pid_alive
+
+from .conftest import needs_binary, needs_root, our_namespaces, unique_subnet, unique_tag
+
+pytestmark = [pytest.mark.root, needs_root, needs_binary("ip")]
+
+# A child that builds a testbed, starts a server in h2, says where it is and waits to be killed.
+# With SLOW set, each `ip` call takes a while, so the parent can kill it mid-creation.
+CHILD = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from workers.testbed import netns
+    from workers.testbed.base import TestbedSpec, create_testbed
+
+    tag, subnet, state, records_dir, slow = sys.argv[1:6]
+    if slow == "1":
+        real_ip = netns._ip
+        def slow_ip(args):
+            time.sleep(0.3)
+            return real_ip(args)
+        netns._ip = slow_ip
+    bed = create_testbed(TestbedSpec(name="child", subnet=subnet), tag=tag,
+                         state_dir=Path(state), records_dir=Path(records_dir))
+    server = bed.spawn(["sleep", "300"], host="h2", log_path=Path(state) / "server.log")
+    print(server.pid, flush=True)
+    time.sleep(300)
+""")
+
+
+def _start_child(tag: str, tmp_path: Path, records_dir: Path,
+                 slow: bool) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, tag, unique_subnet(), str(tmp_path / "state"),
+         str(records_dir), "1" if slow else "0"],
+        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2])
+
+
+def _kill9(child: subprocess.Popen[str]) -> None:
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait(timeout=5)
+
+
+def test_reaps_a_testbed_whose_owner_was_sigkilled(tmp_path: Path, tag: str,
+                                                   records_dir: Path) -> None:
+    child = _start_child(tag, tmp_path, records_dir, slow=False)
+    assert child.stdout is not None
+    server_pid = int(child.stdout.readline())
+    assert len(our_namespaces(tag)) == 3
+    _kill9(child)
+    assert pid_alive(server_pid)  # nobody cleaned up yet
+
+    removed = janitor.reap(records_dir, orphan_tags={tag})
+
+    assert {f"cf-{tag}-h1", f"cf-{tag}-h2", f"cf-{tag}-sw", f"record {tag}"} <= set(removed)
+    assert our_namespaces(tag) == []
+    assert not pid_alive(server_pid)
+    assert not records.path_for(records_dir, tag).exists()
+
+
+def test_reaps_a_testbed_whose_owner_was_sigkilled_mid_creation(tmp_path: Path, tag: str,
+                                                                records_dir: Path) -> None:
+    child = _start_child(tag, tmp_path, records_dir, slow=True)
+    deadline = time.monotonic() + 10
+    while not our_namespaces(tag) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    _kill9(child)
+    left = our_namespaces(tag)
+    assert left and len(left) < 3  # killed halfway, as intended
+    assert records.path_for(records_dir, tag).exists()  # the record came first
+
+    janitor.reap(records_dir, orphan_tags={tag})
+
+    assert our_namespaces(tag) == []
+    assert not records.path_for(records_dir, tag).exists()
+
+
+def test_leaves_live_testbeds_alone_unless_named_stale(tmp_path: Path, tag: str,
+                                                       records_dir: Path) -> None:
+    spec = TestbedSpec(name="live", subnet=unique_subnet())
+    with create_testbed(spec, tag=tag, state_dir=tmp_path, records_dir=records_dir) as bed:
+        assert not any(tag in r for r in janitor.reap(records_dir, orphan_tags={tag}))
+        assert len(our_namespaces(tag)) == 3
+        removed = janitor.reap(records_dir, stale_tags={tag}, orphan_tags={tag})
+        assert f"cf-{tag}-h1" in removed
+        assert our_namespaces(tag) == []
+    bed.teardown()  # the janitor got there first; teardown copes
+
+
+def test_reaps_our_namespaces_that_have_no_record(records_dir: Path) -> None:
+    tag = unique_tag()
+    subprocess.run(["ip", "netns", "add", f"cf-{tag}-h1"], check=True, timeout=10)
+    assert janitor.reap(records_dir, orphan_tags={tag}) == [f"cf-{tag}-h1"]
+    assert our_namespaces(tag) == []
+
+
+def test_never_touches_namespaces_outside_our_prefix(records_dir: Path) -> None:
+    tag = unique_tag()
+    foreign = [f"cf{tag}-h1", f"x-cf-{tag}-h1", f"cf-{tag}-H1", f"cf-{tag}"]
+    for name in foreign:
+        subprocess.run(["ip", "netns", "add", name], check=True, timeout=10)
+    try:
+        janitor.reap(records_dir, orphan_tags={tag})
+        listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                                 check=True, timeout=10).stdout
+        for name in foreign:
+            assert name in listing
+    finally:
+        for name in foreign:
+            subprocess.run(["ip", "netns", "del", name], check=False, timeout=10)
+
+
+def test_a_record_with_a_dead_owner_is_cleared_when_its_tag_is_reused(
+        tmp_path: Path, tag: str, records_dir: Path) -> None:
+    child = _start_child(tag, tmp_path, records_dir, slow=False)
+    assert child.stdout is not None
+    child.stdout.readline()
+    _kill9(child)
+    spec = TestbedSpec(name="again", subnet=unique_subnet())
+    with create_testbed(spec, tag=tag, state_dir=tmp_path / "again", records_dir=records_dir):
+        record = records.read(records.path_for(records_dir, tag))
+        assert record is not None and record.owner_pid == os.getpid()
+    assert our_namespaces(tag) == []
+
+
+def test_stale_tags_must_be_tags(records_dir: Path) -> None:
+    with pytest.raises(TestbedError):
+        janitor.reap(records_dir, stale_tags={"../etc"})

@@ -1,0 +1,1 @@
+"""Testbed drivers behind one interface (:mod:`.base`): ``netns`` namespaces, ``local`` loopback."""
