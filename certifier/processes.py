@@ -22,6 +22,7 @@ def child_env(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
     env["CERTIFIER_DATA_DIR"] = str(settings.data_dir.resolve())
     env["CERTIFIER_DATABASE_URL"] = settings.resolved_database_url
+    env.pop("CERTIFIER_BROKER_URL", None)
     if settings.broker_url:
         env["CERTIFIER_BROKER_URL"] = settings.broker_url
     if settings.config_file:

@@ -15,7 +15,7 @@ from celery import Celery
 from celery.signals import worker_process_init, worker_ready
 
 from certifier.db.session import session_scope
-from certifier.pipeline import scheduler
+from certifier.pipeline import runs, scheduler
 from certifier.settings import Settings
 from workers import janitor, runner
 from workers.context import WorkerContext
@@ -66,13 +66,13 @@ def create_celery(settings: Settings, ctx: WorkerContext | None = None) -> Celer
     )
     context = ctx or WorkerContext(settings)
     context.dispatcher = CeleryDispatcher(app)
-    app.certifier = context  # type: ignore[attr-defined]
+    app.certifier = context
 
     @app.task(name=RUN_TASK, bind=True, acks_late=True, max_retries=720,
               time_limit=run_limit + 120, soft_time_limit=run_limit + 60)
     def execute_run(self: Any, run_id: int) -> str:
         claim = runner.execute(context, run_id)
-        if claim is runner.runs.Claim.BUSY:
+        if claim is runs.Claim.BUSY:
             raise self.retry(countdown=5)
         return str(claim)
 

@@ -138,7 +138,7 @@ def execute(ctx: WorkerContext, run_id: int) -> runs.Claim:
             if all(c.passed for c in deployed.checks):
                 for name in settings.config.suites.enabled:
                     run_suite, _ = SUITES[name]
-                    suite_result = run_suite(bed, _suite_options(settings, name))  # type: ignore[operator]
+                    suite_result = run_suite(bed, _suite_options(settings, name))
                     out.add(f"suite {name}: {len(suite_result.checks)} checks, "
                             f"{len(suite_result.measurements)} measurements"
                             + (f", infra error: {suite_result.infra_error}"
