@@ -1,0 +1,86 @@
+"""Backends for the end-to-end tests: the embedded defaults and the production pair.
+
+Each PostgreSQL test gets a database of its own, created here and dropped afterwards; each Redis
+test a flushed database number of its own. What the tests need (root, PostgreSQL, Redis, the tools)
+skips with a reason on a developer machine only; under ``CI=true`` a missing piece fails the test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import psycopg
+import pytest
+import redis
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+POSTGRES_URL = os.environ.get("CERTIFIER_TEST_POSTGRES_URL",
+                              "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("CERTIFIER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+E2E_REDIS_DB = 11
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    database_url: str | None  # None: the embedded SQLite file in the data folder
+    broker_url: str | None  # None: the embedded, server-free broker
+
+
+def _unavailable(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{reason} (required under CI=true)")
+    pytest.skip(reason)
+
+
+def _require_testbed() -> None:
+    if os.geteuid() != 0:
+        _unavailable("the end-to-end test builds a netns testbed and needs root")
+    missing = [t for t in ("ip", "tc", "ping", "iperf3", "fio", "git") if not shutil.which(t)]
+    if missing:
+        _unavailable(f"the end-to-end test needs {', '.join(missing)} (./dev test installs them)")
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database; its URL."""
+    name = f"certifier_e2e_{os.getpid()}"
+    try:
+        admin = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        _unavailable(f"PostgreSQL at {POSTGRES_URL} does not answer: {exc}")
+        raise
+    with admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base, _, _ = POSTGRES_URL.rpartition("/")
+    yield f"{base}/{name}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def redis_broker() -> Iterator[str]:
+    """A flushed Redis database number for the broker; its URL."""
+    base, _, _ = REDIS_URL.rpartition("/")
+    url = f"{base}/{E2E_REDIS_DB}"
+    client = redis.Redis.from_url(url, socket_timeout=5)
+    try:
+        client.flushdb()
+    except redis.RedisError as exc:
+        _unavailable(f"Redis at {url} does not answer: {exc}")
+    yield url
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture(params=["sqlite-embedded", "postgresql-redis"])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    _require_testbed()
+    if request.param == "sqlite-embedded":
+        return Backend(request.param, None, None)
+    return Backend(request.param, request.getfixturevalue("postgres_database"),
+                   request.getfixturevalue("redis_broker"))
