@@ -123,6 +123,7 @@ def build(root: Path, *, driver: str = "netns", subnet: str = "198.18.0.0/24",
         f"soak:\n  duration: {soak_duration}\n  interval: {soak_interval}\n"
         f"  min_runs: {min_runs}\n  max_infra_retries: 2\n"
         "thresholds:\n  default: {max_worse_pct: 25}\n  metrics:\n"
+        "    ping.rtt_min_ms: {max_worse_pct: 300, min_abs: 1.0}\n"
         "    ping.rtt_avg_ms: {max_worse_pct: 300, min_abs: 1.0}\n"
         "    ping.rtt_p99_ms: {max_worse_pct: 300, min_abs: 2.0}\n"
         "    ping.rtt_max_ms: {max_worse_pct: 1000, min_abs: 5.0}\n"
