@@ -1,0 +1,102 @@
+"""The ``certifier`` command as an operator meets it: real processes, exit codes and messages."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def _certifier(*args: str, data_dir: Path, timeout: float = 60,
+               **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("CERTIFIER_")}
+    environ.update({"CERTIFIER_DATA_DIR": str(data_dir), **env})
+    return subprocess.run([sys.executable, "-m", "certifier", *args], capture_output=True,
+                          text=True, env=environ, timeout=timeout, check=False)
+
+
+def _processes_with(marker: str) -> list[int]:
+    """Pids of live processes whose environment mentions ``marker`` (our children)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            state = (entry / "stat").read_text().split(")")[-1].split()[0]
+        except OSError:
+            continue
+        if marker.encode() in environ and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_bad_config_file_exits_2_naming_the_key_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("soak:\n  duration: 7d\n  interval: sometimes\n")
+    done = _certifier("db", "upgrade", data_dir=tmp_path, CERTIFIER_CONFIG=str(bad))
+    assert done.returncode == 2
+    assert "soak.interval (line 3)" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_missing_config_file_exits_2(tmp_path: Path) -> None:
+    done = _certifier("--config", str(tmp_path / "nope.yaml"), "db", "upgrade",
+                      data_dir=tmp_path)
+    assert done.returncode == 2
+    assert "cannot read the config file" in done.stderr
+
+
+def test_db_upgrade_migrates_the_embedded_database_to_head(tmp_path: Path) -> None:
+    done = _certifier("db", "upgrade", data_dir=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "certifier.sqlite").exists()
+    current = _certifier("db", "current", data_dir=tmp_path)
+    assert current.returncode == 0
+    assert current.stdout.strip() and current.stdout.strip() in done.stdout
+
+
+def test_manifest_show_without_a_known_good_says_so(tmp_path: Path) -> None:
+    assert _certifier("db", "upgrade", data_dir=tmp_path).returncode == 0
+    done = _certifier("manifest", "show", data_dir=tmp_path)
+    assert done.returncode == 1
+    assert "no known-good yet" in done.stderr
+
+
+def test_up_starts_api_worker_and_beat_and_ctrl_c_stops_them_all(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("CERTIFIER_")}
+    environ["CERTIFIER_DATA_DIR"] = str(tmp_path)
+    up = subprocess.Popen([sys.executable, "-m", "certifier", "up", "--port", str(port)],
+                          env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.3)
+        else:
+            pytest.fail("the API of `certifier up` never answered")
+        children = _processes_with(str(tmp_path))
+        assert len(children) >= 3  # api, worker (and its pool), beat
+        up.send_signal(signal.SIGINT)  # what Ctrl-C sends to the foreground process
+        output, _ = up.communicate(timeout=60)
+    finally:
+        if up.poll() is None:
+            up.kill()
+    assert up.returncode == 0, output
+    assert "stopping" in output
+    time.sleep(0.5)
+    assert _processes_with(str(tmp_path)) == []
