@@ -1,8 +1,8 @@
-"""Fixtures for the API tests: an app on a fresh database, a TestClient, a fake clock.
+"""Fixtures for the API tests: an app on the shared test database, a TestClient, a fake clock.
 
-The database comes from ``db_factory``. Until the shared DB fixtures exist it is a local SQLite
-file built with ``create_all``; to run on the shared fixtures (SQLite and PostgreSQL, schema from
-migrations, each test rolled back), change the one marked line to request ``session_factory``.
+The database comes from ``db_factory``, the shared ``session_factory`` of ``tests/conftest.py``:
+every API test runs on SQLite and on PostgreSQL, on the schema the migrations build, inside a
+transaction rolled back when the test ends.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from certifier.api.app import create_app
-from certifier.db.models import Base
-from certifier.db.session import make_engine, make_session_factory
 from certifier.domain.clock import FakeClock
 from certifier.pipeline.dispatch import RecordingDispatcher
 from certifier.settings import Settings
@@ -26,16 +24,8 @@ from .factories import World
 
 
 @pytest.fixture
-def local_session_factory(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'api.sqlite'}")
-    Base.metadata.create_all(engine)
-    yield make_session_factory(engine)
-    engine.dispose()
-
-
-@pytest.fixture
-def db_factory(local_session_factory: sessionmaker[Session]) -> sessionmaker[Session]:
-    return local_session_factory  # the one line: request and return `session_factory` instead
+def db_factory(session_factory: sessionmaker[Session]) -> sessionmaker[Session]:
+    return session_factory
 
 
 @pytest.fixture

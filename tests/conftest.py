@@ -1,0 +1,156 @@
+"""Shared database fixtures: every test that asks for the database runs on SQLite and PostgreSQL.
+
+``database_url`` is one migrated database per backend for the whole session (the schema comes from
+``migrate.upgrade``, never ``create_all``, so the tests also prove the migrations). Each test then
+gets ``session_factory`` on one connection inside an outer transaction that is rolled back when
+the test ends; sessions join it through SAVEPOINTs, so code under test may ``commit()`` as in
+production and still leave nothing behind. ``empty_database_url`` is a fresh, unmigrated database
+of its own for tests of the migrations themselves.
+
+PostgreSQL is ``postgresql://postgres@127.0.0.1:5432/test`` unless ``CERTIFIER_TEST_POSTGRES_URL``
+says otherwise; each test database is created there and dropped afterwards. If the server is not
+reachable the PostgreSQL half is skipped on a workstation, but fails under ``CI=true``: CI must
+never go green by quietly testing one backend.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+import pytest
+from sqlalchemy import event, make_url, text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
+
+from certifier.db import migrate
+from certifier.db.session import make_engine
+
+BACKENDS = ["sqlite", "postgresql"]
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+_database_numbers = itertools.count()
+_postgres_errors: list[str] = []  # remembered, so an absent server costs one timeout, not many
+
+
+def postgres_admin_url() -> str:
+    """The PostgreSQL database we connect to in order to create and drop the test databases."""
+    return os.environ.get("CERTIFIER_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+
+
+def _postgres_unavailable(reason: str) -> NoReturn:
+    where = make_url(postgres_admin_url()).render_as_string(hide_password=True)
+    message = f"PostgreSQL at {where} is not reachable ({reason})"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message}; CI=true requires the PostgreSQL tests to run", pytrace=False)
+    pytest.skip(f"{message}; set CERTIFIER_TEST_POSTGRES_URL to run the PostgreSQL tests")
+
+
+@contextmanager
+def _postgres_database(name: str) -> Iterator[str]:
+    """Create database ``name`` on the test server, yield its URL, drop it afterwards."""
+    if _postgres_errors:
+        _postgres_unavailable(_postgres_errors[0])
+    admin = make_engine(
+        postgres_admin_url(),
+        isolation_level="AUTOCOMMIT",  # CREATE/DROP DATABASE cannot run inside a transaction
+        poolclass=NullPool,
+        connect_args={"connect_timeout": 5},
+    )
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except OperationalError as exc:
+        admin.dispose()
+        _postgres_errors.append(str(exc.orig or exc).strip().splitlines()[0])
+        _postgres_unavailable(_postgres_errors[0])
+    try:
+        url = make_url(postgres_admin_url()).set(database=name)
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:  # FORCE: a leaked connection must not keep it alive
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@contextmanager
+def _empty_database(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    number = next(_database_numbers)
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp(f'db{number}') / 'certifier.sqlite'}"
+        return
+    with _postgres_database(f"certifier_unit_{os.getpid()}_{number}") as url:
+        yield url
+
+
+@pytest.fixture(scope="session", params=BACKENDS, ids=BACKENDS)
+def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """One database per backend for the session, migrated to head."""
+    with _empty_database(request.param, tmp_path_factory) as url:
+        migrate.upgrade(url)
+        yield url
+
+
+@pytest.fixture(params=BACKENDS, ids=BACKENDS)
+def empty_database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A fresh database of the test's own, never migrated, dropped when the test ends."""
+    with _empty_database(request.param, tmp_path_factory) as url:
+        yield url
+
+
+def _sqlite_transactions_we_control(engine: Engine) -> None:
+    """Make pysqlite's SAVEPOINTs nest inside our outer transaction.
+
+    pysqlite's legacy mode emits BEGIN only before DML, so a SAVEPOINT issued first would open a
+    transaction of its own and "rolling back" the test would keep its rows. We switch pysqlite's
+    own BEGIN off and emit it ourselves whenever SQLAlchemy begins (SQLAlchemy's documented recipe).
+    The listener is added after make_engine's, so the WAL pragma still runs outside a transaction.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _no_pysqlite_begin(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _emit_begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN")
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Iterator[Engine]:
+    """An engine on the session's migrated database; its connections carry the rolled-back tests."""
+    engine = make_engine(database_url)
+    if engine.dialect.name == "sqlite":
+        _sqlite_transactions_we_control(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def db_connection(engine: Engine) -> Iterator[Connection]:
+    """One connection in an outer transaction that is rolled back after the test."""
+    with engine.connect() as connection:
+        transaction = connection.begin()
+        try:
+            yield connection
+        finally:
+            if transaction.is_active:
+                transaction.rollback()
+
+
+@pytest.fixture
+def session_factory(db_connection: Connection) -> sessionmaker[Session]:
+    """Sessions for code under test: their commits release SAVEPOINTs in the outer transaction."""
+    return sessionmaker(
+        bind=db_connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+    )
