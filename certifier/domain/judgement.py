@@ -204,30 +204,31 @@ def judge_run(
 ) -> RunJudgement:
     """The verdict of one run.
 
-    Tool or testbed trouble wins over everything (``infra_error`` says nothing about the
-    candidate); then failed checks and broken fixed limits; then regressions against the baseline.
-    With no baseline (no known-good yet: bootstrap) only checks and fixed limits count.
+    A failed check or a broken fixed limit in a suite that ran cleanly is direct evidence against
+    the candidate, and it wins: when a commit cuts a host off, ping's reachability check fails and
+    iperf3 cannot connect either, and retrying the tool would only delay the rejection. Otherwise
+    tool or testbed trouble wins (``infra_error`` says nothing about the candidate, and the
+    measurements are incomplete); then regressions against the baseline. With no baseline (no
+    known-good yet: bootstrap) only checks and fixed limits count.
     """
     results = list(results)
     infra = [r for r in results if r.infra_error]
-    if infra:
-        return RunJudgement(
-            Verdict.INFRA_ERROR,
-            tuple(
-                Excuse("infra_error", r.suite, f"{r.suite}: {r.infra_error}") for r in infra
-            ),
-        )
-    measurements = [m for r in results for m in r.measurements]
+    clean = [r for r in results if not r.infra_error]
+    measurements = [m for r in clean for m in r.measurements]
     failed = [
         Excuse("check", f"{c.suite}.{c.name}",
                f"{c.suite} check '{c.name}' failed" + (f": {c.message}" if c.message else ""))
-        for r in results
+        for r in clean
         for c in r.checks
         if not c.passed
     ]
     failed += check_limits(measurements, policy.limits)
+    infra_excuses = tuple(
+        Excuse("infra_error", r.suite, f"{r.suite}: {r.infra_error}") for r in infra)
     if failed:
-        return RunJudgement(Verdict.FAILED, tuple(failed))
+        return RunJudgement(Verdict.FAILED, (*failed, *infra_excuses))
+    if infra:
+        return RunJudgement(Verdict.INFRA_ERROR, infra_excuses)
     if baseline is not None:
         regressions = compare_with_baseline(measurements, baseline, policy)
         if regressions:

@@ -84,6 +84,23 @@ def test_tool_trouble_is_infra_error_and_says_which_tool() -> None:
     assert "iperf3 is not installed" in judged.excuses[0].message
 
 
+def test_a_host_cut_off_fails_the_run_even_though_iperf3_could_not_connect() -> None:
+    unreachable = Check("ping", "h1 reaches h2", False, "100 % loss")
+    ping = SuiteResult(suite="ping", checks=[unreachable])
+    iperf = SuiteResult(suite="bandwidth", infra_error="iperf3: unable to connect to server")
+    judged = judge_run([ping, iperf], baseline_of(bw(0), values=[1.0]), POLICY)
+    assert judged.verdict is Verdict.FAILED
+    assert [e.kind for e in judged.excuses] == ["check", "infra_error"]
+    assert "h1 reaches h2" in judged.excuses[0].message
+
+
+def test_a_failed_check_inside_a_suite_that_hit_tool_trouble_does_not_blame_the_candidate(
+) -> None:
+    broken = SuiteResult(suite="ping", checks=[Check("ping", "h1 reaches h2", False, "no ping")],
+                         infra_error="ping: not installed")
+    assert judge_run([broken], None, POLICY).verdict is Verdict.INFRA_ERROR
+
+
 def test_bootstrap_without_baseline_judges_checks_only() -> None:
     assert judge_run([result(bw(0.01))], None, POLICY).verdict is Verdict.PASSED
 
