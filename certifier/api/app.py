@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session, sessionmaker
 import certifier
 from certifier.api.deps import AppContext
 from certifier.api.errors import MAX_BODY_BYTES, BodySizeLimit, install_error_handlers
-from certifier.api.routers import candidates, components, health, manifests, testbeds
+from certifier.api.manifest_cache import ManifestFastPath
+from certifier.api.routers import candidates, components, health, manifests, metrics, testbeds
 from certifier.db.session import make_engine, make_session_factory
 from certifier.domain.clock import Clock, SystemClock
 from certifier.pipeline.dispatch import Dispatcher
@@ -62,7 +63,7 @@ def create_app(
         openapi_url="/openapi.json",
         lifespan=lifespan,
     )
-    app.state.certifier = AppContext(
+    app.state.certifier = context = AppContext(
         settings=settings,
         dispatcher=dispatcher,
         clock=clock or SystemClock(),
@@ -70,7 +71,8 @@ def create_app(
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES)
-    for module in (health, components, candidates, manifests, testbeds):
+    app.add_middleware(ManifestFastPath, cache=context.manifest_cache)  # outermost: the hot path
+    for module in (health, metrics, components, candidates, manifests, testbeds):
         app.include_router(module.router)
     app.include_router(dashboard.create_router())
     return app

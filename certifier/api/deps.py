@@ -9,12 +9,13 @@ fire on that commit.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, cast
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
 
+from certifier.api.manifest_cache import ManifestCache
 from certifier.db.session import session_scope
 from certifier.domain.clock import Clock
 from certifier.pipeline.dispatch import Dispatcher
@@ -29,9 +30,16 @@ class AppContext:
     dispatcher: Dispatcher
     clock: Clock
     session_factory: sessionmaker[Session]
+    manifest_cache: ManifestCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        # The cache keeps time by the app's clock, so tests with a fake clock see it expire.
+        cache = ManifestCache(clock=lambda: self.clock.now().timestamp())
+        object.__setattr__(self, "manifest_cache", cache)
 
 
-def get_context(request: Request) -> AppContext:
+async def get_context(request: Request) -> AppContext:
+    # async: a plain attribute read must not cost a threadpool hop on the hot manifest path
     return cast(AppContext, request.app.state.certifier)
 
 

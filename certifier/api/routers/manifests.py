@@ -7,15 +7,18 @@ scripts can poll cheaply. ``?at=`` answers "what was known-good then", revocatio
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import yaml
 from fastapi import APIRouter, Path, Query, Request, Response
-from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.concurrency import run_in_threadpool
 
-from certifier.api.deps import SessionDep
+from certifier.api.deps import AppContext, ContextDep, SessionDep
+from certifier.api.manifest_cache import Entry, Representation, etag_matches
 from certifier.api.schemas import ErrorOut, Manifest, ManifestList, ManifestSummary
+from certifier.db.session import session_scope
 from certifier.pipeline import knowngood
 from certifier.pipeline.errors import Invalid, NotFound
 
@@ -47,50 +50,65 @@ def env_lines(document: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _etag_matches(header: str | None, etag: str) -> bool:
-    """If-None-Match uses the weak comparison: ``W/`` prefixes are ignored (RFC 9110 13.1.2)."""
-    if header is None:
-        return False
-    if header.strip() == "*":
-        return True
-    wanted = etag.removeprefix("W/")
-    return any(tag.strip().removeprefix("W/") == wanted for tag in header.split(","))
-
-
-def render(request: Request, document: dict[str, Any], fmt: ManifestFormat) -> Response:
+def represent(document: dict[str, Any], fmt: ManifestFormat) -> Representation:
+    """The bytes, media type and ETag of one format of a manifest document."""
     etag = knowngood.etag(document)
-    if fmt != "json":
-        etag = f'{etag[:-1]}-{fmt}"'
-    headers = {"ETag": etag, "Cache-Control": "no-cache"}
-    if _etag_matches(request.headers.get("if-none-match"), etag):
-        return Response(status_code=304, headers=headers)
     if fmt == "yaml":
-        body = yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
-        return Response(body, media_type="text/yaml; charset=utf-8", headers=headers)
+        body = yaml.safe_dump(document, sort_keys=False, allow_unicode=True).encode()
+        return Representation(body, "text/yaml; charset=utf-8", f'{etag[:-1]}-yaml"')
     if fmt == "env":
-        return PlainTextResponse(env_lines(document), headers=headers)
-    return JSONResponse(document, headers=headers)
+        return Representation(env_lines(document).encode(), "text/plain; charset=utf-8",
+                              f'{etag[:-1]}-env"')
+    body = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+    return Representation(body, "application/json", etag)
+
+
+def respond(request: Request, rep: Representation) -> Response:
+    headers = {"ETag": rep.etag, "Cache-Control": "no-cache"}
+    if etag_matches(request.headers.get("if-none-match"), rep.etag):
+        return Response(status_code=304, headers=headers)
+    return Response(rep.body, media_type=rep.media_type, headers=headers)
+
+
+def _current(context: AppContext, fmt: ManifestFormat) -> Entry:
+    with session_scope(context.session_factory) as session:
+        kg = knowngood.current(session)
+        return represent(knowngood.manifest(session, kg), fmt) if kg is not None else None
 
 
 @router.get("/manifest", response_model=Manifest, responses=DOCUMENT_RESPONSES)
-def current_manifest(
+async def current_manifest(
     request: Request,
-    session: SessionDep,
+    context: ContextDep,
     fmt: FormatQuery = "json",
     at: Annotated[datetime | None, Query(
         description="ISO 8601 time: the known-good as it was then (UTC if no offset is given)"
     )] = None,
 ) -> Response:
-    """The current known-good, or the one that was current at ``at``."""
+    """The current known-good, or the one that was current at ``at``.
+
+    The current one is served from a short-lived in-memory cache (see ``manifest_cache``): this
+    is the endpoint every deploy script polls.
+    """
     if at is not None:
         try:
             at = at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
         except OverflowError:
             raise Invalid(f"time out of range: {at.isoformat()}") from None
-    kg = knowngood.current(session, at)
-    if kg is None:
-        raise NotFound("no known-good yet" if at is None else f"no known-good at {at.isoformat()}")
-    return render(request, knowngood.manifest(session, kg), fmt)
+        return respond(request, await run_in_threadpool(_at, context, at, fmt))
+    entry = await context.manifest_cache.get_or_render(
+        fmt, lambda: run_in_threadpool(_current, context, fmt))
+    if entry is None:
+        raise NotFound("no known-good yet")
+    return respond(request, entry)
+
+
+def _at(context: AppContext, at: datetime, fmt: ManifestFormat) -> Representation:
+    with session_scope(context.session_factory) as session:
+        kg = knowngood.current(session, at)
+        if kg is None:
+            raise NotFound(f"no known-good at {at.isoformat()}")
+        return represent(knowngood.manifest(session, kg), fmt)
 
 
 @router.get("/manifests", response_model=ManifestList)
@@ -106,4 +124,5 @@ def manifest_version(
     session: SessionDep,
     fmt: FormatQuery = "json",
 ) -> Response:
-    return render(request, knowngood.manifest(session, knowngood.get(session, version)), fmt)
+    document = knowngood.manifest(session, knowngood.get(session, version))
+    return respond(request, represent(document, fmt))
