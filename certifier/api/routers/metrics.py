@@ -1,0 +1,305 @@
+"""``GET /metrics``: the pipeline's state in the Prometheus text format, read at scrape time.
+
+Nothing is counted in process memory. The pipeline's state lives in the database, shared by the
+API, the workers and beat, so one :class:`PipelineCollector` asks the database at every scrape and
+any API replica reports the same numbers, across restarts too. The queries are aggregates (GROUP
+BY in SQL), so a scrape costs a handful of queries whatever the number of runs.
+
+Each app gets its own :class:`CollectorRegistry` (made on its first scrape, kept on
+``app.state``): no import-time global registry, so tests build as many apps as they like. The
+registry also carries prometheus-client's process, platform and GC collectors.
+
+Names follow the Prometheus conventions: prefix ``certifier_``, base units in the name, counters
+ending ``_total``, no sha labels. Two deliberate exceptions to "base units":
+``certifier_known_good_measurement`` mirrors the suites' numbers in the suites' own units (the
+``unit`` label says which), because the same value is shown in the API and the excuses. Its
+series are bounded by the configuration (host pairs and metrics), not by time or commits, and
+capped at :data:`MAX_MEASUREMENT_SERIES` as a safety net.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timedelta
+from itertools import product
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from sqlalchemy import Float, case, cast, extract, func, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+import certifier
+from certifier.api.deps import AppContext, ContextDep
+from certifier.db import models
+from certifier.domain.judgement import RunKind, Verdict
+from certifier.domain.lifecycle import CandidateState
+from certifier.pipeline import knowngood
+from certifier.pipeline.runs import RunState
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["health"])
+
+# Runs take seconds (a failed deploy) to an hour or two (a full soak round on real hardware).
+RUN_DURATION_BUCKETS_S = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0,
+                          3600.0, 7200.0)
+MAX_MEASUREMENT_SERIES = 2000
+UNFINISHED_RUN_STATES = (RunState.PENDING.value, RunState.RUNNING.value)
+
+_REGISTRY_LOCK = threading.Lock()  # guards the first scrape's registry creation, nothing else
+
+
+class PipelineCollector(Collector):
+    """Reads the pipeline's state from the database when Prometheus scrapes."""
+
+    def __init__(self, context: AppContext) -> None:
+        self._context = context
+
+    def collect(self) -> Iterator[Metric]:
+        build = GaugeMetricFamily("certifier_build_info", "The running certifier's version.",
+                                  labels=["version"])
+        build.add_metric([certifier.__version__], 1)
+        yield build
+        up = GaugeMetricFamily("certifier_database_up",
+                               "1 if the database answered this scrape's queries, else 0.")
+        try:
+            with self._context.session_factory() as session:
+                families = list(self._from_database(session))
+        except SQLAlchemyError:
+            # Keep serving the process metrics and say why the pipeline's are missing.
+            log.warning("metrics: the database did not answer", exc_info=True)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield from families
+
+    def _from_database(self, session: Session) -> Iterator[Metric]:
+        now = self._context.clock.now()
+        yield _candidates(session)
+        yield _runs(session)
+        yield _unfinished_runs(session)
+        yield _run_durations(session)
+        yield _soak_left(session, now, self._context.settings.config.soak.duration)
+        yield _testbeds(session, now)
+        yield from _known_good(session, now)
+
+
+def _candidates(session: Session) -> Metric:
+    counts = dict(session.execute(
+        select(models.Candidate.state, func.count()).group_by(models.Candidate.state)
+    ).all())
+    family = GaugeMetricFamily("certifier_candidates", "Candidates in each lifecycle state.",
+                               labels=["state"])
+    for state in CandidateState:
+        family.add_metric([state.value], counts.get(state.value, 0))
+    return family
+
+
+def _runs(session: Session) -> Metric:
+    counts = {(str(kind), str(verdict)): n for kind, verdict, n in session.execute(
+        select(models.Run.kind, models.Run.verdict, func.count())
+        .where(models.Run.verdict.is_not(None))
+        .group_by(models.Run.kind, models.Run.verdict)
+    )}
+    # Every known (kind, verdict) is present from the start: rate() then sees the first run.
+    keys = set(product([k.value for k in RunKind], [v.value for v in Verdict])) | set(counts)
+    family = CounterMetricFamily("certifier_runs", "Finished runs by kind and verdict.",
+                                 labels=["kind", "verdict"])
+    for kind, verdict in sorted(keys):
+        family.add_metric([kind, verdict], counts.get((kind, verdict), 0))
+    return family
+
+
+def _unfinished_runs(session: Session) -> Metric:
+    counts = {(str(kind), str(state)): n for kind, state, n in session.execute(
+        select(models.Run.kind, models.Run.state, func.count())
+        .where(models.Run.state.in_(UNFINISHED_RUN_STATES))
+        .group_by(models.Run.kind, models.Run.state)
+    )}
+    keys = set(product([k.value for k in RunKind], UNFINISHED_RUN_STATES)) | set(counts)
+    family = GaugeMetricFamily("certifier_runs_unfinished",
+                               "Runs waiting for a testbed (pending) or executing (running).",
+                               labels=["kind", "state"])
+    for kind, state in sorted(keys):
+        family.add_metric([kind, state], counts.get((kind, state), 0))
+    return family
+
+
+def _duration_seconds(dialect: str) -> ColumnElement[Any]:
+    """``finished_at - started_at`` in seconds, in the database's own arithmetic."""
+    if dialect == "postgresql":
+        return cast(extract("epoch", models.Run.finished_at)
+                    - extract("epoch", models.Run.started_at), Float)
+    # SQLite: julianday() is a double; rounding to the millisecond keeps exact boundaries exact.
+    days = func.julianday(models.Run.finished_at) - func.julianday(models.Run.started_at)
+    return func.round(days * 86400.0, 3)
+
+
+def _run_durations(session: Session) -> Metric:
+    dialect = session.get_bind().dialect.name
+    # MATERIALIZED (SQLite 3.35+, PostgreSQL 12+): compute each duration once, not once per
+    # bucket; a quarter of the time at 100k runs.
+    finished = (
+        select(models.Run.kind.label("kind"), _duration_seconds(dialect).label("seconds"))
+        .where(models.Run.started_at.is_not(None), models.Run.finished_at.is_not(None))
+        .cte("finished")
+        .prefix_with("MATERIALIZED")
+    )
+    seconds = finished.c.seconds
+    rows = session.execute(
+        select(finished.c.kind, func.count(), func.coalesce(func.sum(seconds), 0.0),
+               *(func.sum(case((seconds <= bound, 1), else_=0))
+                 for bound in RUN_DURATION_BUCKETS_S))
+        .group_by(finished.c.kind)
+    ).all()
+    by_kind = {str(row[0]): row for row in rows}
+    family = HistogramMetricFamily(
+        "certifier_run_duration_seconds",
+        "Wall time of finished runs, from claiming a testbed to the verdict.",
+        labels=["kind"],
+    )
+    for kind in sorted({k.value for k in RunKind} | set(by_kind)):
+        row = by_kind.get(kind)
+        count = int(row[1]) if row else 0
+        total = float(row[2]) if row else 0.0
+        cumulative = [int(n or 0) for n in row[3:]] if row else [0] * len(RUN_DURATION_BUCKETS_S)
+        buckets = [(str(bound), float(n))
+                   for bound, n in zip(RUN_DURATION_BUCKETS_S, cumulative, strict=True)]
+        buckets.append(("+Inf", float(count)))
+        family.add_metric([kind], buckets, total)
+    return family
+
+
+def _soak_left(session: Session, now: datetime, duration: timedelta) -> Metric:
+    family = GaugeMetricFamily(
+        "certifier_soak_seconds_left",
+        "Seconds until a soaking candidate has soaked for the configured duration.",
+        labels=["candidate"],
+    )
+    for candidate_id, started in session.execute(
+        select(models.Candidate.id, models.Candidate.soak_started_at)
+        .where(models.Candidate.state == CandidateState.SOAKING.value)
+        .order_by(models.Candidate.id)
+    ):
+        if started is not None:
+            left = max(0.0, (started + duration - now).total_seconds())
+            family.add_metric([str(candidate_id)], left)
+    return family
+
+
+def _testbeds(session: Session, now: datetime) -> Metric:
+    family = GaugeMetricFamily("certifier_testbed_leased",
+                               "1 while a run holds the testbed's lease, else 0.",
+                               labels=["testbed"])
+    for name, run_id, expires in session.execute(
+        select(models.Testbed.name, models.Testbed.leased_by_run_id,
+               models.Testbed.lease_expires_at).order_by(models.Testbed.name)
+    ):
+        # Same rule as claiming: an expired lease is free for the taking.
+        leased = run_id is not None and (expires is None or expires >= now)
+        family.add_metric([name], 1 if leased else 0)
+    return family
+
+
+def _known_good(session: Session, now: datetime) -> Iterable[Metric]:
+    version = GaugeMetricFamily("certifier_known_good_version",
+                                "The current known-good's version number.")
+    age = GaugeMetricFamily("certifier_known_good_age_seconds",
+                            "Seconds since the current known-good was promoted.")
+    promoted = GaugeMetricFamily("certifier_known_good_promotion_timestamp_seconds",
+                                 "When the current known-good was promoted (Unix time).")
+    measurement = GaugeMetricFamily(
+        "certifier_known_good_measurement",
+        "The last value of each series measured by the current known-good's passing runs, in "
+        "the unit the label names.",
+        labels=["suite", "metric", "unit", "series"],
+    )
+    kg = knowngood.current(session)
+    if kg is not None:
+        version.add_metric([], kg.version)
+        age.add_metric([], (now - kg.promoted_at).total_seconds())
+        promoted.add_metric([], kg.promoted_at.timestamp())
+        for suite, metric, unit, labels, value in _last_measurements(session, kg.candidate_id):
+            series = ",".join(f"{k}={labels[k]}" for k in sorted(labels or {}))
+            measurement.add_metric([suite, metric, unit, series], value)
+    return version, age, promoted, measurement
+
+
+def _last_measurements(
+    session: Session, candidate_id: int
+) -> list[tuple[str, str, str, dict[str, Any], float]]:
+    """Per series, the newest row from the candidate's passing runs.
+
+    Rows are written when a run finishes, so the highest id of a series is its latest value.
+    """
+    m = models.MeasurementRow
+    newest = (
+        select(func.max(m.id))
+        .join(models.Run, models.Run.id == m.run_id)
+        .where(models.Run.candidate_id == candidate_id,
+               models.Run.verdict == Verdict.PASSED.value)
+        .group_by(m.series)
+    )
+    rows = session.execute(
+        select(m.suite, m.metric, m.unit, m.labels, m.value)
+        .where(m.id.in_(newest))
+        .order_by(m.suite, m.metric, m.series)
+        .limit(MAX_MEASUREMENT_SERIES + 1)
+    ).all()
+    if len(rows) > MAX_MEASUREMENT_SERIES:
+        log.warning("metrics: the known-good has more than %d measurement series; exporting "
+                    "the first %d", MAX_MEASUREMENT_SERIES, MAX_MEASUREMENT_SERIES)
+    return list(rows[:MAX_MEASUREMENT_SERIES])
+
+
+def create_registry(context: AppContext) -> CollectorRegistry:
+    """A registry with the pipeline collector and prometheus-client's process collectors."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(PipelineCollector(context))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)  # registers nothing off CPython
+    return registry
+
+
+def _registry(request: Request, context: AppContext) -> CollectorRegistry:
+    state = request.app.state
+    with _REGISTRY_LOCK:
+        registry: CollectorRegistry | None = getattr(state, "metrics_registry", None)
+        if registry is None:
+            registry = create_registry(context)
+            state.metrics_registry = registry
+    return registry
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_PLAIN_0_0_4: {}},
+                     "description": "metrics in the Prometheus text format 0.0.4"}},
+)
+def metrics(request: Request, context: ContextDep) -> Response:
+    """The Prometheus scrape target."""
+    body = generate_latest(_registry(request, context))
+    return Response(body, media_type=CONTENT_TYPE_PLAIN_0_0_4)
