@@ -14,13 +14,15 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 
 from workers.testbed.base import (
     CommandResult,
     Host,
+    Scratch,
+    Target,
     Testbed,
     TestbedSpec,
     create_testbed,
@@ -67,13 +69,23 @@ class FakeTestbed(Testbed):
 
     driver = "local"
 
-    def __init__(self, tmp_path: Path, responder: Responder) -> None:
+    def __init__(self, tmp_path: Path, responder: Responder,
+                 targets: list[Target] | None = None) -> None:
         super().__init__(TestbedSpec(name="fake", driver="local"), tag="fake",
                          state_dir=tmp_path / "state", records_dir=tmp_path / "records")
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.responder = responder
         self.calls: list[tuple[list[str], str | None]] = []
         self.spawned: list[subprocess.Popen[bytes]] = []
+        self._targets = targets
+
+    def targets(self) -> list[Target]:
+        return self._targets if self._targets is not None else super().targets()
+
+    def scratch(self, data_bytes: int, host: str | None = None) -> Scratch:
+        folder = self.state_dir / "scratch"
+        folder.mkdir(exist_ok=True)
+        return Scratch(PurePosixPath(folder), "plain folder (fake testbed)")
 
     def _make_hosts(self) -> tuple[Host, ...]:
         return (Host("h1", "198.18.0.11", None), Host("h2", "198.18.0.12", None))
@@ -97,11 +109,11 @@ class FakeTestbed(Testbed):
 
 
 @pytest.fixture
-def fake_testbed(tmp_path: Path) -> Iterator[Callable[[Responder], FakeTestbed]]:
+def fake_testbed(tmp_path: Path) -> Iterator[Callable[..., FakeTestbed]]:
     beds: list[FakeTestbed] = []
 
-    def build(responder: Responder) -> FakeTestbed:
-        bed = FakeTestbed(tmp_path, responder)
+    def build(responder: Responder, targets: list[Target] | None = None) -> FakeTestbed:
+        bed = FakeTestbed(tmp_path, responder, targets)
         beds.append(bed)
         return bed
 

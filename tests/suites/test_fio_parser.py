@@ -47,3 +47,15 @@ def test_refused_direct_io_shows_as_job_error_22() -> None:
 def test_missing_or_broken_json_raises_a_parse_error(text: str) -> None:
     with pytest.raises(FioParseError):
         parse_fio(text)
+
+
+def test_four_jobs_on_the_loop_filesystem_with_p50_and_p99() -> None:
+    report = parse_fio(data("fio_four_jobs_loop_direct.json"))
+    assert list(report.jobs) == ["seq_write", "seq_read", "rand_write", "rand_read"]
+    for name, job in report.jobs.items():
+        reading = name.endswith("read")
+        p50 = job.read_clat_p50_ns if reading else job.write_clat_p50_ns
+        p99 = job.read_clat_p99_ns if reading else job.write_clat_p99_ns
+        assert p50 is not None and p99 is not None and 0 < p50 <= p99
+        assert (job.read_iops if reading else job.write_iops) > 0
+        assert (job.write_iops if reading else job.read_iops) == 0

@@ -57,3 +57,21 @@ def test_text_around_the_json_is_ignored() -> None:
 def test_missing_or_broken_json_raises_a_parse_error(text: str) -> None:
     with pytest.raises(IperfParseError):
         parse_iperf3(text)
+
+
+def test_udp_report_takes_jitter_and_loss_from_the_receiver() -> None:
+    report = parse_iperf3(data("iperf3_udp_ok.json"))
+    assert report.protocol == "UDP"
+    assert report.received_bps == pytest.approx(50e6, rel=0.01)
+    assert report.lost_pct == 0 and report.lost_packets == 0 and report.packets
+    assert report.jitter_ms is not None and report.jitter_ms < 1
+    assert report.retransmits is None
+
+
+def test_udp_report_beyond_a_shaped_link_shows_the_loss() -> None:
+    # 200 Mbit/s sent into a 100 Mbit/s tbf: about half is lost, the receiver gets the rate.
+    report = parse_iperf3(data("iperf3_udp_lossy.json"))
+    assert report.sent_bps is not None and report.sent_bps == pytest.approx(200e6, rel=0.01)
+    assert report.received_bps == pytest.approx(97.4e6, rel=0.01)
+    assert report.lost_pct == pytest.approx(48.6, abs=0.1)
+    assert report.lost_packets == 8386 and report.packets == 17247

@@ -67,3 +67,13 @@ def test_duplicate_replies_do_not_count_twice() -> None:
 def test_unrecognised_output_raises_a_parse_error(text: str) -> None:
     with pytest.raises(PingParseError):
         parse_ping(text)
+
+
+def test_full_size_packet_with_fragmentation_off() -> None:
+    stats = parse_ping(data("ping_mtu_fits.txt"))
+    assert (stats.transmitted, stats.received) == (1, 1)
+
+
+def test_one_byte_too_large_is_refused_locally() -> None:
+    stats = parse_ping(data("ping_mtu_too_big.txt"))
+    assert (stats.transmitted, stats.received, stats.errors) == (1, 0, 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -14,6 +15,7 @@ from workers.testbed.process import pids_with_cookie
 from .conftest import needs_binary, needs_root
 
 MakeTestbed = Callable[..., Testbed]
+ONE_TEST: dict[str, Any] = {"reverse": False, "parallel_streams": 0, "udp_rate_mbit": 0}
 
 
 def _metric(res: SuiteResult, name: str, **labels: str) -> float:
@@ -30,9 +32,14 @@ def test_ping_on_namespaces_passes_and_measures(make_testbed: MakeTestbed) -> No
     bed = make_testbed(hosts=("h1", "h2", "h3"))
     res = ping.run(bed, ping.PingOptions(count=5, interval=0.02))
     assert res.infra_error is None, res.log
-    assert len(res.checks) == 6 and all(c.passed for c in res.checks)
+    assert all(c.passed for c in res.checks), res.checks
+    assert sorted(c.name for c in res.checks if c.name.startswith("reach")) == [
+        f"reach {a}->{b}" for a in ("h1", "h2", "h3") for b in ("h1", "h2", "h3") if a != b]
+    assert len([c for c in res.checks if c.name.startswith("mtu")]) == 6  # 1500 known
     assert _metric(res, "loss_pct", src="h3", dst="h1") == 0.0
-    assert 0 < _metric(res, "rtt_p99_ms", src="h1", dst="h2") < 50
+    assert 0 < _metric(res, "rtt_p50_ms", src="h1", dst="h2") <= _metric(
+        res, "rtt_p99_ms", src="h1", dst="h2") < 50
+    assert _metric(res, "longest_outage_ms", src="h2", dst="h3") == 0.0
     assert res.tool_versions["ping"].startswith("iputils")
 
 
@@ -58,7 +65,7 @@ def test_ping_to_a_cut_off_host_is_a_failed_check_not_infra(make_testbed: MakeTe
 @needs_binary("ip", "iperf3", "ss", "tc")
 def test_bandwidth_drops_to_a_tenth_of_a_gigabit_under_tbf(make_testbed: MakeTestbed) -> None:
     bed = make_testbed()
-    options = bandwidth.BandwidthOptions(duration_s=1)
+    options = bandwidth.BandwidthOptions(duration_s=1, **ONE_TEST)
     free = bandwidth.run(bed, options)
     assert free.infra_error is None, free.log
     assert _metric(free, "throughput_gbps", src="h1", dst="h2") > 1.0
@@ -79,7 +86,7 @@ def test_ping_and_bandwidth_work_on_the_local_driver(make_testbed: MakeTestbed) 
     pinged = ping.run(bed, ping.PingOptions(count=3, interval=0.2))
     assert pinged.infra_error is None, pinged.log
     assert all(c.passed for c in pinged.checks)
-    measured = bandwidth.run(bed, bandwidth.BandwidthOptions(duration_s=1))
+    measured = bandwidth.run(bed, bandwidth.BandwidthOptions(duration_s=1, **ONE_TEST))
     assert measured.infra_error is None, measured.log
     assert _metric(measured, "throughput_gbps", src="h1", dst="h2") > 0.1
 
@@ -87,7 +94,8 @@ def test_ping_and_bandwidth_work_on_the_local_driver(make_testbed: MakeTestbed) 
 @needs_binary("fio")
 def test_storage_runs_fio_in_the_state_folder(make_testbed: MakeTestbed) -> None:
     bed = make_testbed("local")
-    res = storage.run(bed, storage.StorageOptions(size="16M", runtime_s=1))
+    res = storage.run(bed, storage.StorageOptions(size="16M", runtime_s=1,
+                                                  jobs=("seq_write", "rand_read")))
     assert res.infra_error is None, res.log
     assert _metric(res, "seq_write_mbps") > 0
     assert _metric(res, "rand_read_iops") > 0

@@ -68,7 +68,7 @@ def test_mtu_is_applied_to_both_ends_and_the_bridge(make_testbed: MakeTestbed) -
     switch = {str(link["ifname"]): link["mtu"]
               for link in _ip_json("-n", f"cf-{bed.tag}-sw", "link", "show")}
     assert host_link["mtu"] == 1400
-    assert switch["h1"] == switch["h2"] == switch["br0"] == 1400
+    assert switch["h1-0"] == switch["h2-0"] == switch["br-lan"] == 1400
     # A full-size packet with fragmentation off fits; one byte more does not.
     fits = bed.run(["ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1372",
                     bed.host("h2").address], host="h1", timeout=10)

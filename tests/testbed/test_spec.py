@@ -76,8 +76,13 @@ def test_mtu_out_of_range_is_refused(mtu: int) -> None:
 
 
 def test_unknown_driver_is_refused() -> None:
-    with pytest.raises(TestbedError, match="driver"):
-        TestbedSpec(name="gate", driver="ssh")  # type: ignore[arg-type]
+    with pytest.raises(TestbedError, match="unknown testbed driver 'vmware'"):
+        TestbedSpec(name="gate", driver="vmware")  # type: ignore[arg-type]
+
+
+def test_the_ssh_driver_needs_its_section() -> None:
+    with pytest.raises(TestbedError, match="ssh driver needs an ssh section"):
+        TestbedSpec(name="gate", driver="ssh")
 
 
 @pytest.mark.parametrize("tag", ["", "Upper", "has-dash", "a" * 13, "t/x"])

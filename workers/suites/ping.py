@@ -1,20 +1,27 @@
 """The ping suite: can every host reach every other host, and with what loss and latency.
 
-Each ordered pair is pinged from inside the source's namespace with ``ping -D -O``: timestamps
-and "no answer yet" lines give per-packet RTTs and which sequence numbers were lost, so the
-parser reports p99 and the longest outage, not only the summary line. A host that cannot reach
-another is a failed check — that is the candidate's doing (a routing change, a firewall rule);
-only a tool that cannot run or prints something unrecognisable is an infra error.
+Each target — an ordered pair of hosts on a network they share, or reaching each other through a
+router (:meth:`Testbed.targets`) — is pinged from the source with ``ping -D -O``: timestamps and
+"no answer yet" lines give per-packet RTTs and which sequence numbers were lost, so the parser
+reports p50, p99 and the longest outage, not only the summary line. Targets are pinged
+concurrently (``concurrency`` at a time): ping is light, and a big topology would otherwise take
+minutes. Where the testbed knows the MTU of a network, one full-size ``ping -M do`` must get
+through and one byte more must not: a host with a wrong MTU still answers 64-byte pings.
+
+A host that cannot reach another is a failed check — that is the candidate's doing (a routing
+change, a firewall rule); only a tool that cannot run or prints something unrecognisable is an
+infra error.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from certifier.domain.results import Better, Check, Measurement, SuiteResult
-from workers.testbed.base import InfraError, Testbed
+from workers.testbed.base import InfraError, Target, Testbed
 
 SUITE = "ping"
 
@@ -33,17 +40,23 @@ class PingParseError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class PingOptions:
-    """How hard to ping. ``timeout_s`` bounds one pair; None derives it from count and interval."""
+    """How hard to ping. ``timeout_s`` bounds one target; None derives it from count and
+    interval. ``mtu_check`` adds the full-size ``-M do`` probes; ``concurrency`` is how many
+    targets are pinged at once."""
 
     count: int = 10
     interval: float = 0.05
     timeout_s: float | None = None
+    mtu_check: bool = True
+    concurrency: int = 8
 
     def __post_init__(self) -> None:
         if self.count < 1:
             raise ValueError("ping count must be at least 1")
         if not 0.002 <= self.interval <= 60:
             raise ValueError("ping interval must be between 0.002 and 60 s")
+        if not 1 <= self.concurrency <= 64:
+            raise ValueError("ping concurrency must be between 1 and 64")
 
     @property
     def pair_timeout(self) -> float:
@@ -123,23 +136,40 @@ def parse_ping(text: str) -> PingStats:
         summary_ms=rtt_summary)
 
 
-def _pair_result(src: str, dst: str, address: str, stats: PingStats) -> tuple[
+def _labels(target: Target) -> dict[str, str]:
+    labels = {"src": target.src, "dst": target.dst}
+    if target.net:
+        labels["net"] = target.net
+    return labels
+
+
+def _name(kind: str, target: Target) -> str:
+    return f"{kind} {target.src}->{target.dst}" + (f" via {target.net}" if target.net else "")
+
+
+def _pair_result(target: Target, stats: PingStats, interval: float) -> tuple[
         Check, list[Measurement]]:
-    labels = {"src": src, "dst": dst}
-    name = f"reach {src}->{dst}"
+    labels = _labels(target)
+    name = _name("reach", target)
+    src, dst = target.src, target.dst
     if stats.received == 0:
         why = f"{stats.loss_pct:g}% loss" + (f" ({stats.error})" if stats.error else "")
-        check = Check(SUITE, name, False, f"{src} cannot reach {dst} ({address}): {why}")
+        check = Check(SUITE, name, False, f"{src} cannot reach {dst} ({target.address}): {why}")
     else:
         check = Check(SUITE, name, True, f"{stats.received}/{stats.transmitted} replies, "
                                          f"{stats.loss_pct:g}% loss")
     measurements = [Measurement(SUITE, "loss_pct", stats.loss_pct, "%", Better.LOWER, labels)]
     values = {"rtt_min_ms": stats.rtt_min_ms, "rtt_avg_ms": stats.rtt_avg_ms,
+              "rtt_p50_ms": stats.rtt_percentile_ms(50),
               "rtt_p99_ms": stats.rtt_percentile_ms(99), "rtt_max_ms": stats.rtt_max_ms}
     for metric, value in values.items():
         if value is not None:
             measurements.append(Measurement(SUITE, metric, value, "ms", Better.LOWER,
                                             dict(labels)))
+    if stats.received:
+        measurements.append(Measurement(SUITE, "longest_outage_ms",
+                                        stats.longest_loss_run * interval * 1000, "ms",
+                                        Better.LOWER, dict(labels)))
     return check, measurements
 
 
@@ -152,36 +182,91 @@ def _version(testbed: Testbed) -> str | None:
     return f"iputils {match.group(1)}" if match else None
 
 
+@dataclass(slots=True)
+class _Outcome:
+    checks: list[Check] = field(default_factory=list)
+    measurements: list[Measurement] = field(default_factory=list)
+    logs: list[str] = field(default_factory=list)
+    infra_error: str | None = None
+
+
+def _mtu_check(testbed: Testbed, target: Target, out: _Outcome) -> None:
+    """One full-size packet with fragmentation off must pass, and one byte more must not."""
+    assert target.mtu is not None
+    size = target.mtu - 28  # IPv4 and ICMP headers
+    verdicts = []
+    for payload in (size, size + 1):
+        argv = ["ping", "-n", "-c", "1", "-W", "1", "-M", "do", "-s", str(payload),
+                target.address]
+        done = testbed.run(argv, host=target.src, timeout=10)
+        out.logs.append(f"$ [{target.src}] {' '.join(argv)}  (exit {done.returncode})\n"
+                        f"{done.output.strip()}")
+        try:
+            verdicts.append(parse_ping(done.output).received > 0)
+        except PingParseError:
+            # "message too long" is printed instead of statistics by some versions
+            verdicts.append(False)
+    fits, too_big = verdicts
+    name = _name("mtu", target)
+    if fits and not too_big:
+        out.checks.append(Check(SUITE, name, True, f"{target.mtu}-byte packets pass "
+                                                   "unfragmented, one byte more does not"))
+    elif not fits:
+        out.checks.append(Check(SUITE, name, False,
+                                f"{target.src} cannot send a {target.mtu}-byte packet to "
+                                f"{target.dst} ({target.address}) unfragmented: the path MTU "
+                                "is smaller than planned"))
+    else:
+        out.checks.append(Check(SUITE, name, False,
+                                f"{target.src} sends {target.mtu + 1}-byte packets to "
+                                f"{target.dst} ({target.address}): its MTU is larger than the "
+                                f"planned {target.mtu} (an MTU mismatch drops large packets)"))
+
+
+def _ping_target(testbed: Testbed, target: Target, options: PingOptions) -> _Outcome:
+    out = _Outcome()
+    try:
+        argv = ["ping", "-D", "-O", "-n", "-c", str(options.count), "-i",
+                f"{options.interval:g}", "-W", "1", target.address]
+        done = testbed.run(argv, host=target.src, timeout=options.pair_timeout)
+        out.logs.append(f"$ [{target.src}] {' '.join(argv)}  (exit {done.returncode})\n"
+                        f"{done.output.strip()}")
+        try:
+            stats = parse_ping(done.output)
+        except PingParseError as exc:
+            out.infra_error = f"ping {target.src}->{target.dst}: {exc}"
+            return out
+        check, measurements = _pair_result(target, stats, options.interval)
+        out.checks.append(check)
+        out.measurements.extend(measurements)
+        if options.mtu_check and target.mtu and check.passed:
+            _mtu_check(testbed, target, out)
+    except InfraError as exc:
+        out.infra_error = str(exc)
+        if exc.result is not None:
+            out.logs.append(exc.result.output.strip())
+    return out
+
+
 def run(testbed: Testbed, options: PingOptions) -> SuiteResult:
-    """Ping every ordered pair of hosts; never raises for tool problems."""
+    """Ping every target of the testbed; never raises for tool problems."""
     result = SuiteResult(suite=SUITE)
     logs: list[str] = []
-    try:
-        for src in testbed.hosts:
-            for dst in testbed.hosts:
-                if src.name == dst.name:
-                    continue
-                argv = ["ping", "-D", "-O", "-n", "-c", str(options.count), "-i",
-                        f"{options.interval:g}", "-W", "1", dst.address]
-                done = testbed.run(argv, host=src.name, timeout=options.pair_timeout)
-                logs.append(f"$ [{src.name}] {' '.join(argv)}  (exit {done.returncode})\n"
-                            f"{done.output.strip()}")
-                try:
-                    stats = parse_ping(done.output)
-                except PingParseError as exc:
-                    result.infra_error = f"ping {src.name}->{dst.name}: {exc}"
-                    break
-                check, measurements = _pair_result(src.name, dst.name, dst.address, stats)
-                result.checks.append(check)
-                result.measurements.extend(measurements)
-            if result.infra_error:
-                break
+    targets = testbed.targets()
+    with ThreadPoolExecutor(max_workers=options.concurrency) as pool:
+        outcomes = list(pool.map(lambda t: _ping_target(testbed, t, options), targets))
+    for outcome in outcomes:
+        logs.extend(outcome.logs)
+        if outcome.infra_error and result.infra_error is None:
+            result.infra_error = outcome.infra_error
+        result.checks.extend(outcome.checks)
+        result.measurements.extend(outcome.measurements)
+    if result.infra_error is None:
         version = _version(testbed)
         if version:
             result.tool_versions["ping"] = version
-    except InfraError as exc:
-        result.infra_error = str(exc)
-        if exc.result is not None:
-            logs.append(exc.result.output.strip())
+    else:
+        result.checks.clear()  # a half-measured run says nothing reliable about the candidate
+        result.measurements.clear()
     result.log = "\n".join(logs)
     return result

@@ -1,10 +1,15 @@
-"""The storage suite: fio sequential write throughput and 4 KiB random read IOPS and latency.
+"""The storage suite: fio sequential read and write, 4 KiB random read and write.
 
-Two jobs separated by ``stonewall`` so they never overlap: a 1 MiB sequential write, then 4 KiB
-random reads at queue depth 16 on the file just written. Direct I/O is the default, because
-without it (and without a file much larger than RAM) fio measures the page cache; a filesystem
-that refuses ``direct=1`` (tmpfs on older kernels, some overlays) gets a buffered rerun, and its
-measurements are labelled ``io=buffered`` so they are never compared with direct-I/O numbers.
+Four jobs separated by ``stonewall`` so they never overlap: 1 MiB sequential write (which lays out
+the data file), 1 MiB sequential read, 4 KiB random write, 4 KiB random read, each at the same
+queue depth. Each yields MB/s, IOPS and completion latency p50 and p99 in µs.
+
+The jobs run on a scratch filesystem the testbed makes in its state folder — ext4 on a loop
+device (:meth:`Testbed.scratch`) — so that ``direct=1`` works (tmpfs refuses it) and the numbers
+do not depend on what the worker's own disk is formatted with; without direct I/O (and without a
+file much larger than RAM) fio would measure the page cache. A filesystem that still refuses
+``direct=1`` gets a buffered rerun, and its measurements are labelled ``io=buffered`` so they are
+never compared with direct-I/O numbers; ``fs`` says which filesystem it was.
 
 fio writes its JSON report to a file (``--output``) because notes like "fio: …" can land in the
 output stream; the parser still skips any text around the JSON object.
@@ -16,7 +21,7 @@ import contextlib
 import json
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from certifier.domain.results import Better, Measurement, SuiteResult
@@ -25,7 +30,13 @@ from workers.testbed.base import InfraError, Testbed
 SUITE = "storage"
 EINVAL = 22
 DIRECT_REFUSED = ("does not support direct=1", "does not support O_DIRECT")
-SIZE_RE = re.compile(r"^[1-9][0-9]{0,5}[KMG]$")
+SIZE_RE = re.compile(r"^([1-9][0-9]{0,5})([KMG])$")
+JOBS: dict[str, tuple[str, str, str]] = {  # name: (fio rw, block size, direction)
+    "seq_write": ("write", "1M", "write"),
+    "seq_read": ("read", "1M", "read"),
+    "rand_write": ("randwrite", "4k", "write"),
+    "rand_read": ("randread", "4k", "read"),
+}
 
 
 class FioParseError(ValueError):
@@ -34,27 +45,42 @@ class FioParseError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class StorageOptions:
-    """Data-file size (fio syntax, e.g. "64M"), seconds per job, and whether to bypass caches."""
+    """Data-file size (fio syntax, e.g. "64M"), seconds per job, which jobs, and whether to
+    bypass caches."""
 
     size: str = "64M"
     runtime_s: float = 2
     direct: bool = True
     timeout_s: float | None = None
+    jobs: tuple[str, ...] = tuple(JOBS)
+    iodepth: int = 16
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "jobs", tuple(self.jobs))
         if not SIZE_RE.match(self.size):
             raise ValueError(f"size {self.size!r} must look like 64M, 512K or 1G")
         if self.runtime_s <= 0:
             raise ValueError("runtime_s must be positive")
+        unknown = [j for j in self.jobs if j not in JOBS]
+        if unknown or not self.jobs:
+            raise ValueError(f"jobs must be some of {', '.join(JOBS)}; not {unknown}")
+        if not 1 <= self.iodepth <= 1024:
+            raise ValueError("iodepth must be between 1 and 1024")
 
     @property
     def seconds(self) -> int:
         return max(1, round(self.runtime_s))
 
     @property
+    def size_bytes(self) -> int:
+        match = SIZE_RE.match(self.size)
+        assert match is not None  # checked in __post_init__
+        return int(match.group(1)) << {"K": 10, "M": 20, "G": 30}[match.group(2)]
+
+    @property
     def fio_timeout(self) -> float:
-        # Two jobs, plus laying out the file, plus a generous margin for slow disks.
-        return self.timeout_s or 2 * self.seconds + 120.0
+        # The jobs, plus laying out the file, plus a generous margin for slow disks.
+        return self.timeout_s or len(self.jobs) * self.seconds + 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +96,8 @@ class FioJob:
     write_iops: float
     write_clat_p99_ns: float | None
     io_bytes: int
+    read_clat_p50_ns: float | None = None
+    write_clat_p50_ns: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +106,9 @@ class FioReport:
     jobs: dict[str, FioJob] = field(default_factory=dict)
 
 
-def _p99(direction: dict[str, Any]) -> float | None:
+def _percentile(direction: dict[str, Any], key: str) -> float | None:
     percentiles = direction.get("clat_ns", {}).get("percentile", {})
-    value = percentiles.get("99.000000")
+    value = percentiles.get(key) if isinstance(percentiles, dict) else None
     return float(value) if isinstance(value, int | float) else None
 
 
@@ -102,62 +130,79 @@ def parse_fio(text: str) -> FioReport:
             jobs[str(job["jobname"])] = FioJob(
                 name=str(job["jobname"]), error=int(job.get("error", 0)),
                 read_bw_bytes=float(read["bw_bytes"]), read_iops=float(read["iops"]),
-                read_clat_p99_ns=_p99(read), write_bw_bytes=float(write["bw_bytes"]),
-                write_iops=float(write["iops"]), write_clat_p99_ns=_p99(write),
-                io_bytes=int(read["io_bytes"]) + int(write["io_bytes"]))
+                read_clat_p99_ns=_percentile(read, "99.000000"),
+                write_bw_bytes=float(write["bw_bytes"]), write_iops=float(write["iops"]),
+                write_clat_p99_ns=_percentile(write, "99.000000"),
+                io_bytes=int(read["io_bytes"]) + int(write["io_bytes"]),
+                read_clat_p50_ns=_percentile(read, "50.000000"),
+                write_clat_p50_ns=_percentile(write, "50.000000"))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise FioParseError(f"fio JSON job without expected field: {exc!r}") from None
     version = data.get("fio version")
     return FioReport(version=str(version) if version else None, jobs=jobs)
 
 
-def _engine(testbed: Testbed) -> str:
+def _engine(testbed: Testbed, host: str | None) -> str:
     """libaio gives a real queue depth; psync (depth 1) is the portable fallback."""
     try:
-        listing = testbed.run(["fio", "--enghelp"], timeout=30)
+        listing = testbed.run(["fio", "--enghelp"], host=host, timeout=30)
     except InfraError:
         return "psync"
     return "libaio" if re.search(r"^\s*libaio\s*$", listing.stdout, re.M) else "psync"
 
 
-def _argv(options: StorageOptions, data: Path, output: Path, engine: str,
+def _argv(options: StorageOptions, data: PurePosixPath, output: PurePosixPath, engine: str,
           direct: bool) -> list[str]:
-    common = [f"--filename={data}", f"--size={options.size}", f"--runtime={options.seconds}",
-              "--time_based", f"--ioengine={engine}", f"--direct={int(direct)}",
-              "--percentile_list=50:99", "--iodepth=16"]
-    return ["fio", "--output-format=json", f"--output={output}", *common,
-            "--name=seq_write", "--rw=write", "--bs=1M", "--end_fsync=1", "--stonewall",
-            "--name=rand_read", "--rw=randread", "--bs=4k", "--stonewall"]
+    argv = ["fio", "--output-format=json", f"--output={output}", f"--filename={data}",
+            f"--size={options.size}", f"--runtime={options.seconds}", "--time_based",
+            f"--ioengine={engine}", f"--direct={int(direct)}", "--percentile_list=50:99",
+            f"--iodepth={options.iodepth}"]
+    for job in options.jobs:
+        rw, block, direction = JOBS[job]
+        argv += [f"--name={job}", f"--rw={rw}", f"--bs={block}"]
+        if direction == "write" and rw == "write":
+            argv.append("--end_fsync=1")
+        argv.append("--stonewall")
+    return argv
 
 
-def _measure(report: FioReport, io: str) -> list[Measurement]:
-    seq, rand = report.jobs["seq_write"], report.jobs["rand_read"]
-    seq_labels = {"job": "seq_write", "io": io}
-    rand_labels = {"job": "rand_read", "io": io}
-    found = [
-        Measurement(SUITE, "seq_write_mbps", seq.write_bw_bytes / 1e6, "MB/s", Better.HIGHER,
-                    seq_labels),
-        Measurement(SUITE, "rand_read_iops", rand.read_iops, "IOPS", Better.HIGHER, rand_labels),
-    ]
-    if rand.read_clat_p99_ns is not None:
-        found.append(Measurement(SUITE, "rand_read_clat_p99_us", rand.read_clat_p99_ns / 1000,
-                                 "µs", Better.LOWER, dict(rand_labels)))
-    if seq.write_clat_p99_ns is not None:
-        found.append(Measurement(SUITE, "seq_write_clat_p99_us", seq.write_clat_p99_ns / 1000,
-                                 "µs", Better.LOWER, dict(seq_labels)))
+def _measure(report: FioReport, options: StorageOptions, io: str,
+             fs: str) -> list[Measurement]:
+    found: list[Measurement] = []
+    for name in options.jobs:
+        job = report.jobs[name]
+        labels = {"job": name, "io": io, "fs": fs}
+        reading = JOBS[name][2] == "read"
+        bw = job.read_bw_bytes if reading else job.write_bw_bytes
+        iops = job.read_iops if reading else job.write_iops
+        p50 = job.read_clat_p50_ns if reading else job.write_clat_p50_ns
+        p99 = job.read_clat_p99_ns if reading else job.write_clat_p99_ns
+        found.append(Measurement(SUITE, f"{name}_mbps", bw / 1e6, "MB/s", Better.HIGHER,
+                                 dict(labels)))
+        found.append(Measurement(SUITE, f"{name}_iops", iops, "IOPS", Better.HIGHER,
+                                 dict(labels)))
+        for pct, value in (("p50", p50), ("p99", p99)):
+            if value is not None:
+                found.append(Measurement(SUITE, f"{name}_clat_{pct}_us", value / 1000, "µs",
+                                         Better.LOWER, dict(labels)))
     return found
 
 
-def _attempt(testbed: Testbed, options: StorageOptions, workdir: Path, engine: str,
-             direct: bool, logs: list[str]) -> FioReport | str:
+def _attempt(testbed: Testbed, host: str | None, options: StorageOptions,
+             data: PurePosixPath, workdir: PurePosixPath, engine: str, direct: bool,
+             logs: list[str]) -> FioReport | str:
     """One fio run: its report, or why it failed ("direct refused" is recognised by caller)."""
     output = workdir / f"fio-{'direct' if direct else 'buffered'}.json"
-    output.unlink(missing_ok=True)
-    argv = _argv(options, workdir / "fio.data", output, engine, direct)
-    done = testbed.run(argv, timeout=options.fio_timeout, cwd=workdir)
+    if host is None:
+        Path(output).unlink(missing_ok=True)
+    else:
+        testbed.run(["rm", "-f", str(output)], host=host, timeout=30)
+    argv = _argv(options, data, output, engine, direct)
+    done = testbed.run(argv, host=host, timeout=options.fio_timeout,
+                       cwd=Path(workdir) if host is None else None)
     notes = done.output.strip()
     logs.append(f"$ {' '.join(argv)}  (exit {done.returncode})" + (f"\n{notes}" if notes else ""))
-    text = output.read_text(errors="replace") if output.exists() else ""
+    text = testbed.read_text(output, host) or ""
     if direct and any(marker in notes + text for marker in DIRECT_REFUSED):
         return "direct refused"
     try:
@@ -171,7 +216,7 @@ def _attempt(testbed: Testbed, options: StorageOptions, workdir: Path, engine: s
         return f"fio jobs failed: {failed}" + (f"; fio said: {notes[:300]}" if notes else "")
     if done.returncode != 0:
         return f"fio exited with status {done.returncode}: {notes[:300]}"
-    missing = {"seq_write", "rand_read"} - set(report.jobs)
+    missing = set(options.jobs) - set(report.jobs)
     idle = [name for name, job in report.jobs.items() if job.io_bytes == 0]
     if missing or idle:
         return f"fio report incomplete: missing jobs {sorted(missing)}, no I/O in {idle}"
@@ -179,34 +224,49 @@ def _attempt(testbed: Testbed, options: StorageOptions, workdir: Path, engine: s
 
 
 def run(testbed: Testbed, options: StorageOptions) -> SuiteResult:
-    """Run the fio jobs on the controller under the testbed's state folder; never raises."""
+    """Run the fio jobs on the testbed's storage host (the controller for namespaces), on its
+    scratch filesystem; never raises."""
     result = SuiteResult(suite=SUITE)
     logs: list[str] = []
-    workdir = testbed.state_dir / SUITE
+    host = testbed.storage_host
+    workdir = testbed.workdir(host) / SUITE
+    data: PurePosixPath | None = None
     try:
-        workdir.mkdir(parents=True, exist_ok=True)
-        engine = _engine(testbed)
-        outcome = _attempt(testbed, options, workdir, engine, options.direct, logs)
+        if host is None:
+            Path(workdir).mkdir(parents=True, exist_ok=True)
+        else:
+            testbed.run(["mkdir", "-p", str(workdir)], host=host, timeout=30)
+        space = testbed.scratch(options.size_bytes, host)
+        fs = "ext4-loop" if space.filesystem == "ext4-loop" else "plain"
+        logs.append(f"scratch filesystem on {host or 'the controller'}: {space.path} "
+                    f"({space.filesystem})")
+        data = space.path / "fio.data"
+        engine = _engine(testbed, host)
+        outcome = _attempt(testbed, host, options, data, workdir, engine, options.direct, logs)
         io = "direct" if options.direct else "buffered"
         if outcome == "direct refused":
             logs.append("direct I/O refused by the filesystem: rerunning buffered "
                         "(measurements labelled io=buffered; they include the page cache)")
             io = "buffered"
-            outcome = _attempt(testbed, options, workdir, engine, False, logs)
+            outcome = _attempt(testbed, host, options, data, workdir, engine, False, logs)
         if isinstance(outcome, str):
             result.infra_error = outcome
         else:
             if outcome.version:
                 result.tool_versions["fio"] = outcome.version
-            result.measurements.extend(_measure(outcome, io))
+            result.measurements.extend(_measure(outcome, options, io, fs))
             logs.append(f"engine {engine}, {io} I/O, size {options.size}, "
-                        f"{options.seconds} s per job")
+                        f"{options.seconds} s per job, iodepth {options.iodepth}")
     except InfraError as exc:
         result.infra_error = str(exc)
     except OSError as exc:
         result.infra_error = f"storage work folder {workdir}: {exc}"
     finally:
-        with contextlib.suppress(OSError):
-            (workdir / "fio.data").unlink(missing_ok=True)
+        if data is not None:
+            with contextlib.suppress(OSError, InfraError):
+                if host is None:
+                    Path(data).unlink(missing_ok=True)
+                else:
+                    testbed.run(["rm", "-f", str(data)], host=host, timeout=30)
     result.log = "\n".join(logs)
     return result

@@ -106,8 +106,9 @@ def run_hook(testbed: Testbed, executable: Path, args: list[str], *, env: dict[s
     """
     executable = executable.absolute()
     _check_executable(executable, cwd)
-    command = testbed.command_for([str(executable), *args], host)
     full_env = testbed.env_for({**testbed.hook_env(), **env})
+    # A remote driver carries env and cwd to the other side; local ones leave them to Popen.
+    command = testbed.command_for([str(executable), *args], host, env=full_env, cwd=cwd)
     started = time.monotonic()
     try:
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

@@ -1,37 +1,50 @@
-"""Reaping what dead testbed owners left behind: processes, namespaces and records.
+"""Reaping what dead testbed owners left behind: processes, mounts, loop devices, links,
+namespaces, remote folders and records.
 
 A worker that is SIGKILLed (OOM killer, a deploy, a power cut of the container) cannot run its
 teardown. The next worker calls :func:`reap` at start: every record whose owner process is gone
-is torn down from the record alone, and every ``cf-<tag>-<host>`` namespace that no live record
-claims is deleted. Processes are found by the testbed's environment cookie, never by name, and
-namespaces outside the ``cf-`` prefix are never touched — unlike Mininet's ``mn -c``, which kills
-by name pattern and has taken unrelated processes with it.
+is torn down from the record alone, and every ``cf-`` object that no live record claims is
+deleted — ``cf-<tag>-<host>`` namespaces, ``cf-<tag>`` links in the root namespace and loop
+devices backed by ``cf-scratch-<tag>.img``. Processes are found by the testbed's environment
+cookie, never by name, and nothing outside the ``cf-`` prefix is ever touched — unlike
+Mininet's ``mn -c``, which kills by name pattern and has taken unrelated processes with it.
 
-Records are read *after* namespaces are listed: a creator writes its record before its first
-namespace, so a namespace we see has a record we will see, and a testbed being built right now
-is never mistaken for an orphan.
+Records are read *after* the host is scanned: a creator writes its record before its first
+object, so an object we see has a record we will see, and a testbed being built right now is
+never mistaken for an orphan.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
+import shutil
 from collections.abc import Collection
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from workers.testbed import records
+from workers.testbed import records, scratch
 from workers.testbed.base import TAG_RE, TestbedError
-from workers.testbed.netns import PREFIX, destroy_namespaces, list_namespaces
-from workers.testbed.process import InfraError, kill_pids, pids_with_cookie
+from workers.testbed.netns import (
+    PREFIX,
+    ROOT_LINK_RE,
+    delete_root_links,
+    destroy_namespaces,
+    list_namespaces,
+    list_root_links,
+)
+from workers.testbed.process import CommandResult, InfraError, execute, kill_pids, pids_with_cookie
+from workers.testbed.ssh import cleanup_remote, control_dir
 
 log = logging.getLogger(__name__)
 
 OUR_NAMESPACE = re.compile(rf"^{PREFIX}([a-z0-9]{{1,12}})-([a-z][a-z0-9]{{0,7}})$")
+LOCAL_TIMEOUT = 30.0
 
 
 def _can_manage_namespaces() -> bool:
-    """Only root can have created (or can delete) namespaces."""
+    """Only root can have created (or can delete) namespaces, mounts and loop devices."""
     return os.geteuid() == 0
 
 
@@ -40,17 +53,41 @@ def _tag_of(namespace: str) -> str | None:
     return match.group(1) if match else None
 
 
+def _local(argv: list[str]) -> CommandResult:
+    return execute(argv, timeout=LOCAL_TIMEOUT)
+
+
+def _our_image(path: str, tag: str) -> bool:
+    match = scratch.IMAGE_RE.match(PurePosixPath(path).name)
+    return match is not None and match.group(1) == tag and path.startswith("/")
+
+
 def destroy(record: records.Record, records_dir: Path) -> list[str]:
     """Tear down the testbed ``record`` describes; returns what was removed.
 
-    Raises InfraError (and keeps the record, so a later pass retries) when a namespace will
-    not go away.
+    Raises InfraError (and keeps the record, so a later pass retries) when something will not
+    go away.
     """
     removed = [f"pid {pid}" for pid in kill_pids(pids_with_cookie(record.cookie))]
+    for remote in record.remote:
+        removed.append(cleanup_remote(remote, record.cookie))
+    if record.driver == "ssh":
+        control = control_dir(record.tag)
+        if control.is_dir():
+            shutil.rmtree(control, ignore_errors=True)
+            removed.append(f"folder {control}")
     # Trust the record only as far as our own naming goes.
-    ours = [n for n in record.namespaces if _tag_of(n) == record.tag]
-    if ours and _can_manage_namespaces():
-        removed += destroy_namespaces(ours)
+    if _can_manage_namespaces():
+        for image in record.scratch:
+            if _our_image(image, record.tag):
+                removed += scratch.release(_local, PurePosixPath(image))
+        links = [n for n in record.links
+                 if (m := ROOT_LINK_RE.match(n)) is not None and m.group(1) == record.tag]
+        if links:
+            removed += [f"link {n}" for n in delete_root_links(links)]
+        ours = [n for n in record.namespaces if _tag_of(n) == record.tag]
+        if ours:
+            removed += destroy_namespaces(ours)
     records.remove(records_dir, record.tag)
     removed.append(f"record {record.tag}")
     return removed
@@ -68,24 +105,74 @@ def clear_tag(records_dir: Path, tag: str) -> list[str]:
     return destroy(record, records_dir)
 
 
+def _scratch_loops() -> list[tuple[str, str]]:
+    """(loop device, backing image) for every loop device backed by one of our images."""
+    done = _local(["losetup", "-J", "-l"])
+    if not done.ok or not done.stdout.strip():
+        return []
+    try:
+        devices = json.loads(done.stdout).get("loopdevices", [])
+    except ValueError:
+        return []
+    found = []
+    for dev in devices:
+        back = str(dev.get("back-file") or "").removesuffix(" (deleted)")
+        if scratch.IMAGE_RE.match(PurePosixPath(back).name):
+            found.append((str(dev.get("name")), back))
+    return found
+
+
+def _reap_orphans(live: set[str], orphan_tags: Collection[str] | None,
+                  removed: list[str], namespaces: list[str], links: list[str],
+                  loops: list[tuple[str, str]]) -> None:
+    def orphan(tag: str | None) -> bool:
+        return tag is not None and tag not in live and (orphan_tags is None or tag in orphan_tags)
+
+    for device, image in loops:
+        match = scratch.IMAGE_RE.match(PurePosixPath(image).name)
+        if match and orphan(match.group(1)):
+            try:
+                removed += scratch.release(_local, PurePosixPath(image))
+            except (InfraError, ValueError) as exc:
+                log.error("could not release orphan loop device %s (%s): %s", device, image, exc)
+    for name in links:
+        match = ROOT_LINK_RE.match(name)
+        if match and orphan(match.group(1)):
+            try:
+                removed += [f"link {n}" for n in delete_root_links([name])]
+            except InfraError as exc:
+                log.error("could not delete orphan link %s: %s", name, exc)
+    for name in namespaces:
+        if orphan(_tag_of(name)) and name not in removed:
+            try:
+                removed += destroy_namespaces([name])
+            except InfraError as exc:
+                log.error("could not delete orphan namespace %s: %s", name, exc)
+
+
 def reap(records_dir: Path, *, stale_tags: Collection[str] = (),
          orphan_tags: Collection[str] | None = None) -> list[str]:
-    """Tear down testbeds of dead owners (and those in ``stale_tags``) and orphan namespaces.
+    """Tear down testbeds of dead owners (and those in ``stale_tags``) and orphan objects.
 
     A worker owns the whole ``cf-`` prefix on its machine and passes no ``orphan_tags``; tests
     on a machine shared with other testbeds pass the tags they made, so only their own orphans
-    are deleted. Returns what was removed: namespace names, ``pid N`` and ``record TAG``
-    entries. Problems with one testbed are logged and do not stop the others from being reaped.
+    are deleted. Returns what was removed: namespace names, ``link …``, ``mount …``,
+    ``loop …``, ``remote …``, ``pid N`` and ``record TAG`` entries. Problems with one testbed
+    are logged and do not stop the others from being reaped.
     """
     bad_tags = [t for t in stale_tags if not TAG_RE.match(t)]
     if bad_tags:
         raise TestbedError(f"not testbed tags: {bad_tags}")
     namespaces: list[str] = []
+    links: list[str] = []
+    loops: list[tuple[str, str]] = []
     if _can_manage_namespaces():
         try:
             namespaces = list_namespaces()
+            links = list_root_links()
+            loops = _scratch_loops()
         except InfraError as exc:  # no `ip`: there can be no namespaces of ours either
-            log.error("janitor cannot list namespaces: %s", exc)
+            log.error("janitor cannot list namespaces, links or loop devices: %s", exc)
     removed: list[str] = []
     live: set[str] = set()
     for path, record in records.read_all(records_dir).items():
@@ -99,16 +186,9 @@ def reap(records_dir: Path, *, stale_tags: Collection[str] = (),
         try:
             removed += destroy(record, records_dir)
         except InfraError as exc:
-            live.add(record.tag)  # its namespaces are being handled; do not fight over them
+            live.add(record.tag)  # its objects are being handled; do not fight over them
             log.error("could not reap testbed tag %s: %s", record.tag, exc)
-    orphans = [n for n in namespaces
-               if (tag := _tag_of(n)) is not None and tag not in live and n not in removed
-               and (orphan_tags is None or tag in orphan_tags)]
-    for name in orphans:
-        try:
-            removed += destroy_namespaces([name])
-        except InfraError as exc:
-            log.error("could not delete orphan namespace %s: %s", name, exc)
+    _reap_orphans(live, orphan_tags, removed, namespaces, links, loops)
     if removed:
         log.warning("janitor removed: %s", ", ".join(removed))
     return removed

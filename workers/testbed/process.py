@@ -34,6 +34,11 @@ INSTALL_HINTS = {
     "ping": "apt-get install iputils-ping",
     "iperf3": "apt-get install iperf3",
     "fio": "apt-get install fio",
+    "ssh": "apt-get install openssh-client",
+    "sshd": "apt-get install openssh-server",
+    "bridge": "apt-get install iproute2",
+    "mkfs.ext4": "apt-get install e2fsprogs",
+    "losetup": "apt-get install mount",
 }
 
 
@@ -122,16 +127,18 @@ def kill_group(proc: subprocess.Popen[bytes] | subprocess.Popen[str], *,
 
 
 def execute(argv: list[str], *, timeout: float, env: Mapping[str, str] | None = None,
-            cwd: Path | None = None, display: list[str] | None = None) -> CommandResult:
+            cwd: Path | None = None, display: list[str] | None = None,
+            local_tool: bool = True) -> CommandResult:
     """Run ``argv`` to completion; raises InfraError on a missing binary or a timeout.
 
-    ``display`` is the command as the caller thinks of it (without an ``ip netns exec``
-    prefix), so messages name the tool the caller ran.
+    ``display`` is the command as the caller thinks of it (without an ``ip netns exec`` or
+    ``ssh`` prefix), so messages name the tool the caller ran; ``local_tool=False`` when that
+    tool runs on another machine, where this one's PATH says nothing.
     """
     shown = display or argv
     full_env = dict(env) if env is not None else base_env()
     require_binary(argv[0], full_env)
-    if shown is not argv:
+    if shown is not argv and local_tool:
         require_binary(shown[0], full_env)
     started = time.monotonic()
     try:

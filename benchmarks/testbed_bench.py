@@ -1,0 +1,180 @@
+"""Testbed performance: the bandwidth suite beside bare iperf3, topology setup and teardown, and a
+full gate run of the suites, printed as a table with targets (issue 3).
+
+Rows
+  iperf3 ratio   Certifier's bandwidth suite (one TCP test h1->h2) vs a bare ``iperf3`` between
+                 the same two namespaces of the same testbed, interleaved, median of each; the
+                 ratio is suite / bare (target >= 0.95).
+  setup+teardown the four-host small-cloud topology (examples/topologies/small-cloud.yaml: two
+                 networks, a router, a VXLAN overlay), built and torn down; median (target < 2 s).
+  gate run       ping, bandwidth and storage with the default (short) options of SuitesConfig on
+                 that topology, testbed build and teardown included; median (target < 60 s).
+
+Needs root, iproute2, iperf3 and fio. Usage:
+  python benchmarks/testbed_bench.py [--rounds 5] [--setups 7] [--gates 3] [--duration 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from certifier.settings import SuitesConfig
+from certifier.topology import load as load_topology
+from workers.suites import SUITES, bandwidth
+from workers.testbed.base import Testbed, TestbedSpec, create_testbed
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL_CLOUD = ROOT / "examples" / "topologies" / "small-cloud.yaml"
+RUN = secrets.token_hex(3)  # in every tag: a crashed earlier run cannot be in the way
+
+
+def _bare_iperf3(bed: Testbed, seconds: int, port: int) -> float:
+    """Gbit/s from a plain iperf3 client and one-off server, as a person would run them."""
+    server_ns, client_ns = bed.host("h2").namespace, bed.host("h1").namespace
+    assert server_ns and client_ns
+    server = subprocess.Popen(["ip", "netns", "exec", server_ns, "iperf3", "-s", "-1", "-p",
+                               str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 5
+        while not subprocess.run(["ss", "-N", server_ns, "-tlnH", "sport", "=", f":{port}"],
+                                 capture_output=True, text=True, timeout=5).stdout.strip():
+            if time.monotonic() > deadline:
+                raise RuntimeError("bare iperf3 server did not listen")
+            time.sleep(0.01)
+        out = subprocess.run(["ip", "netns", "exec", client_ns, "iperf3", "-c",
+                              bed.host("h2").address, "-p", str(port), "-J", "-t",
+                              str(seconds)], capture_output=True, text=True, timeout=seconds + 30)
+        start = out.stdout.find("{")
+        if start < 0:
+            raise RuntimeError(f"bare iperf3 printed no JSON (exit {out.returncode}): "
+                               f"{out.stderr.strip()[:300]}")
+        report = json.loads(out.stdout[start:])
+        return float(report["end"]["sum_received"]["bits_per_second"]) / 1e9
+    finally:
+        server.wait(timeout=10)
+
+
+def _suite_iperf3(bed: Testbed, seconds: int) -> float:
+    options = bandwidth.BandwidthOptions(duration_s=seconds, reverse=False, parallel_streams=0,
+                                         udp_rate_mbit=0)
+    result = bandwidth.run(bed, options)
+    if result.infra_error:
+        raise RuntimeError(result.infra_error)
+    return next(m.value for m in result.measurements if m.metric == "throughput_gbps")
+
+
+def iperf3_ratio(work: Path, rounds: int, seconds: int) -> tuple[float, float, float]:
+    spec = TestbedSpec(name="bench", subnet="198.19.200.0/24")
+    suite: list[float] = []
+    bare: list[float] = []
+    with create_testbed(spec, tag=f"bi{RUN}", state_dir=work / "iperf",
+                        records_dir=work / "records") as bed:
+        for i in range(rounds):  # interleaved, alternating who goes first
+            first, second = (_suite_iperf3, _bare_iperf3) if i % 2 == 0 else (
+                _bare_iperf3, _suite_iperf3)
+            for measure in (first, second):
+                if measure is _suite_iperf3:
+                    suite.append(_suite_iperf3(bed, seconds))
+                else:
+                    bare.append(_bare_iperf3(bed, seconds, 5900 + i))
+            print(f"  round {i + 1}: suite {suite[-1]:.2f} Gbit/s, bare {bare[-1]:.2f} Gbit/s",
+                  flush=True)
+    suite_median, bare_median = statistics.median(suite), statistics.median(bare)
+    return suite_median, bare_median, suite_median / bare_median
+
+
+def _timed(action: Callable[[], None]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def setup_teardown(work: Path, count: int) -> list[float]:
+    spec = TestbedSpec(name="bench", topology=load_topology(SMALL_CLOUD))
+    times = []
+    for i in range(count):
+        def cycle(i: int = i) -> None:
+            bed = create_testbed(spec, tag=f"bs{RUN}{i}", state_dir=work / f"st{i}",
+                                 records_dir=work / "records")
+            bed.teardown()
+        times.append(_timed(cycle))
+        print(f"  setup+teardown {i + 1}: {times[-1]:.3f} s", flush=True)
+    return times
+
+
+def gate_run(work: Path, count: int) -> list[float]:
+    spec = TestbedSpec(name="bench", topology=load_topology(SMALL_CLOUD))
+    config = SuitesConfig()
+    times = []
+    for i in range(count):
+        def gate(i: int = i) -> None:
+            with create_testbed(spec, tag=f"bg{RUN}{i}", state_dir=work / f"gate{i}",
+                                records_dir=work / "records") as bed:
+                for name in config.enabled:
+                    run_suite, options_cls = SUITES[name]
+                    options = options_cls(**getattr(config, name).model_dump())
+                    result = run_suite(bed, options)
+                    if result.infra_error:
+                        raise RuntimeError(f"{name}: {result.infra_error}")
+                    failed = [c.name for c in result.checks if not c.passed]
+                    if failed:
+                        raise RuntimeError(f"{name}: failed checks {failed}")
+        times.append(_timed(gate))
+        print(f"  gate run {i + 1}: {times[-1]:.1f} s", flush=True)
+    return times
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=5, help="iperf3 rounds (each: both)")
+    parser.add_argument("--duration", type=int, default=3, help="seconds per iperf3 test")
+    parser.add_argument("--setups", type=int, default=7, help="setup+teardown cycles")
+    parser.add_argument("--gates", type=int, default=3, help="full gate runs")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("needs root (network namespaces)", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="testbed-bench-") as tmp:
+        work = Path(tmp)
+        print("iperf3: bandwidth suite vs bare iperf3 (h1->h2, same testbed)", flush=True)
+        suite, bare, ratio = iperf3_ratio(work, args.rounds, args.duration)
+        print("setup + teardown of small-cloud", flush=True)
+        cycles = setup_teardown(work, args.setups)
+        print("full gate run (ping, bandwidth, storage; default options) on small-cloud",
+              flush=True)
+        gates = gate_run(work, args.gates)
+    setup_median, gate_median = statistics.median(cycles), statistics.median(gates)
+    rows = [
+        ("iperf3: suite / bare (median Gbit/s)", f"{suite:.2f} / {bare:.2f}", f"{ratio:.3f}",
+         ">= 0.95", f"{ratio / 0.95:.2f}", ratio >= 0.95),
+        (f"setup+teardown small-cloud (median of {len(cycles)})", f"{setup_median:.3f} s",
+         f"{setup_median:.3f}", "< 2 s", f"{setup_median / 2:.2f}", setup_median < 2),
+        (f"gate run small-cloud (median of {len(gates)})", f"{gate_median:.1f} s",
+         f"{gate_median:.1f}", "< 60 s", f"{gate_median / 60:.2f}", gate_median < 60),
+    ]
+    header = ("benchmark", "measured", "value", "target", "value/target", "met")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    widths[-1] = max(widths[-1], 3)
+    line = " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
+    print(f"\n{line}\n{'-+-'.join('-' * w for w in widths)}")
+    for row in rows:
+        cells = [*map(str, row[:-1]), "yes" if row[-1] else "NO"]
+        print(" | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)))
+    print(f"\nload average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; "
+          f"setup+teardown times {', '.join(f'{t:.2f}' for t in cycles)} s; "
+          f"gate runs {', '.join(f'{t:.1f}' for t in gates)} s")
+    return 0 if all(row[-1] for row in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
