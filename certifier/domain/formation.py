@@ -5,6 +5,15 @@ Here a candidate that is gating or soaking is never preempted; new heads wait as
 candidate that keeps absorbing later pushes (earlier queued ones are superseded: bursts
 coalesce), and it boards when the active one finishes. A combination that was ever a candidate
 is never formed again, so a rejected combination is not retested by accident.
+
+Culprits, in their first, simple form: a rejected candidate that changed exactly one component
+blames that component's commit. While a component's head *is* a blamed commit, the next candidate
+holds that component at its known-good commit, so one bad commit never blocks the others; the hold
+ends as soon as a newer commit of that component arrives (it may be the fix). A rejected candidate
+that changed several components names no culprit by itself, so the next candidate isolates: it
+advances only one of those components on the known-good, and its verdict either blames that
+component (rejected: a single change) or moves the known-good on (promoted). Either way the
+pipeline keeps moving while every component commits daily.
 """
 
 from __future__ import annotations
@@ -47,6 +56,97 @@ def desired_combination(
     if not picked:
         return None
     return Combination.of(picked)
+
+
+@dataclass(frozen=True, slots=True)
+class PastCandidate:
+    """A finished candidate, as formation needs to know it (blame and isolation)."""
+
+    id: int
+    state: CandidateState
+    combination: Mapping[str, str]
+    changed: tuple[str, ...]
+    base_version: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A component kept at its known-good commit because its head was blamed."""
+
+    component: str
+    culprit: str  # the blamed sha, the component's current head
+    at: str  # the known-good sha it is held at
+    blamed_by: int  # the rejected candidate that blamed it
+
+
+@dataclass(frozen=True, slots=True)
+class Desired:
+    combination: Combination | None
+    holds: tuple[Hold, ...] = ()
+    isolating: str | None = None  # the one component advanced to find a culprit
+
+
+def culprits(history: Iterable[PastCandidate]) -> dict[tuple[str, str], int]:
+    """``(component, sha) → rejected candidate id`` for every commit a rejection blamed."""
+    blamed: dict[tuple[str, str], int] = {}
+    for past in sorted(history, key=lambda p: p.id):
+        if past.state is CandidateState.REJECTED and len(past.changed) == 1:
+            name = past.changed[0]
+            if name in past.combination:
+                blamed[(name, past.combination[name])] = past.id
+    return blamed
+
+
+def holds(
+    heads: Mapping[str, str],
+    known_good: Mapping[str, str] | None,
+    history: Iterable[PastCandidate],
+) -> dict[str, Hold]:
+    """Components whose head is a blamed commit, held at the known-good commit.
+
+    Without a known-good there is no last good commit to hold at, so nothing is held.
+    """
+    if known_good is None:
+        return {}
+    blamed = culprits(history)
+    return {
+        name: Hold(name, sha, known_good[name], blamed[(name, sha)])
+        for name, sha in sorted(heads.items())
+        if (name, sha) in blamed and name in known_good and known_good[name] != sha
+    }
+
+
+def next_desired(
+    heads: Mapping[str, str],
+    known_good: Mapping[str, str] | None,
+    known_good_version: int | None,
+    history: Iterable[PastCandidate],
+) -> Desired:
+    """The combination the train should test next: heads, minus holds, isolating if needed."""
+    past = list(history)
+    held = holds(heads, known_good, past)
+    desired = desired_combination(heads, known_good, {n: h.at for n, h in held.items()})
+    if desired is None or known_good is None:
+        return Desired(desired, tuple(held.values()))
+    on_base = [p for p in past if p.state is CandidateState.REJECTED
+               and p.base_version == known_good_version]
+    several = [p for p in on_base if len(p.changed) > 1]
+    if not several:
+        return Desired(desired, tuple(held.values()))
+    latest = max(several, key=lambda p: p.id)
+    if any(len(p.changed) == 1 and p.id > latest.id for p in on_base):
+        return Desired(desired, tuple(held.values()))  # isolation already named a culprit
+    changed_now = desired.changed_against(known_good)
+    suspects = [name for name in sorted(latest.changed) if name in changed_now]
+    if len(changed_now) < 2 or not suspects:
+        return Desired(desired, tuple(held.values()))
+    alone = suspects[0]
+    # Every other component at its known-good commit (one the known-good lacks keeps its head).
+    isolated = Combination.of({
+        name: sha if name == alone or name not in known_good else known_good[name]
+        for name, sha in desired.items()
+    })
+    return Desired(isolated, tuple(held.values()), alone)
 
 
 def plan(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from certifier.db import models
@@ -53,6 +53,13 @@ def _apply(component: models.Component, config: ComponentConfig) -> None:
     component.branch = config.branch
     component.recipe = str(config.recipe) if config.recipe else None
     component.run_in = config.run_in
+    component.project = config.project
+    component.api_url = config.api_url
+    component.poll_interval_s = (
+        int(config.poll_interval.total_seconds()) if config.poll_interval is not None else None
+    )
+    component.token_env = config.token_env
+    component.webhook_secret_env = config.webhook_secret_env
 
 
 def sync_from_config(
@@ -123,15 +130,24 @@ def list_commits(session: Session, component_name: str, limit: int = 100) -> lis
 
 
 def heads(session: Session) -> dict[str, models.Commit]:
-    """Each unpaused component's newest reported commit (by first-seen time, then id)."""
+    """Each unpaused component's head: its newest commit still on the branch.
+
+    Newest is by the time the commit became the branch head (``head_at``, set by tracking; a
+    force-push back to an old commit makes it the head again) or else when it was first seen,
+    then by id. Commits a force-push took off the branch (``gone_at``) are never a head.
+    """
     result: dict[str, models.Commit] = {}
+    became_head = func.coalesce(models.Commit.head_at, models.Commit.first_seen_at)
     for component in list_components(session):
         if component.paused:
             continue
         newest = session.scalar(
             select(models.Commit)
-            .where(models.Commit.component_id == component.id)
-            .order_by(models.Commit.first_seen_at.desc(), models.Commit.id.desc())
+            .where(models.Commit.component_id == component.id, models.Commit.gone_at.is_(None))
+            # On a tie (one poll reports a range at one instant), the commit tracking made the
+            # head wins over the ones it reported on the way.
+            .order_by(became_head.desc(), models.Commit.head_at.is_(None),
+                      models.Commit.id.desc())
             .limit(1)
         )
         if newest is not None:
