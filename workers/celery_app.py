@@ -13,13 +13,24 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import worker_process_init, worker_ready
+from sqlalchemy.exc import SQLAlchemyError
 
 from certifier.db.session import session_scope
 from certifier.pipeline import runs, scheduler
 from certifier.settings import Settings
-from workers import janitor, runner
+from certifier.tracking import deliveries, polling
+from certifier.tracking.sources import source_factory
+from workers import broker, janitor, runner
 from workers.context import WorkerContext
-from workers.dispatch import RECONCILE_TASK, RUN_TASK, CeleryDispatcher
+from workers.dispatch import (
+    POLL_COMPONENT_TASK,
+    POLL_DUE_TASK,
+    PROCESS_DELIVERY_TASK,
+    RECONCILE_TASK,
+    RUN_TASK,
+    SWEEP_DELIVERIES_TASK,
+    CeleryDispatcher,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +46,7 @@ def broker_options(settings: Settings) -> dict[str, Any]:
     (folder / "processed").mkdir(parents=True, exist_ok=True)
     (folder / "control").mkdir(parents=True, exist_ok=True)
     return {
-        "broker_url": "filesystem://",
+        "broker_url": broker.register(),  # kombu's filesystem transport, atomic writes
         "broker_transport_options": {
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
@@ -63,6 +74,11 @@ def create_celery(settings: Settings, ctx: WorkerContext | None = None) -> Celer
         beat_schedule={
             "reconcile": {"task": RECONCILE_TASK,
                           "schedule": sched.reconcile_interval.total_seconds()},
+            "poll-due": {"task": POLL_DUE_TASK,
+                         "schedule": settings.config.tracking.poll_tick.total_seconds()},
+            "sweep-deliveries": {"task": SWEEP_DELIVERIES_TASK,
+                                 "schedule": settings.config.tracking.sweep_interval
+                                 .total_seconds()},
         },
         beat_schedule_filename=str((settings.data_dir / "celerybeat-schedule").resolve()),
     )
@@ -83,7 +99,11 @@ def create_celery(settings: Settings, ctx: WorkerContext | None = None) -> Celer
         with session_scope(context.session_factory) as session:
             report = scheduler.reconcile(session, context.clock, context.scheduler_policy,
                                          context.dispatcher)
-        return {k: v for k, v in vars(report).items() if v}
+        released = janitor.sweep_holds(context)  # autoholds: expire, tear down released ones
+        return {**{k: v for k, v in vars(report).items() if v},
+                **({"holds_torn_down": released} if released else {})}
+
+    _tracking_tasks(app, context, settings)
 
     @worker_ready.connect(weak=False)
     def _on_ready(**_: Any) -> None:
@@ -94,3 +114,48 @@ def create_celery(settings: Settings, ctx: WorkerContext | None = None) -> Celer
         context.after_fork()
 
     return app
+
+
+def _tracking_tasks(app: Celery, context: WorkerContext, settings: Settings) -> None:
+    """Upstream tracking: process stored webhook deliveries, poll components, sweep lost ones."""
+    tracking = settings.config.tracking
+    sources = source_factory((settings.data_dir / "tracking").resolve(),
+                             tracking.http_timeout.total_seconds(),
+                             tracking.git_timeout.total_seconds())
+    source_time = 3 * tracking.git_timeout.total_seconds() + 60
+
+    @app.task(name=PROCESS_DELIVERY_TASK, bind=True, acks_late=True, max_retries=5,
+              time_limit=source_time + 30, soft_time_limit=source_time)
+    def process_delivery(self: Any, delivery_id: int) -> str:
+        try:
+            return deliveries.process(context.session_factory, delivery_id, sources,
+                                      context.clock, context.dispatcher,
+                                      tracking.max_new_commits).outcome
+        except SQLAlchemyError as exc:  # the row stays pending: a retry, else the sweep
+            raise self.retry(countdown=5, exc=exc) from exc
+
+    @app.task(name=POLL_COMPONENT_TASK, acks_late=True, time_limit=source_time + 30,
+              soft_time_limit=source_time)
+    def poll_component(component_id: int) -> str:
+        result = polling.poll(context.session_factory, component_id, sources, context.clock,
+                              context.dispatcher, limit=tracking.max_new_commits,
+                              max_backoff=tracking.poll_max_backoff)
+        return result.outcome
+
+    @app.task(name=POLL_DUE_TASK, acks_late=True, time_limit=120)
+    def poll_due() -> list[int]:
+        with session_scope(context.session_factory) as session:
+            due = polling.due(session, context.clock)
+        dispatcher = context.dispatcher
+        for component_id in due:
+            if isinstance(dispatcher, deliveries.TrackingDispatcher):
+                dispatcher.poll_component(component_id)
+            else:
+                poll_component(component_id)
+        return due
+
+    @app.task(name=SWEEP_DELIVERIES_TASK, acks_late=True, time_limit=120)
+    def sweep_deliveries() -> list[int]:
+        with session_scope(context.session_factory) as session:
+            return deliveries.sweep(session, context.clock, tracking.redispatch_after,
+                                    context.dispatcher)

@@ -6,6 +6,10 @@ from typing import Any
 
 RUN_TASK = "certifier.execute_run"
 RECONCILE_TASK = "certifier.reconcile"
+PROCESS_DELIVERY_TASK = "certifier.process_delivery"
+POLL_COMPONENT_TASK = "certifier.poll_component"
+POLL_DUE_TASK = "certifier.poll_due"
+SWEEP_DELIVERIES_TASK = "certifier.sweep_deliveries"
 
 
 class CeleryDispatcher:
@@ -17,3 +21,11 @@ class CeleryDispatcher:
 
     def request_reconcile(self) -> None:
         self._app.send_task(RECONCILE_TASK)
+
+    # Upstream tracking (certifier.tracking.deliveries.TrackingDispatcher). No publish retries:
+    # the delivery is already stored, and the sweep sends it again if the broker is down.
+    def process_delivery(self, delivery_id: int) -> None:
+        self._app.send_task(PROCESS_DELIVERY_TASK, args=[delivery_id], retry=False)
+
+    def poll_component(self, component_id: int) -> None:
+        self._app.send_task(POLL_COMPONENT_TASK, args=[component_id], retry=False)

@@ -1,37 +1,45 @@
-"""Recovery at worker start: tear down testbeds of dead runs and finish runs whose worker died.
+"""Recovery and upkeep on a worker's host: dead runs' testbeds, runs of dead workers, held testbeds.
 
-A SIGKILLed worker cannot clean up after itself, so the next worker on the host does: testbed
-records whose owner process is gone are reaped (namespaces, processes), and runs still marked
-``running`` by a dead process on this host become ``infra_error`` — then the reconcile loop retries
-them. Nothing outside the project's own ``cf-`` prefix is ever touched.
+A SIGKILLed worker cannot clean up after itself, so the next worker on the host does
+(:func:`recover`, at worker start): testbed records whose owner process is gone are reaped
+(namespaces, mounts, processes), and runs still marked ``running`` by a dead process on this host
+become ``infra_error`` — then the reconcile loop retries them. Nothing outside the project's own
+``cf-`` prefix is ever touched.
+
+Held testbeds (autoholds) must survive both: their record is handed to a *keeper* — a sleeping
+process in its own session that lives until the hold's deadline — so the reaper sees a live owner
+and leaves the testbed alone even across worker restarts. :func:`sweep_holds`, run with every
+reconcile pass, expires holds whose time is up and tears down the testbeds of released ones; if no
+worker is left to do it, the keeper's own deadline makes the testbed an ordinary orphan that the
+next worker start reaps.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import socket
+import subprocess
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy import select
 
 from certifier.db import models
 from certifier.db.session import session_scope
-from certifier.pipeline import runs
+from certifier.pipeline import autohold, runs
 from certifier.pipeline.dispatch import reconcile_after_commit
 from workers.context import WorkerContext
 from workers.testbed import janitor as testbed_janitor
+from workers.testbed import records
+from workers.testbed.process import InfraError, pid_alive, start_ticks
 
 log = logging.getLogger(__name__)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+KEEPER_GRACE = timedelta(minutes=5)  # the keeper outlives the hold a little: the sweep goes first
 
 
 def recover(ctx: WorkerContext) -> list[int]:
@@ -45,10 +53,72 @@ def recover(ctx: WorkerContext) -> list[int]:
         for run in session.scalars(select(models.Run).where(
                 models.Run.state == runs.RunState.RUNNING)):
             worker_host, _, pid = (run.worker or "").rpartition(":")
-            if worker_host == host and pid.isdigit() and not _alive(int(pid)):
+            # pid_alive: a zombie (its parent died with it) is dead too.
+            if worker_host == host and pid.isdigit() and not pid_alive(int(pid)):
                 runs.lost_worker(session, run.id, ctx.clock,
                                  f"worker {run.worker} died during the run; testbed cleaned up")
                 lost.append(run.id)
         if lost:
             reconcile_after_commit(session, ctx.dispatcher)
+    sweep_holds(ctx)
     return lost
+
+
+def keep(records_dir: Path, tag: str, lifetime: timedelta) -> int | None:
+    """Hand testbed ``tag``'s record to a keeper process that lives for ``lifetime`` (plus grace).
+
+    From then on the reaper sees a live owner and leaves the testbed alone, whoever restarts.
+    Returns the keeper's pid; None when there is no record (nothing left to keep).
+    """
+    record = records.read(records.path_for(records_dir, tag))
+    if record is None:
+        return None
+    seconds = int((lifetime + KEEPER_GRACE).total_seconds())
+    # Its own session, and no testbed cookie: neither a worker's death nor a teardown by cookie
+    # takes it down; only its deadline or release() does.
+    keeper = subprocess.Popen(["sleep", str(seconds)], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True, close_fds=True)
+    records.write(records_dir, replace(record, owner_pid=keeper.pid,
+                                       owner_ticks=start_ticks(keeper.pid)))
+    return keeper.pid
+
+
+def release(records_dir: Path, tag: str) -> list[str]:
+    """Stop the keeper of a held testbed and tear the testbed down from its record."""
+    path = records.path_for(records_dir, tag)
+    record = records.read(path)
+    if record is None:
+        return []
+    if pid_alive(record.owner_pid, record.owner_ticks):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(record.owner_pid, signal.SIGKILL)
+    return testbed_janitor.destroy(record, records_dir)
+
+
+def sweep_holds(ctx: WorkerContext) -> list[int]:
+    """Expire holds whose time is up and tear down released ones kept on this host.
+
+    Returns the holds whose testbed was torn down. A testbed that will not go away keeps its hold
+    in ``releasing``, so the next pass tries again.
+    """
+    host = socket.gethostname()
+    with session_scope(ctx.session_factory) as session:
+        expired = autohold.expire_due(session, ctx.clock)
+        if expired:
+            log.info("holds expired: %s", expired)
+            reconcile_after_commit(session, ctx.dispatcher)  # their testbeds are free again
+        pending = [(h.id, h.tag) for h in autohold.releasing_on(session, host)]
+    done: list[int] = []
+    for hold_id, tag in pending:
+        try:
+            removed = release(ctx.settings.records_dir, tag) if tag else []
+        except InfraError as exc:
+            log.error("could not tear down the testbed of hold %s (tag %s): %s", hold_id, tag,
+                      exc)
+            continue
+        log.warning("hold %s released: removed %s", hold_id, ", ".join(removed) or "nothing")
+        with session_scope(ctx.session_factory) as session:
+            autohold.torn_down(session, hold_id, ctx.clock)
+        done.append(hold_id)
+    return done

@@ -2,8 +2,14 @@
 
 Everything here is in service of one promise: whatever happens — a hook fails, a tool is missing, a
 timeout hits, the code has a bug — the run ends with a verdict and the testbed is torn down. Only
-the candidate's own doing (its deploy hook failing, a check failing, a regression) counts against
-it; the rest is ``infra_error``.
+the candidate's own doing (a hook failing, a check failing, a regression) counts against it; the
+rest is ``infra_error``.
+
+The run's phases: the combination's own deployment and the suites on a fresh testbed; then, when
+there is a known-good to upgrade from, the upgrade suite on a second fresh testbed (the first is
+torn down before: one testbed per run at a time). The single exception to "always torn down" is
+an autohold (``certifier/pipeline/autohold.py``): a failed or regressed run that a person asked
+to hold keeps its last testbed, and the run's log says how to enter it.
 """
 
 from __future__ import annotations
@@ -17,17 +23,20 @@ from pathlib import Path
 
 from certifier.db.session import session_scope
 from certifier.domain.judgement import Verdict
-from certifier.domain.results import Check, SuiteResult
-from certifier.pipeline import runs
+from certifier.domain.results import SuiteResult
+from certifier.pipeline import autohold, runs
 from certifier.pipeline.dispatch import reconcile_after_commit
 from certifier.settings import Settings, TestbedConfig
-from workers import checkout
+from certifier.topology import TopologyError
+from certifier.topology import load as load_topology
+from workers import checkout, janitor
 from workers.context import WorkerContext
-from workers.suites import SUITES
+from workers.recipes import Deployable, Recipes, RunInfo
+from workers.suites import SUITES, upgrade
 from workers.testbed.base import InfraError, Testbed, TestbedError, TestbedSpec, create_testbed
-from workers.testbed.hooks import run_hook
 
 log = logging.getLogger(__name__)
+LOG_LIMIT = 200_000  # characters of the run log kept with the run (the tail)
 
 
 class RunLog:
@@ -57,50 +66,124 @@ def _spec(settings: Settings, name: str, out: RunLog) -> TestbedSpec:
 
 
 def _to_spec(config: TestbedConfig, driver: str) -> TestbedSpec:
-    return TestbedSpec(name=config.name, driver=driver, hosts=config.hosts,  # type: ignore[arg-type]
-                       subnet=config.subnet, mtu=config.mtu)
+    topology = config.topology
+    if topology is None and config.topology_file is not None:
+        try:  # normally read with the config file; settings built in code may still name one
+            topology = load_topology(config.topology_file)
+        except TopologyError as exc:
+            raise TestbedError(str(exc)) from None
+    return TestbedSpec(name=config.name, driver=driver,  # type: ignore[arg-type]
+                       hosts=config.host_names(), subnet=config.subnet, mtu=config.mtu,
+                       topology=topology, ssh=config.ssh)
 
 
 def _suite_options(settings: Settings, name: str) -> object:
+    """The suite's options from its config section (same field names), or its defaults."""
     _, options_cls = SUITES[name]
-    cfg = settings.config.suites
-    if name == "ping":
-        return options_cls(count=cfg.ping.count, interval=cfg.ping.interval)
-    if name == "bandwidth":
-        return options_cls(duration_s=cfg.bandwidth.duration_s, streams=cfg.bandwidth.streams,
-                           pairs=cfg.bandwidth.pairs)
-    return options_cls(size=cfg.storage.size, runtime_s=cfg.storage.runtime_s)
+    section = getattr(settings.config.suites, name, None)
+    if section is None:
+        return options_cls()
+    return options_cls(**section.model_dump())
 
 
-def _deploy(ctx: WorkerContext, plan: runs.RunPlan, bed: Testbed, trees: dict[str, Path],
-            out: RunLog) -> SuiteResult:
+def _checkout(settings: Settings, plans: tuple[runs.ComponentPlan, ...], dest: Path, out: RunLog,
+              reuse: tuple[Deployable, ...] = ()) -> tuple[Deployable, ...]:
+    """Extract each component's commit under ``dest``; a tree in ``reuse`` at the same sha is
+    used as it is."""
+    have = {(d.name, d.sha): d.checkout for d in reuse}
+    found = []
+    for comp in plans:
+        tree = have.get((comp.name, comp.sha))
+        if tree is None:
+            tree = checkout.checkout(settings.repos_dir, comp.name, comp.url, comp.sha,
+                                     dest / comp.name)
+            out.add(f"checkout {comp.name} at {comp.sha[:12]}")
+        found.append(Deployable(comp.name, comp.sha, tree,
+                                Path(comp.recipe) if comp.recipe else None, comp.run_in))
+    return tuple(found)
+
+
+def _build(settings: Settings, spec: TestbedSpec, run_id: int, state_dir: Path,
+           out: RunLog) -> Testbed:
+    bed = create_testbed(spec, tag=f"r{run_id}", state_dir=state_dir,
+                         records_dir=settings.records_dir)
+    notice = getattr(bed, "notice", None)
+    if notice:
+        out.add(str(notice))
+    return bed
+
+
+def _deploy(recipes: Recipes, comps: tuple[Deployable, ...]) -> SuiteResult:
     """Run each component's deploy hook; a failing hook is the candidate's failure, not infra."""
     result = SuiteResult(suite="deploy")
-    timeout = ctx.settings.config.scheduler.hook_timeout.total_seconds()
-    for comp in plan.components:
-        if not comp.recipe:
-            continue
-        hook = Path(comp.recipe) / "deploy"
-        env = {**bed.hook_env(), "CERTIFIER_COMPONENT": comp.name, "CERTIFIER_COMMIT": comp.sha,
-               "CERTIFIER_CHECKOUT": str(trees[comp.name]), "CERTIFIER_RUN_ID": str(plan.run_id),
-               "CERTIFIER_RUN_KIND": str(plan.kind)}
-        targets: list[str | None] = (
-            [h.name for h in bed.hosts] if comp.run_in == "hosts" else [None])
-        for host in targets:
-            where = f" on {host}" if host else ""
-            hook_env = {**env, "CERTIFIER_HOST": host} if host else env
-            done = run_hook(bed, hook, [], env=hook_env, cwd=trees[comp.name], timeout=timeout,
-                            host=host)
-            out.add(f"deploy {comp.name}{where}: exit {done.exit_code} in "
-                    f"{done.duration_s:.1f} s\n{done.log}")
-            if done.timed_out:
-                message = f"timed out after {timeout:.0f} s"
-            elif done.exit_code != 0:
-                message = f"exit {done.exit_code}: {done.output_tail.strip()}"
-            else:
-                message = ""
-            result.checks.append(Check("deploy", f"{comp.name}{where}", not message, message))
+    for comp in comps:
+        for outcome in recipes.call(comp, "deploy", suite="deploy", check=comp.name):
+            result.checks.extend(outcome.checks)
+            if outcome.infra_error and not result.infra_error:
+                result.infra_error = outcome.infra_error
     return result
+
+
+def _failed(results: list[SuiteResult]) -> bool:
+    return any(r.infra_error or not all(c.passed for c in r.checks) for r in results)
+
+
+def _upgrade_wanted(settings: Settings, plan: runs.RunPlan, results: list[SuiteResult],
+                    out: RunLog) -> bool:
+    cfg = settings.config.suites.upgrade
+    if not cfg.enabled or plan.kind not in cfg.run_kinds:
+        return False
+    if not plan.base:
+        out.add("suite upgrade: skipped: there is no known-good to upgrade from yet")
+        return False
+    if _failed(results):
+        out.add("suite upgrade: skipped: the run has already failed")
+        return False
+    return True
+
+
+def _upgrade(ctx: WorkerContext, plan: runs.RunPlan, bed: Testbed, comps: tuple[Deployable, ...],
+             base: tuple[Deployable, ...]) -> SuiteResult:
+    cfg = ctx.settings.config.suites.upgrade
+    assert plan.base_version is not None  # plan.base is only filled with its version
+    options = upgrade.UpgradeOptions(
+        run=RunInfo(plan.run_id, str(plan.kind), plan.candidate_id),
+        known_good_version=plan.base_version, known_good=base, candidate=comps,
+        hook_timeout=ctx.settings.config.scheduler.hook_timeout.total_seconds(),
+        ping_interval=cfg.ping_interval, ping_from=cfg.ping_from, ping_to=cfg.ping_to,
+        settle_s=cfg.settle_s, max_outage_s=cfg.max_outage_s)
+    return upgrade.run(bed, options)
+
+
+def _suite_line(name: str, result: SuiteResult) -> str:
+    return (f"suite {name}: {len(result.checks)} checks, {len(result.measurements)} measurements"
+            + (f", infra error: {result.infra_error}" if result.infra_error else ""))
+
+
+def _enter_commands(bed: Testbed, hold_id: int) -> list[str]:
+    """How a person gets into a kept testbed, and how they let it go."""
+    commands = []
+    hosts = {h.namespace: h for h in bed.hosts if h.namespace}
+    for namespace in bed.namespaces:
+        host = hosts.get(namespace)
+        what = f"{host.name} {host.address}" if host else "infrastructure namespace"
+        commands.append(f"ip netns exec {namespace} bash    # {what}")
+    commands.append(f"cd {bed.state_dir.resolve()}    # the state folder: recipes' files, logs")
+    commands.append(f"certifier hold release {hold_id}    # or DELETE /api/v1/holds/{hold_id}: "
+                    "tears the testbed down")
+    return commands
+
+
+def _teardown(bed: Testbed | None) -> str | None:
+    """Tear ``bed`` down; the error, if it would not go (the janitor retries from the record)."""
+    if bed is None:
+        return None
+    try:
+        bed.teardown()
+    except (InfraError, TestbedError) as exc:
+        log.exception("teardown of testbed %s (tag %s) failed", bed.name, bed.tag)
+        return f"testbed teardown failed: {exc}"
+    return None
 
 
 def execute(ctx: WorkerContext, run_id: int) -> runs.Claim:
@@ -120,49 +203,94 @@ def execute(ctx: WorkerContext, run_id: int) -> runs.Claim:
     results: list[SuiteResult] = []
     setup_error: str | None = None
     run_dir = settings.runs_dir / f"run-{run_id}"
+    bed: Testbed | None = None
+    info = RunInfo(run_id, str(plan.kind), plan.candidate_id)
+    timeout = settings.config.scheduler.hook_timeout.total_seconds()
     try:
         shutil.rmtree(run_dir, ignore_errors=True)
-        trees = {}
-        for comp in plan.components:
-            trees[comp.name] = checkout.checkout(settings.repos_dir, comp.name, comp.url,
-                                                 comp.sha, run_dir / "src" / comp.name)
-            out.add(f"checkout {comp.name} at {comp.sha[:12]}")
+        comps = _checkout(settings, plan.components, run_dir / "src", out)
         spec = _spec(settings, plan.testbed, out)
-        with create_testbed(spec, tag=f"r{run_id}", state_dir=run_dir / "state",
-                            records_dir=settings.records_dir) as bed:
-            notice = getattr(bed, "notice", None)
-            if notice:
-                out.add(str(notice))
-            deployed = _deploy(ctx, plan, bed, trees, out)
-            results.append(deployed)
-            if all(c.passed for c in deployed.checks):
-                for name in settings.config.suites.enabled:
-                    run_suite, _ = SUITES[name]
-                    suite_result = run_suite(bed, _suite_options(settings, name))
-                    out.add(f"suite {name}: {len(suite_result.checks)} checks, "
-                            f"{len(suite_result.measurements)} measurements"
-                            + (f", infra error: {suite_result.infra_error}"
-                               if suite_result.infra_error else ""))
-                    if suite_result.log:
-                        out.add(suite_result.log)
-                    results.append(suite_result)
-            else:
-                out.add("deploy failed: suites skipped")
+        bed = _build(settings, spec, run_id, run_dir / "state", out)
+        deployed = _deploy(Recipes(bed, info, timeout, out.add), comps)
+        results.append(deployed)
+        if _failed([deployed]):
+            out.add("deploy failed: suites skipped")
+        else:
+            for name in settings.config.suites.enabled:
+                run_suite, _ = SUITES[name]
+                suite_result = run_suite(bed, _suite_options(settings, name))
+                out.add(_suite_line(name, suite_result))
+                if suite_result.log:
+                    out.add(suite_result.log)
+                results.append(suite_result)
+            if _upgrade_wanted(settings, plan, results, out):
+                base = _checkout(settings, plan.base, run_dir / "src-known-good", out,
+                                 reuse=comps)
+                error = _teardown(bed)  # one testbed per run at a time
+                bed = None
+                if error:
+                    raise InfraError(error)
+                bed = _build(settings, spec, run_id, run_dir / "upgrade", out)
+                out.add(f"suite upgrade: known-good #{plan.base_version} deployed, then "
+                        "upgraded in place to this candidate")
+                upgraded = _upgrade(ctx, plan, bed, comps, base)
+                out.add(_suite_line("upgrade", upgraded))
+                if upgraded.log:
+                    out.add(upgraded.log)
+                results.append(upgraded)
     except (InfraError, TestbedError) as exc:
         setup_error = str(exc)
         out.add(f"infra error: {exc}")
     except Exception as exc:  # a bug must still end the run with a verdict and a clean testbed
         setup_error = f"unexpected error in the runner: {exc!r}"
         out.add(traceback.format_exc())
-    finally:
-        shutil.rmtree(run_dir / "src", ignore_errors=True)
+    except BaseException:  # the worker is shutting down: leave nothing behind, then go
+        _teardown(bed)
+        raise
 
+    kept = _finish(ctx, plan, results, setup_error, bed, out)
+    if not kept:
+        shutil.rmtree(run_dir / "src", ignore_errors=True)
+        shutil.rmtree(run_dir / "src-known-good", ignore_errors=True)
+    return claim
+
+
+def _finish(ctx: WorkerContext, plan: runs.RunPlan, results: list[SuiteResult],
+            setup_error: str | None, bed: Testbed | None, out: RunLog) -> bool:
+    """Judge and record the run; tear its testbed down unless a hold keeps it. True if kept."""
+    settings, run_id = ctx.settings, plan.run_id
+    policy = settings.judgement_policy()
+    hold_id: int | None = None
+    if bed is not None and setup_error is None:
+        with session_scope(ctx.session_factory) as session:
+            verdict = runs.judge(session, run_id, results, policy).verdict
+            hold_id = autohold.matching(session, run_id, verdict)
+    if hold_id is None:
+        teardown_error = _teardown(bed)
+        if teardown_error and setup_error is None:
+            setup_error = teardown_error
+            out.add(f"infra error: {teardown_error}")
+    kept = None
     with session_scope(ctx.session_factory) as session:
-        judgement = runs.finish(session, run_id, results, ctx.clock,
-                                settings.judgement_policy(), log=out.text(),
-                                setup_error=setup_error)
+        judgement = runs.finish(session, run_id, results, ctx.clock, policy,
+                                log=out.text()[-LOG_LIMIT:], setup_error=setup_error)
+        if bed is not None and hold_id is not None and judgement.verdict in autohold.HELD_VERDICTS:
+            kept = autohold.catch(session, hold_id, run_id, ctx.clock, testbed=plan.testbed,
+                                  tag=bed.tag, worker=ctx.worker_id,
+                                  commands=_enter_commands(bed, hold_id))
+            if kept is not None:
+                note = (f"testbed {bed.name} (tag {bed.tag}) kept by hold {hold_id} until "
+                        f"{kept.expires_at:%Y-%m-%d %H:%M:%S} UTC; enter it with:\n"
+                        + "\n".join(f"  {c}" for c in kept.commands))
+                out.add(note)
+                run = runs.get_run(session, run_id)
+                run.log = out.text()[-LOG_LIMIT:]
         reconcile_after_commit(session, ctx.dispatcher)
+    if hold_id is not None and kept is None:
+        _teardown(bed)  # the hold went away meanwhile, or the run did not fail after all
+    elif kept is not None and bed is not None:
+        janitor.keep(settings.records_dir, bed.tag, timedelta(seconds=kept.duration_s))
     out.add(f"verdict: {judgement.verdict}")
     if judgement.verdict is not Verdict.PASSED:
         log.info("run %s: %s", run_id, "; ".join(e.message for e in judgement.excuses))
-    return claim
+    return kept is not None

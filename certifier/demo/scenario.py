@@ -1,9 +1,11 @@
-"""The demo scenario: report the demo's upstream heads, watch the pipeline certify them, push a
-commit that halves bandwidth, and watch it get rejected with an excuse that names the metric.
+"""The demo scenario: certify the demo's upstream heads, then push four commits that each break
+something for real — bandwidth, reachability, storage writes, state across an upgrade — and
+watch each be rejected with the right excuse, then push the fixes and watch them promoted.
 
 It drives the *real* pipeline: a real worker process on the configured broker, real namespaces
 and tools; the scenario itself only reports commits (as the API or a webhook would) and watches
-the database.
+the database. Culprit holds keep each rejected commit out of the next candidate, so every bad
+commit is judged on its own against the same known-good.
 """
 
 from __future__ import annotations
@@ -30,11 +32,21 @@ class DemoFailed(Exception):
 
 
 @dataclass
+class Rejection:
+    component: str
+    sha: str
+    candidate: int
+    excuses: list[str]
+
+
+@dataclass
 class DemoOutcome:
     known_good: int | None = None
-    bad_sha: str | None = None
+    bad_sha: str | None = None  # the first bad commit (the bandwidth one)
     bad_candidate: int | None = None
     bad_excuses: list[str] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+    final_known_good: int | None = None
     elapsed_s: float = 0.0
 
 
@@ -86,7 +98,9 @@ def report_heads(factory: sessionmaker[Session], world: demo_world.DemoWorld,
 
 
 def run(factory: sessionmaker[Session], world: demo_world.DemoWorld, dispatcher: Dispatcher,
-        say: Callable[[str], None] = print, timeout: float = 170.0) -> DemoOutcome:
+        say: Callable[[str], None] = print, timeout: float = 170.0,
+        bad_commits: tuple[demo_world.Push, ...] = demo_world.BAD_COMMITS,
+        fixes: tuple[demo_world.Push, ...] = demo_world.FIX_COMMITS) -> DemoOutcome:
     """Drive the scenario; raises DemoFailed if the pipeline does not behave."""
     outcome = DemoOutcome()
     watcher = Watcher(factory, say)
@@ -98,40 +112,77 @@ def run(factory: sessionmaker[Session], world: demo_world.DemoWorld, dispatcher:
     say(f"{watcher.stamp()} reporting the heads of {', '.join(world.repos)}")
     report_heads(factory, world, dispatcher)
     watcher.wait("the first known-good", lambda s: knowngood.current(s) is not None, left())
+    outcome.known_good = _say_known_good(factory, watcher, say)
+
+    for push in bad_commits:
+        sha = demo_world.commit(world.repos[push.component], push.files, push.title)
+        say(f"{watcher.stamp()} upstream {push.component} pushed {sha[:12]} "
+            f"\"{push.title}\": {push.what}")
+        report_heads(factory, world, dispatcher)
+        rejection = _wait_rejected(factory, watcher, push, sha, left())
+        outcome.rejections.append(rejection)
+        if outcome.bad_sha is None:
+            outcome.bad_sha, outcome.bad_candidate = sha, rejection.candidate
+            outcome.bad_excuses = rejection.excuses
+
+    if fixes:
+        shas = {}
+        for push in fixes:
+            shas[push.component] = demo_world.commit(world.repos[push.component], push.files,
+                                                     push.title)
+            say(f"{watcher.stamp()} upstream {push.component} pushed "
+                f"{shas[push.component][:12]} \"{push.title}\"")
+        report_heads(factory, world, dispatcher)
+
+        def fixed(session: Session) -> bool:
+            kg = knowngood.current(session)
+            if kg is None or kg.version == outcome.known_good:
+                return False
+            pinned = knowngood.combination_of(session, kg.combination_hash)
+            return all(pinned.get(name) == sha for name, sha in shas.items())
+
+        watcher.wait("the fixes to be promoted", fixed, left())
+        outcome.final_known_good = _say_known_good(factory, watcher, say)
+    outcome.elapsed_s = time.monotonic() - watcher.start
+    return outcome
+
+
+def _say_known_good(factory: sessionmaker[Session], watcher: Watcher,
+                    say: Callable[[str], None]) -> int:
     with session_scope(factory) as session:
         kg = knowngood.current(session)
         assert kg is not None
-        outcome.known_good = kg.version
         say(f"{watcher.stamp()} known-good #{kg.version} promoted:")
         for comp in knowngood.manifest(session, kg)["components"]:
             say(f"      {comp['name']:<10} {comp['sha'][:12]}  {comp['title']}")
+        return kg.version
 
-    repo = world.repos["netpolicy"]
-    bad = demo_world.commit(
-        repo, {"netpolicy.conf": f"egress_rate_mbit = {demo_world.BAD_RATE_MBIT}\n"},
-        "Lower the default egress rate to leave headroom for tenants")
-    outcome.bad_sha = bad
-    say(f"{watcher.stamp()} upstream netpolicy pushed {bad[:12]}: egress "
-        f"{demo_world.GOOD_RATE_MBIT} → {demo_world.BAD_RATE_MBIT} Mbit/s")
-    report_heads(factory, world, dispatcher)
 
-    def bad_rejected(session: Session) -> bool:
-        cand = _candidate_with(session, "netpolicy", bad)
+def _wait_rejected(factory: sessionmaker[Session], watcher: Watcher, push: demo_world.Push,
+                   sha: str, timeout: float) -> Rejection:
+    found: list[Rejection] = []
+
+    def judged(session: Session) -> bool:
+        cand = _candidate_with(session, push.component, sha)
         if cand is None or not CandidateState(cand.state).is_final:
             return False
-        outcome.bad_candidate = cand.id
-        outcome.bad_excuses = [str(e["message"]) for e in cand.excuses]
         if cand.state != CandidateState.REJECTED:
-            raise DemoFailed(f"the bad commit's candidate {cand.id} ended {cand.state}, "
-                             "not rejected")
+            raise DemoFailed(f"the bad {push.component} commit's candidate {cand.id} ended "
+                             f"{cand.state}, not rejected")
+        found.append(Rejection(push.component, sha, cand.id,
+                               [str(e["message"]) for e in cand.excuses]))
         return True
 
-    watcher.wait("the bad commit to be rejected", bad_rejected, left())
-    say(f"{watcher.stamp()} candidate {outcome.bad_candidate} rejected:")
-    for message in outcome.bad_excuses:
-        say(f"      {message}")
-    outcome.elapsed_s = time.monotonic() - watcher.start
-    return outcome
+    watcher.wait(f"the bad {push.component} commit to be rejected", judged, timeout)
+    rejection = found[0]
+    watcher.say(f"{watcher.stamp()} candidate {rejection.candidate} rejected:")
+    for message in rejection.excuses:
+        watcher.say(f"      {message}")
+    text = " ".join(rejection.excuses)
+    if not all(word in text for word in push.expect):
+        raise DemoFailed(f"the bad {push.component} commit was rejected for another reason "
+                         f"than expected ({' and '.join(push.expect)}): {text}")
+    return rejection
 
 
 def _candidate_with(session: Session, component: str, sha: str) -> models.Candidate | None:

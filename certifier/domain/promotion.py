@@ -19,10 +19,25 @@ from certifier.domain.lifecycle import CandidateState
 
 @dataclass(frozen=True, slots=True)
 class SoakPolicy:
+    """Soak timing, and how infra errors are retried: ``max_infra_retries`` times in a row, the
+    n-th retry ``infra_backoff * 2**(n-1)`` after the failed run ended, never more than
+    ``infra_backoff_max`` — a testbed that just broke gets time to recover, and a flapping one is
+    not hammered."""
+
     duration: timedelta = timedelta(days=7)
     interval: timedelta = timedelta(hours=6)
     min_runs: int = 4
     max_infra_retries: int = 2
+    infra_backoff: timedelta = timedelta(seconds=30)
+    infra_backoff_max: timedelta = timedelta(minutes=10)
+
+    def retry_delay(self, retry: int) -> timedelta:
+        """How long retry number ``retry`` (1 = the first) waits after the failed run."""
+        if retry < 1:
+            return timedelta(0)
+        factor: int = 2 ** min(retry - 1, 30)  # capped exponent: no overflow on absurd streaks
+        delay: timedelta = min(self.infra_backoff * factor, self.infra_backoff_max)
+        return delay
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,13 +67,29 @@ class Decision:
     data: dict[str, float] = field(default_factory=dict)
 
 
-def _infra_exhausted(runs: list[RunSummary], policy: SoakPolicy) -> Excuse | None:
-    """Consecutive infra errors at the end of ``runs`` beyond the retry budget, as an excuse."""
+def _infra_streak(runs: list[RunSummary]) -> list[RunSummary]:
+    """The consecutive infra-error runs at the end of ``runs``, newest first."""
     streak: list[RunSummary] = []
     for run in reversed(runs):
         if run.verdict is not Verdict.INFRA_ERROR:
             break
         streak.append(run)
+    return streak
+
+
+def _retry_wait(runs: list[RunSummary], now: datetime, policy: SoakPolicy) -> timedelta:
+    """How much longer the next retry must wait (zero: due now, or no infra error to retry)."""
+    streak = _infra_streak(runs)
+    if not streak:
+        return timedelta(0)
+    last = streak[0]
+    ended = last.finished_at or last.created_at
+    return max(ended + policy.retry_delay(len(streak)) - now, timedelta(0))
+
+
+def _infra_exhausted(runs: list[RunSummary], policy: SoakPolicy) -> Excuse | None:
+    """Consecutive infra errors at the end of ``runs`` beyond the retry budget, as an excuse."""
+    streak = _infra_streak(runs)
     if len(streak) <= policy.max_infra_retries:
         return None
     last = streak[0]
@@ -69,6 +100,18 @@ def _infra_exhausted(runs: list[RunSummary], policy: SoakPolicy) -> Excuse | Non
         f"{len(streak)} {last.kind} runs in a row hit testbed or tool errors; retries exhausted, "
         f"an operator must look (last: {detail})",
         {"runs": [r.id for r in streak]},
+    )
+
+
+def _backing_off(stage: str, runs: list[RunSummary], wait: timedelta,
+                 policy: SoakPolicy) -> Excuse:
+    streak = _infra_streak(runs)
+    detail = "; ".join(e.message for e in streak[0].excuses) or "no detail"
+    return Excuse(
+        "infra_retry", f"run {streak[0].id}",
+        f"{stage}: testbed or tool error, retry {len(streak)} of {policy.max_infra_retries} "
+        f"in {format_duration(wait)} (last: {detail})",
+        {"runs": [r.id for r in streak], "wait_s": wait.total_seconds()},
     )
 
 
@@ -92,7 +135,7 @@ def decide(
         return Decision(Action.WAIT, (Excuse("queued", "pipeline",
                                              "queued: waiting for the testbed"),))
     if state is CandidateState.GATING:
-        return _decide_gating([r for r in runs if r.kind is RunKind.GATE], policy)
+        return _decide_gating([r for r in runs if r.kind is RunKind.GATE], now, policy)
     if state is CandidateState.SOAKING:
         if soak_started_at is None:
             raise ValueError("a soaking candidate needs soak_started_at")
@@ -101,7 +144,7 @@ def decide(
     return Decision(Action.WAIT, (Excuse("final", "lifecycle", f"{state}: no further steps"),))
 
 
-def _decide_gating(gate_runs: list[RunSummary], policy: SoakPolicy) -> Decision:
+def _decide_gating(gate_runs: list[RunSummary], now: datetime, policy: SoakPolicy) -> Decision:
     bad = _judged_failure(gate_runs)
     if bad is not None:
         return Decision(Action.REJECT, bad.excuses or (
@@ -113,6 +156,9 @@ def _decide_gating(gate_runs: list[RunSummary], policy: SoakPolicy) -> Decision:
     exhausted = _infra_exhausted(gate_runs, policy)
     if exhausted is not None:
         return Decision(Action.WAIT, (exhausted,))
+    wait = _retry_wait(gate_runs, now, policy)
+    if wait > timedelta(0):
+        return Decision(Action.WAIT, (_backing_off("gating", gate_runs, wait, policy),))
     retrying = bool(gate_runs)
     message = "gating: retrying after a testbed error" if retrying else "gating: gate run queued"
     return Decision(Action.WAIT, (Excuse("gating", "gate", message),), next_run=RunKind.GATE)
@@ -155,6 +201,10 @@ def _decide_soaking(
         return Decision(Action.WAIT, (*excuses, exhausted), data=progress)
     last = soak_runs[-1] if soak_runs else None
     retry = last is not None and last.verdict is Verdict.INFRA_ERROR
+    wait = _retry_wait(soak_runs, now, policy)
+    if retry and wait > timedelta(0):
+        return Decision(Action.WAIT, (*excuses, _backing_off("soaking", soak_runs, wait, policy)),
+                        data=progress)
     due = last is None or retry or now >= last.created_at + policy.interval
     if passing < policy.min_runs and elapsed >= policy.duration:
         due = True  # the week is over but runs are missing: catch up instead of waiting

@@ -56,13 +56,20 @@ class ComponentPlan:
 
 @dataclass(frozen=True, slots=True)
 class RunPlan:
-    """Everything a worker needs to execute a run, loaded by id, free of ORM objects."""
+    """Everything a worker needs to execute a run, loaded by id, free of ORM objects.
+
+    ``base`` is the known-good the candidate was formed on (``base_version``), component by
+    component: the upgrade suite deploys it first and upgrades it in place to ``components``.
+    Empty before the first known-good (bootstrap), when there is nothing to upgrade from.
+    """
 
     run_id: int
     candidate_id: int
     kind: RunKind
     testbed: str
     components: tuple[ComponentPlan, ...]
+    base_version: int | None = None
+    base: tuple[ComponentPlan, ...] = ()
 
 
 def get_run(session: Session, run_id: int) -> models.Run:
@@ -113,6 +120,10 @@ def claim(
         session.flush()
         session.expire_all()
         return Claim.CLAIMED
+    # A live message is waiting for a testbed (a long soak run, a held testbed): say so, so the
+    # reconcile loop does not mistake it for a lost message and send copies every minute.
+    run.dispatched_at = now
+    session.flush()
     return Claim.BUSY
 
 
@@ -120,10 +131,8 @@ def _rowcount(result: Result[Any]) -> int:
     return cast(CursorResult[Any], result).rowcount
 
 
-def plan(session: Session, run_id: int) -> RunPlan:
-    run = get_run(session, run_id)
-    combo = run.candidate.combination
-    comps = tuple(
+def _component_plans(combo: models.Combination) -> tuple[ComponentPlan, ...]:
+    return tuple(
         ComponentPlan(
             name=item.component.name,
             url=item.component.url,
@@ -134,7 +143,19 @@ def plan(session: Session, run_id: int) -> RunPlan:
         )
         for item in sorted(combo.items, key=lambda i: i.component.name)
     )
-    return RunPlan(run.id, run.candidate_id, RunKind(run.kind), run.testbed or "", comps)
+
+
+def plan(session: Session, run_id: int) -> RunPlan:
+    run = get_run(session, run_id)
+    comps = _component_plans(run.candidate.combination)
+    base_version = run.candidate.base_version
+    base: tuple[ComponentPlan, ...] = ()
+    if base_version is not None:
+        kg = session.get(models.KnownGood, base_version)
+        if kg is not None:
+            base = _component_plans(kg.combination)
+    return RunPlan(run.id, run.candidate_id, RunKind(run.kind), run.testbed or "", comps,
+                   base_version if base else None, base)
 
 
 def baseline(session: Session) -> Baseline | None:
@@ -162,6 +183,26 @@ def _release(session: Session, run_id: int) -> None:
     )
 
 
+def judge(
+    session: Session,
+    run_id: int,
+    results: list[SuiteResult],
+    policy: JudgementPolicy,
+    *,
+    setup_error: str | None = None,
+) -> RunJudgement:
+    """The verdict ``finish`` would give these results now; reads, never writes.
+
+    The runner asks before it tears the testbed down, so that a failed run's testbed can be
+    kept for a person to inspect (an autohold).
+    """
+    if setup_error is not None:
+        return RunJudgement(
+            Verdict.INFRA_ERROR, (Excuse("infra_error", f"run {run_id}", setup_error),)
+        )
+    return judge_run(results, baseline(session), policy)
+
+
 def finish(
     session: Session,
     run_id: int,
@@ -182,12 +223,7 @@ def finish(
     if run.state == RunState.FINISHED:
         return RunJudgement(Verdict(run.verdict or Verdict.INFRA_ERROR),
                             tuple(Excuse.from_dict(e) for e in run.excuses))
-    if setup_error is not None:
-        judgement = RunJudgement(
-            Verdict.INFRA_ERROR, (Excuse("infra_error", f"run {run_id}", setup_error),)
-        )
-    else:
-        judgement = judge_run(results, baseline(session), policy)
+    judgement = judge(session, run_id, results, policy, setup_error=setup_error)
     versions: dict[str, str] = {}
     for result in results:
         versions.update(result.tool_versions)

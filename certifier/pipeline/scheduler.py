@@ -3,7 +3,7 @@ missing.
 
 It is idempotent — running it twice, or concurrently, does no harm — which is what makes
 redelivered tasks and a restarted beat safe. On PostgreSQL a transaction-scoped advisory lock makes
-concurrent passes queue up behind each other; SQLite serialises writers by itself.
+concurrent passes queue up behind each other; on SQLite the pass takes the write lock first.
 """
 
 from __future__ import annotations
@@ -49,8 +49,13 @@ class SchedulerPolicy:
 
 
 def _lock(session: Session) -> None:
-    if session.get_bind().dialect.name == "postgresql":
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
+    elif dialect == "sqlite":
+        # Take SQLite's write lock before the pass reads anything: two passes that both read
+        # before either writes would act twice on one state (a promotion seen as base_moved).
+        session.execute(text("UPDATE testbeds SET name = name WHERE 0 = 1"))
 
 
 def audit(session: Session, clock: Clock, actor: str, action: str, subject: str,
@@ -122,8 +127,16 @@ def _form(session: Session, clock: Clock, report: ReconcileReport) -> None:
     kg_combo = knowngood.combination_of(session, kg.combination_hash) if kg else None
     head_commits = components.heads(session)
     required = [c.name for c in components.list_components(session) if not c.paused]
-    desired = formation.desired_combination(
-        {name: c.sha for name, c in head_commits.items()}, kg_combo)
+    # Rejected candidates blame culprits and drive isolation (formation's module docstring).
+    rejected = session.scalars(select(models.Candidate).where(
+        models.Candidate.state == CandidateState.REJECTED)
+        .order_by(models.Candidate.id.desc()).limit(200)).all()
+    history = [formation.PastCandidate(
+        c.id, CandidateState(c.state), knowngood.combination_of(session, c.combination_hash),
+        tuple(str(n) for n in c.changed), c.base_version) for c in rejected]
+    wanted = formation.next_desired({name: c.sha for name, c in head_commits.items()},
+                                    kg_combo, kg.version if kg else None, history)
+    desired = wanted.combination
     open_cands = list(session.scalars(select(models.Candidate).where(
         models.Candidate.state.in_([s.value for s in CandidateState if not s.is_final]))))
     views = [formation.CandidateView(c.id, CandidateState(c.state), c.combination_hash)
@@ -151,6 +164,13 @@ def _form(session: Session, clock: Clock, report: ReconcileReport) -> None:
         session.add(cand)
         session.flush()
         report.formed.append(cand.id)
+        for hold in wanted.holds:
+            audit(session, clock, "scheduler", "hold", f"component {hold.component}",
+                  candidate=cand.id, culprit=hold.culprit, held_at=hold.at,
+                  blamed_by=hold.blamed_by)
+        if wanted.isolating is not None:
+            audit(session, clock, "scheduler", "isolate", f"component {wanted.isolating}",
+                  candidate=cand.id)
 
 
 def _board(session: Session, clock: Clock, report: ReconcileReport) -> None:

@@ -42,12 +42,13 @@ def test_failing_gate_rejects_with_the_runs_excuses(verdict: Verdict) -> None:
 
 
 def test_infra_errors_are_retried_a_bounded_number_of_times_and_never_reject() -> None:
+    later = T0 + timedelta(hours=1)  # past the retry backoff (tests/pipeline/test_infra_backoff)
     runs = [run(1, RunKind.GATE, Verdict.INFRA_ERROR, T0, "iperf3 missing")]
-    assert decide(CandidateState.GATING, runs, T0, WEEK).next_run is RunKind.GATE
+    assert decide(CandidateState.GATING, runs, later, WEEK).next_run is RunKind.GATE
     runs.append(run(2, RunKind.GATE, Verdict.INFRA_ERROR, T0 + timedelta(minutes=1)))
-    assert decide(CandidateState.GATING, runs, T0, WEEK).next_run is RunKind.GATE
+    assert decide(CandidateState.GATING, runs, later, WEEK).next_run is RunKind.GATE
     runs.append(run(3, RunKind.GATE, Verdict.INFRA_ERROR, T0 + timedelta(minutes=2), "x"))
-    d = decide(CandidateState.GATING, runs, T0, WEEK)
+    d = decide(CandidateState.GATING, runs, later, WEEK)
     assert (d.action, d.next_run) == (Action.WAIT, None)
     assert "retries exhausted" in d.excuses[0].message
 

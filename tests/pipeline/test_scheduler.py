@@ -224,6 +224,7 @@ def test_infra_errors_are_retried_a_bounded_number_of_times_and_never_reject(
         attempts.append(run_id)
         world.claim(run_id)
         _finish(world, run_id, [], setup_error="iperf3: not installed")
+        world.clock.advance(WEEK.infra_backoff_max)  # past any backoff (tests/pipeline/...backoff)
         report = _reconcile(world)
         if not report.runs_created:
             break
@@ -312,6 +313,9 @@ def test_a_run_whose_worker_vanished_ends_as_an_infra_error_and_is_retried(
     world.clock.advance(timedelta(hours=1))  # beyond the default 30-minute run timeout
     report = _reconcile(world)
     assert report.runs_expired == [run_id]
+    assert report.runs_created == []  # the retry waits out its backoff first
+    world.clock.advance(WEEK.retry_delay(1))
+    report = _reconcile(world)
     assert len(report.runs_created) == 1 and report.runs_created[0] != run_id
     with session_scope(world.factory) as session:
         run = runs.get_run(session, run_id)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from certifier.domain.results import SuiteResult
-from workers.suites import bandwidth, ping, storage
+from workers.suites import bandwidth, ping, storage, upgrade
 from workers.testbed.base import Testbed
 
 SuiteRunner = Callable[[Testbed, Any], SuiteResult]
@@ -20,6 +20,7 @@ SUITES: dict[str, tuple[SuiteRunner, type[Any]]] = {
     "ping": (ping.run, ping.PingOptions),
     "bandwidth": (bandwidth.run, bandwidth.BandwidthOptions),
     "storage": (storage.run, storage.StorageOptions),
+    "upgrade": (upgrade.run, upgrade.UpgradeOptions),  # needs a plan: the runner builds options
 }
 
 __all__ = ["SUITES", "SuiteRunner"]
