@@ -27,6 +27,9 @@ db_app = typer.Typer(no_args_is_help=True, help="Database schema (Alembic migrat
 manifest_app = typer.Typer(no_args_is_help=True, help="The certified manifest.")
 app.add_typer(db_app, name="db")
 app.add_typer(manifest_app, name="manifest")
+hold_app = typer.Typer(no_args_is_help=True,
+                       help="Autoholds: keep a failed run's testbed for a person to inspect.")
+app.add_typer(hold_app, name="hold")
 
 DEMO_MARKER = ".certifier-demo"
 
@@ -186,6 +189,131 @@ def manifest_show(
         typer.echo(json.dumps(doc, indent=2))
 
 
+def _hold_line(hold: Any) -> str:
+    wants = ", ".join(filter(None, [f"candidate {hold.candidate_id}" if hold.candidate_id else "",
+                                    f"component {hold.component}" if hold.component else ""]))
+    text = (f"hold {hold.id}: {hold.state}, for {wants or 'any candidate'}, "
+            f"keeps {hold.duration_s} s")
+    if hold.run_id:
+        text += f"; run {hold.run_id} on {hold.testbed} (tag {hold.tag})"
+    if hold.expires_at and hold.state == "holding":
+        text += f" until {hold.expires_at:%Y-%m-%d %H:%M:%S} UTC"
+    if hold.reason:
+        text += f" — {hold.reason}"
+    return text
+
+
+@hold_app.command("add")
+def hold_add(
+    candidate: Annotated[int | None, typer.Option(help="hold a run of this candidate")] = None,
+    component: Annotated[str | None, typer.Option(
+        help="hold a run of a candidate that changes this component")] = None,
+    duration: Annotated[str, typer.Option(help="how long a caught testbed is kept")] = "2h",
+    reason: str = "",
+) -> None:
+    """Keep the testbed of the next failed (or regressed) run that matches."""
+    import getpass
+
+    from certifier.db.session import make_engine, make_session_factory, session_scope
+    from certifier.domain.clock import SystemClock
+    from certifier.domain.durations import DurationError, parse_duration
+    from certifier.pipeline import autohold
+    from certifier.pipeline.errors import ServiceError
+
+    settings = _settings()
+    try:
+        keep_for = parse_duration(duration)
+    except DurationError as exc:
+        typer.echo(f"--duration: {exc}", err=True)
+        raise typer.Exit(2) from None
+    factory = make_session_factory(make_engine(settings.resolved_database_url))
+    try:
+        with session_scope(factory) as session:
+            hold = autohold.request(session, SystemClock(), duration=keep_for,
+                                    actor=f"cli:{getpass.getuser()}", candidate_id=candidate,
+                                    component=component, reason=reason)
+            typer.echo(_hold_line(hold))
+    except ServiceError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+
+
+@hold_app.command("list")
+def hold_list(
+    show_all: Annotated[bool, typer.Option("--all", help="released holds too")] = False,
+) -> None:
+    """Holds, newest first, with the commands to enter a kept testbed."""
+    from certifier.db.session import make_engine, make_session_factory, session_scope
+    from certifier.pipeline import autohold
+
+    settings = _settings()
+    factory = make_session_factory(make_engine(settings.resolved_database_url))
+    with session_scope(factory) as session:
+        holds = autohold.list_holds(session, limit=500)
+        for hold in holds:
+            if not show_all and hold.state == autohold.HoldState.RELEASED:
+                continue
+            typer.echo(_hold_line(hold))
+            if hold.state == autohold.HoldState.HOLDING:
+                for command in hold.commands:
+                    typer.echo(f"    {command}")
+
+
+@hold_app.command("release")
+def hold_release(hold_id: int) -> None:
+    """Let a hold go; a kept testbed is torn down by the worker at its next reconcile pass."""
+    import getpass
+
+    from certifier.db.session import make_engine, make_session_factory, session_scope
+    from certifier.domain.clock import SystemClock
+    from certifier.pipeline import autohold
+    from certifier.pipeline.errors import ServiceError
+
+    settings = _settings()
+    factory = make_session_factory(make_engine(settings.resolved_database_url))
+    try:
+        with session_scope(factory) as session:
+            hold = autohold.release(session, hold_id, SystemClock(), f"cli:{getpass.getuser()}")
+            typer.echo(_hold_line(hold))
+    except ServiceError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    try:  # ask for the pass now rather than at beat's next tick
+        from workers.celery_app import create_celery
+        from workers.dispatch import CeleryDispatcher
+
+        CeleryDispatcher(create_celery(settings)).request_reconcile()
+    except Exception as exc:  # any broker trouble: the periodic pass tears it down anyway
+        typer.echo(f"(could not reach the broker: {exc}; the next periodic pass tears it down)",
+                   err=True)
+
+
+@app.command()
+def status() -> None:
+    """Show the pipeline at a glance: the known-good, the soaks and their progress, testbeds."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from certifier.db.session import make_engine, make_session_factory, session_scope
+    from certifier.domain.clock import SystemClock
+    from certifier.pipeline import views
+    from certifier.web.terminal import render_overview
+
+    settings = _settings()
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            overview = views.overview(session, SystemClock().now(), settings.soak_policy(),
+                                      views.stale_after(settings))
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        typer.echo(f"certifier: cannot read the pipeline from the database ({reason}); "
+                   "is it migrated (`certifier db upgrade`)?", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        engine.dispose()
+    typer.echo(render_overview(overview, width=shutil.get_terminal_size((100, 24)).columns))
+
+
 def _fresh_demo_root(root: Path) -> Path:
     if root.exists():
         if not (root / DEMO_MARKER).exists():
@@ -225,9 +353,11 @@ def _run_demo(settings: Settings, world: Any, timeout: float) -> int:
         return 1
     finally:
         engine.dispose()
+    rejected = ", ".join(f"{r.component} {r.sha[:12]} (candidate {r.candidate})"
+                         for r in outcome.rejections)
     typer.echo(f"demo done in {outcome.elapsed_s:.0f} s: known-good #{outcome.known_good}; "
-               f"bad commit {(outcome.bad_sha or '')[:12]} rejected "
-               f"(candidate {outcome.bad_candidate})")
+               f"{len(outcome.rejections)} bad commits rejected: {rejected}; "
+               f"the fixes promoted as known-good #{outcome.final_known_good}")
     return 0
 
 
@@ -237,7 +367,7 @@ def demo(
         "certifier-demo"),
     timeout: Annotated[float, typer.Option(help="Seconds before the demo gives up")] = 170.0,
 ) -> None:
-    """Build the demo world, certify it, reject a bandwidth-halving commit, and exit."""
+    """Build the demo world, certify it, reject four commits that break it, promote the fixes."""
     from certifier import processes
 
     root = _fresh_demo_root(root)

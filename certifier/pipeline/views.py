@@ -1,0 +1,1019 @@
+"""Read-only views of the pipeline for people: the dashboard's pages and ``certifier status``.
+
+Each function answers one page in a handful of queries and returns plain, frozen dataclasses, so
+the HTML templates and the terminal renderer hold no database logic and cannot lazy-load rows one
+by one. Nothing here writes. Time is passed in (``now``), and the soak progress comes from the
+same pure :func:`certifier.domain.promotion.decide` the scheduler uses, so the dashboard says what
+the next reconcile pass will say, not a paraphrase of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import statistics
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from itertools import pairwise
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm.interfaces import LoaderOption
+
+from certifier.db import models
+from certifier.domain import formation
+from certifier.domain.judgement import Excuse, RunKind, Verdict
+from certifier.domain.lifecycle import CandidateState
+from certifier.domain.promotion import RunSummary, SoakPolicy, decide
+from certifier.pipeline import knowngood
+from certifier.pipeline.errors import NotFound
+
+DEFAULT_STALE_AFTER = timedelta(days=3)
+WAIVABLE_KINDS = frozenset({"regression", "check", "limit"})
+ACTIVE_STATES = (CandidateState.GATING.value, CandidateState.SOAKING.value)
+FINAL_STATES = tuple(s.value for s in CandidateState if s.is_final)
+UNFINISHED_RUN_STATES = ("pending", "running")
+
+
+def stale_after(settings: Any) -> timedelta:
+    """``dashboard.stale_after`` from the config when it has one, else three days."""
+    configured = getattr(getattr(getattr(settings, "config", None), "dashboard", None),
+                         "stale_after", None)
+    return configured if isinstance(configured, timedelta) else DEFAULT_STALE_AFTER
+
+
+# Plain records ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CommitRef:
+    """One commit of one component, with what is needed to link it upstream."""
+
+    component: str
+    sha: str
+    title: str = ""
+    author: str = ""
+    source: str = "git"
+    repo_url: str = ""
+    first_seen_at: datetime | None = None
+    committed_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExcuseView:
+    kind: str
+    subject: str
+    message: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def waivable(self) -> bool:
+        """A failed check, a broken limit or a regression: what a person may set aside."""
+        return self.kind in WAIVABLE_KINDS
+
+
+@dataclass(frozen=True, slots=True)
+class SoakProgress:
+    started_at: datetime
+    elapsed: timedelta
+    duration: timedelta
+    passing_runs: int
+    min_runs: int
+    runs_total: int
+    run_in_progress: bool
+    next_run_at: datetime | None
+
+    @property
+    def fraction(self) -> float:
+        total = self.duration.total_seconds()
+        return 1.0 if total <= 0 else min(1.0, self.elapsed.total_seconds() / total)
+
+    @property
+    def percent(self) -> int:
+        return int(self.fraction * 100)
+
+    @property
+    def time_left(self) -> timedelta:
+        return max(self.duration - self.elapsed, timedelta(0))
+
+
+@dataclass(frozen=True, slots=True)
+class RunView:
+    id: int
+    kind: str
+    attempt: int
+    state: str
+    verdict: str | None
+    testbed: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    excuses: tuple[ExcuseView, ...] = ()
+
+    @property
+    def outcome(self) -> str:
+        return self.verdict or self.state
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {self.attempt}"
+
+    @property
+    def duration(self) -> timedelta | None:
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class BoardEntry:
+    """A candidate on the pipeline board (queued, gating or soaking)."""
+
+    id: int
+    state: str
+    base_version: int | None
+    created_at: datetime
+    updated_at: datetime
+    changed: tuple[CommitRef, ...]
+    excuses: tuple[ExcuseView, ...]
+    current_run: RunView | None
+    runs_total: int
+    soak: SoakProgress | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionEntry:
+    """A candidate that reached a final state, and why in one line."""
+
+    id: int
+    state: str
+    finished_at: datetime | None
+    changed: tuple[CommitRef, ...]
+    reason: str
+    version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TestbedEntry:
+    name: str
+    driver: str
+    role: str
+    run_id: int | None = None
+    candidate_id: int | None = None
+    run_label: str = ""
+    run_started_at: datetime | None = None
+    lease_expires_at: datetime | None = None
+    lease_expired: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class KnownGoodView:
+    version: int
+    promoted_at: datetime
+    revoked_at: datetime | None
+    candidate_id: int
+    combination_hash: str
+    reason: str
+    age: timedelta
+    components: tuple[CommitRef, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    now: datetime
+    known_good: KnownGoodView | None
+    stale_after: timedelta
+    queued: tuple[BoardEntry, ...]
+    gating: tuple[BoardEntry, ...]
+    soaking: tuple[BoardEntry, ...]
+    decisions: tuple[DecisionEntry, ...]
+    testbeds: tuple[TestbedEntry, ...]
+    counts: Mapping[str, int]
+
+    @property
+    def stale(self) -> bool:
+        """LKGR-style: nothing promoted for longer than the configured age (or never)."""
+        return self.known_good is None or self.known_good.age > self.stale_after
+
+
+# Helpers --------------------------------------------------------------------------------------
+
+
+def _ref(commit: models.Commit, component: models.Component) -> CommitRef:
+    return CommitRef(component=component.name, sha=commit.sha, title=commit.title,
+                     author=commit.author, source=component.source, repo_url=component.url,
+                     first_seen_at=commit.first_seen_at, committed_at=commit.committed_at)
+
+
+def _excuses(raw: Iterable[Any]) -> tuple[ExcuseView, ...]:
+    return tuple(
+        ExcuseView(str(e.get("kind", "")), str(e.get("subject", "")), str(e.get("message", "")),
+                   dict(e.get("data") or {}))
+        for e in raw if isinstance(e, dict)
+    )
+
+
+def _from_domain(excuses: Iterable[Excuse]) -> tuple[ExcuseView, ...]:
+    return tuple(ExcuseView(e.kind, e.subject, e.message, dict(e.data)) for e in excuses)
+
+
+def _run_view(run: models.Run) -> RunView:
+    return RunView(id=run.id, kind=run.kind, attempt=run.attempt, state=run.state,
+                   verdict=run.verdict, testbed=run.testbed, created_at=run.created_at,
+                   started_at=run.started_at, finished_at=run.finished_at,
+                   excuses=_excuses(run.excuses))
+
+
+def _summaries(runs: Iterable[models.Run]) -> list[RunSummary]:
+    return [
+        RunSummary(id=r.id, kind=RunKind(r.kind),
+                   verdict=Verdict(r.verdict) if r.verdict else None,
+                   created_at=r.created_at, finished_at=r.finished_at,
+                   excuses=tuple(Excuse.from_dict(e) for e in r.excuses))
+        for r in runs
+    ]
+
+
+def _items(cand: models.Candidate) -> dict[str, models.CombinationItem]:
+    return {item.component.name: item for item in cand.combination.items}
+
+
+def _changed(cand: models.Candidate) -> tuple[CommitRef, ...]:
+    items = _items(cand)
+    return tuple(_ref(items[name].commit, items[name].component)
+                 for name in sorted(str(n) for n in cand.changed) if name in items)
+
+
+def _with_combination_and_runs() -> tuple[LoaderOption, ...]:
+    items = selectinload(models.Candidate.combination).selectinload(models.Combination.items)
+    return (
+        items.selectinload(models.CombinationItem.component),
+        items.selectinload(models.CombinationItem.commit),
+        selectinload(models.Candidate.runs),
+    )
+
+
+def soak_progress(cand: models.Candidate, now: datetime, policy: SoakPolicy) -> SoakProgress | None:
+    """How far a soaking candidate is, by the promotion policy's own numbers."""
+    if cand.state != CandidateState.SOAKING or cand.soak_started_at is None:
+        return None
+    soak_runs = [r for r in cand.runs if r.kind == RunKind.SOAK]
+    decision = decide(CandidateState.SOAKING, _summaries(soak_runs), now, policy,
+                      cand.soak_started_at)
+    data = decision.data
+    elapsed = timedelta(seconds=data.get("elapsed_s", (now - cand.soak_started_at).total_seconds()))
+    passing = int(data.get("passing_runs", sum(1 for r in soak_runs if r.verdict == "passed")))
+    in_progress = any(r.verdict is None for r in soak_runs)
+    last = max(soak_runs, key=lambda r: (r.created_at, r.id), default=None)
+    next_at = None
+    if not in_progress:
+        next_at = now if last is None else max(now, last.created_at + policy.interval)
+    return SoakProgress(started_at=cand.soak_started_at, elapsed=max(elapsed, timedelta(0)),
+                        duration=policy.duration, passing_runs=passing,
+                        min_runs=policy.min_runs, runs_total=len(soak_runs),
+                        run_in_progress=in_progress, next_run_at=next_at)
+
+
+def live_excuses(
+    cand: models.Candidate, now: datetime, policy: SoakPolicy
+) -> tuple[ExcuseView, ...]:
+    """What the policy says now for an open candidate; the stored excuses for the others.
+
+    The stored excuses of an active candidate date from the last reconcile pass ("soaking: 2 h of
+    7 d" an hour ago); asking the same pure policy again keeps them in step with the clock.
+    """
+    state = CandidateState(cand.state)
+    if state.is_final or (state is CandidateState.SOAKING and cand.soak_started_at is None):
+        return _excuses(cand.excuses)
+    return _from_domain(decide(state, _summaries(cand.runs), now, policy,
+                               cand.soak_started_at).excuses)
+
+
+def _board_entry(cand: models.Candidate, now: datetime, policy: SoakPolicy) -> BoardEntry:
+    current = next((r for r in reversed(cand.runs) if r.state != "finished"), None)
+    return BoardEntry(
+        id=cand.id, state=cand.state, base_version=cand.base_version,
+        created_at=cand.created_at, updated_at=cand.updated_at, changed=_changed(cand),
+        excuses=live_excuses(cand, now, policy),
+        current_run=_run_view(current) if current is not None else None,
+        runs_total=len(cand.runs), soak=soak_progress(cand, now, policy))
+
+
+def _known_good_view(session: Session, kg: models.KnownGood, now: datetime) -> KnownGoodView:
+    combo = session.scalar(
+        select(models.Combination).where(models.Combination.hash == kg.combination_hash)
+        .options(selectinload(models.Combination.items)
+                 .selectinload(models.CombinationItem.component),
+                 selectinload(models.Combination.items)
+                 .selectinload(models.CombinationItem.commit)))
+    items = sorted(combo.items, key=lambda i: i.component.name) if combo else []
+    return KnownGoodView(
+        version=kg.version, promoted_at=kg.promoted_at, revoked_at=kg.revoked_at,
+        candidate_id=kg.candidate_id, combination_hash=kg.combination_hash, reason=kg.reason,
+        age=max(now - kg.promoted_at, timedelta(0)),
+        components=tuple(_ref(i.commit, i.component) for i in items))
+
+
+# The overview ---------------------------------------------------------------------------------
+
+
+def overview(
+    session: Session, now: datetime, policy: SoakPolicy, stale: timedelta = DEFAULT_STALE_AFTER,
+    *, decisions: int = 10, queued_limit: int = 20,
+) -> Overview:
+    """The front page: known-good, the board, recent decisions, testbeds."""
+    kg = knowngood.current(session)
+    board = list(session.scalars(
+        select(models.Candidate)
+        .where(models.Candidate.state.in_(ACTIVE_STATES))
+        .order_by(models.Candidate.id).options(*_with_combination_and_runs())))
+    queued = list(session.scalars(
+        select(models.Candidate).where(models.Candidate.state == CandidateState.QUEUED)
+        .order_by(models.Candidate.id).limit(queued_limit)
+        .options(*_with_combination_and_runs())))
+    entries = [_board_entry(c, now, policy) for c in [*board, *queued]]
+    counts = {str(state): int(n) for state, n in session.execute(
+        select(models.Candidate.state, func.count()).group_by(models.Candidate.state))}
+    return Overview(
+        now=now,
+        known_good=_known_good_view(session, kg, now) if kg is not None else None,
+        stale_after=stale,
+        queued=tuple(e for e in entries if e.state == CandidateState.QUEUED),
+        gating=tuple(e for e in entries if e.state == CandidateState.GATING),
+        soaking=tuple(e for e in entries if e.state == CandidateState.SOAKING),
+        decisions=tuple(recent_decisions(session, decisions)),
+        testbeds=tuple(testbeds(session, now)),
+        counts=counts,
+    )
+
+
+def recent_decisions(session: Session, limit: int = 10) -> list[DecisionEntry]:
+    """The newest final candidates (promoted, rejected, superseded, cancelled)."""
+    cands = list(session.scalars(
+        select(models.Candidate).where(models.Candidate.state.in_(FINAL_STATES))
+        .order_by(models.Candidate.finished_at.desc().nulls_last(), models.Candidate.id.desc())
+        .limit(limit)
+        .options(*_with_combination_and_runs()[:2])))
+    versions = dict(session.execute(
+        select(models.KnownGood.candidate_id, models.KnownGood.version)
+        .where(models.KnownGood.candidate_id.in_([c.id for c in cands])))
+        .all()) if cands else {}
+    out = []
+    for cand in cands:
+        excuses = _excuses(cand.excuses)
+        version = versions.get(cand.id)
+        if cand.state == CandidateState.PROMOTED and version is not None:
+            reason = f"promoted to known-good #{version}"
+        else:
+            reason = excuses[0].message if excuses else cand.state
+            if len(excuses) > 1:
+                reason += f" (and {len(excuses) - 1} more)"
+        out.append(DecisionEntry(id=cand.id, state=cand.state, finished_at=cand.finished_at,
+                                 changed=_changed(cand), reason=reason, version=version))
+    return out
+
+
+def testbeds(session: Session, now: datetime) -> list[TestbedEntry]:
+    """Every testbed and the run that holds its lease, if any."""
+    rows = session.execute(
+        select(models.Testbed, models.Run)
+        .outerjoin(models.Run, models.Run.id == models.Testbed.leased_by_run_id)
+        .order_by(models.Testbed.name)).all()
+    out = []
+    for bed, run in rows:
+        if bed.leased_by_run_id is None:
+            out.append(TestbedEntry(bed.name, bed.driver, bed.role))
+            continue
+        expired = bed.lease_expires_at is not None and bed.lease_expires_at < now
+        out.append(TestbedEntry(
+            bed.name, bed.driver, bed.role, run_id=bed.leased_by_run_id,
+            candidate_id=run.candidate_id if run else None,
+            run_label=f"{run.kind} {run.attempt}" if run else "",
+            run_started_at=run.started_at if run else None,
+            lease_expires_at=bed.lease_expires_at, lease_expired=expired))
+    return out
+
+
+def state_version(session: Session) -> str:
+    """A short digest of everything the pages show that can change; cheap enough to poll.
+
+    Candidates move (``updated_at``), runs appear and finish (the unfinished ones are few and
+    indexed by state), known-goods are promoted or revoked, commits, audit events and webhook
+    deliveries arrive, leases change hands. Each part is an indexed max or a tiny table.
+    """
+    scalars = session.execute(select(
+        select(func.max(models.Candidate.updated_at)).scalar_subquery(),
+        select(func.max(models.Candidate.id)).scalar_subquery(),
+        select(func.max(models.Run.id)).scalar_subquery(),
+        select(func.max(models.KnownGood.version)).scalar_subquery(),
+        select(func.count(models.KnownGood.revoked_at)).scalar_subquery(),
+        select(func.max(models.Commit.id)).scalar_subquery(),
+        select(func.max(models.AuditEvent.id)).scalar_subquery(),
+        select(func.max(models.Delivery.id)).scalar_subquery(),
+        select(func.count()).select_from(models.Delivery)
+        .where(models.Delivery.state == "pending").scalar_subquery(),
+    )).one()
+    unfinished = session.execute(
+        select(models.Run.id, models.Run.state).where(
+            models.Run.state.in_(UNFINISHED_RUN_STATES)).order_by(models.Run.id)).all()
+    leases = session.execute(
+        select(models.Testbed.name, models.Testbed.leased_by_run_id)
+        .order_by(models.Testbed.name)).all()
+    text = repr((tuple(scalars), [tuple(r) for r in unfinished], [tuple(r) for r in leases]))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# Candidates -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One component a candidate changed against its base, and the commits in between."""
+
+    component: str
+    base: CommitRef | None
+    head: CommitRef
+    between: tuple[CommitRef, ...]  # newest first, the head included
+    more: bool = False  # more commits than shown
+
+
+@dataclass(frozen=True, slots=True)
+class Band:
+    """The known-good's samples of one series: n, median, quartiles, extremes."""
+
+    n: int
+    median: float
+    q1: float
+    q3: float
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Band:
+        ordered = sorted(values)
+        if len(ordered) >= 2:
+            q1, _, q3 = statistics.quantiles(ordered, n=4, method="inclusive")
+        else:
+            q1 = q3 = ordered[0]
+        return cls(len(ordered), statistics.median(ordered), q1, q3, ordered[0], ordered[-1])
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    run_id: int
+    run_label: str
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesView:
+    key: str
+    suite: str
+    metric: str
+    labels: Mapping[str, str]
+    unit: str
+    better: str
+    points: tuple[Point, ...]
+    baseline: Band | None
+    flagged: bool = False  # a run's regression or limit excuse names this series
+
+    @property
+    def median(self) -> float:
+        return statistics.median(p.value for p in self.points)
+
+    @property
+    def change_pct(self) -> float | None:
+        """Candidate median against the baseline median, in percent (signed, not 'worse')."""
+        if self.baseline is None or self.baseline.median == 0:
+            return None
+        return 100.0 * (self.median - self.baseline.median) / abs(self.baseline.median)
+
+    @property
+    def title(self) -> str:
+        labels = dict(self.labels)
+        src = labels.pop("src", None) or labels.pop("source", None)
+        dst = labels.pop("dst", None) or labels.pop("destination", None)
+        text = f"{self.suite} {self.metric}"
+        if src and dst:
+            text += f" {src}→{dst}"
+        if labels:
+            text += " (" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())) + ")"
+        return text
+
+
+@dataclass(frozen=True, slots=True)
+class AuditView:
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    subject: str
+    detail: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class CandidatePage:
+    id: int
+    state: str
+    base_version: int | None
+    combination_hash: str
+    created_at: datetime
+    updated_at: datetime
+    gating_started_at: datetime | None
+    soak_started_at: datetime | None
+    finished_at: datetime | None
+    version: int | None  # the known-good it became, if promoted
+    combination: tuple[CommitRef, ...]
+    changes: tuple[Change, ...]
+    runs: tuple[RunView, ...]
+    excuses: tuple[ExcuseView, ...]
+    series: tuple[SeriesView, ...]
+    baseline_label: str | None
+    soak: SoakProgress | None
+    culprit: CommitRef | None
+    holds: tuple[AuditView, ...]
+    events: tuple[AuditView, ...]
+
+    @property
+    def is_active(self) -> bool:
+        return CandidateState(self.state).is_active
+
+    @property
+    def is_open(self) -> bool:
+        return not CandidateState(self.state).is_final
+
+    @property
+    def waivers(self) -> tuple[AuditView, ...]:
+        return tuple(e for e in self.events if e.action.startswith("waive"))
+
+
+def _audit_view(event: models.AuditEvent) -> AuditView:
+    return AuditView(event.id, event.at, event.actor, event.action, event.subject,
+                     dict(event.detail or {}))
+
+
+def commits_between(
+    session: Session, component: models.Component, base: models.Commit | None,
+    head: models.Commit, limit: int = 20,
+) -> tuple[tuple[CommitRef, ...], bool]:
+    """Commits reported for ``component`` after ``base`` up to ``head``, newest first.
+
+    Certifier knows the order in which commits were seen, not the git graph: this is the list of
+    what arrived on the branch between the two, which is what a reader wants to scan.
+    """
+    query = select(models.Commit).where(
+        models.Commit.component_id == component.id,
+        or_(models.Commit.first_seen_at < head.first_seen_at,
+            and_(models.Commit.first_seen_at == head.first_seen_at,
+                 models.Commit.id <= head.id)))
+    if base is not None:
+        query = query.where(or_(models.Commit.first_seen_at > base.first_seen_at,
+                                and_(models.Commit.first_seen_at == base.first_seen_at,
+                                     models.Commit.id > base.id)))
+    rows = list(session.scalars(
+        query.order_by(models.Commit.first_seen_at.desc(), models.Commit.id.desc())
+        .limit(limit + 1)))
+    if not rows or rows[0].id != head.id:
+        rows = [head]  # the head went back in time (a force-push): show it alone
+    return tuple(_ref(c, component) for c in rows[:limit]), len(rows) > limit
+
+
+def _base_items(session: Session, version: int | None) -> dict[str, models.CombinationItem]:
+    if version is None:
+        return {}
+    kg = session.get(models.KnownGood, version)
+    if kg is None:
+        return {}
+    items = session.scalars(
+        select(models.CombinationItem)
+        .where(models.CombinationItem.combination_hash == kg.combination_hash)
+        .options(selectinload(models.CombinationItem.component),
+                 selectinload(models.CombinationItem.commit)))
+    return {i.component.name: i for i in items}
+
+
+def _series(
+    session: Session, runs: Sequence[models.Run], base_version: int | None
+) -> tuple[tuple[SeriesView, ...], str | None]:
+    """The candidate's measurement series, each with the base known-good's band."""
+    by_id = {r.id: r for r in runs}
+    rows = session.execute(
+        select(models.MeasurementRow.run_id, models.MeasurementRow.suite,
+               models.MeasurementRow.metric, models.MeasurementRow.series,
+               models.MeasurementRow.labels, models.MeasurementRow.value,
+               models.MeasurementRow.unit, models.MeasurementRow.better)
+        .where(models.MeasurementRow.run_id.in_(list(by_id)))
+        .order_by(models.MeasurementRow.run_id, models.MeasurementRow.id)).all() if by_id else []
+    flagged = {str(e.get("subject")) for r in runs for e in r.excuses
+                if isinstance(e, dict) and e.get("kind") in ("regression", "limit")}
+    grouped: dict[str, list[Any]] = defaultdict(list)
+    for row in rows:
+        grouped[row.series].append(row)
+    samples: dict[str, list[float]] = defaultdict(list)
+    label = None
+    kg = session.get(models.KnownGood, base_version) if base_version is not None else None
+    if kg is not None and grouped:
+        label = f"known-good #{kg.version}"
+        for series, value in session.execute(
+            select(models.MeasurementRow.series, models.MeasurementRow.value)
+            .join(models.Run, models.Run.id == models.MeasurementRow.run_id)
+            .where(models.Run.candidate_id == kg.candidate_id,
+                   models.Run.verdict == Verdict.PASSED,
+                   models.MeasurementRow.series.in_(list(grouped)))):
+            samples[series].append(value)
+    out = []
+    for key, group in grouped.items():
+        first = group[0]
+        points = tuple(Point(r.run_id, f"{by_id[r.run_id].kind} {by_id[r.run_id].attempt}",
+                             float(r.value)) for r in group)
+        out.append(SeriesView(
+            key=key, suite=first.suite, metric=first.metric,
+            labels={str(k): str(v) for k, v in (first.labels or {}).items()},
+            unit=first.unit, better=first.better, points=points,
+            baseline=Band.of(samples[key]) if samples.get(key) else None,
+            flagged=key in flagged))
+    out.sort(key=lambda s: (s.suite, s.metric, s.key))
+    return tuple(out), label
+
+
+def candidate_page(session: Session, candidate_id: int, now: datetime,
+                   policy: SoakPolicy) -> CandidatePage:
+    """Everything the candidate page shows."""
+    cand = session.scalar(select(models.Candidate).where(models.Candidate.id == candidate_id)
+                          .options(*_with_combination_and_runs()))
+    if cand is None:
+        raise NotFound(f"no candidate {candidate_id}")
+    items = _items(cand)
+    base = _base_items(session, cand.base_version)
+    changes = []
+    for name in sorted(str(n) for n in cand.changed):
+        if name not in items:
+            continue
+        item = items[name]
+        base_item = base.get(name)
+        between, more = commits_between(session, item.component,
+                                        base_item.commit if base_item else None, item.commit)
+        changes.append(Change(name, _ref(base_item.commit, base_item.component)
+                              if base_item else None, _ref(item.commit, item.component),
+                              between, more))
+    series, label = _series(session, cand.runs, cand.base_version)
+    version = session.scalar(select(models.KnownGood.version)
+                             .where(models.KnownGood.candidate_id == cand.id))
+    culprit = None
+    if cand.state == CandidateState.REJECTED:
+        past = formation.PastCandidate(
+            cand.id, CandidateState.REJECTED, {n: i.commit.sha for n, i in items.items()},
+            tuple(str(n) for n in cand.changed), cand.base_version)
+        for (name, _sha), _by in formation.culprits([past]).items():
+            culprit = _ref(items[name].commit, items[name].component)
+    # Holds and isolation are audited in the pass that formed the candidate (subject: the
+    # component, detail: the candidate); everything else names the candidate as its subject.
+    formed = and_(models.AuditEvent.action.in_(("hold", "isolate")),
+                  models.AuditEvent.at >= cand.created_at - timedelta(seconds=5),
+                  models.AuditEvent.at <= cand.created_at + timedelta(minutes=5))
+    events = [_audit_view(e) for e in session.scalars(
+        select(models.AuditEvent)
+        .where(or_(models.AuditEvent.subject == f"candidate {cand.id}", formed))
+        .order_by(models.AuditEvent.id))]
+    holds = tuple(e for e in events if e.action in ("hold", "isolate")
+                  and e.detail.get("candidate") == cand.id)
+    return CandidatePage(
+        id=cand.id, state=cand.state, base_version=cand.base_version,
+        combination_hash=cand.combination_hash, created_at=cand.created_at,
+        updated_at=cand.updated_at, gating_started_at=cand.gating_started_at,
+        soak_started_at=cand.soak_started_at, finished_at=cand.finished_at, version=version,
+        combination=tuple(_ref(items[n].commit, items[n].component) for n in sorted(items)),
+        changes=tuple(changes), runs=tuple(_run_view(r) for r in cand.runs),
+        excuses=live_excuses(cand, now, policy), series=series, baseline_label=label,
+        soak=soak_progress(cand, now, policy), culprit=culprit, holds=holds,
+        events=tuple(e for e in events if e.subject == f"candidate {cand.id}"))
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateRow:
+    id: int
+    state: str
+    base_version: int | None
+    created_at: datetime
+    finished_at: datetime | None
+    changed: tuple[CommitRef, ...]
+    summary: str
+
+
+def candidate_list(session: Session, state: str | None = None, before: int | None = None,
+                   limit: int = 50) -> tuple[list[CandidateRow], int | None]:
+    """Candidates newest first, one page; and the id to continue from, if there is more."""
+    query = select(models.Candidate).order_by(models.Candidate.id.desc()).limit(limit + 1)
+    if state:
+        query = query.where(models.Candidate.state == state)
+    if before is not None:
+        query = query.where(models.Candidate.id < before)
+    cands = list(session.scalars(query.options(*_with_combination_and_runs()[:2])))
+    rows = []
+    for cand in cands[:limit]:
+        excuses = _excuses(cand.excuses)
+        rows.append(CandidateRow(cand.id, cand.state, cand.base_version, cand.created_at,
+                                 cand.finished_at, _changed(cand),
+                                 excuses[0].message if excuses else ""))
+    return rows, (cands[limit - 1].id if len(cands) > limit else None)
+
+
+# Components -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Tag:
+    """What became of a commit: known-good, soaking, rejected (and whether it was blamed)…"""
+
+    kind: str  # a candidate state, "known-good" or "was-known-good", "culprit"
+    text: str
+    href: str
+
+
+@dataclass(frozen=True, slots=True)
+class CommitStatus:
+    commit: CommitRef
+    seen_via: str
+    gone: bool
+    tags: tuple[Tag, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentPage:
+    name: str
+    source: str
+    url: str
+    branch: str
+    paused: bool
+    paused_reason: str | None
+    known_good_sha: str | None
+    commits: tuple[CommitStatus, ...]
+    more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentRow:
+    name: str
+    source: str
+    url: str
+    branch: str
+    paused: bool
+    head: CommitRef | None
+    known_good: CommitRef | None
+
+
+def component_list(session: Session) -> list[ComponentRow]:
+    """Every component with its newest commit and its commit in the current known-good."""
+    from certifier.pipeline import queries  # the API's own "newest commit" rule
+
+    heads = queries.newest_commits(session)
+    kg = knowngood.current(session)
+    in_kg = _base_items(session, kg.version) if kg else {}
+    out = []
+    for comp in session.scalars(select(models.Component).order_by(models.Component.name)):
+        head = heads.get(comp.id)
+        kg_item = in_kg.get(comp.name)
+        out.append(ComponentRow(comp.name, comp.source, comp.url, comp.branch, comp.paused,
+                                _ref(head, comp) if head else None,
+                                _ref(kg_item.commit, comp) if kg_item else None))
+    return out
+
+
+def component_page(session: Session, name: str, limit: int = 100) -> ComponentPage:
+    """A component's commits, newest first, each tagged with what became of it."""
+    comp = session.scalar(select(models.Component).where(models.Component.name == name))
+    if comp is None:
+        raise NotFound(f"no component named {name!r}")
+    commits = list(session.scalars(
+        select(models.Commit).where(models.Commit.component_id == comp.id)
+        .order_by(models.Commit.first_seen_at.desc(), models.Commit.id.desc()).limit(limit + 1)))
+    shown = commits[:limit]
+    ids = [c.id for c in shown]
+    current = knowngood.current(session)
+    versions: dict[int, list[int]] = defaultdict(list)
+    for version, commit_id in session.execute(
+        select(models.KnownGood.version, models.CombinationItem.commit_id)
+        .join(models.CombinationItem,
+              models.CombinationItem.combination_hash == models.KnownGood.combination_hash)
+        .where(models.CombinationItem.component_id == comp.id,
+               models.CombinationItem.commit_id.in_(ids))
+        .order_by(models.KnownGood.version)):
+        versions[commit_id].append(version)
+    cands: dict[int, list[tuple[int, str, list[Any]]]] = defaultdict(list)
+    for commit_id, cand_id, state, changed in session.execute(
+        select(models.CombinationItem.commit_id, models.Candidate.id, models.Candidate.state,
+               models.Candidate.changed)
+        .join(models.Candidate,
+              models.Candidate.combination_hash == models.CombinationItem.combination_hash)
+        .where(models.CombinationItem.component_id == comp.id,
+               models.CombinationItem.commit_id.in_(ids))
+        .order_by(models.Candidate.id.desc())):
+        cands[commit_id].append((cand_id, state, list(changed or [])))
+    kg_sha = None
+    out = []
+    for commit in shown:
+        tags: list[Tag] = []
+        for version in reversed(versions.get(commit.id, [])):
+            if current is not None and version == current.version:
+                kg_sha = commit.sha
+                tags.append(Tag("known-good", f"known-good #{version}", f"/known-good#v{version}"))
+            else:
+                tags.append(Tag("was-known-good", f"was #{version}", f"/known-good#v{version}"))
+        for cand_id, state, changed in cands.get(commit.id, [])[:6]:
+            if name not in changed or state == CandidateState.PROMOTED:
+                continue  # carried along unchanged, or already shown as a known-good
+            if state == CandidateState.REJECTED and changed == [name]:
+                tags.append(Tag("culprit", f"blamed by #{cand_id}", f"/candidates/{cand_id}"))
+            else:
+                tags.append(Tag(state, f"{state} #{cand_id}", f"/candidates/{cand_id}"))
+        out.append(CommitStatus(_ref(commit, comp), commit.seen_via, commit.gone_at is not None,
+                                tuple(tags)))
+    return ComponentPage(comp.name, comp.source, comp.url, comp.branch, comp.paused,
+                         comp.paused_reason, kg_sha, tuple(out), len(commits) > limit)
+
+
+# Known-good history ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentDiff:
+    component: str
+    old: CommitRef | None
+    new: CommitRef | None
+    between: tuple[CommitRef, ...]
+    more: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    version: int
+    promoted_at: datetime
+    revoked_at: datetime | None
+    candidate_id: int
+    reason: str
+    previous: int | None
+    diff: tuple[ComponentDiff, ...]
+
+
+def _combination_items(session: Session,
+                       hashes: Iterable[str]) -> dict[str, dict[str, models.CombinationItem]]:
+    out: dict[str, dict[str, models.CombinationItem]] = defaultdict(dict)
+    for item in session.scalars(
+        select(models.CombinationItem)
+        .where(models.CombinationItem.combination_hash.in_(list(set(hashes))))
+        .options(selectinload(models.CombinationItem.component),
+                 selectinload(models.CombinationItem.commit))):
+        out[item.combination_hash][item.component.name] = item
+    return out
+
+
+Between = Callable[[models.Component, models.Commit | None, models.Commit],
+                   tuple[tuple[CommitRef, ...], bool]]
+
+
+def _diff(old: Mapping[str, models.CombinationItem], new: Mapping[str, models.CombinationItem],
+          between: Between) -> tuple[ComponentDiff, ...]:
+    out = []
+    for name in sorted(set(old) | set(new)):
+        a, b = old.get(name), new.get(name)
+        if a is not None and b is not None and a.commit_id == b.commit_id:
+            continue
+        commits: tuple[CommitRef, ...] = ()
+        more = False
+        if b is not None:
+            commits, more = between(b.component, a.commit if a else None, b.commit)
+        out.append(ComponentDiff(name, _ref(a.commit, a.component) if a else None,
+                                 _ref(b.commit, b.component) if b else None, commits, more))
+    return tuple(out)
+
+
+def _preloaded_between(session: Session, pairs: list[tuple[models.Commit, models.Commit]],
+                       limit: int) -> Between:
+    """:func:`commits_between` for many ranges at once: one query loads every component's
+    commits over the span of its ranges, and each range is cut from them in memory."""
+    def key(c: models.Commit) -> tuple[datetime, int]:
+        return (c.first_seen_at, c.id)
+
+    spans: dict[int, tuple[datetime, datetime]] = {}
+    for base, head in pairs:
+        lo, hi = spans.get(head.component_id, (base.first_seen_at, head.first_seen_at))
+        spans[head.component_id] = (min(lo, base.first_seen_at), max(hi, head.first_seen_at))
+    loaded: dict[int, list[models.Commit]] = defaultdict(list)
+    if spans:
+        for commit in session.scalars(
+            select(models.Commit).where(or_(*(
+                and_(models.Commit.component_id == cid, models.Commit.first_seen_at >= lo,
+                     models.Commit.first_seen_at <= hi) for cid, (lo, hi) in spans.items())))
+            .order_by(models.Commit.first_seen_at.desc(), models.Commit.id.desc())):
+            loaded[commit.component_id].append(commit)
+
+    def between(component: models.Component, base: models.Commit | None,
+                head: models.Commit) -> tuple[tuple[CommitRef, ...], bool]:
+        if base is None:
+            return (_ref(head, component),), False
+        rows = [c for c in loaded[component.id] if key(base) < key(c) <= key(head)]
+        if not rows or rows[0].id != head.id:
+            rows = [head]
+        return tuple(_ref(c, component) for c in rows[:limit]), len(rows) > limit
+
+    return between
+
+
+def known_good_history(session: Session, before: int | None = None, limit: int = 20,
+                       commits: int = 10) -> tuple[list[HistoryEntry], int | None]:
+    """Known-good versions newest first, each with its diff against the version before it."""
+    # One more than shown: it is the "previous" of the oldest shown, and says there is more.
+    query = select(models.KnownGood).order_by(models.KnownGood.version.desc()).limit(limit + 1)
+    if before is not None:
+        query = query.where(models.KnownGood.version < before)
+    kgs = list(session.scalars(query))
+    items = _combination_items(session, (k.combination_hash for k in kgs))
+    pairs = [
+        (items[prev.combination_hash][name].commit, item.commit)
+        for kg, prev in pairwise(kgs)
+        for name, item in items[kg.combination_hash].items()
+        if name in items[prev.combination_hash]
+        and items[prev.combination_hash][name].commit_id != item.commit_id
+    ]
+    between = _preloaded_between(session, pairs, commits)
+    out = []
+    for i, kg in enumerate(kgs[:limit]):
+        prev = kgs[i + 1] if i + 1 < len(kgs) else None
+        diff = _diff(items[prev.combination_hash] if prev else {}, items[kg.combination_hash],
+                     between)
+        out.append(HistoryEntry(kg.version, kg.promoted_at, kg.revoked_at, kg.candidate_id,
+                                kg.reason, prev.version if prev else None, diff))
+    return out, (kgs[limit - 1].version if len(kgs) > limit else None)
+
+
+def known_good_diff(
+    session: Session, a: int, b: int, commits: int = 50
+) -> tuple[ComponentDiff, ...]:
+    """From known-good ``a`` to ``b``: per component, the old and new commit and those between."""
+    old, new = knowngood.get(session, a), knowngood.get(session, b)
+    items = _combination_items(session, (old.combination_hash, new.combination_hash))
+    return _diff(items[old.combination_hash], items[new.combination_hash],
+                 lambda component, base, head: commits_between(session, component, base, head,
+                                                               commits))
+
+
+# Audit log and webhook deliveries -----------------------------------------------------------------
+
+
+def audit_log(session: Session, before: int | None = None, limit: int = 100,
+              action: str | None = None) -> tuple[list[AuditView], int | None]:
+    query = select(models.AuditEvent).order_by(models.AuditEvent.id.desc()).limit(limit + 1)
+    if before is not None:
+        query = query.where(models.AuditEvent.id < before)
+    if action:
+        query = query.where(models.AuditEvent.action == action)
+    events = [_audit_view(e) for e in session.scalars(query)]
+    return events[:limit], (events[limit - 1].id if len(events) > limit else None)
+
+
+def audit_actions(session: Session) -> list[str]:
+    return [str(a) for a in session.scalars(
+        select(models.AuditEvent.action).distinct().order_by(models.AuditEvent.action))]
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryView:
+    id: int
+    source: str
+    event: str
+    received_at: datetime
+    state: str
+    outcome: str
+    project: str | None
+    ref: str | None
+    component: str | None
+    attempts: int
+    processed_at: datetime | None
+    replays: int
+
+
+@dataclass(frozen=True, slots=True)
+class RejectionView:
+    source: str
+    reason: str
+    count: int
+    last_at: datetime
+
+
+def deliveries(session: Session, before: int | None = None,
+               limit: int = 100) -> tuple[list[DeliveryView], int | None, list[RejectionView]]:
+    """Stored webhook deliveries newest first, and the counts of refused ones."""
+    query = (select(models.Delivery, models.Component.name)
+             .outerjoin(models.Component, models.Component.id == models.Delivery.component_id)
+             .order_by(models.Delivery.id.desc()).limit(limit + 1))
+    if before is not None:
+        query = query.where(models.Delivery.id < before)
+    rows = [DeliveryView(d.id, d.source, d.event, d.received_at, d.state, d.outcome, d.project,
+                         d.ref, name, d.attempts, d.processed_at, d.replays)
+            for d, name in session.execute(query)]
+    refused = [RejectionView(r.source, r.reason, r.count, r.last_at) for r in session.scalars(
+        select(models.WebhookRejection).order_by(models.WebhookRejection.source,
+                                                 models.WebhookRejection.reason))]
+    return rows[:limit], (rows[limit - 1].id if len(rows) > limit else None), refused
