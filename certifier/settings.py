@@ -37,10 +37,21 @@ from certifier.domain.combination import NAME_RE
 from certifier.domain.durations import DurationError, parse_duration
 from certifier.domain.judgement import FixedLimit, JudgementPolicy, Margin
 from certifier.domain.promotion import SoakPolicy
+from certifier.topology import TopologyConfig, TopologyError
+from certifier.topology import load as load_topology
+from certifier.topology import plan as plan_topology
 
 TESTBED_NETWORK = ipaddress.IPv4Network("198.18.0.0/15")
 BRANCH_RE = re.compile(r"^(?!.*\.\.)(?!/)(?!.*//)[A-Za-z0-9._/-]{1,200}(?<![./])$")
 HOST_RE = re.compile(r"^[a-z][a-z0-9]{0,7}$")
+# A forge project path (``group/sub/name``): no ``..``, no leading '-', no shell metacharacters.
+PROJECT_RE = re.compile(
+    r"^(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_][A-Za-z0-9_.-]*){0,19}$"
+)
+# Names of environment variables that hold a token or a webhook secret. The suffix keeps a config
+# (or an API client creating a component) from pointing a forge at, say, the database URL.
+TOKEN_ENV_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,94}_TOKEN$")
+SECRET_ENV_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,93}_SECRET$")
 
 
 class ConfigError(Exception):
@@ -74,8 +85,53 @@ class ComponentConfig(_Strict):
     branch: str = "main"
     recipe: Path | None = None
     run_in: Literal["controller", "hosts"] = "controller"
+    # Upstream tracking (docs/tracking.md). ``project`` is the forge's project path
+    # (GitLab ``path_with_namespace``, GitHub ``owner/repo``, Gerrit project name); derived from
+    # ``url`` when absent. ``api_url`` is the forge's API root when it is not the URL's host
+    # (GitHub: https://api.github.com; a GitLab under a sub-path). ``poll_interval: null`` turns
+    # polling off for this component.
+    project: str | None = None
+    api_url: str | None = None
+    poll_interval: Duration | None = timedelta(minutes=5)
+    token_env: str | None = None
+    webhook_secret_env: str | None = None
 
     _name = field_validator("name")(classmethod(lambda cls, v: _safe_name(v)))
+
+    @field_validator("project")
+    @classmethod
+    def _project(cls, v: str | None) -> str | None:
+        if v is not None and not PROJECT_RE.match(v):
+            raise ValueError(f"not a safe project path (group/name, no '..'): {v!r}")
+        return v
+
+    @field_validator("api_url")
+    @classmethod
+    def _api_url(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"https?://[^\s\x00]+", v):
+            raise ValueError(f"api_url must be an http(s) URL: {v!r}")
+        return v.rstrip("/") if v else v
+
+    @field_validator("poll_interval")
+    @classmethod
+    def _poll_interval(cls, v: timedelta | None) -> timedelta | None:
+        if v is not None and v < timedelta(seconds=5):
+            raise ValueError("poll_interval must be at least 5s (or null to turn polling off)")
+        return v
+
+    @field_validator("token_env")
+    @classmethod
+    def _token_env(cls, v: str | None) -> str | None:
+        if v is not None and not TOKEN_ENV_RE.match(v):
+            raise ValueError(f"token_env must name a variable ending in _TOKEN: {v!r}")
+        return v
+
+    @field_validator("webhook_secret_env")
+    @classmethod
+    def _secret_env(cls, v: str | None) -> str | None:
+        if v is not None and not SECRET_ENV_RE.match(v):
+            raise ValueError(f"webhook_secret_env must name a variable ending in _SECRET: {v!r}")
+        return v
 
     @field_validator("branch")
     @classmethod
@@ -92,13 +148,82 @@ class ComponentConfig(_Strict):
         return v
 
 
-class TestbedConfig(_Strict):
+class SshHostConfig(_Strict):
+    """One lab host of an ``ssh`` testbed.
+
+    ``address`` is the data-plane address the suites ping and measure; the driver assigns no
+    addresses, it uses the lab's. ``connect`` is the SSH destination (default: ``address``).
+    """
+
     name: str
-    driver: Literal["netns", "local"] = "netns"
+    address: str
+    connect: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    user: str | None = None
+    iface: str = Field(default="eth0", pattern=r"^[A-Za-z0-9_.-]{1,15}$")
+
+    _name = field_validator("name")(classmethod(lambda cls, v: _host_name(v)))
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        try:
+            ipaddress.ip_address(v)
+        except ValueError:
+            raise ValueError(f"{v!r} is not an IP address") from None
+        return v
+
+    @field_validator("connect", "user")
+    @classmethod
+    def _no_option(cls, v: str | None) -> str | None:
+        if v is not None and (not v or v.startswith("-") or any(c.isspace() for c in v)):
+            raise ValueError(f"{v!r} must not be empty, start with '-' or contain spaces")
+        return v
+
+
+class SshConfig(_Strict):
+    """How the ``ssh`` driver reaches its hosts: always BatchMode, a key, checked host keys."""
+
+    user: str = "root"
+    key: Path
+    known_hosts: Path | None = None  # None: the worker's own ~/.ssh/known_hosts
+    accept_new_host_keys: bool = False
+    port: int = Field(default=22, ge=1, le=65535)
+    connect_timeout_s: float = Field(default=5, gt=0, le=120)
+    # A folder on the remote hosts (we make cf-<tag> in it), not a temp file of this machine.
+    remote_dir: str = Field(default="/tmp", pattern=r"^/[A-Za-z0-9_./-]*$")  # noqa: S108
+    proxy_jump: str | None = None
+    hosts: tuple[SshHostConfig, ...]
+
+    @model_validator(mode="after")
+    def _unique(self) -> SshConfig:
+        names = [h.name for h in self.hosts]
+        if not names:
+            raise ValueError("an ssh testbed needs at least one host")
+        if len(set(names)) != len(names):
+            raise ValueError("ssh host names must be unique")
+        return self
+
+
+def _host_name(value: str) -> str:
+    if not HOST_RE.match(value):
+        raise ValueError(f"host names must be 1-8 lower-case letters/digits: {value!r}")
+    return value
+
+
+class TestbedConfig(_Strict):
+    """A testbed: ``hosts`` + ``subnet`` (one L2 network), or a ``topology`` (inline or a
+    ``topology_file`` relative to the config file), or ``driver: ssh`` with an ``ssh`` section."""
+
+    name: str
+    driver: Literal["netns", "local", "ssh"] = "netns"
     role: Literal["gate", "soak"] = "gate"
     hosts: tuple[str, ...] = ("h1", "h2")
     subnet: str = "198.18.0.0/24"
     mtu: int | None = Field(default=None, ge=576, le=65535)
+    topology: TopologyConfig | None = None
+    topology_file: Path | None = None
+    ssh: SshConfig | None = None
 
     _name = field_validator("name")(classmethod(lambda cls, v: _safe_name(v)))
 
@@ -125,15 +250,56 @@ class TestbedConfig(_Strict):
             raise ValueError(f"{v} is outside 198.18.0.0/15, the range reserved for benchmarks")
         return v
 
+    @model_validator(mode="after")
+    def _one_shape(self) -> TestbedConfig:
+        simple = {"hosts", "subnet", "mtu"} & self.model_fields_set
+        if self.topology is not None and self.topology_file is not None:
+            raise ValueError("give either topology or topology_file, not both")
+        if (self.topology is not None or self.topology_file is not None) and simple:
+            raise ValueError(f"{', '.join(sorted(simple))} cannot be combined with a topology "
+                             "(declare hosts and networks in the topology)")
+        if self.topology is not None:
+            try:
+                plan_topology(self.topology)
+            except TopologyError as exc:
+                raise ValueError(f"topology: {exc}") from None
+        if (self.driver == "ssh") != (self.ssh is not None):
+            raise ValueError("driver ssh needs an ssh section (and only it may have one)")
+        if self.driver == "ssh" and (simple - {"mtu"} or self.topology or self.topology_file):
+            raise ValueError("an ssh testbed lists its hosts under ssh.hosts")
+        return self
+
+    def host_names(self) -> tuple[str, ...]:
+        if self.ssh is not None:
+            return tuple(h.name for h in self.ssh.hosts)
+        if self.topology is not None:
+            return tuple(h.name for h in self.topology.host_configs())
+        return self.hosts
+
+    def subnets(self) -> list[ipaddress.IPv4Network]:
+        """The networks this testbed creates (none for ssh: the lab's are not ours)."""
+        if self.driver == "ssh":
+            return []
+        if self.topology is not None:
+            return self.topology.subnets()
+        if self.topology_file is not None:
+            return []  # checked once the file is loaded (load_config_file)
+        return [ipaddress.IPv4Network(self.subnet)]
+
 
 class SoakConfig(_Strict):
     duration: Duration = timedelta(days=7)
     interval: Duration = timedelta(hours=6)
     min_runs: int = Field(default=4, ge=1)
     max_infra_retries: int = Field(default=2, ge=0, le=20)
+    infra_backoff: Duration = timedelta(seconds=30)  # first retry; doubles per retry after
+    infra_backoff_max: Duration = timedelta(minutes=10)
 
     def policy(self) -> SoakPolicy:
-        return SoakPolicy(self.duration, self.interval, self.min_runs, self.max_infra_retries)
+        return SoakPolicy(duration=self.duration, interval=self.interval, min_runs=self.min_runs,
+                          max_infra_retries=self.max_infra_retries,
+                          infra_backoff=self.infra_backoff,
+                          infra_backoff_max=self.infra_backoff_max)
 
 
 class MarginConfig(_Strict):
@@ -170,19 +336,68 @@ class ThresholdsConfig(_Strict):
 
 
 class PingSuiteConfig(_Strict):
+    """``count`` pings at ``interval`` per pair and network; pairs run ``concurrency`` at once.
+
+    ``mtu_check`` also sends one full-size ``ping -M do`` per pair and network (a host with a
+    wrong MTU still answers small pings)."""
+
     count: int = Field(default=20, ge=1, le=10000)
     interval: float = Field(default=0.05, ge=0.002, le=10)
+    mtu_check: bool = True
+    concurrency: int = Field(default=8, ge=1, le=64)
+
+
+PAIR_RE = r"^[a-z][a-z0-9]{0,7}->[a-z][a-z0-9]{0,7}(@[a-z][a-z0-9]{0,7})?$"
 
 
 class BandwidthSuiteConfig(_Strict):
+    """iperf3 tests per pair, each ``duration_s`` long: TCP with ``streams`` streams, the same
+    in reverse (``reverse``), TCP with ``parallel_streams`` (0: skip) and UDP at
+    ``udp_rate_mbit`` (0: skip). ``pairs``: ``first``, ``all`` or a list like
+    ``["compute1->compute2@tenant"]``."""
+
     duration_s: float = Field(default=3, gt=0, le=600)
     streams: int = Field(default=1, ge=1, le=128)
-    pairs: Literal["first", "all"] = "first"
+    pairs: Literal["first", "all"] | tuple[Annotated[str, Field(pattern=PAIR_RE)], ...] = "first"
+    reverse: bool = True
+    parallel_streams: int = Field(default=4, ge=0, le=128)
+    udp_rate_mbit: float = Field(default=100, ge=0, le=100_000)
+    omit_s: float = Field(default=0, ge=0, le=60)
+    retries: int = Field(default=2, ge=0, le=10)
+
+
+StorageJob = Literal["seq_write", "seq_read", "rand_write", "rand_read"]
 
 
 class StorageSuiteConfig(_Strict):
+    """fio on a loop-mounted ext4 in the testbed's state folder; ``size`` per job file,
+    ``runtime_s`` per job."""
+
     size: str = Field(default="64M", pattern=r"^[1-9][0-9]{0,5}[KMG]$")
     runtime_s: float = Field(default=2, gt=0, le=600)
+    jobs: tuple[StorageJob, ...] = ("seq_write", "seq_read", "rand_write", "rand_read")
+    direct: bool = True
+    iodepth: int = Field(default=16, ge=1, le=1024)
+
+
+class UpgradeSuiteConfig(_Strict):
+    """The upgrade-preservation suite (``docs/recipes.md``): known-good deployed, resources
+    created, upgraded in place to the candidate under a continuous ping, resources verified.
+
+    ``run_kinds``: the run kinds it runs in (it needs a known-good to start from). The ping goes
+    from ``ping_from`` to ``ping_to`` (default: the testbed's first two hosts) every
+    ``ping_interval`` seconds, from ``settle_s`` before the first ``upgrade`` hook to ``settle_s``
+    after the last. ``max_outage_s``, when set, is also a check (tripleo-upgrade's loss limit).
+    """
+
+    enabled: bool = True
+    run_kinds: tuple[Literal["gate", "soak", "baseline", "bisect"], ...] = (
+        "gate", "soak", "bisect")
+    ping_interval: float = Field(default=0.05, ge=0.002, le=1)
+    ping_from: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9]{0,7}$")
+    ping_to: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9]{0,7}$")
+    settle_s: float = Field(default=0.5, ge=0, le=60)
+    max_outage_s: float | None = Field(default=None, gt=0)
 
 
 SuiteName = Literal["ping", "bandwidth", "storage"]
@@ -193,12 +408,45 @@ class SuitesConfig(_Strict):
     ping: PingSuiteConfig = PingSuiteConfig()
     bandwidth: BandwidthSuiteConfig = BandwidthSuiteConfig()
     storage: StorageSuiteConfig = StorageSuiteConfig()
+    upgrade: UpgradeSuiteConfig = UpgradeSuiteConfig()
 
 
 class SchedulerConfig(_Strict):
     reconcile_interval: Duration = timedelta(seconds=10)
     run_timeout: Duration = timedelta(minutes=30)
     hook_timeout: Duration = timedelta(minutes=10)
+
+
+class DashboardConfig(_Strict):
+    # The overview warns when the known-good is older than this (LKGR-style staleness).
+    stale_after: Duration = timedelta(days=3)
+
+
+class TrackingConfig(_Strict):
+    """Webhooks and polling of upstream sources (docs/tracking.md).
+
+    Secrets are never written here, only the names of the environment variables that hold them;
+    a source whose variable is unset or empty refuses every webhook (fail closed).
+    """
+
+    # Names of variables, not secrets (hence the noqa).
+    gitlab_secret_env: str = "CERTIFIER_GITLAB_WEBHOOK_SECRET"  # noqa: S105
+    github_secret_env: str = "CERTIFIER_GITHUB_WEBHOOK_SECRET"  # noqa: S105
+    gerrit_secret_env: str = "CERTIFIER_GERRIT_WEBHOOK_SECRET"  # noqa: S105
+    poll_tick: Duration = timedelta(seconds=15)  # how often beat looks for components due a poll
+    poll_max_backoff: Duration = timedelta(hours=1)
+    sweep_interval: Duration = timedelta(seconds=30)  # re-sends stored, unprocessed deliveries
+    redispatch_after: Duration = timedelta(seconds=60)
+    max_new_commits: int = Field(default=200, ge=1, le=10_000)  # per push/poll, newest kept
+    http_timeout: Duration = timedelta(seconds=10)
+    git_timeout: Duration = timedelta(seconds=120)
+
+    @field_validator("gitlab_secret_env", "github_secret_env", "gerrit_secret_env")
+    @classmethod
+    def _secret_env(cls, v: str) -> str:
+        if not SECRET_ENV_RE.match(v):
+            raise ValueError(f"must name an environment variable ending in _SECRET: {v!r}")
+        return v
 
 
 class CertifierConfig(_Strict):
@@ -210,6 +458,8 @@ class CertifierConfig(_Strict):
     thresholds: ThresholdsConfig = ThresholdsConfig()
     suites: SuitesConfig = SuitesConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
+    dashboard: DashboardConfig = DashboardConfig()
+    tracking: TrackingConfig = TrackingConfig()
 
     @model_validator(mode="after")
     def _unique(self) -> CertifierConfig:
@@ -218,10 +468,10 @@ class CertifierConfig(_Strict):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
                 raise ValueError(f"duplicate {what} names: {', '.join(dupes)}")
-        nets = [(t.name, ipaddress.ip_network(t.subnet)) for t in self.testbeds]
+        nets = [(t.name, net) for t in self.testbeds for net in t.subnets()]
         for i, (a, na) in enumerate(nets):
             for b, nb in nets[i + 1:]:
-                if na.overlaps(nb):
+                if a != b and na.overlaps(nb):
                     raise ValueError(f"testbeds {a} and {b} have overlapping subnets")
         if not self.testbeds:
             raise ValueError("at least one testbed is needed")
@@ -240,6 +490,9 @@ class Settings(BaseSettings):
     broker_url: str | None = None
     config_file: Path | None = Field(default=None, alias="CERTIFIER_CONFIG")
     log_level: str = "INFO"
+    # Bearer tokens for the API's operator actions (holds): "name:secret,name2:secret2". None
+    # set: those endpoints refuse every call (the CLI on the server still works).
+    api_tokens: str = ""
     config: CertifierConfig = CertifierConfig()
 
     @classmethod
@@ -360,7 +613,36 @@ def load_config_file(path: Path) -> CertifierConfig:
         else c
         for c in config.components
     )
-    return config.model_copy(update={"components": comps})
+    config = config.model_copy(update={"components": comps})
+    return _with_topology_files(config, base, path)
+
+
+def _with_topology_files(config: CertifierConfig, base: Path, source: Path) -> CertifierConfig:
+    """Resolve testbed files relative to the config file; read and check each topology file."""
+    def resolve(file: Path) -> Path:
+        return file if file.is_absolute() else base / file
+
+    if not any(t.topology_file or t.ssh for t in config.testbeds):
+        return config
+    testbeds = []
+    for i, bed in enumerate(config.testbeds):
+        if bed.topology_file is not None:
+            try:
+                topology = load_topology(resolve(bed.topology_file))
+            except TopologyError as exc:
+                raise ConfigError(f"{source}: testbeds.{i}.topology_file: {exc}") from None
+            bed = bed.model_copy(update={"topology": topology, "topology_file": None})
+        if bed.ssh is not None:
+            ssh = bed.ssh.model_copy(update={
+                "key": resolve(bed.ssh.key),
+                "known_hosts": bed.ssh.known_hosts and resolve(bed.ssh.known_hosts)})
+            bed = bed.model_copy(update={"ssh": ssh})
+        testbeds.append(bed)
+    try:
+        return CertifierConfig.model_validate({**dict(config), "testbeds": tuple(testbeds)})
+    except ValidationError as exc:
+        raise ConfigError("\n".join(f"{source}: {e['msg'].removeprefix('Value error, ')}"
+                                     for e in exc.errors())) from None
 
 
 def load_settings(**overrides: Any) -> Settings:

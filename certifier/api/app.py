@@ -18,7 +18,16 @@ import certifier
 from certifier.api.deps import AppContext
 from certifier.api.errors import MAX_BODY_BYTES, BodySizeLimit, install_error_handlers
 from certifier.api.manifest_cache import ManifestFastPath
-from certifier.api.routers import candidates, components, health, manifests, metrics, testbeds
+from certifier.api.routers import (
+    candidates,
+    components,
+    health,
+    holds,
+    manifests,
+    metrics,
+    testbeds,
+    webhooks,
+)
 from certifier.db.session import make_engine, make_session_factory
 from certifier.domain.clock import Clock, SystemClock
 from certifier.pipeline.dispatch import Dispatcher
@@ -72,7 +81,8 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES)
     app.add_middleware(ManifestFastPath, cache=context.manifest_cache)  # outermost: the hot path
-    for module in (health, metrics, components, candidates, manifests, testbeds):
+    for module in (health, metrics, components, candidates, manifests, testbeds, webhooks,
+                   holds):
         app.include_router(module.router)
     app.include_router(dashboard.create_router())
     return app

@@ -288,3 +288,129 @@ class TestbedList(_Out):
     __test__ = False
 
     items: list[TestbedOut]
+
+
+# Upstream tracking: webhook deliveries and per-component tracking state ---------------------
+
+
+class WebhookAnswer(_Out):
+    """The answer to a webhook: ``accepted`` (stored, queued), ``duplicate`` (seen before) or
+    ``ignored: <reason>`` (stored in the delivery log, nothing to do)."""
+
+    status: str
+    delivery: int | None = None
+
+
+class DeliveryOut(_Out):
+    id: int
+    source: str
+    event: str
+    received_at: datetime
+    state: str = Field(description="pending (stored, not processed yet) or processed")
+    outcome: str = Field(description="what processing did, or why the delivery was ignored")
+    project: str | None
+    ref: str | None
+    component: str | None
+    attempts: int
+    replays: int = Field(description="redeliveries answered 'duplicate'")
+    last_replay_at: datetime | None
+    processed_at: datetime | None
+
+    @classmethod
+    def of(cls, d: models.Delivery) -> DeliveryOut:
+        return cls(id=d.id, source=d.source, event=d.event, received_at=d.received_at,
+                   state=d.state, outcome=d.outcome, project=d.project, ref=d.ref,
+                   component=d.component.name if d.component else None, attempts=d.attempts,
+                   replays=d.replays, last_replay_at=d.last_replay_at,
+                   processed_at=d.processed_at)
+
+
+class RejectionOut(_Out):
+    """Refused deliveries (bad signature, malformed JSON…): counted, never stored."""
+
+    source: str
+    reason: str
+    count: int
+    last_at: datetime
+
+
+class DeliveryList(_Out):
+    items: list[DeliveryOut]
+    rejected: list[RejectionOut]
+
+
+class DeliveryDetail(DeliveryOut):
+    headers: dict[str, Any]
+    payload: Any
+
+
+class TrackingOut(_Out):
+    """How tracking sees one component: its branch head, pause, and polling health."""
+
+    component: str
+    source: str
+    project: str | None
+    branch: str
+    head_sha: str | None
+    head_seen_at: datetime | None
+    head_seen_via: str | None
+    paused: bool
+    paused_reason: str | None
+    poll_interval_s: int | None
+    next_poll_at: datetime | None
+    last_polled_at: datetime | None
+    poll_failures: int
+    last_error: str
+
+
+# Autoholds ----------------------------------------------------------------------------------
+
+
+class HoldRequest(BaseModel):
+    """Keep the testbed of the next failed or regressed run that matches, for inspection.
+
+    ``candidate_id`` and ``component`` narrow what matches (both: a run of that candidate, which
+    must change that component); neither: the next failing run of any candidate.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    candidate_id: int | None = Field(default=None, ge=1)
+    component: str | None = Field(default=None, max_length=63)
+    duration: str = Field(default="2h", max_length=32,
+                          description="how long a caught testbed is kept, e.g. 30m, 2h, 1d")
+    reason: str = Field(default="", max_length=2000)
+
+
+class HoldOut(_Out):
+    id: int
+    state: str = Field(description="armed, holding, releasing or released")
+    candidate_id: int | None
+    component: str | None
+    duration_s: int
+    reason: str
+    requested_by: str
+    created_at: datetime
+    run_id: int | None = Field(description="the failed run whose testbed is kept")
+    testbed: str | None
+    tag: str | None
+    commands: list[str] = Field(description="how to enter the kept testbed, and release it")
+    held_at: datetime | None
+    expires_at: datetime | None
+    released_at: datetime | None
+    released_by: str | None
+    torn_down_at: datetime | None
+
+    @classmethod
+    def of(cls, hold: models.Autohold) -> HoldOut:
+        return cls(id=hold.id, state=hold.state, candidate_id=hold.candidate_id,
+                   component=hold.component, duration_s=hold.duration_s, reason=hold.reason,
+                   requested_by=hold.requested_by, created_at=hold.created_at,
+                   run_id=hold.run_id, testbed=hold.testbed, tag=hold.tag,
+                   commands=[str(c) for c in hold.commands], held_at=hold.held_at,
+                   expires_at=hold.expires_at, released_at=hold.released_at,
+                   released_by=hold.released_by, torn_down_at=hold.torn_down_at)
+
+
+class HoldList(_Out):
+    items: list[HoldOut]

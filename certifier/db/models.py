@@ -74,6 +74,13 @@ class Component(Base):
     run_in: Mapped[str] = mapped_column(String(16), default="controller")
     paused: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime]
+    # Upstream tracking (certifier/tracking): where the forge API is and how often to poll it.
+    project: Mapped[str | None] = mapped_column(String(300))
+    api_url: Mapped[str | None] = mapped_column(String(1000))
+    poll_interval_s: Mapped[int | None] = mapped_column(Integer)
+    token_env: Mapped[str | None] = mapped_column(String(100))
+    webhook_secret_env: Mapped[str | None] = mapped_column(String(100))
+    paused_reason: Mapped[str | None] = mapped_column(String(300))  # None: paused by an operator
 
     commits: Mapped[list[Commit]] = relationship(back_populates="component")
 
@@ -90,6 +97,10 @@ class Commit(Base):
     committed_at: Mapped[datetime | None]
     first_seen_at: Mapped[datetime] = mapped_column(index=True)
     seen_via: Mapped[str] = mapped_column(String(16))
+    # When the commit last became the branch head (a force-push back to it makes it the head
+    # again, though it was first seen long ago); and when a force-push took it off the branch.
+    head_at: Mapped[datetime | None]
+    gone_at: Mapped[datetime | None]
 
     component: Mapped[Component] = relationship(back_populates="commits")
 
@@ -224,3 +235,97 @@ class AuditEvent(Base):
     action: Mapped[str] = mapped_column(String(64))
     subject: Mapped[str] = mapped_column(String(200))
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class TrackingState(Base):
+    """What tracking knows of one component's branch: its head, and when to poll it next."""
+
+    __tablename__ = "tracking_states"
+
+    component_id: Mapped[int] = mapped_column(
+        ForeignKey("components.id", ondelete="CASCADE"), primary_key=True
+    )
+    head_sha: Mapped[str | None] = mapped_column(String(64))
+    head_seen_at: Mapped[datetime | None]
+    head_seen_via: Mapped[str | None] = mapped_column(String(16))
+    next_poll_at: Mapped[datetime | None] = mapped_column(index=True)
+    last_polled_at: Mapped[datetime | None]
+    poll_failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+
+
+class Delivery(Base):
+    """One webhook delivery, stored before it is acknowledged; processed later by a worker.
+
+    ``(source, dedup_key)`` is unique: a redelivery (same Idempotency-Key / X-GitHub-Delivery, or
+    the same body where the forge sends no key) finds the stored row and is answered "duplicate".
+    """
+
+    __tablename__ = "deliveries"
+    __table_args__ = (UniqueConstraint("source", "dedup_key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source: Mapped[str] = mapped_column(String(16))
+    event: Mapped[str] = mapped_column(String(64))
+    dedup_key: Mapped[str] = mapped_column(String(200))
+    received_at: Mapped[datetime] = mapped_column(index=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)  # pending, processed
+    outcome: Mapped[str] = mapped_column(String(500), default="")
+    project: Mapped[str | None] = mapped_column(String(300))
+    ref: Mapped[str | None] = mapped_column(String(300))
+    component_id: Mapped[int | None] = mapped_column(
+        ForeignKey("components.id", ondelete="SET NULL")
+    )
+    headers: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    body: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    dispatched_at: Mapped[datetime | None]
+    processed_at: Mapped[datetime | None]
+    replays: Mapped[int] = mapped_column(Integer, default=0)
+    last_replay_at: Mapped[datetime | None]
+
+    component: Mapped[Component | None] = relationship()
+
+
+class WebhookRejection(Base):
+    """How many deliveries were refused, per source and reason: all that is kept of them."""
+
+    __tablename__ = "webhook_rejections"
+
+    source: Mapped[str] = mapped_column(String(16), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(32), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+    last_at: Mapped[datetime]
+
+
+class Autohold(Base):
+    """A request to keep the testbed of the next failed run it matches, for a person to inspect.
+
+    ``armed`` until a failed or regressed run of the candidate (or of a candidate changing the
+    component) catches it; then ``holding``: the run's namespaces stay and the testbed lease stays
+    with the run until ``expires_at``. Released (by a person or by the timeout) it is
+    ``releasing`` until the worker on ``worker``'s host tears the testbed down, then ``released``.
+    """
+
+    __tablename__ = "autoholds"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    candidate_id: Mapped[int | None] = mapped_column(
+        ForeignKey("candidates.id", ondelete="CASCADE"), index=True
+    )
+    component: Mapped[str | None] = mapped_column(String(63))
+    duration_s: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    requested_by: Mapped[str] = mapped_column(String(200), default="")
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    created_at: Mapped[datetime]
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    testbed: Mapped[str | None] = mapped_column(String(63))
+    tag: Mapped[str | None] = mapped_column(String(16))
+    worker: Mapped[str | None] = mapped_column(String(200))
+    commands: Mapped[list[Any]] = mapped_column(default=list)
+    held_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None]
+    released_at: Mapped[datetime | None]
+    released_by: Mapped[str | None] = mapped_column(String(200))
+    torn_down_at: Mapped[datetime | None]

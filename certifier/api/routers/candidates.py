@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
+from fastapi.responses import PlainTextResponse
 
 from certifier.api.deps import SessionDep
 from certifier.api.schemas import CandidateDetail, CandidateList, CandidateOut, ErrorOut, RunDetail
 from certifier.domain.lifecycle import CandidateState
-from certifier.pipeline import queries
+from certifier.pipeline import queries, runs
 
 router = APIRouter(prefix="/api/v1", tags=["candidates"])
 
@@ -37,3 +38,11 @@ def get_candidate(candidate_id: Id, session: SessionDep) -> CandidateDetail:
             tags=["runs"])
 def get_run(run_id: Id, session: SessionDep) -> RunDetail:
     return RunDetail.of(queries.run_detail(session, run_id))
+
+
+@router.get("/runs/{run_id}/log", response_class=PlainTextResponse,
+            responses={200: {"content": {"text/plain": {}}}, 404: {"model": ErrorOut}},
+            tags=["runs"])
+def get_run_log(run_id: Id, session: SessionDep) -> PlainTextResponse:
+    """The run's log as plain text: hook output, suite notes, and how to enter a held testbed."""
+    return PlainTextResponse(runs.get_run(session, run_id).log)
