@@ -16,7 +16,8 @@ import psycopg
 import pytest
 import redis
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
+from tests.requirements import unavailable
+
 POSTGRES_URL = os.environ.get("CERTIFIER_TEST_POSTGRES_URL",
                               "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("CERTIFIER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -30,18 +31,12 @@ class Backend:
     broker_url: str | None  # None: the embedded, server-free broker
 
 
-def _unavailable(reason: str) -> None:
-    if IN_CI:
-        pytest.fail(f"{reason} (required under CI=true)")
-    pytest.skip(reason)
-
-
 def _require_testbed() -> None:
     if os.geteuid() != 0:
-        _unavailable("the end-to-end test builds a netns testbed and needs root")
+        unavailable("the end-to-end test builds a netns testbed and needs root")
     missing = [t for t in ("ip", "tc", "ping", "iperf3", "fio", "git") if not shutil.which(t)]
     if missing:
-        _unavailable(f"the end-to-end test needs {', '.join(missing)} (./dev test installs them)")
+        unavailable(f"the end-to-end test needs {', '.join(missing)} (./dev test installs them)")
 
 
 @pytest.fixture
@@ -51,7 +46,7 @@ def postgres_database() -> Iterator[str]:
     try:
         admin = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:
-        _unavailable(f"PostgreSQL at {POSTGRES_URL} does not answer: {exc}")
+        unavailable(f"PostgreSQL at {POSTGRES_URL} does not answer: {exc}")
         raise
     with admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -71,7 +66,7 @@ def redis_broker() -> Iterator[str]:
     try:
         client.flushdb()
     except redis.RedisError as exc:
-        _unavailable(f"Redis at {url} does not answer: {exc}")
+        unavailable(f"Redis at {url} does not answer: {exc}")
     yield url
     client.flushdb()
     client.close()

@@ -14,20 +14,13 @@ import pytest
 
 from certifier.db.session import session_scope
 from certifier.pipeline import autohold
+from tests.requirements import needs_binary, needs_root
 from workers import janitor
 from workers.testbed import janitor as testbed_janitor
 from workers.testbed import records
 from workers.testbed.process import pid_alive, pids_with_cookie
 
-from ..recipes.helpers import (
-    Harness,
-    git_repo,
-    harness,
-    namespaces_of,
-    needs_binary,
-    needs_root,
-    write_hook,
-)
+from ..recipes.helpers import Harness, git_repo, harness, namespaces_of, write_hook
 
 pytestmark = [pytest.mark.root, needs_root, needs_binary("ip", "git")]
 

@@ -25,12 +25,13 @@ from certifier.db.session import make_engine, make_session_factory, session_scop
 from certifier.demo import scenario
 from certifier.demo import world as demo_world
 from certifier.settings import Settings, load_settings
+from tests.requirements import needs_binary, needs_root
 from workers.celery_app import create_celery
 from workers.dispatch import CeleryDispatcher
 from workers.testbed import records
 from workers.testbed.process import pid_alive, pids_with_cookie
 
-from ..recipes.helpers import namespaces_of, needs_binary, needs_root
+from ..recipes.helpers import namespaces_of
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e, needs_root,
               needs_binary("ip", "tc", "ping", "iperf3", "fio", "git")]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
 import stat
 import subprocess
 from dataclasses import dataclass, field
@@ -17,7 +16,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import select
 
 from certifier.db import migrate, models
@@ -39,20 +37,6 @@ from certifier.settings import (
 )
 from workers import runner
 from workers.context import WorkerContext
-
-IN_CI = bool(os.environ.get("CI"))
-IS_ROOT = os.geteuid() == 0
-
-needs_root = pytest.mark.skipif(
-    not IS_ROOT and not IN_CI,
-    reason="needs root for network namespaces (runs, and must pass, under CI=true)")
-
-
-def needs_binary(*names: str) -> pytest.MarkDecorator:
-    missing = [n for n in names if shutil.which(n) is None]
-    return pytest.mark.skipif(bool(missing) and not IN_CI,
-                              reason=f"needs {', '.join(missing)}; required under CI=true")
-
 
 # 198.19.<n>.0/24 from the top, away from tests/testbed's counter that starts low.
 _subnets = itertools.count((os.getpid() * 13) % 100)

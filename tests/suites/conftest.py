@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import os
 import secrets
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
@@ -29,20 +28,6 @@ from workers.testbed.base import (
 )
 
 DATA = Path(__file__).parent / "data"
-IN_CI = bool(os.environ.get("CI"))
-IS_ROOT = os.geteuid() == 0
-
-needs_root = pytest.mark.skipif(
-    not IS_ROOT and not IN_CI,
-    reason="needs root for network namespaces (runs, and must pass, under CI=true)")
-
-
-def needs_binary(*names: str) -> pytest.MarkDecorator:
-    missing = [n for n in names if shutil.which(n) is None]
-    return pytest.mark.skipif(
-        bool(missing) and not IN_CI,
-        reason=f"needs {', '.join(missing)} installed (apt-get install iproute2 iputils-ping "
-               "iperf3 fio); required under CI=true")
 
 
 RECORDS_DIR = Path(tempfile.gettempdir()) / f"certifier-test-records-{os.getuid()}"

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.requirements import needs_binary, needs_root
 from workers.suites import bandwidth, storage
 from workers.testbed.base import Testbed
 from workers.testbed.process import pids_with_cookie
-
-from .conftest import needs_binary, needs_root
 
 pytestmark = [pytest.mark.root, needs_root]
 

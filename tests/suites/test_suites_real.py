@@ -8,11 +8,10 @@ from typing import Any
 import pytest
 
 from certifier.domain.results import SuiteResult
+from tests.requirements import needs_binary, needs_root
 from workers.suites import bandwidth, ping, storage
 from workers.testbed.base import Testbed
 from workers.testbed.process import pids_with_cookie
-
-from .conftest import needs_binary, needs_root
 
 MakeTestbed = Callable[..., Testbed]
 ONE_TEST: dict[str, Any] = {"reverse": False, "parallel_streams": 0, "udp_rate_mbit": 0}

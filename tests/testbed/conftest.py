@@ -21,25 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.requirements import IS_ROOT
 from workers.testbed.base import Testbed, TestbedSpec, create_testbed
 
-IN_CI = bool(os.environ.get("CI"))
-IS_ROOT = os.geteuid() == 0
-
-needs_root = pytest.mark.skipif(
-    not IS_ROOT and not IN_CI,
-    reason="needs root for network namespaces (runs, and must pass, under CI=true)")
-
-
-def needs_binary(*names: str) -> pytest.MarkDecorator:
-    missing = [n for n in names if shutil.which(n) is None]
-    return pytest.mark.skipif(
-        bool(missing) and not IN_CI,
-        reason=f"needs {', '.join(missing)} installed (apt-get install iproute2 iputils-ping "
-               "iperf3 fio); required under CI=true")
-
-
-REQUIRE_KERNEL = bool(os.environ.get("CERTIFIER_REQUIRE_KERNEL_FEATURES"))
 KERNEL_PROBES = {
     "netem": ["tc", "-n", "{ns}", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],
     "gretap": ["ip", "-n", "{ns}", "link", "add", "g0", "type", "gretap", "local", "198.18.0.1",
@@ -59,16 +43,6 @@ def kernel_has(feature: str) -> bool:
         return subprocess.run(argv, capture_output=True, timeout=10).returncode == 0
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False, timeout=10)
-
-
-def needs_kernel(feature: str) -> pytest.MarkDecorator:
-    """Skip when the kernel lacks ``feature`` — even under CI, since no package installs a
-    kernel module; CERTIFIER_REQUIRE_KERNEL_FEATURES=1 makes it a failure instead."""
-    missing = not kernel_has(feature)
-    return pytest.mark.skipif(
-        missing and not REQUIRE_KERNEL,
-        reason=f"this kernel cannot do {feature} (set CERTIFIER_REQUIRE_KERNEL_FEATURES=1 "
-               "where it must)")
 
 
 RECORDS_DIR = Path(tempfile.gettempdir()) / f"certifier-test-records-{os.getuid()}"

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.requirements import needs_binary, needs_root
 from workers.testbed.base import InfraError, Testbed
 from workers.testbed.hooks import run_hook
 from workers.testbed.process import pid_alive
-
-from .conftest import needs_binary, needs_root
 
 MakeTestbed = Callable[..., Testbed]
 

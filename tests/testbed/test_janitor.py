@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.requirements import needs_binary, needs_root
 from workers.testbed import janitor, records
 from workers.testbed.base import TestbedError, TestbedSpec, create_testbed
 from workers.testbed.process import pid_alive
 
-from .conftest import needs_binary, needs_root, our_namespaces, unique_subnet, unique_tag
+from .conftest import our_namespaces, unique_subnet, unique_tag
 
 pytestmark = [pytest.mark.root, needs_root, needs_binary("ip")]
 

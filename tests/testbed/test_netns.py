@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.requirements import needs_binary, needs_root
 from workers.testbed import netns, records
 from workers.testbed.base import InfraError, Testbed, TestbedSpec, create_testbed
 from workers.testbed.process import pid_alive
 
-from .conftest import needs_binary, needs_root, our_namespaces, unique_subnet
+from .conftest import our_namespaces, unique_subnet
 
 pytestmark = [pytest.mark.root, needs_root, needs_binary("ip", "ping")]
 

@@ -13,14 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.requirements import needs_binary, needs_root
 from workers.testbed import janitor, records
 from workers.testbed.base import Testbed
 
 from .conftest import (
     is_mounted,
     loops_of,
-    needs_binary,
-    needs_root,
     our_links,
     our_namespaces,
     unique_subnet,

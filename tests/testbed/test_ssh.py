@@ -19,20 +19,14 @@ import pytest
 
 from certifier import topology as topo
 from certifier.settings import SshConfig, SshHostConfig
+from tests.requirements import needs_binary, needs_root
 from workers.suites import bandwidth, ping, storage
 from workers.testbed import janitor, records
 from workers.testbed.base import InfraError, Testbed, TestbedSpec, create_testbed
 from workers.testbed.process import pids_with_cookie
 from workers.testbed.ssh import control_dir
 
-from .conftest import (
-    RECORDS_DIR,
-    loops_of,
-    needs_binary,
-    needs_root,
-    unique_subnet,
-    unique_tag,
-)
+from .conftest import RECORDS_DIR, loops_of, unique_subnet, unique_tag
 
 # Records of their own: a stale ssh record (its lab gone) costs every janitor pass a connect
 # timeout, which the netns janitor tests need not pay.

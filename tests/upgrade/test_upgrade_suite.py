@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from certifier.demo import world as demo_world
+from tests.requirements import needs_binary, needs_root
 from workers import checkout
 from workers.recipes import Deployable, RunInfo
 from workers.suites import upgrade
@@ -17,7 +18,7 @@ from workers.suites.upgrade import UpgradeOptions, parse_trace
 from workers.testbed.base import Testbed, TestbedSpec, create_testbed
 from workers.testbed.process import pids_with_cookie
 
-from ..recipes.helpers import git_repo, harness, needs_binary, needs_root, unique_subnet, write_hook
+from ..recipes.helpers import git_repo, harness, unique_subnet, write_hook
 
 RUN = RunInfo(run_id=11, kind="gate", candidate_id=2)
 
