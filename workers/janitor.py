@@ -36,6 +36,7 @@ from workers.context import WorkerContext
 from workers.testbed import janitor as testbed_janitor
 from workers.testbed import records
 from workers.testbed.process import InfraError, pid_alive, start_ticks
+from workers.testbed.tags import run_tag_prefix
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,8 @@ KEEPER_GRACE = timedelta(minutes=5)  # the keeper outlives the hold a little: th
 
 def recover(ctx: WorkerContext) -> list[int]:
     """Reap dead testbeds and fail the runs of dead workers on this host; returns those runs."""
-    removed = testbed_janitor.reap(ctx.settings.records_dir)
+    removed = testbed_janitor.reap(ctx.settings.records_dir,
+                                   owned_prefix=run_tag_prefix(ctx.settings))
     if removed:
         log.warning("janitor removed leftovers of dead runs: %s", ", ".join(removed))
     host = socket.gethostname()

@@ -34,6 +34,7 @@ from workers.context import WorkerContext
 from workers.recipes import Deployable, Recipes, RunInfo
 from workers.suites import SUITES, upgrade
 from workers.testbed.base import InfraError, Testbed, TestbedError, TestbedSpec, create_testbed
+from workers.testbed.tags import run_tag
 
 log = logging.getLogger(__name__)
 LOG_LIMIT = 200_000  # characters of the run log kept with the run (the tail)
@@ -105,7 +106,7 @@ def _checkout(settings: Settings, plans: tuple[runs.ComponentPlan, ...], dest: P
 
 def _build(settings: Settings, spec: TestbedSpec, run_id: int, state_dir: Path,
            out: RunLog) -> Testbed:
-    bed = create_testbed(spec, tag=f"r{run_id}", state_dir=state_dir,
+    bed = create_testbed(spec, tag=run_tag(settings, run_id), state_dir=state_dir,
                          records_dir=settings.records_dir)
     notice = getattr(bed, "notice", None)
     if notice:

@@ -23,6 +23,7 @@ import pytest
 from certifier import processes
 from certifier.demo import world as demo_world
 from certifier.settings import Settings, load_settings
+from workers.testbed.tags import run_tag_prefix
 
 from .conftest import Backend
 
@@ -103,10 +104,11 @@ def _candidate_with(client: httpx.Client, sha: str) -> dict[str, Any] | None:
     return None
 
 
-def _our_namespaces() -> list[str]:
+def _our_namespaces(settings: Settings) -> list[str]:
     listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
                              check=True, timeout=10).stdout
-    return [line.split()[0] for line in listing.splitlines() if line.startswith("cf-r")]
+    prefix = f"cf-{run_tag_prefix(settings)}"
+    return [line.split()[0] for line in listing.splitlines() if line.startswith(prefix)]
 
 
 def test_a_commit_becomes_known_good_and_a_bandwidth_regression_is_rejected(
@@ -157,7 +159,7 @@ def test_a_commit_becomes_known_good_and_a_bandwidth_regression_is_rejected(
     assert [c["id"] for c in with_bad] == [cand["id"]]
 
     # 4. Nothing the runs built is left behind.
-    assert _our_namespaces() == []
+    assert _our_namespaces(settings) == []
     leftovers = list((settings.data_dir / "testbed-records").glob("*"))
     assert leftovers == [], leftovers
 

@@ -19,6 +19,7 @@ from workers import janitor
 from workers.testbed import janitor as testbed_janitor
 from workers.testbed import records
 from workers.testbed.process import pid_alive, pids_with_cookie
+from workers.testbed.tags import run_tag
 
 from ..recipes.helpers import Harness, git_repo, harness, namespaces_of, write_hook
 
@@ -56,7 +57,7 @@ def _hold(h: Harness, hold_id: int) -> tuple[str, list[str], object]:
 def test_a_held_failed_run_keeps_its_testbed_until_released(tmp_path: Path) -> None:
     h, run_id = _failing(tmp_path)
     hold_id = _arm(h, run_id, timedelta(hours=1))
-    tag = f"r{run_id}"
+    tag = run_tag(h.ctx.settings, run_id)
     try:
         run = h.execute(run_id)
         assert run.verdict == "failed"
@@ -98,7 +99,7 @@ def test_a_held_failed_run_keeps_its_testbed_until_released(tmp_path: Path) -> N
 def test_a_hold_that_times_out_is_torn_down(tmp_path: Path) -> None:
     h, run_id = _failing(tmp_path)
     hold_id = _arm(h, run_id, timedelta(seconds=2))
-    tag = f"r{run_id}"
+    tag = run_tag(h.ctx.settings, run_id)
     try:
         h.execute(run_id)
         assert len(namespaces_of(tag)) == 3
@@ -118,5 +119,5 @@ def test_without_a_matching_hold_a_failed_run_is_torn_down(tmp_path: Path) -> No
                                  candidate_id=h.run(run_id).candidate_id - 1)
     run = h.execute(run_id)
     assert run.verdict == "failed"
-    assert namespaces_of(f"r{run_id}") == []
+    assert namespaces_of(run_tag(h.ctx.settings, run_id)) == []
     assert _hold(h, other.id)[0] == "armed"

@@ -30,6 +30,7 @@ from workers.celery_app import create_celery
 from workers.dispatch import CeleryDispatcher
 from workers.testbed import records
 from workers.testbed.process import pid_alive, pids_with_cookie
+from workers.testbed.tags import run_tag
 
 from ..recipes.helpers import namespaces_of
 
@@ -105,7 +106,7 @@ def test_a_sigkilled_worker_leaves_nothing_and_its_run_is_retried(
         # 1. The run is mid-flight: inside the deploy hook, with a process in a namespace.
         run_id = int(_wait("the slow deploy hook", lambda: started.exists()
                            and started.read_text().strip(), 90))
-        tag = f"r{run_id}"
+        tag = run_tag(settings, run_id)
         record = records.read(records.path_for(settings.records_dir, tag))
         assert record is not None
         assert len(namespaces_of(tag)) == 3
@@ -142,7 +143,7 @@ def test_a_sigkilled_worker_leaves_nothing_and_its_run_is_retried(
         run_ids = [r[0] for r in _gate_runs(factory)]
         engine.dispose()
     # Stopping the worker (SIGTERM) left nothing of any run either.
-    assert [n for r in run_ids for n in namespaces_of(f"r{r}")] == []
+    assert [n for r in run_ids for n in namespaces_of(run_tag(settings, r))] == []
 
 
 def _has_testbed(factory: Any) -> bool:

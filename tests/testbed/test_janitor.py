@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -12,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from certifier.settings import Settings
 from tests.requirements import needs_binary, needs_root
 from workers.testbed import janitor, records
-from workers.testbed.base import TestbedError, TestbedSpec, create_testbed
+from workers.testbed.base import TAG_RE, TestbedError, TestbedSpec, create_testbed
 from workers.testbed.process import pid_alive
+from workers.testbed.tags import run_tag, run_tag_prefix
 
 from .conftest import our_namespaces, unique_subnet, unique_tag
 
@@ -142,3 +145,26 @@ def test_a_record_with_a_dead_owner_is_cleared_when_its_tag_is_reused(
 def test_stale_tags_must_be_tags(records_dir: Path) -> None:
     with pytest.raises(TestbedError):
         janitor.reap(records_dir, stale_tags={"../etc"})
+
+
+def test_a_worker_reaps_only_orphans_of_its_own_instance(records_dir: Path) -> None:
+    ours, theirs = "rours" + secrets.token_hex(2), "rthrs" + secrets.token_hex(2)
+    for tag in (ours, theirs):
+        subprocess.run(["ip", "netns", "add", f"cf-{tag}-h1"], check=True, timeout=10)
+    try:
+        removed = janitor.reap(records_dir, owned_prefix="rours")
+        assert f"cf-{ours}-h1" in removed
+        assert f"cf-{theirs}-h1" not in removed
+        assert our_namespaces(theirs) == [f"cf-{theirs}-h1"]
+    finally:
+        for tag in (ours, theirs):
+            subprocess.run(["ip", "netns", "del", f"cf-{tag}-h1"], check=False, timeout=10)
+
+
+def test_run_tags_differ_between_instances_and_fit_interface_names(tmp_path: Path) -> None:
+    one = Settings(data_dir=tmp_path / "one")
+    two = Settings(data_dir=tmp_path / "two")
+    assert run_tag(one, 7) != run_tag(two, 7)
+    assert run_tag(one, 7).startswith(run_tag_prefix(one))
+    assert TAG_RE.match(run_tag(one, 36**7 - 1))
+    assert len(f"cf-{run_tag(one, 36**7 - 1)}") <= 15

@@ -3,9 +3,9 @@ namespaces, remote folders and records.
 
 A worker that is SIGKILLed (OOM killer, a deploy, a power cut of the container) cannot run its
 teardown. The next worker calls :func:`reap` at start: every record whose owner process is gone
-is torn down from the record alone, and every ``cf-`` object that no live record claims is
-deleted — ``cf-<tag>-<host>`` namespaces, ``cf-<tag>`` links in the root namespace and loop
-devices backed by ``cf-scratch-<tag>.img``. Processes are found by the testbed's environment
+is torn down from the record alone, and every ``cf-`` object of this instance's run tags that
+no live record claims is deleted — ``cf-<tag>-<host>`` namespaces, ``cf-<tag>`` links in the
+root namespace and loop devices backed by ``cf-scratch-<tag>.img``. Processes are found by the testbed's environment
 cookie, never by name, and nothing outside the ``cf-`` prefix is ever touched — unlike
 Mininet's ``mn -c``, which kills by name pattern and has taken unrelated processes with it.
 
@@ -122,11 +122,12 @@ def _scratch_loops() -> list[tuple[str, str]]:
     return found
 
 
-def _reap_orphans(live: set[str], orphan_tags: Collection[str] | None,
+def _reap_orphans(live: set[str], orphan_tags: Collection[str] | None, owned_prefix: str,
                   removed: list[str], namespaces: list[str], links: list[str],
                   loops: list[tuple[str, str]]) -> None:
     def orphan(tag: str | None) -> bool:
-        return tag is not None and tag not in live and (orphan_tags is None or tag in orphan_tags)
+        return (tag is not None and tag.startswith(owned_prefix) and tag not in live
+                and (orphan_tags is None or tag in orphan_tags))
 
     for device, image in loops:
         match = scratch.IMAGE_RE.match(PurePosixPath(image).name)
@@ -151,12 +152,14 @@ def _reap_orphans(live: set[str], orphan_tags: Collection[str] | None,
 
 
 def reap(records_dir: Path, *, stale_tags: Collection[str] = (),
-         orphan_tags: Collection[str] | None = None) -> list[str]:
+         orphan_tags: Collection[str] | None = None, owned_prefix: str = "") -> list[str]:
     """Tear down testbeds of dead owners (and those in ``stale_tags``) and orphan objects.
 
-    A worker owns the whole ``cf-`` prefix on its machine and passes no ``orphan_tags``; tests
-    on a machine shared with other testbeds pass the tags they made, so only their own orphans
-    are deleted. Returns what was removed: namespace names, ``link …``, ``mount …``,
+    Records in ``records_dir`` are this instance's own. Objects without a record are orphans
+    only if their tag starts with ``owned_prefix``: a worker passes its instance's run-tag
+    prefix, so several Certifier instances (a demo, a test run, production) can share a machine
+    without reaping each other's live testbeds; tests pass the ``orphan_tags`` they made.
+    Returns what was removed: namespace names, ``link …``, ``mount …``,
     ``loop …``, ``remote …``, ``pid N`` and ``record TAG`` entries. Problems with one testbed
     are logged and do not stop the others from being reaped.
     """
@@ -188,7 +191,7 @@ def reap(records_dir: Path, *, stale_tags: Collection[str] = (),
         except InfraError as exc:
             live.add(record.tag)  # its objects are being handled; do not fight over them
             log.error("could not reap testbed tag %s: %s", record.tag, exc)
-    _reap_orphans(live, orphan_tags, removed, namespaces, links, loops)
+    _reap_orphans(live, orphan_tags, owned_prefix, removed, namespaces, links, loops)
     if removed:
         log.warning("janitor removed: %s", ", ".join(removed))
     return removed

@@ -1,0 +1,40 @@
+"""Run tags: the names every namespace, link and file of a run's testbed carries.
+
+A tag is ``r`` + the instance id (four characters derived from the data folder, so two Certifier
+instances sharing a machine — a demo, a test run, production — never pick the same names) + the
+run id in base 36. It stays within the 12 characters that keep interface names under the
+kernel's 15, for the first 36**7 (78 billion) runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import string
+
+from certifier.settings import Settings
+
+_DIGITS = string.digits + string.ascii_lowercase
+
+
+def _base36(number: int) -> str:
+    if number < 0:
+        raise ValueError("run ids are positive")
+    text = ""
+    while True:
+        number, digit = divmod(number, 36)
+        text = _DIGITS[digit] + text
+        if number == 0:
+            return text
+
+
+def instance_id(settings: Settings) -> str:
+    digest = hashlib.sha256(str(settings.data_dir.resolve()).encode()).digest()
+    return _base36(int.from_bytes(digest[:4], "big"))[-4:].rjust(4, "0")
+
+
+def run_tag_prefix(settings: Settings) -> str:
+    return f"r{instance_id(settings)}"
+
+
+def run_tag(settings: Settings, run_id: int) -> str:
+    return f"{run_tag_prefix(settings)}{_base36(run_id)}"
