@@ -5,9 +5,10 @@ A worker that is SIGKILLed (OOM killer, a deploy, a power cut of the container) 
 teardown. The next worker calls :func:`reap` at start: every record whose owner process is gone
 is torn down from the record alone, and every ``cf-`` object of this instance's run tags that
 no live record claims is deleted — ``cf-<tag>-<host>`` namespaces, ``cf-<tag>`` links in the
-root namespace and loop devices backed by ``cf-scratch-<tag>.img``. Processes are found by the testbed's environment
-cookie, never by name, and nothing outside the ``cf-`` prefix is ever touched — unlike
-Mininet's ``mn -c``, which kills by name pattern and has taken unrelated processes with it.
+root namespace and loop devices backed by ``cf-scratch-<tag>.img``. Processes are found by the
+testbed's environment cookie, never by name, and nothing outside the ``cf-`` prefix is ever
+touched — unlike Mininet's ``mn -c``, which kills by name pattern and has taken unrelated
+processes with it.
 
 Records are read *after* the host is scanned: a creator writes its record before its first
 object, so an object we see has a record we will see, and a testbed being built right now is
