@@ -139,3 +139,10 @@ def test_bad_options_are_refused(bad: dict[str, object]) -> None:
 def test_size_is_read_in_binary_units() -> None:
     assert storage.StorageOptions(size="32M").size_bytes == 32 << 20
     assert storage.StorageOptions(size="512K").size_bytes == 512 << 10
+
+
+def test_metric_names_lists_every_metric_the_suite_records() -> None:
+    names = set(storage.metric_names())
+    assert {"seq_write_mbps", "rand_read_iops", "rand_read_clat_p99_us",
+            "seq_read_clat_p50_us"} <= names
+    assert len(names) == 4 * len(storage.JOBS)

@@ -166,6 +166,12 @@ def _argv(options: StorageOptions, data: PurePosixPath, output: PurePosixPath, e
     return argv
 
 
+def metric_names() -> tuple[str, ...]:
+    """Every metric this suite can record, for dashboards and thresholds to be checked against."""
+    return tuple(f"{job}_{kind}" for job in JOBS
+                 for kind in ("mbps", "iops", "clat_p50_us", "clat_p99_us"))
+
+
 def _measure(report: FioReport, options: StorageOptions, io: str,
              fs: str) -> list[Measurement]:
     found: list[Measurement] = []
