@@ -30,6 +30,9 @@ app.add_typer(manifest_app, name="manifest")
 hold_app = typer.Typer(no_args_is_help=True,
                        help="Autoholds: keep a failed run's testbed for a person to inspect.")
 app.add_typer(hold_app, name="hold")
+token_app = typer.Typer(no_args_is_help=True,
+                        help="API bearer tokens (scopes read, operate, admin); stored hashed.")
+app.add_typer(token_app, name="token")
 
 DEMO_MARKER = ".certifier-demo"
 
@@ -438,3 +441,107 @@ def main() -> None:
     with contextlib.suppress(BrokenPipeError):
         app(prog_name="certifier")
     sys.exit(0)
+
+
+def _session_factory(settings: Settings) -> Any:
+    from certifier.db.session import make_engine, make_session_factory
+
+    return make_session_factory(make_engine(settings.resolved_database_url))
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Argument(help="who or what holds it; the audit log's actor")],
+    scope: Annotated[str, typer.Option(help="read, operate or admin")] = "operate",
+    expires: Annotated[str | None, typer.Option(help="lifetime, e.g. 30d; none: no expiry")] = None,
+    print_config: Annotated[bool, typer.Option(
+        "--print-config", help="also print its CERTIFIER_API_TOKENS entry (hash only)")] = False,
+) -> None:
+    """Create a token and print its secret — once: only its hash is stored."""
+    import getpass
+
+    from certifier.db.session import session_scope
+    from certifier.domain.clock import SystemClock
+    from certifier.domain.durations import DurationError, parse_duration
+    from certifier.pipeline import tokens
+    from certifier.pipeline.errors import ServiceError
+
+    try:
+        wanted = tokens.Scope(scope)
+    except ValueError:
+        typer.echo("--scope: one of read, operate, admin", err=True)
+        raise typer.Exit(2) from None
+    try:
+        lifetime = parse_duration(expires) if expires else None
+    except DurationError as exc:
+        typer.echo(f"--expires: {exc}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        with session_scope(_session_factory(_settings())) as session:
+            row, secret = tokens.create(session, SystemClock(), name, wanted, lifetime,
+                                        created_by=f"cli:{getpass.getuser()}")
+            until = f", expires {row.expires_at:%Y-%m-%d %H:%M} UTC" if row.expires_at else ""
+            typer.echo(f"token {row.name} ({row.scope}{until}); the secret, shown only now:",
+                       err=True)
+            typer.echo(secret)
+            if print_config:
+                typer.echo(f"CERTIFIER_API_TOKENS entry: {row.name}/{row.scope}:sha256:"
+                           f"{row.secret_sha256}", err=True)
+    except ServiceError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+
+
+@token_app.command("list")
+def token_list() -> None:
+    """Tokens with scope, expiry, revocation and last use (never their secrets)."""
+    from certifier.db.session import session_scope
+    from certifier.pipeline import tokens
+
+    with session_scope(_session_factory(_settings())) as session:
+        for row in tokens.list_tokens(session):
+            when = "{:%Y-%m-%d %H:%M}".format
+            state = (f"revoked {when(row.revoked_at)}" if row.revoked_at else
+                     f"expires {when(row.expires_at)}" if row.expires_at else "no expiry")
+            used = f"last used {when(row.last_used_at)}" if row.last_used_at else "never used"
+            typer.echo(f"{row.name}\t{row.scope}\t{state}\t{used}")
+
+
+@token_app.command("revoke")
+def token_revoke(name: str) -> None:
+    """Revoke a token at once; calls with it then answer 401."""
+    from certifier.db.session import session_scope
+    from certifier.domain.clock import SystemClock
+    from certifier.pipeline import tokens
+    from certifier.pipeline.errors import ServiceError
+
+    try:
+        with session_scope(_session_factory(_settings())) as session:
+            row = tokens.revoke(session, SystemClock(), name)
+            typer.echo(f"token {row.name} revoked at {row.revoked_at:%Y-%m-%d %H:%M:%S} UTC")
+    except ServiceError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+
+
+@manifest_app.command("verify")
+def manifest_verify(
+    manifest: Annotated[Path, typer.Argument(help="the manifest bytes as downloaded")],
+    signature: Annotated[Path, typer.Argument(help="its detached signature (manifest.sig)")],
+    key: Annotated[Path | None, typer.Option(
+        help="public key PEM (GET /api/v1/signing-key); default: this server's own key")] = None,
+) -> None:
+    """Check a manifest against its detached Ed25519 signature."""
+    from certifier.pipeline import signing
+
+    own = _settings().signing_key_path
+    if key is None and not own.exists():
+        typer.echo(f"no signing key at {own}: pass --key with the server's public key", err=True)
+        raise typer.Exit(2)
+    pem = key.read_text() if key is not None else signing.Signer(own).public_pem()
+    if signing.verify(manifest.read_bytes(), signature.read_text(), pem):
+        typer.echo(f"{manifest}: good signature")
+        return
+    typer.echo(f"{manifest}: BAD signature — the file was changed after signing, or it was "
+               "signed by another key", err=True)
+    raise typer.Exit(1)

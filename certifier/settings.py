@@ -490,9 +490,11 @@ class Settings(BaseSettings):
     broker_url: str | None = None
     config_file: Path | None = Field(default=None, alias="CERTIFIER_CONFIG")
     log_level: str = "INFO"
-    # Bearer tokens for the API's operator actions (holds): "name:secret,name2:secret2". None
-    # set: those endpoints refuse every call (the CLI on the server still works).
+    # Bearer tokens besides those in the database (`certifier token create`), hashed:
+    # "name[/scope]:sha256:<hex>,…" (or "name[/scope]:<secret>"); see certifier/pipeline/tokens.
     api_tokens: str = ""
+    # Ed25519 key that signs manifests; default <data_dir>/manifest-signing.key, made on first use.
+    signing_key_file: Path | None = None
     config: CertifierConfig = CertifierConfig()
 
     @classmethod
@@ -513,6 +515,10 @@ class Settings(BaseSettings):
     @property
     def embedded_broker(self) -> bool:
         return not self.broker_url
+
+    @property
+    def signing_key_path(self) -> Path:
+        return self.signing_key_file or self.data_dir / "manifest-signing.key"
 
     @property
     def runs_dir(self) -> Path:

@@ -19,6 +19,7 @@ from certifier.api.deps import AppContext
 from certifier.api.errors import MAX_BODY_BYTES, BodySizeLimit, install_error_handlers
 from certifier.api.manifest_cache import ManifestFastPath
 from certifier.api.routers import (
+    actions,
     candidates,
     components,
     health,
@@ -82,7 +83,7 @@ def create_app(
     app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES)
     app.add_middleware(ManifestFastPath, cache=context.manifest_cache)  # outermost: the hot path
     for module in (health, metrics, components, candidates, manifests, testbeds, webhooks,
-                   holds):
+                   holds, actions):
         app.include_router(module.router)
     app.include_router(dashboard.create_router())
     return app

@@ -1,59 +1,52 @@
-"""Who may change things over the API: bearer tokens from ``CERTIFIER_API_TOKENS``.
+"""Who may change things over the API: bearer tokens with scopes (``certifier/pipeline/tokens``).
 
-This is the first, deliberately small form of the design's scoped tokens (``read``, ``operate``,
-``admin``, which come with the verdicts work): every configured token may ``operate`` — today
-that means arming and releasing autoholds, which keep root-owned namespaces alive and hold a
-testbed's lease. Reads stay open, as the rest of the API is. With no token configured the
-operate endpoints refuse every call (fail closed) and say how to enable them; the ``certifier
-hold`` CLI on the server works without a token, as the database's owner.
-
-``CERTIFIER_API_TOKENS`` is ``name:secret[,name:secret…]``; the name is what the audit log
-records as the actor, never the secret. Tokens are compared in constant time.
+Reads stay open. Every mutating endpoint depends on :data:`OperatorDep` or :data:`AdminDep`,
+which answer 401 (no token, or an unknown, expired or revoked one — the reason is in the body)
+or 403 (a valid token with too small a scope). Tokens come from the ``api_tokens`` table
+(``certifier token create``) and from ``CERTIFIER_API_TOKENS``; both hold only hashes of the
+secrets. A secret is never logged: the audit log and the answers name the token, not its secret.
 """
 
 from __future__ import annotations
 
-import hmac
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Header
 from starlette.exceptions import HTTPException
 
-from certifier.api.deps import ContextDep
+from certifier.api.deps import ClockDep, ContextDep, SessionDep
+from certifier.pipeline.tokens import Principal, Scope, TokenRefused, authenticate
 
-MIN_SECRET_LENGTH = 16
-
-
-def parse_tokens(text: str) -> dict[str, str]:
-    """``{secret: name}`` from ``name:secret,…``; entries without a usable secret are skipped."""
-    tokens: dict[str, str] = {}
-    for entry in text.split(","):
-        name, sep, secret = entry.strip().partition(":")
-        if sep and name.strip() and len(secret.strip()) >= MIN_SECRET_LENGTH:
-            tokens[secret.strip()] = name.strip()
-    return tokens
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
-def require_operate(
-    context: ContextDep,
-    authorization: Annotated[str | None, Header(description="Bearer <token>")] = None,
-) -> str:
-    """The caller's name if it holds an ``operate`` token; 401/403 otherwise."""
-    tokens = parse_tokens(context.settings.api_tokens)
-    if not tokens:
-        raise HTTPException(403, "operator actions over the API are disabled: no API tokens are "
-                                 "configured (set CERTIFIER_API_TOKENS=name:secret, or use "
-                                 "`certifier hold` on the server)")
-    scheme, _, presented = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not presented.strip():
-        raise HTTPException(401, "this action needs an operate token: "
-                                 "Authorization: Bearer <token>",
-                            headers={"WWW-Authenticate": "Bearer"})
-    presented = presented.strip()
-    for secret, name in tokens.items():
-        if hmac.compare_digest(secret.encode(), presented.encode()):
-            return f"token:{name}"
-    raise HTTPException(401, "unknown API token", headers={"WWW-Authenticate": "Bearer"})
+def require(scope: Scope) -> Callable[..., Principal]:
+    """A dependency that lets through a bearer token of at least ``scope``."""
+
+    def check(
+        context: ContextDep,
+        session: SessionDep,
+        clock: ClockDep,
+        authorization: Annotated[str | None, Header(description="Bearer <token>")] = None,
+    ) -> Principal:
+        scheme, _, presented = (authorization or "").partition(" ")
+        presented = presented.strip()
+        if scheme.lower() != "bearer" or not presented:
+            raise HTTPException(401, f"this action needs a token with the {scope} scope: "
+                                     "Authorization: Bearer <token> (see `certifier token "
+                                     "create`)", headers=_CHALLENGE)
+        try:
+            principal = authenticate(session, context.configured_tokens, presented, clock.now())
+        except TokenRefused as exc:
+            raise HTTPException(401, str(exc), headers=_CHALLENGE) from None
+        if not principal.scope.includes(scope):
+            raise HTTPException(403, f"token {principal.name!r} has the {principal.scope} "
+                                     f"scope; this action needs {scope}")
+        return principal
+
+    return check
 
 
-OperatorDep = Annotated[str, Depends(require_operate)]
+OperatorDep = Annotated[Principal, Depends(require(Scope.OPERATE))]
+AdminDep = Annotated[Principal, Depends(require(Scope.ADMIN))]

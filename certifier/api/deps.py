@@ -19,6 +19,8 @@ from certifier.api.manifest_cache import ManifestCache
 from certifier.db.session import session_scope
 from certifier.domain.clock import Clock
 from certifier.pipeline.dispatch import Dispatcher
+from certifier.pipeline.signing import Signer
+from certifier.pipeline.tokens import ConfiguredToken, parse_configured
 from certifier.settings import Settings
 
 
@@ -31,11 +33,15 @@ class AppContext:
     clock: Clock
     session_factory: sessionmaker[Session]
     manifest_cache: ManifestCache = field(init=False)
+    configured_tokens: list[ConfiguredToken] = field(init=False)
+    signer: Signer = field(init=False)
 
     def __post_init__(self) -> None:
         # The cache keeps time by the app's clock, so tests with a fake clock see it expire.
         cache = ManifestCache(clock=lambda: self.clock.now().timestamp())
         object.__setattr__(self, "manifest_cache", cache)
+        object.__setattr__(self, "configured_tokens", parse_configured(self.settings.api_tokens))
+        object.__setattr__(self, "signer", Signer(self.settings.signing_key_path))
 
 
 async def get_context(request: Request) -> AppContext:

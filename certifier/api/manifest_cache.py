@@ -26,6 +26,7 @@ class Representation:
     body: bytes
     media_type: str
     etag: str
+    signature: str | None = None  # base64 Ed25519 signature of exactly ``body``
 
 
 # None stands for "no known-good yet", which is cached like a document.
@@ -67,6 +68,7 @@ class ManifestCache:
 
 
 MANIFEST_PATH = "/api/v1/manifest"
+SIGNATURE_HEADER = "X-Manifest-Signature"
 FORMATS = frozenset({"json", "yaml", "env"})
 
 
@@ -121,6 +123,8 @@ async def _send(entry: Representation, scope: Scope, send: Send) -> None:
         await send({"type": "http.response.start", "status": 304, "headers": headers})
         await send({"type": "http.response.body", "body": b""})
         return
+    if entry.signature:
+        headers.append((SIGNATURE_HEADER.lower().encode(), entry.signature.encode()))
     headers += [(b"content-type", entry.media_type.encode()),
                 (b"content-length", str(len(entry.body)).encode())]
     await send({"type": "http.response.start", "status": 200, "headers": headers})

@@ -8,7 +8,7 @@ breaking clients.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -208,19 +208,103 @@ class CombinationEntry(_Out):
     title: str
 
 
+class WaiverOut(_Out):
+    """A failing check or metric of one candidate that a person set aside."""
+
+    id: int
+    subject: str = Field(description="the excuse subject waived, e.g. 'ping.h1 reaches h2'")
+    reason: str
+    author: str
+    created_at: datetime
+    expires_at: datetime | None
+    active: bool = Field(description="false once expired: an expired waiver no longer counts")
+
+    @classmethod
+    def of(cls, waiver: models.Waiver, now: datetime) -> WaiverOut:
+        return cls(id=waiver.id, subject=waiver.subject, reason=waiver.reason,
+                   author=waiver.author, created_at=waiver.created_at,
+                   expires_at=waiver.expires_at,
+                   active=waiver.expires_at is None or waiver.expires_at > now)
+
+
 class CandidateDetail(CandidateOut):
     components: list[CombinationEntry]
     runs: list[RunOut]
+    waivers: list[WaiverOut] = Field(default_factory=list)
 
     @classmethod
-    def detail(cls, cand: models.Candidate) -> CandidateDetail:
+    def detail(cls, cand: models.Candidate, waivers: list[models.Waiver] | None = None,
+               now: datetime | None = None) -> CandidateDetail:
         entries = sorted(
             (CombinationEntry(name=i.component.name, sha=i.commit.sha, title=i.commit.title)
              for i in cand.combination.items),
             key=lambda e: e.name,
         )
+        at = now or datetime.now(UTC)
         return cls(**CandidateOut.of(cand).model_dump(), components=entries,
-                   runs=[RunOut.summary(r) for r in cand.runs])
+                   runs=[RunOut.summary(r) for r in cand.runs],
+                   waivers=[WaiverOut.of(w, at) for w in waivers or []])
+
+
+# Operator actions ---------------------------------------------------------------------------
+
+
+class _Action(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=2000, pattern=r"\S",
+                        description="why: kept in the audit log")
+
+
+class CancelRequest(_Action):
+    pass
+
+
+class WaiveRequest(_Action):
+    subject: str = Field(min_length=1, max_length=400,
+                         description="the subject of a failing check or metric excuse")
+    expires_in: str | None = Field(default=None, max_length=32,
+                                   description="e.g. 12h, 7d; none: until the candidate ends")
+
+
+class PromoteRequest(_Action):
+    force: bool = Field(default=False,
+                        description="promote even with unwaived failures (they are audited)")
+
+
+class RevokeRequest(_Action):
+    pass
+
+
+class WaiveAnswer(_Out):
+    waiver: WaiverOut
+    candidate: CandidateOut
+    requeued: bool = Field(description="a rejected candidate whose every failure is now waived "
+                                       "went back to the queue")
+
+
+class PromoteAnswer(_Out):
+    candidate: CandidateOut
+    known_good: ManifestSummary
+
+
+class RevokeAnswer(_Out):
+    revoked: ManifestSummary
+    current: ManifestSummary | None = Field(description="the known-good now served")
+
+
+class AuditEventOut(_Out):
+    id: int
+    at: datetime
+    actor: str = Field(description="token:<name>, cli:<user>, or scheduler")
+    action: str
+    subject: str
+    detail: dict[str, Any]
+
+
+class AuditList(_Out):
+    items: list[AuditEventOut]
+    next_before: int | None = Field(description="pass as ?before= for the next, older page")
 
 
 # Known-goods --------------------------------------------------------------------------------

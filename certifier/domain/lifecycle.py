@@ -61,6 +61,16 @@ class IllegalTransition(Exception):
         self.target = target
 
 
+def reinstate(current: CandidateState | str) -> CandidateState:
+    """``rejected → queued``: the one way out of a final state, taken only when people have
+    waived every failure that rejected the candidate. It is kept out of :data:`TRANSITIONS` so
+    the scheduler's own moves can never leave a final state."""
+    cur = CandidateState(current)
+    if cur is not CandidateState.REJECTED:
+        raise IllegalTransition(cur, CandidateState.QUEUED)
+    return CandidateState.QUEUED
+
+
 def check_transition(current: CandidateState | str, target: CandidateState | str) -> CandidateState:
     """Return ``target`` as a state if ``current → target`` is legal, else raise."""
     cur = CandidateState(current)

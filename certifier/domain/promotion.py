@@ -8,7 +8,7 @@ dashboard and the API can explain every state without re-deriving it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -120,6 +120,34 @@ def _judged_failure(runs: list[RunSummary]) -> RunSummary | None:
         if run.verdict in (Verdict.FAILED, Verdict.REGRESSED):
             return run
     return None
+
+
+WAIVABLE_KINDS = frozenset({"check", "limit", "regression"})
+"""Excuse kinds a person may set aside: a failed check, a broken limit, a regression."""
+
+
+def apply_waivers(runs: list[RunSummary], waived: frozenset[str]) -> list[RunSummary]:
+    """The runs as the policy should see them once the ``waived`` excuse subjects are set aside.
+
+    A failed or regressed run loses its waived excuses; with no waivable excuse left it counts
+    as passed — or as an infra error if a suite of it had tool trouble, since its evidence is then
+    incomplete and the run must be retried. Other runs are unchanged.
+    """
+    if not waived:
+        return list(runs)
+    seen: list[RunSummary] = []
+    for run in runs:
+        if run.verdict not in (Verdict.FAILED, Verdict.REGRESSED):
+            seen.append(run)
+            continue
+        kept = tuple(e for e in run.excuses
+                     if not (e.kind in WAIVABLE_KINDS and e.subject in waived))
+        if any(e.kind in WAIVABLE_KINDS for e in kept) or not run.excuses:
+            seen.append(replace(run, excuses=kept))
+            continue
+        verdict = Verdict.INFRA_ERROR if kept else Verdict.PASSED
+        seen.append(replace(run, verdict=verdict, excuses=kept))
+    return seen
 
 
 def decide(

@@ -20,8 +20,8 @@ from certifier.domain.clock import Clock
 from certifier.domain.combination import Combination
 from certifier.domain.judgement import Excuse, RunKind, Verdict
 from certifier.domain.lifecycle import CandidateState, check_transition
-from certifier.domain.promotion import Action, RunSummary, SoakPolicy, decide
-from certifier.pipeline import components, knowngood, runs
+from certifier.domain.promotion import Action, RunSummary, SoakPolicy, apply_waivers, decide
+from certifier.pipeline import components, knowngood, runs, waivers
 from certifier.pipeline.dispatch import Dispatcher, enqueue_run_after_commit
 from certifier.pipeline.errors import Conflict
 
@@ -58,7 +58,7 @@ def _lock(session: Session) -> None:
         session.execute(text("UPDATE testbeds SET name = name WHERE 0 = 1"))
 
 
-def audit(session: Session, clock: Clock, actor: str, action: str, subject: str,
+def audit(session: Session, clock: Clock, actor: str, action: str, subject: str, /,
           **detail: object) -> None:
     session.add(models.AuditEvent(at=clock.now(), actor=actor, action=action, subject=subject,
                                   detail=detail))
@@ -97,8 +97,10 @@ def ensure_combination(session: Session, combo: Combination, clock: Clock) -> mo
     return row
 
 
-def _summaries(candidate: models.Candidate) -> list[RunSummary]:
-    return [
+def run_summaries(candidate: models.Candidate,
+               waived: frozenset[str] = frozenset()) -> list[RunSummary]:
+    """The candidate's runs for the policy, with the subjects people waived set aside."""
+    return apply_waivers([
         RunSummary(
             id=r.id, kind=RunKind(r.kind),
             verdict=Verdict(r.verdict) if r.verdict else None,
@@ -106,7 +108,7 @@ def _summaries(candidate: models.Candidate) -> list[RunSummary]:
             excuses=tuple(Excuse.from_dict(e) for e in r.excuses),
         )
         for r in candidate.runs
-    ]
+    ], waived)
 
 
 def _create_run(session: Session, candidate: models.Candidate, kind: RunKind, clock: Clock,
@@ -195,8 +197,9 @@ def _board(session: Session, clock: Clock, report: ReconcileReport) -> None:
 def _advance(session: Session, cand: models.Candidate, clock: Clock, policy: SchedulerPolicy,
              dispatcher: Dispatcher, report: ReconcileReport) -> None:
     for _ in range(3):  # a state change may call for a run at once (gate passed → first soak run)
-        decision = decide(CandidateState(cand.state), _summaries(cand), clock.now(), policy.soak,
-                          cand.soak_started_at)
+        waived = waivers.active_subjects(session, cand.id, clock.now())
+        decision = decide(CandidateState(cand.state), run_summaries(cand, waived), clock.now(),
+                          policy.soak, cand.soak_started_at)
         cand.excuses = [e.as_dict() for e in decision.excuses]
         if decision.next_run is not None:
             run = _create_run(session, cand, decision.next_run, clock, dispatcher)

@@ -22,7 +22,6 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import HTMLResponse, StreamingResponse
-from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, pass_context
 from jinja2.runtime import Context
 from sqlalchemy.orm import Session
@@ -113,11 +112,12 @@ def make_environment() -> Environment:
 def available_actions(request: Request) -> dict[str, bool]:
     """Which operator endpoints this app serves (they arrive with the operator-actions work)."""
     found = dict.fromkeys(ACTIONS, False)
-    for route in request.app.routes:
-        if isinstance(route, APIRoute) and "POST" in (route.methods or ()):
-            match = _ACTION_PATH.match(route.path)
-            if match:
-                found[match.group(1)] = True
+    # The published OpenAPI paths, not app.routes: FastAPI ≥ 0.165 keeps included routers as
+    # opaque wrappers in app.routes. openapi() is cached and rebuilt when the routes change.
+    for path, operations in request.app.openapi().get("paths", {}).items():
+        match = _ACTION_PATH.match(path)
+        if match and "post" in operations:
+            found[match.group(1)] = True
     return found
 
 

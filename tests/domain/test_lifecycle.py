@@ -6,6 +6,7 @@ from certifier.domain.lifecycle import (
     CandidateState,
     IllegalTransition,
     check_transition,
+    reinstate,
 )
 
 S = CandidateState
@@ -41,3 +42,11 @@ def test_only_gating_and_soaking_hold_the_pipeline() -> None:
 
 def test_accepts_stored_strings() -> None:
     assert check_transition("queued", "gating") is S.GATING
+
+
+def test_only_a_rejected_candidate_can_be_reinstated_and_it_is_queued() -> None:
+    assert reinstate("rejected") is S.QUEUED
+    for state in S:
+        if state is not S.REJECTED:
+            with pytest.raises(IllegalTransition):
+                reinstate(state)

@@ -5,7 +5,7 @@ import pytest
 from certifier.domain.clock import FakeClock
 from certifier.domain.judgement import Excuse, RunKind, Verdict
 from certifier.domain.lifecycle import CandidateState
-from certifier.domain.promotion import Action, RunSummary, SoakPolicy, decide
+from certifier.domain.promotion import Action, RunSummary, SoakPolicy, apply_waivers, decide
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 WEEK = SoakPolicy(duration=timedelta(days=7), interval=timedelta(hours=6), min_runs=4,
@@ -125,3 +125,35 @@ def test_gate_runs_do_not_count_as_soak_runs() -> None:
     runs = [run(1, RunKind.GATE, Verdict.PASSED, T0)]
     d = decide(CandidateState.SOAKING, runs, T0, policy, soak_started_at=T0)
     assert (d.action, d.next_run) == (Action.WAIT, RunKind.SOAK)
+
+
+# Waivers --------------------------------------------------------------------------------------
+
+def _failed(run_id: int, *excuses: Excuse, verdict: Verdict = Verdict.FAILED) -> RunSummary:
+    return RunSummary(run_id, RunKind.GATE, verdict, datetime(2026, 1, 1, tzinfo=UTC),
+                      excuses=excuses)
+
+
+def test_a_run_whose_every_failure_is_waived_counts_as_passed() -> None:
+    run = _failed(1, Excuse("check", "ping.h1 reaches h2", "failed"))
+    (seen,) = apply_waivers([run], frozenset({"ping.h1 reaches h2"}))
+    assert (seen.verdict, seen.excuses) == (Verdict.PASSED, ())
+
+
+def test_a_run_with_an_unwaived_failure_still_fails_with_only_that_excuse() -> None:
+    kept = Excuse("regression", "bandwidth.gbps", "-30 %")
+    run = _failed(1, Excuse("check", "ping.a", "failed"), kept, verdict=Verdict.FAILED)
+    (seen,) = apply_waivers([run], frozenset({"ping.a"}))
+    assert (seen.verdict, seen.excuses) == (Verdict.FAILED, (kept,))
+
+
+def test_a_waived_failure_beside_tool_trouble_becomes_an_infra_error_to_retry() -> None:
+    infra = Excuse("infra_error", "storage", "fio crashed")
+    run = _failed(1, Excuse("check", "ping.a", "failed"), infra)
+    (seen,) = apply_waivers([run], frozenset({"ping.a"}))
+    assert (seen.verdict, seen.excuses) == (Verdict.INFRA_ERROR, (infra,))
+
+
+def test_waivers_never_touch_infra_excuses_or_passing_runs() -> None:
+    infra = _failed(1, Excuse("infra_error", "ping", "x"), verdict=Verdict.INFRA_ERROR)
+    assert apply_waivers([infra], frozenset({"ping"})) == [infra]

@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import PlainTextResponse
 
-from certifier.api.deps import SessionDep
+from certifier.api.deps import ClockDep, SessionDep
 from certifier.api.schemas import CandidateDetail, CandidateList, CandidateOut, ErrorOut, RunDetail
 from certifier.domain.lifecycle import CandidateState
-from certifier.pipeline import queries, runs
+from certifier.pipeline import queries, runs, waivers
 
 router = APIRouter(prefix="/api/v1", tags=["candidates"])
 
@@ -30,8 +30,9 @@ def list_candidates(
 
 @router.get("/candidates/{candidate_id}", response_model=CandidateDetail,
             responses={404: {"model": ErrorOut}})
-def get_candidate(candidate_id: Id, session: SessionDep) -> CandidateDetail:
-    return CandidateDetail.detail(queries.candidate_detail(session, candidate_id))
+def get_candidate(candidate_id: Id, session: SessionDep, clock: ClockDep) -> CandidateDetail:
+    return CandidateDetail.detail(queries.candidate_detail(session, candidate_id),
+                                  waivers.for_candidate(session, candidate_id), clock.now())
 
 
 @router.get("/runs/{run_id}", response_model=RunDetail, responses={404: {"model": ErrorOut}},

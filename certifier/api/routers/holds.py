@@ -23,21 +23,21 @@ router = APIRouter(prefix="/api/v1/holds", tags=["holds"])
 
 Id = Annotated[int, Path(ge=1)]
 AUTH: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorOut, "description": "no or unknown bearer token"},
-    403: {"model": ErrorOut, "description": "operator actions are disabled (no tokens)"},
+    401: {"model": ErrorOut, "description": "no token, or an unknown, expired or revoked one"},
+    403: {"model": ErrorOut, "description": "the token's scope is smaller than operate"},
 }
 
 
 @router.post("", response_model=HoldOut, status_code=status.HTTP_201_CREATED,
              responses={**AUTH, 404: {"model": ErrorOut}, 422: {"model": ErrorOut}})
 def request_hold(body: HoldRequest, session: SessionDep, clock: ClockDep,
-                 actor: OperatorDep) -> HoldOut:
+                 who: OperatorDep) -> HoldOut:
     """Arm a hold: the next failed run that matches keeps its testbed for ``duration``."""
     try:
         duration = parse_duration(body.duration)
     except DurationError as exc:
         raise Invalid(f"duration: {exc}") from None
-    hold = autohold.request(session, clock, duration=duration, actor=actor,
+    hold = autohold.request(session, clock, duration=duration, actor=who.actor,
                             candidate_id=body.candidate_id, component=body.component,
                             reason=body.reason)
     return HoldOut.of(hold)
@@ -61,8 +61,8 @@ def get_hold(hold_id: Id, session: SessionDep) -> HoldOut:
 @router.delete("/{hold_id}", response_model=HoldOut,
                responses={**AUTH, 404: {"model": ErrorOut}})
 def release_hold(hold_id: Id, session: SessionDep, clock: ClockDep,
-                 dispatcher: DispatcherDep, actor: OperatorDep) -> HoldOut:
+                 dispatcher: DispatcherDep, who: OperatorDep) -> HoldOut:
     """Release a hold (idempotent): its testbed goes back to the pipeline and is torn down."""
-    hold = autohold.release(session, hold_id, clock, actor)
+    hold = autohold.release(session, hold_id, clock, who.actor)
     reconcile_after_commit(session, dispatcher)
     return HoldOut.of(hold)

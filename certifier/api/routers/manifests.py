@@ -3,20 +3,33 @@
 Every representation carries a strong ETag derived from the document (distinct per format, as
 each is its own representation); a matching ``If-None-Match`` gets a bodiless 304, so deploy
 scripts can poll cheaply. ``?at=`` answers "what was known-good then", revocations included.
+
+Every representation is signed (Ed25519, ``certifier/pipeline/signing.py``) over exactly the
+bytes served: the signature comes in the ``X-Manifest-Signature`` header and, detached, from
+``/manifest.sig`` and ``/manifests/{version}.sig``. The current manifest's signature is taken
+from the same cache entry as its body, so within the cache's lifetime the two always match; a
+client that fetches them separately can compare ``X-Manifest-ETag`` with the body's ETag.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import yaml
 from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from certifier.api.deps import AppContext, ContextDep, SessionDep
-from certifier.api.manifest_cache import Entry, Representation, etag_matches
+from certifier.api.manifest_cache import (
+    SIGNATURE_HEADER,
+    Entry,
+    Representation,
+    etag_matches,
+)
 from certifier.api.schemas import ErrorOut, Manifest, ManifestList, ManifestSummary
 from certifier.db.session import session_scope
 from certifier.pipeline import knowngood
@@ -63,8 +76,14 @@ def represent(document: dict[str, Any], fmt: ManifestFormat) -> Representation:
     return Representation(body, "application/json", etag)
 
 
+def signed(context: AppContext, rep: Representation) -> Representation:
+    return replace(rep, signature=context.signer.sign(rep.body))
+
+
 def respond(request: Request, rep: Representation) -> Response:
     headers = {"ETag": rep.etag, "Cache-Control": "no-cache"}
+    if rep.signature:
+        headers[SIGNATURE_HEADER] = rep.signature
     if etag_matches(request.headers.get("if-none-match"), rep.etag):
         return Response(status_code=304, headers=headers)
     return Response(rep.body, media_type=rep.media_type, headers=headers)
@@ -73,7 +92,9 @@ def respond(request: Request, rep: Representation) -> Response:
 def _current(context: AppContext, fmt: ManifestFormat) -> Entry:
     with session_scope(context.session_factory) as session:
         kg = knowngood.current(session)
-        return represent(knowngood.manifest(session, kg), fmt) if kg is not None else None
+        if kg is None:
+            return None
+        return signed(context, represent(knowngood.manifest(session, kg), fmt))
 
 
 @router.get("/manifest", response_model=Manifest, responses=DOCUMENT_RESPONSES)
@@ -108,7 +129,7 @@ def _at(context: AppContext, at: datetime, fmt: ManifestFormat) -> Representatio
         kg = knowngood.current(session, at)
         if kg is None:
             raise NotFound(f"no known-good at {at.isoformat()}")
-        return represent(knowngood.manifest(session, kg), fmt)
+        return signed(context, represent(knowngood.manifest(session, kg), fmt))
 
 
 @router.get("/manifests", response_model=ManifestList)
@@ -117,12 +138,55 @@ def manifest_history(session: SessionDep) -> ManifestList:
     return ManifestList(items=[ManifestSummary.of(kg) for kg in knowngood.history(session)])
 
 
+SIGNATURE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/plain": {}},
+          "description": "base64 Ed25519 signature of the manifest bytes in that format"},
+    404: {"model": ErrorOut, "description": "no such known-good"},
+}
+
+
+def _signature(rep: Representation) -> PlainTextResponse:
+    assert rep.signature is not None
+    return PlainTextResponse(rep.signature + "\n", headers={
+        "X-Manifest-ETag": rep.etag, "Cache-Control": "no-cache"})
+
+
+@router.get("/manifest.sig", response_class=PlainTextResponse, responses=SIGNATURE_RESPONSES)
+async def current_signature(context: ContextDep, fmt: FormatQuery = "json") -> Response:
+    """The detached signature of the bytes ``GET /manifest`` serves now (in that format)."""
+    entry = await context.manifest_cache.get_or_render(
+        fmt, lambda: run_in_threadpool(_current, context, fmt))
+    if entry is None:
+        raise NotFound("no known-good yet")
+    return _signature(entry)
+
+
+@router.get("/manifests/{version}.sig", response_class=PlainTextResponse,
+            responses=SIGNATURE_RESPONSES)
+def version_signature(version: Annotated[int, Path(ge=1)], session: SessionDep,
+                      context: ContextDep, fmt: FormatQuery = "json") -> Response:
+    """The detached signature of the bytes ``GET /manifests/{version}`` serves."""
+    document = knowngood.manifest(session, knowngood.get(session, version))
+    return _signature(signed(context, represent(document, fmt)))
+
+
+@router.get("/signing-key", response_class=PlainTextResponse,
+            responses={200: {"content": {"text/plain": {}},
+                             "description": "the Ed25519 public key, PEM"}})
+@router.get("/manifest/key", response_class=PlainTextResponse, include_in_schema=False)
+def signing_key(context: ContextDep) -> Response:
+    """The public key that checks manifest signatures (PEM, SubjectPublicKeyInfo)."""
+    return PlainTextResponse(context.signer.public_pem(),
+                             headers={"Cache-Control": "max-age=300"})
+
+
 @router.get("/manifests/{version}", response_model=Manifest, responses=DOCUMENT_RESPONSES)
 def manifest_version(
     version: Annotated[int, Path(ge=1)],
     request: Request,
     session: SessionDep,
+    context: ContextDep,
     fmt: FormatQuery = "json",
 ) -> Response:
     document = knowngood.manifest(session, knowngood.get(session, version))
-    return respond(request, represent(document, fmt))
+    return respond(request, signed(context, represent(document, fmt)))

@@ -1,0 +1,126 @@
+"""People's controls over the API: cancel, waive and promote a candidate, revoke a known-good,
+and the audit log they all write to.
+
+Each needs a bearer token of the scope named in its description (``certifier/api/auth.py``);
+the services are in ``certifier/pipeline/actions.py``. After the commit the scheduler is asked
+for a pass, so the pipeline acts on the change at once; promotions and revocations clear the
+manifest cache, so the next poll sees the new known-good.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+
+from certifier.api.auth import AdminDep, OperatorDep
+from certifier.api.deps import ClockDep, ContextDep, DispatcherDep, SessionDep
+from certifier.api.schemas import (
+    AuditEventOut,
+    AuditList,
+    CancelRequest,
+    CandidateOut,
+    ErrorOut,
+    ManifestSummary,
+    PromoteAnswer,
+    PromoteRequest,
+    RevokeAnswer,
+    RevokeRequest,
+    WaiveAnswer,
+    WaiveRequest,
+    WaiverOut,
+)
+from certifier.db import models
+from certifier.domain.durations import DurationError, parse_duration
+from certifier.pipeline import actions, views
+from certifier.pipeline.dispatch import reconcile_after_commit
+from certifier.pipeline.errors import Invalid
+
+router = APIRouter(prefix="/api/v1", tags=["actions"])
+
+Id = Annotated[int, Path(ge=1)]
+AUTH: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "no token, or an unknown, expired or revoked one"},
+    403: {"model": ErrorOut, "description": "the token's scope is too small"},
+    404: {"model": ErrorOut},
+    409: {"model": ErrorOut, "description": "the candidate's state does not allow it"},
+    422: {"model": ErrorOut},
+}
+
+
+@router.post("/candidates/{candidate_id}/cancel", response_model=CandidateOut, responses=AUTH)
+def cancel_candidate(candidate_id: Id, body: CancelRequest, session: SessionDep,
+                     clock: ClockDep, dispatcher: DispatcherDep,
+                     who: OperatorDep) -> CandidateOut:
+    """Cancel a queued, gating or soaking candidate (operate scope)."""
+    cand = actions.cancel(session, clock, candidate_id, who.actor, body.reason)
+    reconcile_after_commit(session, dispatcher)
+    return CandidateOut.of(cand)
+
+
+@router.post("/candidates/{candidate_id}/waive", response_model=WaiveAnswer, responses=AUTH)
+def waive(candidate_id: Id, body: WaiveRequest, session: SessionDep, clock: ClockDep,
+          dispatcher: DispatcherDep, who: OperatorDep) -> WaiveAnswer:
+    """Set aside one failing check or metric of a candidate (operate scope).
+
+    ``subject`` is a failing excuse's subject. A rejected candidate whose every failure is then
+    waived goes back to the queue (``requeued``).
+    """
+    expires_in = None
+    if body.expires_in:
+        try:
+            expires_in = parse_duration(body.expires_in)
+        except DurationError as exc:
+            raise Invalid(f"expires_in: {exc}") from None
+        if expires_in.total_seconds() <= 0:
+            raise Invalid("expires_in must be positive")
+    waiver, requeued = actions.waive(session, clock, candidate_id, who.actor, body.subject,
+                                     body.reason, expires_in)
+    reconcile_after_commit(session, dispatcher)
+    return WaiveAnswer(waiver=WaiverOut.of(waiver, clock.now()),
+                       candidate=CandidateOut.of(session.get_one(models.Candidate,
+                                                                 candidate_id)),
+                       requeued=requeued)
+
+
+@router.post("/candidates/{candidate_id}/promote", response_model=PromoteAnswer, responses=AUTH)
+def promote(candidate_id: Id, body: PromoteRequest, session: SessionDep, clock: ClockDep,
+            context: ContextDep, dispatcher: DispatcherDep, who: AdminDep) -> PromoteAnswer:
+    """Promote a soaking candidate now, skipping the rest of its soak (admin scope).
+
+    The same compare-and-swap as the scheduler's: 409 if the known-good moved since the
+    candidate was based on it, or if it has unwaived failures and ``force`` is not set.
+    """
+    kg = actions.promote(session, clock, candidate_id, who.actor, body.reason,
+                         context.settings.soak_policy(), force=body.force)
+    context.manifest_cache.clear()
+    reconcile_after_commit(session, dispatcher)
+    return PromoteAnswer(candidate=CandidateOut.of(kg.candidate),
+                         known_good=ManifestSummary.of(kg))
+
+
+@router.post("/known-good/{version}/revoke", response_model=RevokeAnswer, responses=AUTH,
+             tags=["manifests"])
+def revoke(version: Id, body: RevokeRequest, session: SessionDep, clock: ClockDep,
+           context: ContextDep, dispatcher: DispatcherDep, who: AdminDep) -> RevokeAnswer:
+    """Revoke a known-good (admin scope): the manifest falls back to the previous unrevoked one."""
+    kg, current = actions.revoke(session, clock, version, who.actor, body.reason)
+    context.manifest_cache.clear()
+    reconcile_after_commit(session, dispatcher)
+    return RevokeAnswer(revoked=ManifestSummary.of(kg),
+                        current=ManifestSummary.of(current) if current else None)
+
+
+@router.get("/audit", response_model=AuditList, tags=["audit"])
+def audit_log(
+    session: SessionDep,
+    before: Annotated[int | None, Query(ge=1, description="events older than this id")] = None,
+    action: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> AuditList:
+    """Every manual action and scheduler decision, newest first."""
+    rows, next_before = views.audit_log(session, before, limit, action=action)
+    return AuditList(items=[AuditEventOut(id=r.id, at=r.at, actor=r.actor, action=r.action,
+                                          subject=r.subject, detail=dict(r.detail))
+                            for r in rows],
+                     next_before=next_before)

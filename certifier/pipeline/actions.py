@@ -1,0 +1,142 @@
+"""People's controls: cancel, waive and promote a candidate; revoke a known-good.
+
+Each action checks the candidate's state through the lifecycle, changes it, and writes one audit
+event naming the actor (``token:<name>`` over the API, ``cli:<user>`` on the server). They only
+flush: the API request commits, and asks the scheduler for a pass after the commit.
+
+A waiver applies from the scheduler's next pass (``waivers``). When it sets aside the last failure
+of a *rejected* candidate, that candidate is re-queued (``lifecycle.reinstate``): it boards when
+the pipeline is free, like any queued candidate, is re-based on the known-good of that moment,
+and its earlier runs count with the waivers applied — a gate whose only failures are waived
+counts as passed, so it goes straight to soak, and the soak clock starts again from zero. Like
+any queued candidate it is superseded if newer heads form a newer candidate before it boards.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy.orm import Session
+
+from certifier.db import models
+from certifier.domain.clock import Clock
+from certifier.domain.judgement import Excuse, RunKind, Verdict
+from certifier.domain.lifecycle import CandidateState, reinstate
+from certifier.domain.promotion import WAIVABLE_KINDS, Action, SoakPolicy, apply_waivers, decide
+from certifier.pipeline import knowngood, scheduler, waivers
+from certifier.pipeline.errors import Conflict, Invalid, NotFound
+
+_JUDGED = (RunKind.GATE.value, RunKind.SOAK.value)
+
+
+def _candidate(session: Session, candidate_id: int) -> models.Candidate:
+    cand = session.get(models.Candidate, candidate_id, with_for_update=True)
+    if cand is None:
+        raise NotFound(f"no candidate {candidate_id}")
+    return cand
+
+
+def _subject(cand: models.Candidate) -> str:
+    return f"candidate {cand.id}"
+
+
+def cancel(session: Session, clock: Clock, candidate_id: int, actor: str,
+           reason: str) -> models.Candidate:
+    """Take a queued, gating or soaking candidate out of the pipeline for good."""
+    cand = _candidate(session, candidate_id)
+    if CandidateState(cand.state).is_final:
+        raise Conflict(f"candidate {cand.id} is {cand.state}: only a queued, gating or soaking "
+                       "candidate can be cancelled")
+    scheduler.move(session, cand, CandidateState.CANCELLED, clock)
+    cand.excuses = [Excuse("cancelled", "operator", f"cancelled by {actor}: {reason}").as_dict()]
+    scheduler.audit(session, clock, actor, "cancel", _subject(cand), reason=reason)
+    return cand
+
+
+def failing_subjects(cand: models.Candidate) -> dict[str, str]:
+    """What may be waived for ``cand``: ``{subject: message}`` of its failed checks, broken
+    limits and regressions, from its gate and soak runs and its current excuses."""
+    found: dict[str, str] = {}
+    raw = [e for r in cand.runs if r.kind in _JUDGED for e in r.excuses] + list(cand.excuses)
+    for e in raw:
+        if isinstance(e, dict) and e.get("kind") in WAIVABLE_KINDS:
+            found.setdefault(str(e.get("subject", "")), str(e.get("message", "")))
+    return found
+
+
+def _still_failing(session: Session, cand: models.Candidate, clock: Clock) -> bool:
+    waived = waivers.active_subjects(session, cand.id, clock.now())
+    seen = apply_waivers([r for r in scheduler.run_summaries(cand) if r.kind.value in _JUDGED],
+                         waived)
+    return any(r.verdict in (Verdict.FAILED, Verdict.REGRESSED) for r in seen)
+
+
+def waive(session: Session, clock: Clock, candidate_id: int, actor: str, subject: str,
+          reason: str, expires_in: timedelta | None) -> tuple[models.Waiver, bool]:
+    """Set aside one failing check or metric; (the waiver, whether the candidate was re-queued)."""
+    cand = _candidate(session, candidate_id)
+    state = CandidateState(cand.state)
+    if state.is_final and state is not CandidateState.REJECTED:
+        raise Conflict(f"candidate {cand.id} is {cand.state}: nothing left to waive")
+    failing = failing_subjects(cand)
+    if subject not in failing:
+        known = "; ".join(sorted(failing)) or "none"
+        raise Invalid(f"candidate {cand.id} has no failing check or metric {subject!r} "
+                      f"(waivable: {known})")
+    waiver = waivers.add(session, cand.id, subject, reason, actor, clock.now(), expires_in)
+    scheduler.audit(session, clock, actor, "waive", _subject(cand), subject=subject,
+                    reason=reason, message=failing[subject],
+                    expires_at=waiver.expires_at.isoformat() if waiver.expires_at else None)
+    requeued = False
+    if state is CandidateState.REJECTED and not _still_failing(session, cand, clock):
+        cand.state = reinstate(cand.state)
+        cand.updated_at = clock.now()
+        cand.finished_at = None
+        cand.excuses = [Excuse("queued", "pipeline",
+                               "queued: every failure that rejected it is waived").as_dict()]
+        scheduler.audit(session, clock, actor, "reinstate", _subject(cand),
+                        reason="every failure that rejected it is waived")
+        requeued = True
+    return waiver, requeued
+
+
+def promote(session: Session, clock: Clock, candidate_id: int, actor: str, reason: str,
+            soak: SoakPolicy, force: bool = False) -> models.KnownGood:
+    """Promote a soaking candidate now, through the same compare-and-swap as the scheduler.
+
+    The rest of the soak is skipped; an unwaived failure refuses the promotion unless ``force``.
+    """
+    cand = _candidate(session, candidate_id)
+    if cand.state != CandidateState.SOAKING:
+        raise Conflict(f"candidate {cand.id} is {cand.state}: only a soaking candidate can be "
+                       "promoted")
+    waived = waivers.active_subjects(session, cand.id, clock.now())
+    decision = decide(CandidateState.SOAKING, scheduler.run_summaries(cand, waived), clock.now(),
+                      soak, cand.soak_started_at)
+    if decision.action is Action.REJECT and not force:
+        excuses = "; ".join(e.message for e in decision.excuses)
+        raise Conflict(f"candidate {cand.id} has unwaived failures ({excuses}); waive them, "
+                       "or promote with force")
+    with session.begin_nested():
+        kg = knowngood.promote(session, cand, clock, reason=f"promoted by {actor}: {reason}")
+    scheduler.move(session, cand, CandidateState.PROMOTED, clock)
+    cand.excuses = []
+    scheduler.audit(session, clock, actor, "promote", _subject(cand), version=kg.version,
+                    reason=reason, manual=True, forced=force)
+    return kg
+
+
+def revoke(session: Session, clock: Clock, version: int, actor: str,
+           reason: str) -> tuple[models.KnownGood, models.KnownGood | None]:
+    """Revoke a known-good; (it, the known-good current now — the previous unrevoked one)."""
+    kg = session.get(models.KnownGood, version, with_for_update=True)
+    if kg is None:
+        raise NotFound(f"no known-good version {version}")
+    if kg.revoked_at is not None:
+        raise Conflict(f"known-good #{version} was revoked at {kg.revoked_at.isoformat()}")
+    kg.revoked_at = clock.now()
+    session.flush()
+    now_current = knowngood.current(session)
+    scheduler.audit(session, clock, actor, "revoke", f"known-good {version}", reason=reason,
+                    current=now_current.version if now_current else None)
+    return kg, now_current

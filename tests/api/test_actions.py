@@ -1,0 +1,248 @@
+"""People's controls over the API: cancel, waive, promote, revoke, and the audit log."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session, sessionmaker
+
+from certifier.api.app import create_app
+from certifier.domain.clock import FakeClock
+from certifier.domain.results import Check, SuiteResult
+from certifier.pipeline.dispatch import RecordingDispatcher
+from certifier.settings import Settings
+
+from .factories import World
+
+OPERATE = "operator-secret-0123456789"
+ADMIN = "admin-secret-0123456789abc"
+READ = "reader-secret-0123456789ab"
+TOKENS = f"olga:{OPERATE},adam/admin:{ADMIN},rita/read:{READ}"
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+@pytest.fixture
+def app(tmp_path: Path, db_factory: sessionmaker[Session], clock: FakeClock,
+        dispatcher: RecordingDispatcher) -> FastAPI:
+    settings = Settings(data_dir=tmp_path, api_tokens=TOKENS)
+    return create_app(settings, dispatcher=dispatcher, clock=clock, session_factory=db_factory)
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def failing_ping() -> list[SuiteResult]:
+    return [SuiteResult(suite="ping", checks=[Check("ping", "h1 reaches h2", False, "100 % loss")],
+                        measurements=[], tool_versions={})]
+
+
+def _formed(world: World) -> tuple[int, int]:
+    """A new candidate, boarded at once: (its id, its gate run)."""
+    world.component("nova")
+    world.testbed("gate1")
+    world.commit("nova", "n1")
+    report = world.reconcile()
+    return report.formed[0], report.runs_created[-1]
+
+
+def _queued(world: World) -> int:
+    return _formed(world)[0]
+
+
+def _rejected(world: World) -> int:
+    """A candidate whose gate run failed the ping check 'ping.h1 reaches h2'."""
+    cid, gate = _formed(world)
+    world.clock.advance(timedelta(minutes=1))
+    world.finish(gate, failing_ping())
+    assert cid in world.reconcile().rejected
+    return cid
+
+
+def _soaking(world: World) -> int:
+    cid, gate = _formed(world)
+    world.clock.advance(timedelta(minutes=1))
+    world.finish(gate)
+    assert cid in world.reconcile().started_soak
+    return cid
+
+
+def test_mutating_endpoints_refuse_without_a_token(client: TestClient, world: World) -> None:
+    cid = _queued(world)
+    for path, body in ((f"/api/v1/candidates/{cid}/cancel", {"reason": "x"}),
+                       (f"/api/v1/candidates/{cid}/waive", {"subject": "a", "reason": "x"}),
+                       (f"/api/v1/candidates/{cid}/promote", {"reason": "x"}),
+                       ("/api/v1/known-good/1/revoke", {"reason": "x"})):
+        answer = client.post(path, json=body)
+        assert answer.status_code == 401, path
+        assert answer.headers["www-authenticate"] == "Bearer"
+        assert client.post(path, json=body, headers=bearer("not-a-token-at-all")
+                           ).status_code == 401
+        assert client.post(path, json=body, headers=bearer(READ)).status_code == 403
+
+
+def test_cancel_takes_a_queued_candidate_out_and_is_audited(
+    client: TestClient, world: World, dispatcher: RecordingDispatcher,
+) -> None:
+    cid = _queued(world)
+    path = f"/api/v1/candidates/{cid}/cancel"
+    assert client.post(path, json={}, headers=bearer(OPERATE)).status_code == 422
+    assert client.post(path, json={"reason": "  "}, headers=bearer(OPERATE)).status_code == 422
+    answer = client.post(path, json={"reason": "wrong branch"}, headers=bearer(OPERATE))
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["state"] == "cancelled"
+    assert "wrong branch" in answer.json()["excuses"][0]["message"]
+    assert dispatcher.reconciles >= 1
+    assert client.post(path, json={"reason": "again"}, headers=bearer(OPERATE)).status_code == 409
+    assert client.post("/api/v1/candidates/999/cancel", json={"reason": "x"},
+                       headers=bearer(OPERATE)).status_code == 404
+    event = client.get("/api/v1/audit?action=cancel").json()["items"][0]
+    assert (event["actor"], event["subject"], event["detail"]) == (
+        "token:olga", f"candidate {cid}", {"reason": "wrong branch"})
+
+
+def test_waiving_the_only_failure_of_a_rejected_candidate_requeues_it(
+    client: TestClient, world: World,
+) -> None:
+    cid = _rejected(world)
+    path = f"/api/v1/candidates/{cid}/waive"
+    bad = client.post(path, json={"subject": "bandwidth.nope", "reason": "noise"},
+                      headers=bearer(OPERATE))
+    assert bad.status_code == 422 and "ping.h1 reaches h2" in bad.json()["detail"]
+    answer = client.post(path, json={"subject": "ping.h1 reaches h2", "reason": "lab cable"},
+                         headers=bearer(OPERATE))
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["requeued"] is True and body["candidate"]["state"] == "queued"
+    assert (body["waiver"]["author"], body["waiver"]["active"]) == ("token:olga", True)
+    waivers = client.get(f"/api/v1/candidates/{cid}").json()["waivers"]
+    assert [(w["subject"], w["reason"]) for w in waivers] == [("ping.h1 reaches h2", "lab cable")]
+    # Back in the pipeline: it boards, and its gate, failing only on the waived check, counts.
+    report = world.reconcile()
+    assert cid in report.boarded and cid in report.started_soak
+    actions = [e["action"] for e in client.get("/api/v1/audit").json()["items"]]
+    assert actions[:2] == ["reinstate", "waive"]
+
+
+def test_an_expired_waiver_stops_counting(client: TestClient, world: World) -> None:
+    cid = _rejected(world)
+    answer = client.post(f"/api/v1/candidates/{cid}/waive",
+                         json={"subject": "ping.h1 reaches h2", "reason": "for a day",
+                               "expires_in": "1h"}, headers=bearer(OPERATE))
+    assert answer.status_code == 200 and answer.json()["requeued"] is True
+    world.clock.advance(timedelta(hours=2))
+    report = world.reconcile()
+    assert cid in report.boarded and cid in report.rejected
+    detail = client.get(f"/api/v1/candidates/{cid}").json()
+    assert detail["state"] == "rejected" and detail["waivers"][0]["active"] is False
+
+
+def test_a_waive_with_a_bad_expiry_or_on_a_finished_candidate_is_refused(
+    client: TestClient, world: World,
+) -> None:
+    cid = _rejected(world)
+    path = f"/api/v1/candidates/{cid}/waive"
+    assert client.post(path, json={"subject": "ping.h1 reaches h2", "reason": "x",
+                                   "expires_in": "soon"}, headers=bearer(OPERATE)
+                       ).status_code == 422
+    assert client.post(path, json={"subject": "ping.h1 reaches h2"},
+                       headers=bearer(OPERATE)).status_code == 422
+    queued = _queued_second(world)
+    client.post(f"/api/v1/candidates/{queued}/cancel", json={"reason": "x"},
+                headers=bearer(OPERATE))
+    assert client.post(f"/api/v1/candidates/{queued}/waive",
+                       json={"subject": "a", "reason": "x"},
+                       headers=bearer(OPERATE)).status_code == 409
+
+
+def _queued_second(world: World) -> int:
+    world.commit("nova", "n2")
+    return world.reconcile().formed[0]
+
+
+def test_promote_needs_admin_and_goes_through_the_compare_and_swap(
+    client: TestClient, world: World,
+) -> None:
+    cid = _soaking(world)
+    path = f"/api/v1/candidates/{cid}/promote"
+    assert client.post(path, json={"reason": "urgent fix"},
+                       headers=bearer(OPERATE)).status_code == 403
+    answer = client.post(path, json={"reason": "urgent fix"}, headers=bearer(ADMIN))
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["candidate"]["state"] == "promoted"
+    assert answer.json()["known_good"]["version"] == 1
+    assert "urgent fix" in answer.json()["known_good"]["reason"]
+    assert client.get("/api/v1/manifest").json()["candidate"] == cid
+    again = client.post(path, json={"reason": "twice"}, headers=bearer(ADMIN))
+    assert again.status_code == 409
+    event = client.get("/api/v1/audit?action=promote").json()["items"][0]
+    assert event["actor"] == "token:adam" and event["detail"]["manual"] is True
+
+
+def test_promote_refuses_unwaived_failures_unless_forced(
+    client: TestClient, world: World,
+) -> None:
+    cid = _soaking(world)
+    soak = world.reconcile().runs_created or []
+    with world.factory() as session:
+        from certifier.db import models
+        run_id = max(r.id for r in session.get_one(models.Candidate, cid).runs)
+    assert soak == [] or run_id in soak
+    world.clock.advance(timedelta(minutes=1))
+    world.finish(run_id, failing_ping())
+    path = f"/api/v1/candidates/{cid}/promote"
+    refused = client.post(path, json={"reason": "ship it"}, headers=bearer(ADMIN))
+    assert refused.status_code == 409 and "h1 reaches h2" in refused.json()["detail"]
+    forced = client.post(path, json={"reason": "ship it", "force": True}, headers=bearer(ADMIN))
+    assert forced.status_code == 200, forced.text
+
+
+def test_revoke_falls_back_to_the_previous_known_good_at_once(
+    client: TestClient, world: World,
+) -> None:
+    world.component("nova")
+    world.testbed("gate1")
+    world.commit("nova", "n1")
+    first = world.promote_heads()
+    world.commit("nova", "n2")
+    second = world.promote_heads()
+    assert client.get("/api/v1/manifest").json()["version"] == second  # now cached
+    path = f"/api/v1/known-good/{second}/revoke"
+    assert client.post(path, json={"reason": "bad"}, headers=bearer(OPERATE)).status_code == 403
+    assert client.post(path, json={}, headers=bearer(ADMIN)).status_code == 422
+    answer = client.post(path, json={"reason": "breaks upgrades"}, headers=bearer(ADMIN))
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["revoked"]["revoked_at"] is not None
+    assert answer.json()["current"]["version"] == first
+    assert client.get("/api/v1/manifest").json()["version"] == first
+    assert client.post(path, json={"reason": "again"}, headers=bearer(ADMIN)).status_code == 409
+    assert client.post("/api/v1/known-good/99/revoke", json={"reason": "x"},
+                       headers=bearer(ADMIN)).status_code == 404
+    event = client.get("/api/v1/audit?action=revoke").json()["items"][0]
+    assert (event["actor"], event["subject"]) == ("token:adam", f"known-good {second}")
+
+
+def test_the_audit_log_pages_newest_first(client: TestClient, world: World) -> None:
+    first_id = _queued(world)
+    client.post(f"/api/v1/candidates/{first_id}/cancel", json={"reason": "one"},
+                headers=bearer(OPERATE))
+    second_id = _queued_second(world)
+    client.post(f"/api/v1/candidates/{second_id}/cancel", json={"reason": "two"},
+                headers=bearer(OPERATE))
+    page = client.get("/api/v1/audit?limit=1&action=cancel").json()
+    assert [e["detail"]["reason"] for e in page["items"]] == ["two"]
+    older = client.get(f"/api/v1/audit?limit=1&action=cancel&before={page['next_before']}"
+                       ).json()
+    assert [e["detail"]["reason"] for e in older["items"]] == ["one"]
+    assert older["next_before"] is None
+    assert client.get("/api/v1/audit?limit=0").status_code == 422
