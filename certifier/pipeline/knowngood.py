@@ -2,7 +2,10 @@
 
 Promotion is a compare-and-swap: it succeeds only if the known-good has not moved since the
 candidate was based on it, and the version's primary key makes a second known-good with the same
-number impossible, so two racing promotions can never both win.
+number impossible, so two racing promotions can never both win. The check and the new number are
+read under a promotion lock: without it, under READ COMMITTED, a promotion could pass the check
+against #1 just before a rival committed #2 and then number itself #3 (seen in
+tests/faults/test_concurrent_promotion.py).
 """
 
 from __future__ import annotations
@@ -12,13 +15,15 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, selectinload
 
 from certifier.db import models
 from certifier.domain.clock import Clock
 from certifier.domain.combination import Combination
 from certifier.pipeline.errors import Conflict, NotFound
+
+_PROMOTION_LOCK_KEY = 0x6B676F6F  # "kgoo"; not the scheduler's key, so a pass may take both
 
 
 def current(session: Session, at: datetime | None = None) -> models.KnownGood | None:
@@ -59,6 +64,7 @@ def promote(
     session: Session, candidate: models.Candidate, clock: Clock, reason: str
 ) -> models.KnownGood:
     """Make ``candidate`` the next known-good version, if its base is still current."""
+    _lock(session)
     now = current(session)
     now_version = now.version if now else None
     if candidate.base_version != now_version:
@@ -77,6 +83,15 @@ def promote(
     session.add(kg)
     session.flush()  # a racing promotion fails here on the primary key
     return kg
+
+
+def _lock(session: Session) -> None:
+    """Serialize promotions until the transaction ends, so the reads below see the last winner."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PROMOTION_LOCK_KEY})
+    elif dialect == "sqlite":  # take the write lock before reading, as the scheduler does
+        session.execute(text("UPDATE known_goods SET version = version WHERE 0 = 1"))
 
 
 def manifest(session: Session, kg: models.KnownGood) -> dict[str, Any]:
