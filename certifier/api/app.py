@@ -16,7 +16,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import certifier
 from certifier.api.deps import AppContext
-from certifier.api.errors import MAX_BODY_BYTES, BodySizeLimit, install_error_handlers
+from certifier.api.errors import (
+    MAX_BODY_BYTES,
+    BodySizeLimit,
+    RefuseNul,
+    install_error_handlers,
+)
 from certifier.api.manifest_cache import ManifestFastPath
 from certifier.api.routers import (
     actions,
@@ -81,6 +86,7 @@ def create_app(
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES)
+    app.add_middleware(RefuseNul)
     app.add_middleware(ManifestFastPath, cache=context.manifest_cache)  # outermost: the hot path
     for module in (health, metrics, components, candidates, manifests, testbeds, webhooks,
                    holds, actions):

@@ -96,6 +96,26 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"request body larger than {limit} bytes")
 
 
+class RefuseNul:
+    """ASGI middleware: a NUL byte anywhere in the path or query is a 422, before any routing.
+
+    No identifier, filter or name of ours can contain one, PostgreSQL text cannot store one
+    (psycopg raises DataError), and it must never reach a command line or a file name.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            query = scope.get("query_string", b"").lower()
+            if b"%00" in query or b"\x00" in query or "\x00" in scope.get("path", ""):
+                await _json_error(422, "NUL bytes are not allowed in the path or query")(
+                    scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 class BodySizeLimit:
     """ASGI middleware: refuse request bodies over ``limit`` bytes with a JSON 413.
 

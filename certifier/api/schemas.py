@@ -498,3 +498,15 @@ class HoldOut(_Out):
 
 class HoldList(_Out):
     items: list[HoldOut]
+
+
+# A database id in a path: at least 1 and within a 32-bit INTEGER column, so an absurd id is a
+# 422 from validation (or a 404), never an overflow inside the database driver.
+DB_ID_MAX = 2**31 - 1
+
+
+def json_error(description: str) -> dict[str, Any]:
+    """An error documented as JSON for a route whose success is text: FastAPI's ``model`` would
+    document it under the route's own media type (text/plain)."""
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}}

@@ -137,3 +137,15 @@ def test_a_failed_commit_is_reported_to_the_client_not_hidden_behind_a_201(
     assert response.json() == {"detail": "the request conflicts with a concurrent change; retry it"}
     assert dispatcher.reconciles == 0
     assert client.get("/api/v1/components/nova/commits").json() == {"items": []}
+
+
+def test_a_nul_byte_in_the_query_is_a_422_not_a_database_error(client: TestClient) -> None:
+    answer = client.get("/api/v1/audit?action=%00")
+    assert answer.status_code == 422
+    assert "NUL" in answer.json()["detail"]
+
+
+def test_an_id_beyond_the_database_integer_is_a_422(client: TestClient) -> None:
+    assert client.get(f"/api/v1/runs/{2**63}").status_code == 422
+    assert client.get(f"/api/v1/candidates/{2**31}").status_code == 422
+    assert client.get(f"/api/v1/candidates/{2**31 - 1}").status_code == 404

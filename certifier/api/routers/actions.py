@@ -16,6 +16,7 @@ from fastapi import APIRouter, Path, Query
 from certifier.api.auth import AdminDep, OperatorDep
 from certifier.api.deps import ClockDep, ContextDep, DispatcherDep, SessionDep
 from certifier.api.schemas import (
+    DB_ID_MAX,
     AuditEventOut,
     AuditList,
     CancelRequest,
@@ -38,7 +39,7 @@ from certifier.pipeline.errors import Invalid
 
 router = APIRouter(prefix="/api/v1", tags=["actions"])
 
-Id = Annotated[int, Path(ge=1)]
+Id = Annotated[int, Path(ge=1, le=DB_ID_MAX)]
 AUTH: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "no token, or an unknown, expired or revoked one"},
     403: {"model": ErrorOut, "description": "the token's scope is too small"},
@@ -114,7 +115,8 @@ def revoke(version: Id, body: RevokeRequest, session: SessionDep, clock: ClockDe
 @router.get("/audit", response_model=AuditList, tags=["audit"])
 def audit_log(
     session: SessionDep,
-    before: Annotated[int | None, Query(ge=1, description="events older than this id")] = None,
+    before: Annotated[int | None, Query(ge=1, le=DB_ID_MAX,
+                                        description="events older than this id")] = None,
     action: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> AuditList:

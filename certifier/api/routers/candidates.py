@@ -8,13 +8,21 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import PlainTextResponse
 
 from certifier.api.deps import ClockDep, SessionDep
-from certifier.api.schemas import CandidateDetail, CandidateList, CandidateOut, ErrorOut, RunDetail
+from certifier.api.schemas import (
+    DB_ID_MAX,
+    CandidateDetail,
+    CandidateList,
+    CandidateOut,
+    ErrorOut,
+    RunDetail,
+    json_error,
+)
 from certifier.domain.lifecycle import CandidateState
 from certifier.pipeline import queries, runs, waivers
 
 router = APIRouter(prefix="/api/v1", tags=["candidates"])
 
-Id = Annotated[int, Path(ge=1)]
+Id = Annotated[int, Path(ge=1, le=DB_ID_MAX)]
 
 
 @router.get("/candidates", response_model=CandidateList)
@@ -42,7 +50,8 @@ def get_run(run_id: Id, session: SessionDep) -> RunDetail:
 
 
 @router.get("/runs/{run_id}/log", response_class=PlainTextResponse,
-            responses={200: {"content": {"text/plain": {}}}, 404: {"model": ErrorOut}},
+            responses={200: {"content": {"text/plain": {}}},
+                       404: json_error("no such run")},
             tags=["runs"])
 def get_run_log(run_id: Id, session: SessionDep) -> PlainTextResponse:
     """The run's log as plain text: hook output, suite notes, and how to enter a held testbed."""

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Path, Query, status
 
 from certifier.api.auth import OperatorDep
 from certifier.api.deps import ClockDep, DispatcherDep, SessionDep
-from certifier.api.schemas import ErrorOut, HoldList, HoldOut, HoldRequest
+from certifier.api.schemas import DB_ID_MAX, ErrorOut, HoldList, HoldOut, HoldRequest
 from certifier.domain.durations import DurationError, parse_duration
 from certifier.pipeline import autohold
 from certifier.pipeline.dispatch import reconcile_after_commit
@@ -21,7 +21,7 @@ from certifier.pipeline.errors import Invalid
 
 router = APIRouter(prefix="/api/v1/holds", tags=["holds"])
 
-Id = Annotated[int, Path(ge=1)]
+Id = Annotated[int, Path(ge=1, le=DB_ID_MAX)]
 AUTH: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "no token, or an unknown, expired or revoked one"},
     403: {"model": ErrorOut, "description": "the token's scope is smaller than operate"},

@@ -30,7 +30,14 @@ from certifier.api.manifest_cache import (
     Representation,
     etag_matches,
 )
-from certifier.api.schemas import ErrorOut, Manifest, ManifestList, ManifestSummary
+from certifier.api.schemas import (
+    DB_ID_MAX,
+    ErrorOut,
+    Manifest,
+    ManifestList,
+    ManifestSummary,
+    json_error,
+)
 from certifier.db.session import session_scope
 from certifier.pipeline import knowngood
 from certifier.pipeline.errors import Invalid, NotFound
@@ -141,7 +148,7 @@ def manifest_history(session: SessionDep) -> ManifestList:
 SIGNATURE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/plain": {}},
           "description": "base64 Ed25519 signature of the manifest bytes in that format"},
-    404: {"model": ErrorOut, "description": "no such known-good"},
+    404: json_error("no such known-good"),
 }
 
 
@@ -163,7 +170,7 @@ async def current_signature(context: ContextDep, fmt: FormatQuery = "json") -> R
 
 @router.get("/manifests/{version}.sig", response_class=PlainTextResponse,
             responses=SIGNATURE_RESPONSES)
-def version_signature(version: Annotated[int, Path(ge=1)], session: SessionDep,
+def version_signature(version: Annotated[int, Path(ge=1, le=DB_ID_MAX)], session: SessionDep,
                       context: ContextDep, fmt: FormatQuery = "json") -> Response:
     """The detached signature of the bytes ``GET /manifests/{version}`` serves."""
     document = knowngood.manifest(session, knowngood.get(session, version))
@@ -182,7 +189,7 @@ def signing_key(context: ContextDep) -> Response:
 
 @router.get("/manifests/{version}", response_model=Manifest, responses=DOCUMENT_RESPONSES)
 def manifest_version(
-    version: Annotated[int, Path(ge=1)],
+    version: Annotated[int, Path(ge=1, le=DB_ID_MAX)],
     request: Request,
     session: SessionDep,
     context: ContextDep,

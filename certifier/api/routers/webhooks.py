@@ -20,6 +20,7 @@ from sqlalchemy.orm import selectinload
 
 from certifier.api.deps import ClockDep, ContextDep, SessionDep
 from certifier.api.schemas import (
+    DB_ID_MAX,
     DeliveryDetail,
     DeliveryList,
     DeliveryOut,
@@ -85,7 +86,8 @@ def list_deliveries(
     session: SessionDep,
     source: ForgeName | None = None,
     state: DeliveryState | None = None,
-    before: Annotated[int | None, Query(ge=1, description="only ids below this (paging)")] = None,
+    before: Annotated[int | None, Query(ge=1, le=DB_ID_MAX,
+                                        description="only ids below this (paging)")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> DeliveryList:
     """Recent webhook deliveries, newest first, with their outcome; and the refusal counters."""
@@ -99,7 +101,8 @@ def list_deliveries(
 
 @router.get("/deliveries/{delivery_id}", response_model=DeliveryDetail,
             responses={404: {"model": ErrorOut}})
-def get_delivery(delivery_id: Annotated[int, Path(ge=1)], session: SessionDep) -> DeliveryDetail:
+def get_delivery(delivery_id: Annotated[int, Path(ge=1, le=DB_ID_MAX)],
+                 session: SessionDep) -> DeliveryDetail:
     delivery = session.scalar(select(models.Delivery).where(models.Delivery.id == delivery_id)
                               .options(selectinload(models.Delivery.component)))
     if delivery is None:
