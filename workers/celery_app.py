@@ -87,7 +87,9 @@ def create_celery(settings: Settings, ctx: WorkerContext | None = None) -> Celer
     app.certifier = context
 
     @app.task(name=RUN_TASK, bind=True, acks_late=True, max_retries=720,
-              time_limit=run_limit + 120, soft_time_limit=run_limit + 60)
+              # The task is killed before the scheduler may expire the run (at run_timeout) and
+              # hand its testbed to another run: never two runs on one testbed.
+              time_limit=max(run_limit - 30, 60), soft_time_limit=max(run_limit - 90, 30))
     def execute_run(self: Any, run_id: int) -> str:
         claim = runner.execute(context, run_id)
         if claim is runs.Claim.BUSY:
