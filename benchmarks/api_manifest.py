@@ -16,13 +16,10 @@ import hashlib
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import timedelta
 from pathlib import Path
 
@@ -31,18 +28,13 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.serving import uvicorn_server  # noqa: E402
 from certifier.db import migrate  # noqa: E402
 from certifier.db.session import make_engine, make_session_factory, session_scope  # noqa: E402
 from certifier.domain.clock import FakeClock  # noqa: E402
 from certifier.pipeline import components, knowngood, scheduler  # noqa: E402
 from certifier.pipeline.dispatch import NullDispatcher  # noqa: E402
 from certifier.settings import ComponentConfig  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def seed(database_url: str, n_components: int) -> None:
@@ -73,24 +65,8 @@ def knowngood_soak() -> scheduler.SoakPolicy:
     return scheduler.SoakPolicy(duration=timedelta(hours=1))
 
 
-@contextmanager
-def server(args: list[str], port: int, env: dict[str, str]) -> Iterator[str]:
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", *args, "--port", str(port),
-                             "--no-access-log", "--log-level", "warning", "--http", "httptools"],
-                            env=env, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(f"{url}/api/v1/manifest", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+def server(app: str, env: dict[str, str]) -> AbstractContextManager[str]:
+    return uvicorn_server(app, env, probe="/api/v1/manifest")
 
 
 def wrk(url: str, duration: int, connections: int, etag: str | None) -> dict[str, float]:
@@ -124,9 +100,7 @@ def main() -> int:
         env.pop("CERTIFIER_CONFIG", None)
         seed(f"sqlite:///{data / 'certifier.sqlite'}", args.components)
         rows = []
-        port = _free_port()
-        factory = ["--factory", "benchmarks.api_manifest:certifier_app"]
-        with server(factory, port, env) as url:
+        with server("benchmarks.api_manifest:certifier_app", env) as url:
             first = httpx.get(f"{url}/api/v1/manifest")
             first.raise_for_status()
             body, etag = first.content, first.headers["etag"]
@@ -134,9 +108,8 @@ def main() -> int:
             (data / "etag").write_text(etag)
             rows.append(("certifier", "200", wrk(url, args.duration, args.connections, None)))
             rows.append(("certifier", "304", wrk(url, args.duration, args.connections, etag)))
-        port = _free_port()
         bare_env = {**env, "BENCH_BODY": str(data / "body.json"), "BENCH_ETAG": str(data / "etag")}
-        with server(["benchmarks.api_manifest:bare_app", "--factory"], port, bare_env) as url:
+        with server("benchmarks.api_manifest:bare_app", bare_env) as url:
             assert httpx.get(f"{url}/api/v1/manifest").content == body
             rows.append(("bare starlette", "200", wrk(url, args.duration, args.connections, None)))
             rows.append(("bare starlette", "304", wrk(url, args.duration, args.connections,

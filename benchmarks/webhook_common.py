@@ -11,16 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 from fastapi import Depends, Response
 from sqlalchemy import make_url, text
 from sqlalchemy.pool import NullPool
@@ -28,6 +24,7 @@ from sqlalchemy.pool import NullPool
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.serving import uvicorn_server  # noqa: E402
 from certifier.api.routers.webhooks import raw_body  # noqa: E402
 from certifier.db import migrate  # noqa: E402
 from certifier.db.session import make_engine, make_session_factory, session_scope  # noqa: E402
@@ -104,34 +101,12 @@ def certifier_app() -> Any:
     return app
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def api_server(data_dir: Path, database_url: str) -> Iterator[str]:
-    port = free_port()
     env = {**os.environ, "BENCH_DATA_DIR": str(data_dir), "BENCH_DATABASE_URL": database_url,
            "CERTIFIER_GITHUB_WEBHOOK_SECRET": SECRET, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "benchmarks.webhook_common:certifier_app",
-         "--port", str(port), "--no-access-log", "--log-level", "warning",
-         "--http", "httptools"], env=env, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(f"{url}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.2)
+    with uvicorn_server("benchmarks.webhook_common:certifier_app", env) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def sha(seed: str) -> str:
