@@ -19,6 +19,7 @@ capped at :data:`MAX_MEASUREMENT_SERIES` as a safety net.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from collections.abc import Iterable, Iterator
@@ -149,8 +150,7 @@ def _unfinished_runs(session: Session) -> Metric:
 def _duration_seconds(dialect: str) -> ColumnElement[Any]:
     """``finished_at - started_at`` in seconds, in the database's own arithmetic."""
     if dialect == "postgresql":
-        return cast(extract("epoch", models.Run.finished_at)
-                    - extract("epoch", models.Run.started_at), Float)
+        return cast(extract("epoch", models.Run.finished_at - models.Run.started_at), Float)
     # SQLite: julianday() is a double; rounding to the millisecond keeps exact boundaries exact.
     days = func.julianday(models.Run.finished_at) - func.julianday(models.Run.started_at)
     return func.round(days * 86400.0, 3)
@@ -158,8 +158,9 @@ def _duration_seconds(dialect: str) -> ColumnElement[Any]:
 
 def _run_durations(session: Session) -> Metric:
     dialect = session.get_bind().dialect.name
-    # MATERIALIZED (SQLite 3.35+, PostgreSQL 12+): compute each duration once, not once per
-    # bucket; a quarter of the time at 100k runs.
+    # Each duration is computed once (MATERIALIZED: SQLite 3.35+, PostgreSQL 12+), then runs are
+    # grouped by (kind, first bucket that holds the duration): a dozen groups come back and the
+    # cumulative counts are summed here, instead of a SUM(CASE …) per bucket per row.
     finished = (
         select(models.Run.kind.label("kind"), _duration_seconds(dialect).label("seconds"))
         .where(models.Run.started_at.is_not(None), models.Run.finished_at.is_not(None))
@@ -167,27 +168,31 @@ def _run_durations(session: Session) -> Metric:
         .prefix_with("MATERIALIZED")
     )
     seconds = finished.c.seconds
+    bucket = case(*((seconds <= bound, index) for index, bound in
+                    enumerate(RUN_DURATION_BUCKETS_S)), else_=len(RUN_DURATION_BUCKETS_S))
     rows = session.execute(
-        select(finished.c.kind, func.count(), func.coalesce(func.sum(seconds), 0.0),
-               *(func.sum(case((seconds <= bound, 1), else_=0))
-                 for bound in RUN_DURATION_BUCKETS_S))
-        .group_by(finished.c.kind)
+        select(finished.c.kind, bucket.label("bucket"), func.count(),
+               func.coalesce(func.sum(seconds), 0.0))
+        .group_by(finished.c.kind, bucket)
     ).all()
-    by_kind = {str(row[0]): row for row in rows}
+    per_bucket: dict[str, list[int]] = {}
+    totals: dict[str, float] = {}
+    for kind, index, count, total in rows:
+        counts = per_bucket.setdefault(str(kind), [0] * (len(RUN_DURATION_BUCKETS_S) + 1))
+        counts[int(index)] += int(count)
+        totals[str(kind)] = totals.get(str(kind), 0.0) + float(total)
     family = HistogramMetricFamily(
         "certifier_run_duration_seconds",
         "Wall time of finished runs, from claiming a testbed to the verdict.",
         labels=["kind"],
     )
-    for kind in sorted({k.value for k in RunKind} | set(by_kind)):
-        row = by_kind.get(kind)
-        count = int(row[1]) if row else 0
-        total = float(row[2]) if row else 0.0
-        cumulative = [int(n or 0) for n in row[3:]] if row else [0] * len(RUN_DURATION_BUCKETS_S)
+    for kind in sorted({k.value for k in RunKind} | set(per_bucket)):
+        counts = per_bucket.get(kind, [0] * (len(RUN_DURATION_BUCKETS_S) + 1))
+        cumulative = list(itertools.accumulate(counts))
         buckets = [(str(bound), float(n))
-                   for bound, n in zip(RUN_DURATION_BUCKETS_S, cumulative, strict=True)]
-        buckets.append(("+Inf", float(count)))
-        family.add_metric([kind], buckets, total)
+                   for bound, n in zip(RUN_DURATION_BUCKETS_S, cumulative, strict=False)]
+        buckets.append(("+Inf", float(cumulative[-1])))
+        family.add_metric([kind], buckets, totals.get(kind, 0.0))
     return family
 
 
