@@ -361,3 +361,15 @@ class Waiver(Base):
     author: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime | None]
+
+
+class RunStat(Base):
+    """Finished runs rolled up by kind, verdict and duration bucket (see pipeline/runstats.py)."""
+
+    __tablename__ = "run_stats"
+
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    verdict: Mapped[str] = mapped_column(String(16), primary_key=True)
+    bucket: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    runs: Mapped[int] = mapped_column(Integer)
+    seconds: Mapped[float] = mapped_column(Float)

@@ -28,7 +28,7 @@ from certifier.domain.judgement import (
     judge_run,
 )
 from certifier.domain.results import SuiteResult
-from certifier.pipeline import knowngood
+from certifier.pipeline import knowngood, runstats
 from certifier.pipeline.errors import NotFound
 
 
@@ -240,6 +240,7 @@ def finish(
     run.tool_versions = versions
     run.log = log[-200_000:]
     run.finished_at = clock.now()
+    runstats.record_finished(session, run)
     _release(session, run_id)
     session.flush()
     return judgement

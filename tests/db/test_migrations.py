@@ -130,3 +130,35 @@ def test_the_alembic_ini_for_hand_use_matches_the_config_built_in_code() -> None
     script_location = by_hand.get_main_option("script_location")
     assert script_location is not None
     assert Path(script_location).resolve() == migrate.MIGRATIONS_DIR
+
+
+def test_the_run_stats_revision_rolls_up_runs_finished_before_it(empty_database_url: str) -> None:
+    migrate.upgrade(empty_database_url, "5c0e2f7a9d13")
+    engine = make_engine(empty_database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO combinations (hash, created_at) "
+                              "VALUES ('c1', '2026-01-01 00:00:00')"))
+            conn.execute(text(
+                "INSERT INTO candidates (id, combination_hash, state, changed, excuses, "
+                "created_at, updated_at) VALUES (1, 'c1', 'soaking', '[]', '[]', "
+                "'2026-01-01 00:00:00', '2026-01-01 00:00:00')"))
+            for run_id, attempt, seconds, verdict, state in (
+                    (1, 1, 3, "passed", "finished"), (2, 2, 40, "passed", "finished"),
+                    (3, 3, 50, "regressed", "finished"), (4, 4, 9, None, "running")):
+                conn.execute(text(
+                    "INSERT INTO runs (id, candidate_id, kind, attempt, state, verdict, excuses, "
+                    "tool_versions, log, created_at, started_at, finished_at) VALUES "
+                    "(:id, 1, 'soak', :attempt, :state, :verdict, '[]', '{}', '', "
+                    "'2026-01-01 00:00:00', '2026-01-01 00:00:00', :finished)"),
+                    {"id": run_id, "attempt": attempt, "state": state, "verdict": verdict,
+                     "finished": f"2026-01-01 00:00:{seconds:02d}"})
+        migrate.upgrade(empty_database_url)
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT verdict, bucket, runs, seconds FROM run_stats "
+                                     "ORDER BY verdict, bucket")).all()
+    finally:
+        engine.dispose()
+    # buckets: <=1, <=5 (index 1), <=15, <=30, <=60 (index 4) …; the running run is not counted
+    assert [tuple(r) for r in rows] == [("passed", 1, 1, 3.0), ("passed", 4, 1, 40.0),
+                                        ("regressed", 4, 1, 50.0)]

@@ -43,17 +43,16 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from sqlalchemy import Float, case, cast, extract, func, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.elements import ColumnElement
 
 import certifier
 from certifier.api.deps import AppContext, ContextDep
 from certifier.db import models
 from certifier.domain.judgement import RunKind, Verdict
 from certifier.domain.lifecycle import CandidateState
-from certifier.pipeline import knowngood
+from certifier.pipeline import knowngood, runstats
 from certifier.pipeline.runs import RunState
 
 log = logging.getLogger(__name__)
@@ -61,8 +60,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
 
 # Runs take seconds (a failed deploy) to an hour or two (a full soak round on real hardware).
-RUN_DURATION_BUCKETS_S = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0,
-                          3600.0, 7200.0)
+RUN_DURATION_BUCKETS_S = runstats.DURATION_BUCKETS_S
 MAX_MEASUREMENT_SERIES = 2000
 UNFINISHED_RUN_STATES = (RunState.PENDING.value, RunState.RUNNING.value)
 
@@ -118,10 +116,10 @@ def _candidates(session: Session) -> Metric:
 
 
 def _runs(session: Session) -> Metric:
-    counts = {(str(kind), str(verdict)): n for kind, verdict, n in session.execute(
-        select(models.Run.kind, models.Run.verdict, func.count())
-        .where(models.Run.verdict.is_not(None))
-        .group_by(models.Run.kind, models.Run.verdict)
+    stats = models.RunStat
+    counts = {(str(kind), str(verdict)): int(n) for kind, verdict, n in session.execute(
+        select(stats.kind, stats.verdict, func.sum(stats.runs))
+        .group_by(stats.kind, stats.verdict)
     )}
     # Every known (kind, verdict) is present from the start: rate() then sees the first run.
     keys = set(product([k.value for k in RunKind], [v.value for v in Verdict])) | set(counts)
@@ -147,33 +145,12 @@ def _unfinished_runs(session: Session) -> Metric:
     return family
 
 
-def _duration_seconds(dialect: str) -> ColumnElement[Any]:
-    """``finished_at - started_at`` in seconds, in the database's own arithmetic."""
-    if dialect == "postgresql":
-        return cast(extract("epoch", models.Run.finished_at - models.Run.started_at), Float)
-    # SQLite: julianday() is a double; rounding to the millisecond keeps exact boundaries exact.
-    days = func.julianday(models.Run.finished_at) - func.julianday(models.Run.started_at)
-    return func.round(days * 86400.0, 3)
-
-
 def _run_durations(session: Session) -> Metric:
-    dialect = session.get_bind().dialect.name
-    # Each duration is computed once (MATERIALIZED: SQLite 3.35+, PostgreSQL 12+), then runs are
-    # grouped by (kind, first bucket that holds the duration): a dozen groups come back and the
-    # cumulative counts are summed here, instead of a SUM(CASE …) per bucket per row.
-    finished = (
-        select(models.Run.kind.label("kind"), _duration_seconds(dialect).label("seconds"))
-        .where(models.Run.started_at.is_not(None), models.Run.finished_at.is_not(None))
-        .cte("finished")
-        .prefix_with("MATERIALIZED")
-    )
-    seconds = finished.c.seconds
-    bucket = case(*((seconds <= bound, index) for index, bound in
-                    enumerate(RUN_DURATION_BUCKETS_S)), else_=len(RUN_DURATION_BUCKETS_S))
+    stats = models.RunStat
     rows = session.execute(
-        select(finished.c.kind, bucket.label("bucket"), func.count(),
-               func.coalesce(func.sum(seconds), 0.0))
-        .group_by(finished.c.kind, bucket)
+        select(stats.kind, stats.bucket, func.sum(stats.runs), func.sum(stats.seconds))
+        .where(stats.bucket != runstats.NO_DURATION)
+        .group_by(stats.kind, stats.bucket)
     ).all()
     per_bucket: dict[str, list[int]] = {}
     totals: dict[str, float] = {}
