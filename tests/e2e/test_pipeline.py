@@ -4,8 +4,9 @@ The story of the product in one test, run once on the embedded defaults (SQLite,
 broker) and once on the production pair (PostgreSQL, Redis): upstream heads are reported over the
 REST API, a candidate gates and soaks on real ping, iperf3 and fio, and is promoted to known-good
 #1, which the manifest then lists; a commit that halves bandwidth with ``tc`` is reported next and
-rejected with an excuse naming the bandwidth metric, while the manifest stays at #1. Afterwards
-nothing the runs built is left on the host.
+rejected with an excuse naming the bandwidth metric, while the manifest stays at #1. The
+dashboard of that running service shows both in Debian's Chromium. Afterwards nothing the runs
+built is left on the host.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pytest
 from certifier import processes
 from certifier.demo import world as demo_world
 from certifier.settings import Settings, load_settings
+from tests.web.live import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, require_browser
 from workers.testbed.tags import run_tag_prefix
 
 from .conftest import Backend
@@ -158,10 +160,41 @@ def test_a_commit_becomes_known_good_and_a_bandwidth_regression_is_rejected(
                 if c["id"] == cand["id"] or c["created_at"] > cand["created_at"]]
     assert [c["id"] for c in with_bad] == [cand["id"]]
 
-    # 4. Nothing the runs built is left behind.
+    # 4. The dashboard of the running service shows it, in a real browser, without errors.
+    _dashboard_shows(client, backend, manifest, cand)
+
+    # 5. Nothing the runs built is left behind.
     assert _our_namespaces(settings) == []
     leftovers = list((settings.data_dir / "testbed-records").glob("*"))
     assert leftovers == [], leftovers
+
+
+def _dashboard_shows(client: httpx.Client, backend: Backend, manifest: dict[str, Any],
+                     rejected: dict[str, Any]) -> None:
+    """Overview and the rejected candidate's page in Debian's Chromium: the known-good, the
+    excuse naming the bandwidth metric, no console errors; screenshots kept as artefacts."""
+    sync_api = require_browser()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    base = str(client.base_url).rstrip("/")
+    pages = {"overview": ("/", f"#{manifest['version']}"),
+             "rejected": (f"/candidates/{rejected['id']}", "throughput_gbps")}
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = chromium.new_page(viewport={"width": 1366, "height": 900})
+            errors: list[str] = []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(f"uncaught: {e}"))
+            for name, (path, expected) in pages.items():
+                response = page.goto(base + path)
+                assert response is not None and response.status == 200, (name, response)
+                page.wait_for_load_state("networkidle")
+                assert expected in page.inner_text("main"), (name, expected)
+                page.screenshot(path=str(SCREENSHOTS / f"demo-{backend.name}-{name}.png"),
+                                full_page=True)
+            assert errors == [], errors
+        finally:
+            chromium.close()
 
 
 def _manifest(client: httpx.Client) -> dict[str, Any] | None:
