@@ -23,7 +23,7 @@ from certifier.domain.clock import Clock
 from certifier.domain.judgement import Excuse, RunKind, Verdict
 from certifier.domain.lifecycle import CandidateState, reinstate
 from certifier.domain.promotion import WAIVABLE_KINDS, Action, SoakPolicy, apply_waivers, decide
-from certifier.pipeline import knowngood, scheduler, waivers
+from certifier.pipeline import knowngood, runs, scheduler, waivers
 from certifier.pipeline.errors import Conflict, Invalid, NotFound
 
 _JUDGED = (RunKind.GATE.value, RunKind.SOAK.value)
@@ -49,7 +49,14 @@ def cancel(session: Session, clock: Clock, candidate_id: int, actor: str,
                        "candidate can be cancelled")
     scheduler.move(session, cand, CandidateState.CANCELLED, clock)
     cand.excuses = [Excuse("cancelled", "operator", f"cancelled by {actor}: {reason}").as_dict()]
-    scheduler.audit(session, clock, actor, "cancel", _subject(cand), reason=reason)
+    # Runs not yet started are withdrawn: they hold no results, and a task still on its way
+    # finds nothing to claim, so a cancelled candidate never takes a testbed again. A running
+    # run finishes; its verdict no longer moves the candidate.
+    withdrawn = [r.id for r in cand.runs if r.state == runs.RunState.PENDING]
+    for run in [r for r in cand.runs if r.id in withdrawn]:
+        session.delete(run)
+    scheduler.audit(session, clock, actor, "cancel", _subject(cand), reason=reason,
+                    withdrawn_runs=withdrawn)
     return cand
 
 

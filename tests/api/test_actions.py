@@ -95,6 +95,8 @@ def test_cancel_takes_a_queued_candidate_out_and_is_audited(
     client: TestClient, world: World, dispatcher: RecordingDispatcher,
 ) -> None:
     cid = _queued(world)
+    pending = [r["id"] for r in client.get(f"/api/v1/candidates/{cid}").json()["runs"]
+               if r["state"] == "pending"]
     path = f"/api/v1/candidates/{cid}/cancel"
     assert client.post(path, json={}, headers=bearer(OPERATE)).status_code == 422
     assert client.post(path, json={"reason": "  "}, headers=bearer(OPERATE)).status_code == 422
@@ -108,7 +110,8 @@ def test_cancel_takes_a_queued_candidate_out_and_is_audited(
                        headers=bearer(OPERATE)).status_code == 404
     event = client.get("/api/v1/audit?action=cancel").json()["items"][0]
     assert (event["actor"], event["subject"], event["detail"]) == (
-        "token:olga", f"candidate {cid}", {"reason": "wrong branch"})
+        "token:olga", f"candidate {cid}", {"reason": "wrong branch", "withdrawn_runs": pending})
+    assert client.get(f"/api/v1/candidates/{cid}").json()["runs"] == []
 
 
 def test_waiving_the_only_failure_of_a_rejected_candidate_requeues_it(

@@ -20,7 +20,7 @@ from certifier.domain.clock import FakeClock
 from certifier.domain.judgement import JudgementPolicy
 from certifier.domain.promotion import SoakPolicy
 from certifier.domain.results import Better, Check, Measurement, SuiteResult
-from certifier.pipeline import knowngood, runs, scheduler
+from certifier.pipeline import actions, knowngood, runs, scheduler
 from certifier.pipeline.dispatch import RecordingDispatcher
 from certifier.pipeline.errors import Conflict
 from tests.api.factories import World, passing_results
@@ -342,3 +342,20 @@ def test_a_passing_gate_starts_the_soak_with_its_first_run_at_once(world: World)
     assert len(report.runs_created) == 1
     with session_scope(world.factory) as session:
         assert runs.get_run(session, report.runs_created[0]).kind == "soak"
+
+
+def test_cancelling_a_candidate_withdraws_its_runs_that_have_not_started(world: World) -> None:
+    world.commit("nova", "n1")
+    world.commit("neutron", "q1")
+    report = _reconcile(world)
+    run_id = report.runs_created[0]
+    with session_scope(world.factory) as session:
+        actions.cancel(session, world.clock, report.formed[0], "token:alice", "wrong branch")
+    with session_scope(world.factory) as session:
+        assert runs.claim(session, run_id, "w1", world.clock,
+                          timedelta(minutes=30)) is runs.Claim.NOT_PENDING
+        assert session.scalar(select(func.count()).select_from(models.Run)) == 0
+        bed = session.get(models.Testbed, "gate1")
+        assert bed is not None and bed.leased_by_run_id is None
+    assert _reconcile(world).runs_created == []
+    assert _candidate(world, report.formed[0]).state == "cancelled"
