@@ -52,7 +52,7 @@ def _postgres_unavailable(reason: str) -> NoReturn:
 
 
 @contextmanager
-def _postgres_database(name: str) -> Iterator[str]:
+def fresh_postgres_database(name: str) -> Iterator[str]:
     """Create database ``name`` on the test server, yield its URL, drop it afterwards."""
     if _postgres_errors:
         _postgres_unavailable(_postgres_errors[0])
@@ -85,7 +85,7 @@ def _empty_database(backend: str, tmp_path_factory: pytest.TempPathFactory) -> I
     if backend == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp(f'db{number}') / 'certifier.sqlite'}"
         return
-    with _postgres_database(f"certifier_unit_{os.getpid()}_{number}") as url:
+    with fresh_postgres_database(f"certifier_unit_{os.getpid()}_{number}") as url:
         yield url
 
 

@@ -12,14 +12,12 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import psycopg
 import pytest
 import redis
 
+from tests.conftest import fresh_postgres_database
 from tests.requirements import unavailable
 
-POSTGRES_URL = os.environ.get("CERTIFIER_TEST_POSTGRES_URL",
-                              "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("CERTIFIER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 E2E_REDIS_DB = 11
 
@@ -41,20 +39,9 @@ def _require_testbed() -> None:
 
 @pytest.fixture
 def postgres_database() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database; its URL."""
-    name = f"certifier_e2e_{os.getpid()}"
-    try:
-        admin = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        unavailable(f"PostgreSQL at {POSTGRES_URL} does not answer: {exc}")
-        raise
-    with admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{name}"')
-    base, _, _ = POSTGRES_URL.rpartition("/")
-    yield f"{base}/{name}"
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    """A fresh, empty PostgreSQL database of this test's own; its URL."""
+    with fresh_postgres_database(f"certifier_e2e_{os.getpid()}") as url:
+        yield url
 
 
 @pytest.fixture
