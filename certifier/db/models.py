@@ -110,6 +110,10 @@ class Combination(Base):
 
     hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     created_at: Mapped[datetime]
+    # A person marked this combination bad: it is never formed or promoted again.
+    bad_at: Mapped[datetime | None]
+    bad_reason: Mapped[str | None] = mapped_column(Text)
+    bad_by: Mapped[str | None] = mapped_column(String(200))
 
     items: Mapped[list[CombinationItem]] = relationship(
         back_populates="combination", order_by="CombinationItem.component_id"
@@ -144,6 +148,8 @@ class Candidate(Base):
     gating_started_at: Mapped[datetime | None]
     soak_started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # Culprit finding after a rejection (see pipeline/bisection.py): its steps and its result.
+    bisection: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     combination: Mapped[Combination] = relationship()
     runs: Mapped[list[Run]] = relationship(back_populates="candidate", order_by="Run.id")
@@ -168,8 +174,11 @@ class Run(Base):
     dispatched_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # Set on bisect runs: the combination this run tests instead of its candidate's.
+    combination_hash: Mapped[str | None] = mapped_column(ForeignKey("combinations.hash"))
 
     candidate: Mapped[Candidate] = relationship(back_populates="runs")
+    combination: Mapped[Combination | None] = relationship()
     checks: Mapped[list[CheckRow]] = relationship(order_by="CheckRow.id")
     measurements: Mapped[list[MeasurementRow]] = relationship(order_by="MeasurementRow.id")
 
@@ -373,3 +382,29 @@ class RunStat(Base):
     bucket: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     runs: Mapped[int] = mapped_column(Integer)
     seconds: Mapped[float] = mapped_column(Float)
+
+
+class Notification(Base):
+    """One outgoing webhook to one configured target, and how its delivery went.
+
+    ``dedup_key`` names the event (``rejected:candidate:12``), so an event raised twice is sent
+    once per target. ``target`` is the name of a target in the configuration: the URL itself is
+    read from there at send time and never stored from outside input.
+    """
+
+    __tablename__ = "notifications"
+    __table_args__ = (UniqueConstraint("target", "dedup_key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str] = mapped_column(String(200))
+    target: Mapped[str] = mapped_column(String(63))
+    dedup_key: Mapped[str] = mapped_column(String(200))
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    state: Mapped[str] = mapped_column(String(16), index=True)  # pending, delivered, failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(index=True)
+    last_status: Mapped[int | None]
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None]

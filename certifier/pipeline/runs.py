@@ -147,7 +147,9 @@ def _component_plans(combo: models.Combination) -> tuple[ComponentPlan, ...]:
 
 def plan(session: Session, run_id: int) -> RunPlan:
     run = get_run(session, run_id)
-    comps = _component_plans(run.candidate.combination)
+    # A bisect run tests a combination of its own (one component swapped back, or a commit
+    # inside a component's range); every other run tests its candidate's.
+    comps = _component_plans(run.combination or run.candidate.combination)
     base_version = run.candidate.base_version
     base: tuple[ComponentPlan, ...] = ()
     if base_version is not None:
