@@ -33,6 +33,9 @@ app.add_typer(hold_app, name="hold")
 token_app = typer.Typer(no_args_is_help=True,
                         help="API bearer tokens (scopes read, operate, admin); stored hashed.")
 app.add_typer(token_app, name="token")
+candidate_app = typer.Typer(no_args_is_help=True,
+                            help="Operator actions on a candidate that the API also offers.")
+app.add_typer(candidate_app, name="candidate")
 
 DEMO_MARKER = ".certifier-demo"
 
@@ -90,11 +93,22 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
 
 
 @app.command()
-def worker(concurrency: int = 2, queues: str = "certifier") -> None:
+def worker(
+    concurrency: int = 2,
+    queues: str = "certifier",
+    testbed: Annotated[str | None, typer.Option(
+        help="Claim only this testbed (CERTIFIER_WORKER_TESTBED): one worker per testbed, "
+             "e.g. on the machine that carries it")] = None,
+) -> None:
     """Run a Celery worker (executes runs and reconcile passes)."""
+    settings = _settings(**({"worker_testbed": testbed} if testbed is not None else {}))
+    known = [t.name for t in settings.config.testbeds]
+    if settings.worker_testbed is not None and settings.worker_testbed not in known:
+        typer.echo(f"certifier: no testbed {settings.worker_testbed!r} in the configuration "
+                   f"(testbeds: {', '.join(known)})", err=True)
+        raise typer.Exit(2)
     from workers.celery_app import create_celery
 
-    settings = _settings()
     _prepare(settings)
     celery = create_celery(settings)
     celery.worker_main(["worker", "--loglevel", settings.log_level, "--concurrency",
@@ -289,6 +303,49 @@ def hold_release(hold_id: int) -> None:
     except Exception as exc:  # any broker trouble: the periodic pass tears it down anyway
         typer.echo(f"(could not reach the broker: {exc}; the next periodic pass tears it down)",
                    err=True)
+
+
+def _mark(candidate_id: int, reason: str, *, bad: bool) -> None:
+    """Mark (or unmark) a candidate's combination bad, as ``cli:<user>``, audited."""
+    import getpass
+
+    from certifier.db.session import session_scope
+    from certifier.domain.clock import SystemClock
+    from certifier.pipeline import actions
+    from certifier.pipeline.errors import ServiceError
+
+    actor = f"cli:{getpass.getuser()}"
+    change = actions.mark_bad if bad else actions.unmark_bad
+    try:
+        with session_scope(_session_factory(_settings())) as session:
+            cand = change(session, SystemClock(), actor, candidate_id, reason)
+            typer.echo(f"candidate {cand.id}: {cand.state}; combination {cand.combination_hash} "
+                       f"{'marked bad' if bad else 'no longer marked bad'}")
+    except ServiceError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+
+
+@candidate_app.command("mark-bad")
+def candidate_mark_bad(
+    candidate_id: Annotated[int, typer.Argument(help="the candidate's id")],
+    reason: Annotated[str, typer.Option(help="why: kept in the audit log")],
+) -> None:
+    """Mark a candidate's combination bad: never formed or promoted again; an open candidate
+    is cancelled. The scheduler acts on it at its next pass."""
+    if not reason.strip():
+        typer.echo("--reason must say why", err=True)
+        raise typer.Exit(2)
+    _mark(candidate_id, reason, bad=True)
+
+
+@candidate_app.command("unmark-bad")
+def candidate_unmark_bad(
+    candidate_id: Annotated[int, typer.Argument(help="the candidate's id")],
+    reason: Annotated[str, typer.Option(help="why: kept in the audit log")] = "",
+) -> None:
+    """Lift the mark; a candidate it cancelled stays cancelled."""
+    _mark(candidate_id, reason, bad=False)
 
 
 @app.command()

@@ -9,11 +9,14 @@ both once; the web app, the Celery app and the CLI all receive that one object. 
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -21,6 +24,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -33,25 +37,28 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from certifier.domain.bisection import BisectPolicy
 from certifier.domain.combination import NAME_RE
+from certifier.domain.detector import DetectorPolicy
 from certifier.domain.durations import DurationError, parse_duration
 from certifier.domain.judgement import FixedLimit, JudgementPolicy, Margin
+from certifier.domain.notifications import ALL_EVENTS, Event, RetryPolicy
 from certifier.domain.promotion import SoakPolicy
 from certifier.topology import TopologyConfig, TopologyError
 from certifier.topology import load as load_topology
 from certifier.topology import plan as plan_topology
 
 TESTBED_NETWORK = ipaddress.IPv4Network("198.18.0.0/15")
-BRANCH_RE = re.compile(r"^(?!.*\.\.)(?!/)(?!.*//)[A-Za-z0-9._/-]{1,200}(?<![./])$")
-HOST_RE = re.compile(r"^[a-z][a-z0-9]{0,7}$")
+BRANCH_RE = re.compile(r"^(?!.*\.\.)(?!/)(?!.*//)[A-Za-z0-9._/-]{1,200}(?<![./])\Z")
+HOST_RE = re.compile(r"^[a-z][a-z0-9]{0,7}\Z")
 # A forge project path (``group/sub/name``): no ``..``, no leading '-', no shell metacharacters.
 PROJECT_RE = re.compile(
-    r"^(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_][A-Za-z0-9_.-]*){0,19}$"
+    r"^(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_][A-Za-z0-9_.-]*){0,19}\Z"
 )
 # Names of environment variables that hold a token or a webhook secret. The suffix keeps a config
 # (or an API client creating a component) from pointing a forge at, say, the database URL.
-TOKEN_ENV_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,94}_TOKEN$")
-SECRET_ENV_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,93}_SECRET$")
+TOKEN_ENV_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,94}_TOKEN\Z")
+SECRET_ENV_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,93}_SECRET\Z")
 
 
 class ConfigError(Exception):
@@ -145,7 +152,30 @@ class ComponentConfig(_Strict):
     def _url(cls, v: str) -> str:
         if not v or v.startswith("-") or any(c in v for c in "\x00\n\r"):
             raise ValueError(f"not a usable repository URL or path: {v!r}")
+        if GIT_REMOTE_HELPER_RE.match(v):  # ext::<command> would run a command
+            raise ValueError(f"git remote helpers ('transport::address') are not allowed: {v!r}")
+        if _has_password(v):  # GET /api/v1/components shows the URL to anyone: say no secret
+            raise ValueError("a repository URL must not carry a password; use a forge source "
+                             "with token_env, or a git credential helper")
         return v
+
+    @field_validator("recipe")
+    @classmethod
+    def _recipe(cls, v: Path | None) -> Path | None:
+        if v is not None and any(c in str(v) for c in "\x00\n\r"):
+            raise ValueError(f"not a usable recipe folder: {str(v)!r}")
+        return v
+
+
+# ``<transport>::<address>`` makes git run ``git-remote-<transport>`` (``ext::`` runs any command).
+GIT_REMOTE_HELPER_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*::")
+
+
+def _has_password(url: str) -> bool:
+    try:
+        return urlsplit(url).password is not None
+    except ValueError:  # not a URL git could use either; git reports that at the first fetch
+        return False
 
 
 class SshHostConfig(_Strict):
@@ -294,12 +324,16 @@ class SoakConfig(_Strict):
     max_infra_retries: int = Field(default=2, ge=0, le=20)
     infra_backoff: Duration = timedelta(seconds=30)  # first retry; doubles per retry after
     infra_backoff_max: Duration = timedelta(minutes=10)
+    # Runs of the same kind a failed check gets before it rejects (0: none); a check that
+    # passes on its recheck is flaky and blocks promotion until waived.
+    recheck_failed: int = Field(default=1, ge=0, le=5)
 
     def policy(self) -> SoakPolicy:
         return SoakPolicy(duration=self.duration, interval=self.interval, min_runs=self.min_runs,
                           max_infra_retries=self.max_infra_retries,
                           infra_backoff=self.infra_backoff,
-                          infra_backoff_max=self.infra_backoff_max)
+                          infra_backoff_max=self.infra_backoff_max,
+                          recheck_failed=self.recheck_failed)
 
 
 class MarginConfig(_Strict):
@@ -333,6 +367,56 @@ class ThresholdsConfig(_Strict):
             margins={k: Margin(m.max_worse_pct, m.min_abs) for k, m in self.metrics.items()},
             limits=tuple(FixedLimit.parse(t) for t in self.limits),
         )
+
+
+class DetectorConfig(_Strict):
+    """The statistical regression detector (``certifier/domain/detector.py``) during soak.
+
+    Each soak run tests the candidate's runs so far against the known-good's newest
+    ``baseline_window`` runs on the same testbed, for every series with at least
+    ``min_baseline_runs`` of them (fewer: the margin in ``thresholds`` is the only numeric
+    gate). ``false_reject_target`` is the chance that a good candidate's whole soak is rejected
+    by noise; ``floor_pct`` the smallest shift that counts (per metric in ``floors``).
+    ``baseline_every``: a control run of the known-good after every N soak runs, so the baseline
+    follows the testbed's drift (0: none).
+    """
+
+    enabled: bool = True
+    false_reject_target: float = Field(default=0.05, gt=0, lt=0.5)
+    min_baseline_runs: int = Field(default=20, ge=5, le=1000)
+    min_candidate_runs: int = Field(default=5, ge=2, le=100)
+    baseline_window: int = Field(default=40, ge=5, le=1000)
+    floor_pct: float = Field(default=1.0, ge=0, le=100)
+    floors: dict[str, float] = Field(default_factory=dict)
+    baseline_every: int = Field(default=4, ge=0, le=1000)
+
+    @field_validator("floors")
+    @classmethod
+    def _floor_keys(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = [k for k in v if not re.fullmatch(r"[a-z_]+\.[a-z0-9_]+", k)]
+        if bad:
+            raise ValueError(f"metric keys are written suite.metric, e.g. ping.rtt_p99_ms: {bad}")
+        negative = [k for k, f in v.items() if not 0 <= f <= 100]
+        if negative:
+            raise ValueError(f"floors are percentages between 0 and 100: {negative}")
+        return v
+
+    @model_validator(mode="after")
+    def _window(self) -> DetectorConfig:
+        if self.baseline_window < self.min_baseline_runs:
+            raise ValueError(f"baseline_window ({self.baseline_window}) is smaller than "
+                             f"min_baseline_runs ({self.min_baseline_runs})")
+        return self
+
+    def policy(self, soak: SoakConfig) -> DetectorPolicy | None:
+        if not self.enabled:
+            return None
+        planned = max(1, math.ceil(soak.duration / soak.interval), self.min_candidate_runs)
+        return DetectorPolicy.soak(
+            runs=planned, false_reject_target=self.false_reject_target,
+            min_runs=self.min_candidate_runs, min_baseline=self.min_baseline_runs,
+            baseline_window=self.baseline_window, floor_pct=self.floor_pct,
+            floors=dict(self.floors))
 
 
 class PingSuiteConfig(_Strict):
@@ -411,10 +495,30 @@ class SuitesConfig(_Strict):
     upgrade: UpgradeSuiteConfig = UpgradeSuiteConfig()
 
 
+class BisectionConfig(_Strict):
+    """Culprit finding after a rejection (docs/architecture.md, "Culprit finding"): bisect runs
+    on the gate testbed, at most ``max_steps`` of them per rejection, infra retries as in
+    ``soak``. Turned off, a rejection that changed several components leads to isolation, and a
+    running culprit finding stops at the next reconcile pass."""
+
+    enabled: bool = True
+    max_steps: int = Field(default=16, ge=1, le=200)
+
+    def policy(self, soak: SoakConfig) -> BisectPolicy | None:
+        if not self.enabled:
+            return None
+        return BisectPolicy(max_steps=self.max_steps, max_infra_retries=soak.max_infra_retries,
+                            infra_backoff=soak.infra_backoff,
+                            infra_backoff_max=soak.infra_backoff_max)
+
+
 class SchedulerConfig(_Strict):
     reconcile_interval: Duration = timedelta(seconds=10)
     run_timeout: Duration = timedelta(minutes=30)
     hook_timeout: Duration = timedelta(minutes=10)
+    # Candidates gating or soaking at once (soak itself stays one at a time): more than 1 lets
+    # the gate runs of several candidates use several testbeds in parallel (docs: Scale-out).
+    parallel_gates: int = Field(default=1, ge=1, le=32)
 
 
 class DashboardConfig(_Strict):
@@ -448,6 +552,116 @@ class TrackingConfig(_Strict):
             raise ValueError(f"must name an environment variable ending in _SECRET: {v!r}")
         return v
 
+class NotificationTargetConfig(_Strict):
+    """One receiver of outgoing webhooks (``certifier/pipeline/notify.py``).
+
+    Target URLs come only from here, never from an API body or upstream data. The HMAC key is
+    exactly one of ``secret`` (in this file), ``secret_file`` (relative to this file, read when
+    sending) or ``secret_env`` (a variable ending in _SECRET, read when sending).
+    """
+
+    name: str
+    url: str
+    events: tuple[Event, ...] = ALL_EVENTS
+    secret: SecretStr | None = None
+    secret_file: Path | None = None
+    secret_env: str | None = None
+    timeout: Duration = timedelta(seconds=10)
+
+    _name = field_validator("name")(classmethod(lambda cls, v: _safe_name(v)))
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        try:
+            parts = urlsplit(v)
+            _ = parts.port  # raises on a port that is not a number in range
+        except ValueError:
+            parts = None
+        if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname
+                or len(v) > 2000 or any(c.isspace() or ord(c) < 32 for c in v)):
+            raise ValueError(f"must be an http(s) URL with a host, e.g. "
+                             f"https://hooks.example.org/certifier: {v!r}")
+        return v
+
+    @field_validator("events")
+    @classmethod
+    def _events(cls, v: tuple[Event, ...]) -> tuple[Event, ...]:
+        if not v:
+            raise ValueError("list at least one event, or leave events out for all of them")
+        return tuple(dict.fromkeys(v))
+
+    @field_validator("secret_env")
+    @classmethod
+    def _secret_env(cls, v: str | None) -> str | None:
+        if v is not None and not SECRET_ENV_RE.match(v):
+            raise ValueError(f"must name an environment variable ending in _SECRET: {v!r}")
+        return v
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, v: timedelta) -> timedelta:
+        if not timedelta(0) < v <= timedelta(seconds=60):
+            raise ValueError("timeout must be more than 0 and at most 60s")
+        return v
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> NotificationTargetConfig:
+        given = [k for k in ("secret", "secret_file", "secret_env") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError("give exactly one of secret, secret_file or secret_env (the HMAC "
+                             f"key that signs each POST); got {', '.join(given) or 'none'}")
+        return self
+
+
+class NotificationsConfig(_Strict):
+    """Outgoing webhooks: which targets get which events, and how hard delivery tries.
+
+    A failed POST is retried after ``backoff``, doubling each time up to ``backoff_max``, until
+    ``max_attempts`` attempts were made. Beat sends the due deliveries every ``tick``.
+    """
+
+    targets: tuple[NotificationTargetConfig, ...] = ()
+    max_attempts: int = Field(default=8, ge=1, le=50)
+    backoff: Duration = timedelta(seconds=30)
+    backoff_max: Duration = timedelta(hours=1)
+    tick: Duration = timedelta(seconds=5)
+
+    @model_validator(mode="after")
+    def _check(self) -> NotificationsConfig:
+        names = [t.name for t in self.targets]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate notification target names: {', '.join(dupes)}")
+        if self.backoff <= timedelta(0) or self.backoff_max < self.backoff:
+            raise ValueError("backoff must be positive and backoff_max at least backoff")
+        if self.tick < timedelta(seconds=1):
+            raise ValueError("tick must be at least 1s")
+        return self
+
+    def target(self, name: str) -> NotificationTargetConfig | None:
+        return next((t for t in self.targets if t.name == name), None)
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(self.max_attempts, self.backoff, self.backoff_max)
+
+    def with_secret_files_under(self, base: Path, source: Path) -> NotificationsConfig:
+        """Resolve ``secret_file`` against the config file's folder, and check it now: a key
+        that cannot be read should stop the start, not fail every delivery later."""
+        targets = []
+        for i, target in enumerate(self.targets):
+            if target.secret_file is not None:
+                file = base / target.secret_file  # an absolute secret_file stays as it is
+                key = f"{source}: notifications.targets.{i}.secret_file"
+                try:
+                    if not file.read_bytes().strip():
+                        raise ConfigError(f"{key}: {file} is empty")
+                except OSError as exc:
+                    raise ConfigError(f"{key}: cannot read {file}: {exc.strerror}") from None
+                target = target.model_copy(update={"secret_file": file})
+            targets.append(target)
+        return self.model_copy(update={"targets": tuple(targets)})
+
 
 class CertifierConfig(_Strict):
     """The operator's YAML file."""
@@ -456,10 +670,13 @@ class CertifierConfig(_Strict):
     testbeds: tuple[TestbedConfig, ...] = (TestbedConfig(name="gate1"),)
     soak: SoakConfig = SoakConfig()
     thresholds: ThresholdsConfig = ThresholdsConfig()
+    detector: DetectorConfig = DetectorConfig()
     suites: SuitesConfig = SuitesConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
+    bisection: BisectionConfig = BisectionConfig()
     dashboard: DashboardConfig = DashboardConfig()
     tracking: TrackingConfig = TrackingConfig()
+    notifications: NotificationsConfig = NotificationsConfig()
 
     @model_validator(mode="after")
     def _unique(self) -> CertifierConfig:
@@ -495,6 +712,8 @@ class Settings(BaseSettings):
     api_tokens: str = ""
     # Ed25519 key that signs manifests; default <data_dir>/manifest-signing.key, made on first use.
     signing_key_file: Path | None = None
+    # The one testbed this worker may claim (`certifier worker --testbed`); None: any of them.
+    worker_testbed: str | None = None
     config: CertifierConfig = CertifierConfig()
 
     @classmethod
@@ -535,8 +754,12 @@ class Settings(BaseSettings):
     def soak_policy(self) -> SoakPolicy:
         return self.config.soak.policy()
 
+    def bisect_policy(self) -> BisectPolicy | None:
+        return self.config.bisection.policy(self.config.soak)
+
     def judgement_policy(self) -> JudgementPolicy:
-        return self.config.thresholds.policy()
+        detector = self.config.detector.policy(self.config.soak)
+        return replace(self.config.thresholds.policy(), detector=detector)
 
 
 class _EnvWithoutConfig(EnvSettingsSource):
@@ -619,7 +842,8 @@ def load_config_file(path: Path) -> CertifierConfig:
         else c
         for c in config.components
     )
-    config = config.model_copy(update={"components": comps})
+    notifications = config.notifications.with_secret_files_under(base, path)
+    config = config.model_copy(update={"components": comps, "notifications": notifications})
     return _with_topology_files(config, base, path)
 
 

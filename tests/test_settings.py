@@ -42,6 +42,11 @@ def test_short_durations_let_a_demo_soak_in_seconds() -> None:
         ("testbeds:\n  - {name: a, subnet: 198.18.0.0/24}\n  - {name: b, subnet: 198.18.0.0/25}\n",
          r"overlapping subnets"),
         ("testbeds:\n  - {name: a, hosts: [h1, h1]}\n", r"unique"),
+        ("detector:\n  floors: {'rm -rf': 2}\n", r"detector\.floors .*suite\.metric"),
+        ("detector:\n  floors: {ping.rtt_p99_ms: 250}\n", r"between 0 and 100"),
+        ("detector:\n  false_reject_target: 0.9\n", r"detector\.false_reject_target \(line 2\)"),
+        ("detector:\n  min_baseline_runs: 30\n  baseline_window: 20\n",
+         r"baseline_window \(20\) is smaller than min_baseline_runs \(30\)"),
     ],
 )
 def test_bad_config_names_the_key_and_line(text: str, expected: str) -> None:
@@ -74,3 +79,15 @@ def test_missing_config_file_is_a_clear_error(tmp_path: Path,
     monkeypatch.setenv("CERTIFIER_CONFIG", str(tmp_path / "nope.yaml"))
     with pytest.raises(ConfigError, match="cannot read the config file"):
         load_settings()
+
+
+def test_the_detector_is_planned_for_the_whole_soak() -> None:
+    settings = load_settings(config=parse_config_text(
+        "soak:\n  duration: 3d\n  interval: 12h\ndetector:\n  floors: {ping.rtt_p99_ms: 5}\n"))
+    detector = settings.judgement_policy().detector
+    assert detector is not None
+    assert detector.planned_checks == 6  # one check per soak run: 3 days of 12 hours
+    assert detector.floor_for("ping", "rtt_p99_ms", counts=False) == 5.0
+    assert detector.floor_for("bandwidth", "throughput_gbps", counts=False) == 1.0
+    off = load_settings(config=parse_config_text("detector:\n  enabled: false\n"))
+    assert off.judgement_policy().detector is None

@@ -16,13 +16,14 @@ from celery.signals import worker_process_init, worker_ready
 from sqlalchemy.exc import SQLAlchemyError
 
 from certifier.db.session import session_scope
-from certifier.pipeline import runs, scheduler
+from certifier.pipeline import notify, runs, scheduler
 from certifier.settings import Settings
 from certifier.tracking import deliveries, polling
 from certifier.tracking.sources import source_factory
 from workers import broker, janitor, runner
 from workers.context import WorkerContext
 from workers.dispatch import (
+    DELIVER_NOTIFICATIONS_TASK,
     POLL_COMPONENT_TASK,
     POLL_DUE_TASK,
     PROCESS_DELIVERY_TASK,
@@ -33,14 +34,26 @@ from workers.dispatch import (
 )
 
 log = logging.getLogger(__name__)
+NOTIFY_BUDGET_S = 30  # seconds of POSTs per notification pass
 
 
 def broker_options(settings: Settings) -> dict[str, Any]:
     if not settings.embedded_broker:
         timeout = int(settings.config.scheduler.run_timeout.total_seconds()) + 600
+        # A send to a broker that is down fails after one quick reconnect instead of kombu's
+        # default ~6 s of retries: the API sends after its commit, inside the request, and every
+        # task it sends has a path back (delivery sweep, run redispatch, beat's reconcile).
+        # The worker's own reconnect loop (broker_connection_max_retries) is not affected.
+        fail_fast = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5,
+                     "interval_max": 0.5}
         return {"broker_url": settings.broker_url,
-                "broker_transport_options": {"visibility_timeout": timeout},
-                "result_backend_transport_options": {"visibility_timeout": timeout}}
+                "broker_transport_options": {"visibility_timeout": timeout, **fail_fast},
+                "result_backend_transport_options": {"visibility_timeout": timeout},
+                # Nothing uses remote control (`celery inspect`), and its pub/sub channel is
+                # where kombu's Redis transport can crash the whole worker when Redis restarts
+                # ("Unrecoverable error: AttributeError ... 'hostname'", a race in
+                # kombu 5.7 found by tests/faults/test_redis_restart.py).
+                "worker_enable_remote_control": False}
     folder = (settings.data_dir / "broker").resolve()
     (folder / "queue").mkdir(parents=True, exist_ok=True)
     (folder / "processed").mkdir(parents=True, exist_ok=True)
@@ -79,6 +92,9 @@ def create_celery(settings: Settings, ctx: WorkerContext | None = None) -> Celer
             "sweep-deliveries": {"task": SWEEP_DELIVERIES_TASK,
                                  "schedule": settings.config.tracking.sweep_interval
                                  .total_seconds()},
+            "deliver-notifications": {"task": DELIVER_NOTIFICATIONS_TASK,
+                                      "schedule": settings.config.notifications.tick
+                                      .total_seconds()},
         },
         beat_schedule_filename=str((settings.data_dir / "celerybeat-schedule").resolve()),
     )
@@ -102,10 +118,21 @@ def create_celery(settings: Settings, ctx: WorkerContext | None = None) -> Celer
             report = scheduler.reconcile(session, context.clock, context.scheduler_policy,
                                          context.dispatcher)
         released = janitor.sweep_holds(context)  # autoholds: expire, tear down released ones
+        janitor.sweep_dead(context)  # testbeds of runs that died while this worker lives on
         return {**{k: v for k, v in vars(report).items() if v},
                 **({"holds_torn_down": released} if released else {})}
 
     _tracking_tasks(app, context, settings)
+
+    # Outgoing webhooks: the POSTs of one pass stop after NOTIFY_BUDGET_S; the limit leaves
+    # room for the last POST's timeout (at most 60 s) on top. Not shared: the task closes over
+    # this app's context, and a shared one would hand the first app's to every later app.
+    @app.task(name=DELIVER_NOTIFICATIONS_TASK, acks_late=True, shared=False,
+              time_limit=NOTIFY_BUDGET_S + 120, soft_time_limit=NOTIFY_BUDGET_S + 90)
+    def deliver_notifications() -> dict[str, list[int]]:
+        report = notify.deliver_due(context.session_factory, context.clock,
+                                    settings.config.notifications, budget_s=NOTIFY_BUDGET_S)
+        return {k: v for k, v in vars(report).items() if v}
 
     @worker_ready.connect(weak=False)
     def _on_ready(**_: Any) -> None:

@@ -11,11 +11,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from certifier.db import models
+from certifier.pipeline.bisection import BisectionView
+from certifier.pipeline.bisection import view as bisection_view
+from certifier.settings import ComponentConfig
 
 SHA_PATTERN = r"^(?:[0-9a-fA-F]{40}|[0-9a-fA-F]{64})$"
+# Free text that is stored: PostgreSQL text cannot hold a NUL byte (psycopg raises DataError).
+NO_NUL = r"^[^\x00]*$"
+NOT_BLANK = r"^[^\x00]*[^\s\x00][^\x00]*$"  # and something other than white space
 
 
 class _Out(BaseModel):
@@ -77,14 +83,32 @@ class CommitReport(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     sha: str = Field(pattern=SHA_PATTERN, description="full commit id: 40 or 64 hex digits")
-    title: str = Field(default="", max_length=10_000, description="stored up to 500 characters")
-    author: str = Field(default="", max_length=1_000, description="stored up to 200 characters")
+    title: str = Field(default="", max_length=10_000, pattern=NO_NUL,
+                       description="stored up to 500 characters")
+    author: str = Field(default="", max_length=1_000, pattern=NO_NUL,
+                        description="stored up to 200 characters")
     committed_at: AwareDatetime | None = None
 
 
 class CommitReported(_Out):
     commit: CommitOut
     created: bool
+
+
+class ComponentRequest(ComponentConfig):
+    """A component registered over the API: the config file's fields, minus two.
+
+    Registering needs no token, so a body must not choose what runs as root on a worker
+    (``recipe``: a folder of executables) nor which forge token goes where (``token_env``, with
+    ``api_url`` pointing anywhere). Both are the operator's, in the config file.
+    """
+
+    @model_validator(mode="after")
+    def _operator_only(self) -> ComponentRequest:
+        given = [f for f in ("recipe", "token_env") if getattr(self, f) is not None]
+        if given:
+            raise ValueError(f"{' and '.join(given)} can only be set in the config file")
+        return self
 
 
 class ComponentOut(_Out):
@@ -227,10 +251,85 @@ class WaiverOut(_Out):
                    active=waiver.expires_at is None or waiver.expires_at > now)
 
 
+class BadMarkOut(_Out):
+    """A person marked the candidate's combination bad: it is never formed or promoted again."""
+
+    at: datetime
+    by: str = Field(description="token:<name> or cli:<user>")
+    reason: str
+
+    @classmethod
+    def of(cls, combo: models.Combination) -> BadMarkOut | None:
+        if combo.bad_at is None:
+            return None
+        return cls(at=combo.bad_at, by=combo.bad_by or "", reason=combo.bad_reason or "")
+
+
+class BisectStepOut(_Out):
+    """One run of culprit finding: the combination it tested and its verdict."""
+
+    run: int
+    phase: str = Field(description="swap: one changed component set back to its known-good "
+                                   "commit; bisect: one commit inside the guilty component's range")
+    component: str
+    sha: str = Field(description="the commit of `component` this step tested")
+    purpose: str
+    combination: dict[str, str] = Field(description="component → sha: what the run deployed")
+    verdict: str | None = Field(description="null while the run has not finished")
+    withdrawn: bool = Field(description="taken back before it started: culprit finding stopped")
+
+
+class CulpritOut(_Out):
+    component: str
+    sha: str = Field(description="the first bad commit")
+    last_good: str = Field(description="the commit before it; later candidates hold it there")
+    evidence: list[int] = Field(description="run ids that show it: a pass at last_good, a "
+                                            "failure at sha")
+    explanation: str
+    together: list[str] = Field(description="other components whose swap-back passed too: the "
+                                            "failure needs them together")
+
+
+class BisectionOut(_Out):
+    """Culprit finding after the candidate was rejected (docs/architecture.md)."""
+
+    status: str = Field(description="running, found, inconclusive or stopped")
+    known_good: int | None = Field(description="the known-good it searched from")
+    failed_run: int | None = Field(description="the run that rejected the candidate")
+    started_at: datetime | None
+    finished_at: datetime | None
+    commits: dict[str, int] = Field(description="changed component → commits in its range")
+    steps: list[BisectStepOut]
+    culprit: CulpritOut | None
+    reason: str | None = Field(description="why it was inconclusive or stopped")
+
+    @classmethod
+    def of(cls, found: BisectionView | None) -> BisectionOut | None:
+        if found is None:
+            return None
+        culprit = found.culprit
+        return cls(
+            status=found.status, known_good=found.known_good, failed_run=found.failed_run,
+            started_at=found.started_at, finished_at=found.finished_at,
+            commits=dict(found.commits), reason=found.reason,
+            steps=[BisectStepOut(run=s.run_id, phase=s.phase, component=s.component, sha=s.sha,
+                                 purpose=s.purpose, combination=dict(s.combination),
+                                 verdict=s.verdict, withdrawn=s.withdrawn)
+                   for s in found.steps],
+            culprit=CulpritOut(component=culprit.component, sha=culprit.sha,
+                               last_good=culprit.last_good, evidence=list(culprit.evidence),
+                               explanation=culprit.explanation, together=list(culprit.together))
+            if culprit is not None else None)
+
+
 class CandidateDetail(CandidateOut):
     components: list[CombinationEntry]
     runs: list[RunOut]
     waivers: list[WaiverOut] = Field(default_factory=list)
+    marked_bad: BadMarkOut | None = Field(default=None,
+                                          description="set when its combination is marked bad")
+    bisection: BisectionOut | None = Field(
+        default=None, description="culprit finding after a rejection (null: none ran)")
 
     @classmethod
     def detail(cls, cand: models.Candidate, waivers: list[models.Waiver] | None = None,
@@ -243,7 +342,9 @@ class CandidateDetail(CandidateOut):
         at = now or datetime.now(UTC)
         return cls(**CandidateOut.of(cand).model_dump(), components=entries,
                    runs=[RunOut.summary(r) for r in cand.runs],
-                   waivers=[WaiverOut.of(w, at) for w in waivers or []])
+                   waivers=[WaiverOut.of(w, at) for w in waivers or []],
+                   marked_bad=BadMarkOut.of(cand.combination),
+                   bisection=BisectionOut.of(bisection_view(cand.bisection)))
 
 
 # Operator actions ---------------------------------------------------------------------------
@@ -252,7 +353,7 @@ class CandidateDetail(CandidateOut):
 class _Action(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(min_length=1, max_length=2000, pattern=r"\S",
+    reason: str = Field(min_length=1, max_length=2000, pattern=NOT_BLANK,
                         description="why: kept in the audit log")
 
 
@@ -265,6 +366,10 @@ class WaiveRequest(_Action):
                          description="the subject of a failing check or metric excuse")
     expires_in: str | None = Field(default=None, max_length=32,
                                    description="e.g. 12h, 7d; none: until the candidate ends")
+
+
+class MarkBadRequest(_Action):
+    pass
 
 
 class PromoteRequest(_Action):
@@ -348,6 +453,41 @@ class ManifestSummary(_Out):
 
 class ManifestList(_Out):
     items: list[ManifestSummary]
+
+
+class DiffCommit(_Out):
+    sha: str
+    title: str
+    author: str
+    committed_at: datetime | None
+
+
+class ComponentChange(_Out):
+    """One component that differs between two known-goods; ``commits`` newest first."""
+
+    name: str
+    from_sha: str | None = Field(description="null: the component is new in the later version")
+    to_sha: str | None = Field(description="null: the component was dropped")
+    commits: list[DiffCommit] = Field(description="the commits between, newest first")
+    more: bool = Field(description="more commits lie between than are listed")
+
+
+class ManifestDiff(_Out):
+    from_version: int
+    to_version: int
+    changed: list[ComponentChange]
+
+
+class ExcusesOut(_Out):
+    """Why a candidate is not (yet) known-good, now or as of a past time."""
+
+    candidate: int
+    state: str = Field(description="the candidate's state then (or now)")
+    as_of: datetime | None = Field(description="null: now, as the scheduler last judged it")
+    excuses: list[ExcuseOut]
+    waived: list[str] = Field(description="excuse subjects set aside by waivers in force then")
+    bisection: BisectionOut | None = Field(
+        default=None, description="culprit finding after a rejection, as it stands now")
 
 
 # Testbeds -----------------------------------------------------------------------------------
@@ -460,10 +600,10 @@ class HoldRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     candidate_id: int | None = Field(default=None, ge=1)
-    component: str | None = Field(default=None, max_length=63)
+    component: str | None = Field(default=None, max_length=63, pattern=r"^[a-z][a-z0-9_-]*$")
     duration: str = Field(default="2h", max_length=32,
                           description="how long a caught testbed is kept, e.g. 30m, 2h, 1d")
-    reason: str = Field(default="", max_length=2000)
+    reason: str = Field(default="", max_length=2000, pattern=NO_NUL)
 
 
 class HoldOut(_Out):

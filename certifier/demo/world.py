@@ -638,6 +638,9 @@ def build(root: Path, *, driver: str = "netns", subnet: str = "198.18.0.0/24",
         f"soak:\n  duration: {soak_duration}\n  interval: {soak_interval}\n"
         f"  min_runs: {min_runs}\n  max_infra_retries: 2\n  infra_backoff: {infra_backoff}\n"
         f"{THRESHOLDS}"
+        # The statistical detector wants 20 known-good runs per testbed; a demo of minutes has
+        # a handful, so the margin above judges and control runs would only cost time.
+        "detector:\n  baseline_every: 0\n"
         # Seconds, not minutes: one direction of TCP; writes at queue depth 1 (a database's
         # commit path, where a synchronous write costs the most), random writes first, on a
         # fresh file, where a write also allocates until the file is covered; the upgrade suite

@@ -138,6 +138,7 @@ class DetectorPolicy:
     scan_windows: bool = True
     min_runs: int = 5
     min_baseline: int = 20
+    baseline_window: int = 40  # the newest baseline runs compared (the testbed drifts)
     floor_pct: float = 1.0
     count_floor_pp: float = 0.1
     floors: Mapping[str, float] = field(default_factory=dict)

@@ -1,10 +1,18 @@
 """Judging one run: its checks, its tool health, and its numbers against the known-good's.
 
-This is the first, deliberately simple gate: a measurement worse than the known-good's median by
-more than a configured margin (percent *and* absolute floor, so microsecond jitter on a 50 µs
-ping does not reject anyone) regresses the run. Operators may also pin fixed limits such as
-``bandwidth.throughput_gbps >= 5``. The statistical detector replaces the margin test later; the
-shape of a verdict and its excuses stays.
+Three gates, from coarse to fine:
+
+* **Checks and fixed limits**: a failed check (a host unreachable, a resource lost on upgrade) or
+  an operator's limit such as ``bandwidth.throughput_gbps >= 5`` fails the run outright.
+* **The margin**: a measurement worse than the known-good's median by more than a configured
+  margin (percent *and* absolute floor, so microsecond jitter on a 50 µs ping does not reject
+  anyone) regresses the run at once. It catches gross breakage from a single run, and it is the
+  only numeric gate while the known-good has too few runs for statistics.
+* **The statistical detector** (:mod:`certifier.domain.detector`): once the known-good has at
+  least ``min_baseline`` runs on the testbed, every soak run tests the candidate's runs so far
+  against them — rank tests calibrated for the whole soak, a practical floor, Holm across
+  series — and a regression found there is explained with medians, the shift and its interval,
+  the p-value against its level, and the run where the change began.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from certifier.domain.detector import DetectorPolicy, Series, judge_candidate
 from certifier.domain.results import Better, Measurement, SuiteResult
 
 
@@ -102,6 +111,7 @@ class JudgementPolicy:
     default_margin: Margin = Margin()
     margins: Mapping[str, Margin] = field(default_factory=dict)  # "suite.metric" → margin
     limits: tuple[FixedLimit, ...] = ()
+    detector: DetectorPolicy | None = None  # None: the margin is the only numeric gate
 
     def margin_for(self, suite: str, metric: str) -> Margin:
         return self.margins.get(f"{suite}.{metric}", self.default_margin)
@@ -113,6 +123,21 @@ class Baseline:
 
     label: str  # e.g. "known-good #3"
     samples: Mapping[str, list[float]]
+
+
+@dataclass(frozen=True, slots=True)
+class RunHistory:
+    """One value per run and series, oldest first, for the statistical detector.
+
+    ``baseline``: the known-good's newest runs on the testbed of the run being judged (its own
+    soak and the control runs interleaved with later soaks, so the baseline follows the
+    testbed's drift). ``candidate``: the candidate's earlier runs on that testbed; the run being
+    judged is added by :func:`judge_run`.
+    """
+
+    label: str
+    baseline: Mapping[str, tuple[float, ...]]
+    candidate: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +207,27 @@ def compare_with_baseline(
     return excuses
 
 
+def compare_with_history(measurements: Iterable[Measurement], history: RunHistory,
+                         detector: DetectorPolicy) -> list[Excuse]:
+    """Regression excuses from the detector: the candidate's runs so far, this one included,
+    against the known-good's runs, for every series with enough baseline runs."""
+    grouped: dict[str, list[Measurement]] = defaultdict(list)
+    for m in measurements:
+        grouped[m.key].append(m)
+    series: list[Series] = []
+    for key, samples in sorted(grouped.items()):
+        base = history.baseline.get(key, ())
+        if len(base) < detector.min_baseline:
+            continue
+        first = samples[0]
+        this_run = statistics.median(s.value for s in samples)
+        series.append(Series(first.suite, first.metric, first.unit, first.better, tuple(base),
+                             (*history.candidate.get(key, ()), this_run), dict(first.labels)))
+    if not series:
+        return []
+    return judge_candidate(series, detector, baseline_label=history.label).excuses()
+
+
 def check_limits(measurements: Iterable[Measurement], limits: Iterable[FixedLimit]) -> list[Excuse]:
     excuses: list[Excuse] = []
     ms = list(measurements)
@@ -200,7 +246,8 @@ def check_limits(measurements: Iterable[Measurement], limits: Iterable[FixedLimi
 
 
 def judge_run(
-    results: Iterable[SuiteResult], baseline: Baseline | None, policy: JudgementPolicy
+    results: Iterable[SuiteResult], baseline: Baseline | None, policy: JudgementPolicy,
+    history: RunHistory | None = None,
 ) -> RunJudgement:
     """The verdict of one run.
 
@@ -208,8 +255,9 @@ def judge_run(
     the candidate, and it wins: when a commit cuts a host off, ping's reachability check fails and
     iperf3 cannot connect either, and retrying the tool would only delay the rejection. Otherwise
     tool or testbed trouble wins (``infra_error`` says nothing about the candidate, and the
-    measurements are incomplete); then regressions against the baseline. With no baseline (no
-    known-good yet: bootstrap) only checks and fixed limits count.
+    measurements are incomplete); then regressions against the baseline: the margin first, then,
+    given the run ``history`` and a detector in the policy, the statistical test. With no
+    baseline (no known-good yet: bootstrap) only checks and fixed limits count.
     """
     results = list(results)
     infra = [r for r in results if r.infra_error]
@@ -231,6 +279,10 @@ def judge_run(
         return RunJudgement(Verdict.INFRA_ERROR, infra_excuses)
     if baseline is not None:
         regressions = compare_with_baseline(measurements, baseline, policy)
+        if regressions:
+            return RunJudgement(Verdict.REGRESSED, tuple(regressions))
+    if history is not None and policy.detector is not None:
+        regressions = compare_with_history(measurements, history, policy.detector)
         if regressions:
             return RunJudgement(Verdict.REGRESSED, tuple(regressions))
     return RunJudgement(Verdict.PASSED, ())

@@ -7,6 +7,7 @@ it survives worker restarts, and an expired lease can be taken over.
 
 from __future__ import annotations
 
+import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import timedelta
@@ -18,10 +19,12 @@ from sqlalchemy.orm import Session
 
 from certifier.db import models
 from certifier.domain.clock import Clock
+from certifier.domain.detector import DetectorPolicy
 from certifier.domain.judgement import (
     Baseline,
     Excuse,
     JudgementPolicy,
+    RunHistory,
     RunJudgement,
     RunKind,
     Verdict,
@@ -79,21 +82,31 @@ def get_run(session: Session, run_id: int) -> models.Run:
     return run
 
 
-def _testbed_for(session: Session, kind: str) -> list[models.Testbed]:
+def _testbed_for(session: Session, kind: str, only: str | None = None) -> list[models.Testbed]:
     wanted = "soak" if kind == RunKind.SOAK else "gate"
-    beds = list(session.scalars(select(models.Testbed).order_by(models.Testbed.name)))
-    return sorted(beds, key=lambda t: t.role != wanted)
+    query = select(models.Testbed).order_by(models.Testbed.name)
+    if only is not None:
+        query = query.where(models.Testbed.name == only)
+    return sorted(session.scalars(query), key=lambda t: t.role != wanted)
 
 
 def claim(
-    session: Session, run_id: int, worker: str, clock: Clock, lease: timedelta
+    session: Session, run_id: int, worker: str, clock: Clock, lease: timedelta,
+    *, testbed: str | None = None,
 ) -> Claim:
-    """Take a pending run and lease a testbed for it, atomically; flushes."""
+    """Take a pending run and lease a testbed for it, atomically; flushes.
+
+    ``testbed`` binds the claim to that one testbed (a worker started with ``--testbed``): a
+    run that finds it busy stays pending for another worker. Taking over an expired lease
+    finishes the run that held it as ``infra_error``: its worker is gone or hung (a run task is
+    killed before its lease runs out), and the testbed is now someone else's.
+    """
     run = session.get(models.Run, run_id)
     if run is None or run.state != RunState.PENDING:
         return Claim.NOT_PENDING
     now = clock.now()
-    for bed in _testbed_for(session, run.kind):
+    for bed in _testbed_for(session, run.kind, testbed):
+        holder = bed.leased_by_run_id  # before the update: an expired lease is taken over
         taken = _rowcount(session.execute(
             update(models.Testbed)
             .where(
@@ -117,6 +130,10 @@ def claim(
         if not started:
             _release(session, run_id)
             return Claim.NOT_PENDING
+        if holder is not None and holder != run_id:
+            lost_worker(session, holder, clock,
+                        f"its lease on testbed {bed.name} expired and run {run_id} took the "
+                        "testbed over; its worker was lost or hung")
         session.flush()
         session.expire_all()
         return Claim.CLAIMED
@@ -168,12 +185,56 @@ def baseline(session: Session) -> Baseline | None:
     rows = session.execute(
         select(models.MeasurementRow.series, models.MeasurementRow.value)
         .join(models.Run, models.Run.id == models.MeasurementRow.run_id)
-        .where(models.Run.candidate_id == kg.candidate_id, models.Run.verdict == Verdict.PASSED)
+        .where(models.Run.candidate_id == kg.candidate_id, models.Run.verdict == Verdict.PASSED,
+               models.Run.combination_hash.is_(None))  # bisect runs test other combinations
     ).all()
     samples: dict[str, list[float]] = defaultdict(list)
     for series, value in rows:
         samples[series].append(value)
     return Baseline(label=f"known-good #{kg.version}", samples=dict(samples))
+
+
+def _per_run_values(session: Session, run_ids: list[int]) -> dict[str, tuple[float, ...]]:
+    """Each series' value per run (the median where a run measured it several times), in the
+    order of ``run_ids``."""
+    if not run_ids:
+        return {}
+    values: dict[tuple[str, int], list[float]] = defaultdict(list)
+    for run_id, series, value in session.execute(
+            select(models.MeasurementRow.run_id, models.MeasurementRow.series,
+                   models.MeasurementRow.value)
+            .where(models.MeasurementRow.run_id.in_(run_ids))):
+        values[(series, run_id)].append(value)
+    order = {run_id: i for i, run_id in enumerate(run_ids)}
+    per_series: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for (series, run_id), vs in values.items():
+        per_series[series].append((order[run_id], statistics.median(vs)))
+    return {series: tuple(v for _, v in sorted(pairs)) for series, pairs in per_series.items()}
+
+
+def history(session: Session, run: models.Run, policy: DetectorPolicy) -> RunHistory | None:
+    """The statistical detector's view of ``run``: the known-good's newest passing runs on the
+    same testbed (its soak, and control runs interleaved with later soaks) and the candidate's
+    earlier passing soak runs there. None before the first known-good."""
+    kg = knowngood.current(session)
+    if kg is None or run.testbed is None:
+        return None
+    window = max(policy.min_baseline, policy.baseline_window)
+    base_ids = list(session.scalars(
+        select(models.Run.id)
+        .where(models.Run.candidate_id == kg.candidate_id, models.Run.testbed == run.testbed,
+               models.Run.verdict == Verdict.PASSED, models.Run.id != run.id,
+               models.Run.combination_hash.is_(None))
+        .order_by(models.Run.finished_at.desc(), models.Run.id.desc()).limit(window)))
+    cand_ids = list(session.scalars(
+        select(models.Run.id)
+        .where(models.Run.candidate_id == run.candidate_id, models.Run.testbed == run.testbed,
+               models.Run.kind == RunKind.SOAK, models.Run.verdict == Verdict.PASSED,
+               models.Run.id != run.id)
+        .order_by(models.Run.finished_at, models.Run.id)))
+    return RunHistory(label=f"known-good #{kg.version} on {run.testbed}",
+                      baseline=_per_run_values(session, base_ids[::-1]),
+                      candidate=_per_run_values(session, cand_ids))
 
 
 def _release(session: Session, run_id: int) -> None:
@@ -202,6 +263,13 @@ def judge(
         return RunJudgement(
             Verdict.INFRA_ERROR, (Excuse("infra_error", f"run {run_id}", setup_error),)
         )
+    run = get_run(session, run_id)
+    if run.kind == RunKind.BASELINE:
+        # A control run of the known-good measures the testbed, not a change: only its checks
+        # count, so that a drifting testbed moves the baseline instead of being rejected by it.
+        return judge_run(results, None, policy)
+    if run.kind == RunKind.SOAK and policy.detector is not None:
+        return judge_run(results, baseline(session), policy, history(session, run, policy.detector))
     return judge_run(results, baseline(session), policy)
 
 

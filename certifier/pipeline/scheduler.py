@@ -11,19 +11,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from certifier.db import models
 from certifier.domain import formation
+from certifier.domain.bisection import BisectPolicy
 from certifier.domain.clock import Clock
 from certifier.domain.combination import Combination
 from certifier.domain.judgement import Excuse, RunKind, Verdict
 from certifier.domain.lifecycle import CandidateState, check_transition
 from certifier.domain.promotion import Action, RunSummary, SoakPolicy, apply_waivers, decide
-from certifier.pipeline import components, knowngood, runs, waivers
+from certifier.pipeline import bisection, components, knowngood, notify, runs, waivers
 from certifier.pipeline.dispatch import Dispatcher, enqueue_run_after_commit
 from certifier.pipeline.errors import Conflict
+from certifier.settings import NotificationsConfig
 
 _LOCK_KEY = 0x63657274  # "cert"
 
@@ -39,6 +41,8 @@ class ReconcileReport:
     runs_created: list[int] = field(default_factory=list)
     runs_redispatched: list[int] = field(default_factory=list)
     runs_expired: list[int] = field(default_factory=list)
+    bisections_started: list[int] = field(default_factory=list)  # culprit finding began
+    bisections_ended: list[int] = field(default_factory=list)  # found, inconclusive, stopped
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +50,15 @@ class SchedulerPolicy:
     soak: SoakPolicy
     run_timeout: timedelta = timedelta(minutes=30)
     redispatch_after: timedelta = timedelta(seconds=60)
+    # Candidates gating or soaking at once; soak stays one at a time (docs: Scale-out).
+    parallel_gates: int = 1
+    # A control run of the known-good after every N soak runs (0: none): the detector's
+    # baseline then follows the testbed's drift instead of aging with the known-good's soak.
+    baseline_every: int = 0
+    # Outgoing webhooks on promotion and rejection (certifier/pipeline/notify.py).
+    notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
+    # Culprit finding after a rejection (certifier/pipeline/bisection.py); None: off.
+    bisection: BisectPolicy | None = field(default_factory=BisectPolicy)
 
 
 def _lock(session: Session) -> None:
@@ -124,6 +137,23 @@ def _create_run(session: Session, candidate: models.Candidate, kind: RunKind, cl
     return run
 
 
+def _marked_bad(session: Session, desired: Combination | None) -> frozenset[str]:
+    """``{desired.hash}`` if a person marked that combination bad, else nothing."""
+    row = session.get(models.Combination, desired.hash) if desired is not None else None
+    return frozenset({row.hash}) if row is not None and row.bad_at is not None else frozenset()
+
+
+def _audit_refused(session: Session, clock: Clock, combination_hash: str) -> None:
+    """Say once (not on every pass) why the train waits: the heads make a bad combination."""
+    subject = f"combination {combination_hash}"
+    said = session.scalar(select(models.AuditEvent.id).where(
+        models.AuditEvent.action == "skip_bad", models.AuditEvent.subject == subject).limit(1))
+    if said is None:
+        combo = session.get_one(models.Combination, combination_hash)
+        audit(session, clock, "scheduler", "skip_bad", subject,
+              reason=f"{knowngood.bad_message(combo)}; waiting for a new head")
+
+
 def _form(session: Session, clock: Clock, report: ReconcileReport) -> None:
     kg = knowngood.current(session)
     kg_combo = knowngood.combination_of(session, kg.combination_hash) if kg else None
@@ -135,7 +165,9 @@ def _form(session: Session, clock: Clock, report: ReconcileReport) -> None:
         .order_by(models.Candidate.id.desc()).limit(200)).all()
     history = [formation.PastCandidate(
         c.id, CandidateState(c.state), knowngood.combination_of(session, c.combination_hash),
-        tuple(str(n) for n in c.changed), c.base_version) for c in rejected]
+        tuple(str(n) for n in c.changed), c.base_version,
+        bisecting=bisection.is_running(c.bisection), bisected=bisection.bisected(c.bisection))
+        for c in rejected]
     wanted = formation.next_desired({name: c.sha for name, c in head_commits.items()},
                                     kg_combo, kg.version if kg else None, history)
     desired = wanted.combination
@@ -149,7 +181,10 @@ def _form(session: Session, clock: Clock, report: ReconcileReport) -> None:
         if earlier is not None and earlier not in open_cands:
             views.append(formation.CandidateView(earlier.id, CandidateState(earlier.state),
                                                  earlier.combination_hash))
-    the_plan = formation.plan(desired, kg_combo, views, required)
+    the_plan = formation.plan(desired, kg_combo, views, required,
+                              bad=_marked_bad(session, desired))
+    if the_plan.refused_bad is not None:
+        _audit_refused(session, clock, the_plan.refused_bad)
     by_id = {c.id: c for c in open_cands}
     for cid in the_plan.supersede:
         move(session, by_id[cid], CandidateState.SUPERSEDED, clock)
@@ -175,23 +210,54 @@ def _form(session: Session, clock: Clock, report: ReconcileReport) -> None:
                   candidate=cand.id)
 
 
-def _board(session: Session, clock: Clock, report: ReconcileReport) -> None:
-    """Start the oldest queued candidate when no candidate holds the pipeline."""
-    active = session.scalar(select(models.Candidate.id).where(
-        models.Candidate.state.in_([CandidateState.GATING, CandidateState.SOAKING])).limit(1))
-    if active is not None:
+def _board(session: Session, clock: Clock, report: ReconcileReport,
+           parallel_gates: int = 1) -> None:
+    """Start the oldest queued candidates while fewer than ``parallel_gates`` are active."""
+    if bisection.hold_boarding(session) is not None:
+        return  # the next candidate waits, to hold back the commit culprit finding names
+    active = session.scalar(select(func.count(models.Candidate.id)).where(
+        models.Candidate.state.in_([CandidateState.GATING, CandidateState.SOAKING]))) or 0
+    if active >= parallel_gates:
         return
-    nxt = session.scalar(select(models.Candidate).where(
-        models.Candidate.state == CandidateState.QUEUED).order_by(models.Candidate.id).limit(1))
-    if nxt is None:
-        return
-    # Re-base on the current known-good: it may have moved while this one queued.
+    for nxt in session.scalars(select(models.Candidate).where(
+            models.Candidate.state == CandidateState.QUEUED).order_by(models.Candidate.id)
+            .limit(parallel_gates - active)).all():
+        _rebase(session, nxt)  # the known-good may have moved while this one queued
+        move(session, nxt, CandidateState.GATING, clock)
+        report.boarded.append(nxt.id)
+
+
+def _rebase(session: Session, cand: models.Candidate) -> None:
+    """Base ``cand`` on the current known-good: what it changes, and what it upgrades from."""
     kg = knowngood.current(session)
     kg_combo = knowngood.combination_of(session, kg.combination_hash) if kg else None
-    nxt.base_version = kg.version if kg else None
-    nxt.changed = knowngood.combination_of(session, nxt.combination_hash).changed_against(kg_combo)
-    move(session, nxt, CandidateState.GATING, clock)
-    report.boarded.append(nxt.id)
+    cand.base_version = kg.version if kg else None
+    cand.changed = knowngood.combination_of(session, cand.combination_hash).changed_against(
+        kg_combo)
+
+
+def _waits_to_soak(session: Session, cand: models.Candidate, clock: Clock) -> bool:
+    """Soak stays one at a time: with ``parallel_gates`` > 1, a candidate whose gate passed
+    waits, still gating, while another one soaks.
+
+    When its turn comes the known-good may have moved (the other one was promoted): it is then
+    re-based, so that its soak runs upgrade from the known-good it would replace, and promotion's
+    compare-and-swap does not supersede it after a whole soak.
+    """
+    soaking = session.scalar(select(models.Candidate.id).where(
+        models.Candidate.state == CandidateState.SOAKING, models.Candidate.id != cand.id)
+        .order_by(models.Candidate.id).limit(1))
+    if soaking is not None:
+        cand.excuses = [Excuse("gating", "soak", f"gate passed: waiting for candidate {soaking} "
+                               "to finish soaking").as_dict()]
+        return True
+    kg = knowngood.current(session)
+    if cand.base_version != (kg.version if kg else None):
+        old = cand.base_version
+        _rebase(session, cand)
+        audit(session, clock, "scheduler", "rebase", f"candidate {cand.id}",
+              base_was=old, base=cand.base_version)
+    return False
 
 
 def _advance(session: Session, cand: models.Candidate, clock: Clock, policy: SchedulerPolicy,
@@ -204,7 +270,11 @@ def _advance(session: Session, cand: models.Candidate, clock: Clock, policy: Sch
         if decision.next_run is not None:
             run = _create_run(session, cand, decision.next_run, clock, dispatcher)
             report.runs_created.append(run.id)
+            if decision.next_run is RunKind.SOAK:
+                _control_run(session, cand, clock, policy, dispatcher, report)
         if decision.action is Action.START_SOAK:
+            if _waits_to_soak(session, cand, clock):
+                return
             move(session, cand, CandidateState.SOAKING, clock)
             report.started_soak.append(cand.id)
             continue
@@ -213,16 +283,45 @@ def _advance(session: Session, cand: models.Candidate, clock: Clock, policy: Sch
             audit(session, clock, "scheduler", "reject", f"candidate {cand.id}",
                   excuses=cand.excuses)
             report.rejected.append(cand.id)
+            bisection.start(session, cand, clock, policy.bisection, dispatcher, report)
+            notify.candidate_rejected(session, clock,
+                                      notify.Notifier(policy.notifications, dispatcher), cand)
         elif decision.action is Action.PROMOTE:
-            _promote(session, cand, clock, report)
+            _promote(session, cand, clock, report, notify.Notifier(policy.notifications,
+                                                                   dispatcher))
         return
 
 
+def _control_run(session: Session, cand: models.Candidate, clock: Clock,
+                 policy: SchedulerPolicy, dispatcher: Dispatcher, report: ReconcileReport) -> None:
+    """After every ``baseline_every``-th soak run, a baseline run of the current known-good.
+
+    It belongs to the known-good's candidate, so its passing measurements join the baseline
+    (``runs.history``); one is never queued twice.
+    """
+    soak_runs = sum(1 for r in cand.runs if r.kind == RunKind.SOAK)
+    if not policy.baseline_every or soak_runs % policy.baseline_every:
+        return
+    kg = knowngood.current(session)
+    if kg is None or kg.candidate_id == cand.id:
+        return
+    kg_cand = kg.candidate
+    if any(r.kind == RunKind.BASELINE and r.state != runs.RunState.FINISHED
+           for r in kg_cand.runs):
+        return
+    run = _create_run(session, kg_cand, RunKind.BASELINE, clock, dispatcher)
+    report.runs_created.append(run.id)
+
+
 def _promote(session: Session, cand: models.Candidate, clock: Clock,
-             report: ReconcileReport) -> None:
+             report: ReconcileReport, notifier: notify.Notifier) -> None:
     try:
         with session.begin_nested():
             kg = knowngood.promote(session, cand, clock, reason="soak passed")
+    except knowngood.MarkedBad as exc:
+        move(session, cand, CandidateState.CANCELLED, clock)
+        cand.excuses = [Excuse("marked_bad", "operator", str(exc)).as_dict()]
+        return
     except Conflict as exc:
         move(session, cand, CandidateState.SUPERSEDED, clock)
         cand.excuses = [Excuse("base_moved", "known-good", str(exc)).as_dict()]
@@ -231,6 +330,7 @@ def _promote(session: Session, cand: models.Candidate, clock: Clock,
     cand.excuses = []
     audit(session, clock, "scheduler", "promote", f"candidate {cand.id}", version=kg.version)
     report.promoted.append(cand.id)
+    notify.candidate_promoted(session, clock, notifier, cand, kg, "scheduler")
 
 
 def _redispatch(session: Session, clock: Clock, policy: SchedulerPolicy,
@@ -250,15 +350,17 @@ def reconcile(session: Session, clock: Clock, policy: SchedulerPolicy,
     _lock(session)
     report = ReconcileReport()
     report.runs_expired = runs.expire_stale(session, clock, policy.run_timeout)
+    # Before forming: a culprit named in this pass is held in the candidate formed in it.
+    bisection.advance_all(session, clock, policy.bisection, dispatcher, report)
     _form(session, clock, report)
-    _board(session, clock, report)
+    _board(session, clock, report, policy.parallel_gates)
     active = session.scalars(select(models.Candidate).where(
         models.Candidate.state.in_([CandidateState.GATING, CandidateState.SOAKING]))
         .order_by(models.Candidate.id)).all()
     for cand in active:
         _advance(session, cand, clock, policy, dispatcher, report)
     if report.promoted or report.rejected:
-        _board(session, clock, report)
+        _board(session, clock, report, policy.parallel_gates)
         for cand in session.scalars(select(models.Candidate).where(
                 models.Candidate.id.in_(report.boarded))):
             _advance(session, cand, clock, policy, dispatcher, report)

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import PlainTextResponse
 
-from certifier.api.deps import ClockDep, SessionDep
+from certifier.api.deps import ClockDep, ContextDep, SessionDep
 from certifier.api.schemas import (
     DB_ID_MAX,
+    BisectionOut,
     CandidateDetail,
     CandidateList,
     CandidateOut,
     ErrorOut,
+    ExcuseOut,
+    ExcusesOut,
     RunDetail,
     json_error,
 )
 from certifier.domain.lifecycle import CandidateState
-from certifier.pipeline import queries, runs, waivers
+from certifier.pipeline import bisection, excuses, queries, runs, waivers
+from certifier.pipeline.errors import Invalid
 
 router = APIRouter(prefix="/api/v1", tags=["candidates"])
 
@@ -41,6 +46,31 @@ def list_candidates(
 def get_candidate(candidate_id: Id, session: SessionDep, clock: ClockDep) -> CandidateDetail:
     return CandidateDetail.detail(queries.candidate_detail(session, candidate_id),
                                   waivers.for_candidate(session, candidate_id), clock.now())
+
+
+@router.get("/candidates/{candidate_id}/excuses", response_model=ExcusesOut,
+            responses={404: {"model": ErrorOut}, 422: {"model": ErrorOut}})
+def get_excuses(
+    candidate_id: Id,
+    session: SessionDep,
+    clock: ClockDep,
+    context: ContextDep,
+    at: Annotated[datetime | None, Query(
+        description="ISO 8601 time: the excuses as they stood then (UTC if no offset is given)"
+    )] = None,
+) -> ExcusesOut:
+    """Why the candidate is not (yet) known-good: a structured list, now or as of ``at``."""
+    if at is not None:
+        try:
+            at = at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
+        except OverflowError:
+            raise Invalid(f"time out of range: {at.isoformat()}") from None
+    found = excuses.for_candidate(session, candidate_id, context.settings.soak_policy(),
+                                  clock.now(), at)
+    return ExcusesOut(candidate=found.candidate_id, state=str(found.state), as_of=found.as_of,
+                      excuses=ExcuseOut.many([e.as_dict() for e in found.excuses]),
+                      waived=list(found.waived),
+                      bisection=BisectionOut.of(bisection.stored(session, candidate_id)))
 
 
 @router.get("/runs/{run_id}", response_model=RunDetail, responses={404: {"model": ErrorOut}},

@@ -1,4 +1,4 @@
-"""The manifest: the current known-good (or one from history) as JSON, YAML or env lines.
+"""The manifest: the current known-good (or one from history) as JSON, YAML, env lines or CSV.
 
 Every representation carries a strong ETag derived from the document (distinct per format, as
 each is its own representation); a matching ``If-None-Match`` gets a bodiless 304, so deploy
@@ -13,6 +13,8 @@ client that fetches them separately can compare ``X-Manifest-ETag`` with the bod
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -32,25 +34,31 @@ from certifier.api.manifest_cache import (
 )
 from certifier.api.schemas import (
     DB_ID_MAX,
+    ComponentChange,
+    DiffCommit,
     ErrorOut,
     Manifest,
+    ManifestDiff,
     ManifestList,
     ManifestSummary,
     json_error,
 )
 from certifier.db.session import session_scope
-from certifier.pipeline import knowngood
+from certifier.pipeline import knowngood, views
 from certifier.pipeline.errors import Invalid, NotFound
 
 router = APIRouter(prefix="/api/v1", tags=["manifests"])
 
-ManifestFormat = Literal["json", "yaml", "env"]
+ManifestFormat = Literal["json", "yaml", "env", "csv"]
 FormatQuery = Annotated[
     ManifestFormat,
-    Query(alias="format", description="json (default), yaml, or env (KEY=value lines)"),
+    Query(alias="format", description="json (default), yaml, env (KEY=value lines), or csv "
+          "(one row per component, in the manner of DLRN's versions.csv)"),
 ]
+CSV_COLUMNS = ("component", "source_url", "branch", "sha", "commit_time", "promoted_at",
+               "version")
 DOCUMENT_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"text/yaml": {}, "text/plain": {}},
+    200: {"content": {"text/yaml": {}, "text/plain": {}, "text/csv": {}},
           "description": "the manifest, in the requested format"},
     304: {"description": "not modified (the If-None-Match ETag still matches)"},
     404: {"model": ErrorOut, "description": "no such known-good"},
@@ -70,6 +78,22 @@ def env_lines(document: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def csv_rows(document: dict[str, Any]) -> str:
+    """One row per component, as DLRN's versions.csv lists one per package.
+
+    Every cell comes from validated data (names, URLs and branches are checked when a component
+    is registered, shas are hex, times ISO 8601), so none can start a spreadsheet formula.
+    """
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for comp in document["components"]:
+        writer.writerow((comp["name"], comp["url"], comp["branch"], comp["sha"],
+                         comp["committed_at"] or "", document["promoted_at"],
+                         document["version"]))
+    return out.getvalue()
+
+
 def represent(document: dict[str, Any], fmt: ManifestFormat) -> Representation:
     """The bytes, media type and ETag of one format of a manifest document."""
     etag = knowngood.etag(document)
@@ -79,6 +103,9 @@ def represent(document: dict[str, Any], fmt: ManifestFormat) -> Representation:
     if fmt == "env":
         return Representation(env_lines(document).encode(), "text/plain; charset=utf-8",
                               f'{etag[:-1]}-env"')
+    if fmt == "csv":
+        return Representation(csv_rows(document).encode(), "text/csv; charset=utf-8",
+                              f'{etag[:-1]}-csv"')
     body = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
     return Representation(body, "application/json", etag)
 
@@ -197,3 +224,24 @@ def manifest_version(
 ) -> Response:
     document = knowngood.manifest(session, knowngood.get(session, version))
     return respond(request, signed(context, represent(document, fmt)))
+
+
+@router.get("/manifests/{a}/diff/{b}", response_model=ManifestDiff,
+            responses={404: {"model": ErrorOut, "description": "no such known-good"}})
+def manifest_diff(
+    a: Annotated[int, Path(ge=1, le=DB_ID_MAX)],
+    b: Annotated[int, Path(ge=1, le=DB_ID_MAX)],
+    session: SessionDep,
+    commits: Annotated[int, Query(ge=0, le=500, description="commits listed per component")] = 50,
+) -> ManifestDiff:
+    """What changed from known-good ``a`` to ``b``: per component, the old and new commit and
+    the commits between (either direction: from a newer to an older version lists a rollback)."""
+    changes = views.known_good_diff(session, a, b, commits)
+    return ManifestDiff(from_version=a, to_version=b, changed=[
+        ComponentChange(
+            name=c.component, from_sha=c.old.sha if c.old else None,
+            to_sha=c.new.sha if c.new else None,
+            commits=[DiffCommit(sha=r.sha, title=r.title, author=r.author,
+                                committed_at=r.committed_at) for r in c.between],
+            more=c.more)
+        for c in changes])

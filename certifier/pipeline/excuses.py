@@ -1,0 +1,86 @@
+"""Why a candidate is not (yet) known-good: now, or as of any past time.
+
+Now, the answer is what the last reconcile pass stored on the candidate. For a past time it is
+worked out again, the way britney's excuses or Greenwave's ``when`` would be: the candidate's
+state then (from its timestamps), its runs as they stood then (a run that finished later was
+still in progress), the waivers in force then, and the same pure policy
+(:func:`certifier.domain.promotion.decide`) the scheduler runs. A final state is the stored
+answer from the moment it was reached.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from certifier.db import models
+from certifier.domain.judgement import Excuse, RunKind, Verdict
+from certifier.domain.lifecycle import CandidateState
+from certifier.domain.promotion import RunSummary, SoakPolicy, apply_waivers, decide
+from certifier.pipeline import queries
+from certifier.pipeline.errors import NotFound
+
+
+@dataclass(frozen=True, slots=True)
+class Excuses:
+    candidate_id: int
+    state: CandidateState
+    as_of: datetime | None  # None: now, as the scheduler last stored it
+    excuses: tuple[Excuse, ...]
+    waived: tuple[str, ...]  # excuse subjects set aside by waivers in force
+
+
+def _state_at(cand: models.Candidate, at: datetime) -> CandidateState:
+    if cand.finished_at is not None and at >= cand.finished_at:
+        return CandidateState(cand.state)
+    if cand.soak_started_at is not None and at >= cand.soak_started_at:
+        return CandidateState.SOAKING
+    if cand.gating_started_at is not None and at >= cand.gating_started_at:
+        return CandidateState.GATING
+    return CandidateState.QUEUED
+
+
+def _waived_at(session: Session, candidate_id: int, at: datetime) -> frozenset[str]:
+    return frozenset(session.scalars(select(models.Waiver.subject).where(
+        models.Waiver.candidate_id == candidate_id, models.Waiver.created_at <= at,
+        or_(models.Waiver.expires_at.is_(None), models.Waiver.expires_at > at))))
+
+
+def _runs_at(cand: models.Candidate, at: datetime) -> list[RunSummary]:
+    """The candidate's runs as they stood at ``at``: later ones unborn, unfinished ones open."""
+    out = []
+    for run in cand.runs:
+        if run.created_at > at:
+            continue
+        verdict = run.verdict if run.finished_at is not None and run.finished_at <= at else None
+        done = verdict is not None
+        out.append(RunSummary(
+            id=run.id, kind=RunKind(run.kind),
+            verdict=Verdict(verdict) if verdict is not None else None,
+            created_at=run.created_at, finished_at=run.finished_at if done else None,
+            excuses=tuple(Excuse.from_dict(e) for e in run.excuses) if done else ()))
+    return out
+
+
+def for_candidate(session: Session, candidate_id: int, policy: SoakPolicy, now: datetime,
+                  at: datetime | None = None) -> Excuses:
+    """The candidate's excuses now (``at`` None) or as they were at ``at``."""
+    cand = queries.candidate_detail(session, candidate_id)
+    if at is None or at >= now:
+        return Excuses(cand.id, CandidateState(cand.state), None,
+                       tuple(Excuse.from_dict(e) for e in cand.excuses),
+                       tuple(sorted(_waived_at(session, candidate_id, now))))
+    if at < cand.created_at:
+        raise NotFound(f"candidate {candidate_id} did not exist yet at {at.isoformat()} "
+                       f"(formed {cand.created_at.isoformat()})")
+    state = _state_at(cand, at)
+    waived = _waived_at(session, candidate_id, at)
+    if state.is_final:
+        stored = tuple(Excuse.from_dict(e) for e in cand.excuses)
+        return Excuses(cand.id, state, at, stored, tuple(sorted(waived)))
+    soak_started = cand.soak_started_at if state is CandidateState.SOAKING else None
+    decision = decide(state, apply_waivers(_runs_at(cand, at), waived), at, policy, soak_started)
+    return Excuses(cand.id, state, at, decision.excuses, tuple(sorted(waived)))
