@@ -4,7 +4,8 @@ Upstreams commit daily, so a policy that restarts the soak on every new commit n
 Here a candidate that is gating or soaking is never preempted; new heads wait as *one* queued
 candidate that keeps absorbing later pushes (earlier queued ones are superseded: bursts
 coalesce), and it boards when the active one finishes. A combination that was ever a candidate
-is never formed again, so a rejected combination is not retested by accident.
+is never formed again, so a rejected combination is not retested by accident; nor is one that a
+person marked bad (``plan``'s ``bad``).
 
 Culprits, in their first, simple form: a rejected candidate that changed exactly one component
 blames that component's commit. While a component's head *is* a blamed commit, the next candidate
@@ -14,11 +15,17 @@ that changed several components names no culprit by itself, so the next candidat
 advances only one of those components on the known-good, and its verdict either blames that
 component (rejected: a single change) or moves the known-good on (promoted). Either way the
 pipeline keeps moving while every component commits daily.
+
+Culprit finding (``certifier/domain/bisection.py``) replaces isolation when it names a culprit:
+the next candidate holds that component at the *last good* commit bisection found (not
+necessarily the known-good's), for as long as its head is one of the commits that carry the
+culprit (the culprit up to the rejected candidate's commit); a newer head ends the hold. While
+culprit finding runs, nothing isolates. When it is off or inconclusive, isolation is as above.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from certifier.domain.combination import Combination
@@ -38,6 +45,7 @@ class FormationPlan:
     changed: tuple[str, ...]  # its changed components against the known-good
     supersede: tuple[int, ...]  # queued candidates it replaces
     board: int | None  # queued candidate that may start gating now (None: keep waiting)
+    refused_bad: str | None = None  # the desired combination, not formed: a person marked it bad
 
 
 def desired_combination(
@@ -59,6 +67,16 @@ def desired_combination(
 
 
 @dataclass(frozen=True, slots=True)
+class BisectedCulprit:
+    """What culprit finding concluded for a rejected candidate."""
+
+    component: str
+    culprit: str
+    last_good: str
+    carriers: tuple[str, ...]  # the culprit and the later commits up to the candidate's
+
+
+@dataclass(frozen=True, slots=True)
 class PastCandidate:
     """A finished candidate, as formation needs to know it (blame and isolation)."""
 
@@ -67,6 +85,8 @@ class PastCandidate:
     combination: Mapping[str, str]
     changed: tuple[str, ...]
     base_version: int | None
+    bisecting: bool = False  # culprit finding still runs for it
+    bisected: BisectedCulprit | None = None  # culprit finding named a culprit
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +95,7 @@ class Hold:
 
     component: str
     culprit: str  # the blamed sha, the component's current head
-    at: str  # the known-good sha it is held at
+    at: str  # the sha it is held at: the known-good's, or bisection's last good commit
     blamed_by: int  # the rejected candidate that blamed it
 
 
@@ -88,12 +108,26 @@ class Desired:
 
 def culprits(history: Iterable[PastCandidate]) -> dict[tuple[str, str], int]:
     """``(component, sha) → rejected candidate id`` for every commit a rejection blamed."""
-    blamed: dict[tuple[str, str], int] = {}
+    return {key: by for key, (by, _at) in _blames(history).items()}
+
+
+def _blames(history: Iterable[PastCandidate]) -> dict[tuple[str, str], tuple[int, str | None]]:
+    """``(component, sha) → (rejected candidate id, sha to hold at)``; ``None``: the known-good's.
+
+    A bisected culprit blames every commit that carries it and holds at its last good commit;
+    otherwise a single-component rejection blames that component's commit.
+    """
+    blamed: dict[tuple[str, str], tuple[int, str | None]] = {}
     for past in sorted(history, key=lambda p: p.id):
-        if past.state is CandidateState.REJECTED and len(past.changed) == 1:
+        if past.state is not CandidateState.REJECTED:
+            continue
+        if past.bisected is not None:
+            found = past.bisected
+            for sha in found.carriers:
+                blamed[(found.component, sha)] = (past.id, found.last_good)
+        elif len(past.changed) == 1 and past.changed[0] in past.combination:
             name = past.changed[0]
-            if name in past.combination:
-                blamed[(name, past.combination[name])] = past.id
+            blamed[(name, past.combination[name])] = (past.id, None)
     return blamed
 
 
@@ -102,18 +136,20 @@ def holds(
     known_good: Mapping[str, str] | None,
     history: Iterable[PastCandidate],
 ) -> dict[str, Hold]:
-    """Components whose head is a blamed commit, held at the known-good commit.
+    """Components whose head is a blamed commit, held at the known-good commit (or at the last
+    good commit culprit finding named).
 
     Without a known-good there is no last good commit to hold at, so nothing is held.
     """
     if known_good is None:
         return {}
-    blamed = culprits(history)
-    return {
-        name: Hold(name, sha, known_good[name], blamed[(name, sha)])
-        for name, sha in sorted(heads.items())
-        if (name, sha) in blamed and name in known_good and known_good[name] != sha
-    }
+    blamed = _blames(history)
+    held: dict[str, Hold] = {}
+    for name, sha in sorted(heads.items()):
+        if (name, sha) in blamed and name in known_good and known_good[name] != sha:
+            by, at = blamed[(name, sha)]
+            held[name] = Hold(name, sha, at or known_good[name], by)
+    return held
 
 
 def next_desired(
@@ -134,6 +170,8 @@ def next_desired(
     if not several:
         return Desired(desired, tuple(held.values()))
     latest = max(several, key=lambda p: p.id)
+    if latest.bisecting or latest.bisected is not None:
+        return Desired(desired, tuple(held.values()))  # culprit finding names the culprit
     if any(len(p.changed) == 1 and p.id > latest.id for p in on_base):
         return Desired(desired, tuple(held.values()))  # isolation already named a culprit
     changed_now = desired.changed_against(known_good)
@@ -154,8 +192,13 @@ def plan(
     known_good: Combination | None,
     candidates: Iterable[CandidateView],
     required: Iterable[str] = (),
+    bad: Collection[str] = (),
 ) -> FormationPlan:
-    """What to do with the queue, given the combination we would like to test next."""
+    """What to do with the queue, given the combination we would like to test next.
+
+    A combination in ``bad`` (marked bad by a person) is never formed: the train waits for a
+    new head, and ``refused_bad`` says why.
+    """
     cands = list(candidates)
     queued = sorted((c for c in cands if c.state is CandidateState.QUEUED), key=lambda c: c.id)
     active = [c for c in cands if c.state.is_active]
@@ -164,9 +207,11 @@ def plan(
     supersede: tuple[int, ...] = ()
     seen = {c.combination_hash for c in cands}
     complete = desired is not None and all(name in desired for name in required)
+    refused = desired.hash if desired is not None and desired.hash in bad else None
     if (
         desired is not None
         and complete
+        and refused is None
         and (known_good is None or desired.hash != known_good.hash)
         and desired.hash not in seen
     ):
@@ -175,4 +220,4 @@ def plan(
         supersede = tuple(c.id for c in queued)
         queued = []
     board = queued[0].id if queued and not active else None
-    return FormationPlan(create, changed, supersede, board)
+    return FormationPlan(create, changed, supersede, board, refused)

@@ -4,6 +4,13 @@ The scheduler asks :func:`decide` for every active candidate on every reconcile 
 out the answer: create the next run, move the candidate on, or leave it waiting. The answer always
 comes with excuses — the plain-words reasons the candidate is not (yet) known-good — so the
 dashboard and the API can explain every state without re-deriving it.
+
+A failed check is not believed at once: the same kind of run is repeated (a *recheck*, up to
+``SoakPolicy.recheck_failed`` times). A recheck that fails too rejects the candidate with every
+failed run's excuses. A recheck that passes makes the checks that failed *flaky*: the candidate goes
+on, but each flaky check stays in its excuses, visible, and keeps it from being promoted until a
+person waives it — a recheck never hides a failure. Regressions and broken limits are judged on
+numbers already, so they are never rechecked.
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ class SoakPolicy:
     """Soak timing, and how infra errors are retried: ``max_infra_retries`` times in a row, the
     n-th retry ``infra_backoff * 2**(n-1)`` after the failed run ended, never more than
     ``infra_backoff_max`` — a testbed that just broke gets time to recover, and a flapping one is
-    not hammered."""
+    not hammered. ``recheck_failed``: how many more runs a failed check gets before it counts
+    (0: it rejects at once), so a flaky check is told from a real failure."""
 
     duration: timedelta = timedelta(days=7)
     interval: timedelta = timedelta(hours=6)
@@ -30,6 +38,7 @@ class SoakPolicy:
     max_infra_retries: int = 2
     infra_backoff: timedelta = timedelta(seconds=30)
     infra_backoff_max: timedelta = timedelta(minutes=10)
+    recheck_failed: int = 1
 
     def retry_delay(self, retry: int) -> timedelta:
         """How long retry number ``retry`` (1 = the first) waits after the failed run."""
@@ -115,15 +124,114 @@ def _backing_off(stage: str, runs: list[RunSummary], wait: timedelta,
     )
 
 
-def _judged_failure(runs: list[RunSummary]) -> RunSummary | None:
+WAIVABLE_KINDS = frozenset({"check", "limit", "regression", "flaky"})
+"""Excuse kinds a person may set aside: a failed check, a broken limit, a regression, and a
+flaky check (its subject is the check's, so one waiver covers both)."""
+
+BLOCKING_KINDS = frozenset({"flaky", "recheck"})
+"""Excuse kinds of a waiting candidate that still refuse its promotion: an unwaived flaky check,
+and a failed check whose recheck has not passed yet."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Reading:
+    """One kind's runs read in order, with the recheck rule applied.
+
+    ``rejection``: the excuses that reject the candidate (a failure that is not a failed check,
+    or a failed check whose rechecks failed too). ``flaky``: one excuse per check that failed and
+    then passed on a recheck. ``failing``: failed runs still waiting for their recheck to pass,
+    oldest first (empty: none).
+    """
+
+    rejection: tuple[Excuse, ...] | None
+    flaky: tuple[Excuse, ...]
+    failing: tuple[RunSummary, ...]
+
+
+def _failures(run: RunSummary) -> list[Excuse]:
+    return [e for e in run.excuses if e.kind in WAIVABLE_KINDS]
+
+
+def _recheckable(run: RunSummary) -> bool:
+    """A failed run whose every failure is a failed check; numbers (regressions, limits) are
+    judged already, and a run with no excuse says too little to be rechecked."""
+    failures = _failures(run)
+    return (run.verdict is Verdict.FAILED and bool(failures)
+            and all(e.kind == "check" for e in failures))
+
+
+def _read(runs: list[RunSummary], policy: SoakPolicy) -> _Reading:
+    """Walk one kind's runs, oldest first: every finished run after a failed one is its recheck
+    (an infra error in between is retried as usual and proves nothing either way)."""
+    failing: list[RunSummary] = []
+    flaky: list[Excuse] = []
     for run in runs:
-        if run.verdict in (Verdict.FAILED, Verdict.REGRESSED):
-            return run
-    return None
+        if run.verdict in (None, Verdict.INFRA_ERROR):
+            continue
+        if run.verdict is Verdict.PASSED:
+            flaky.extend(_flaky(failing, run))
+            failing = []
+            continue
+        failing.append(run)
+        if not _recheckable(run) or len(failing) > policy.recheck_failed:
+            return _Reading(_rejection(failing), tuple(flaky), ())
+    return _Reading(None, tuple(flaky), tuple(failing))
 
 
-WAIVABLE_KINDS = frozenset({"check", "limit", "regression"})
-"""Excuse kinds a person may set aside: a failed check, a broken limit, a regression."""
+def _rejection(failed: list[RunSummary]) -> tuple[Excuse, ...]:
+    """Every failed run's excuses, and when rechecks were made, a last line saying so."""
+    excuses: list[Excuse] = []
+    for run in failed:
+        excuses.extend(run.excuses or (
+            Excuse(str(run.verdict), f"run {run.id}", f"{run.kind} run {run.id} {run.verdict}"),))
+    if len(failed) > 1:
+        first, last = failed[0], failed[-1]
+        rechecks = ", ".join(str(r.id) for r in failed[1:])
+        excuses.append(Excuse(
+            "rechecked", f"run {last.id}",
+            f"{first.kind} run {first.id} failed and its recheck (run {rechecks}) failed too: "
+            "not flaky", {"runs": [r.id for r in failed]}))
+    return tuple(excuses)
+
+
+def _flaky(failed: list[RunSummary], passed: RunSummary) -> list[Excuse]:
+    """One excuse per check that failed in ``failed`` and passed in the recheck ``passed``."""
+    first_failure: dict[str, tuple[RunSummary, Excuse]] = {}
+    for run in failed:
+        for e in run.excuses:
+            if e.kind == "check":
+                first_failure.setdefault(e.subject, (run, e))
+    return [
+        Excuse(
+            "flaky", subject,
+            f"flaky check {subject}: failed in {run.kind} run {run.id} ({e.message}) and passed "
+            f"on its recheck, {passed.kind} run {passed.id}; it counts against promotion until "
+            "a person waives it",
+            {"failed_run": run.id, "passed_run": passed.id,
+             "failed_runs": [r.id for r in failed if any(x.subject == subject
+                                                         for x in r.excuses)],
+             "failure": e.message})
+        for subject, (run, e) in first_failure.items()
+    ]
+
+
+def _recheck(stage: str, failing: tuple[RunSummary, ...], policy: SoakPolicy) -> Excuse:
+    first, last = failing[0], failing[-1]
+    checks = ", ".join(dict.fromkeys(e.subject for e in last.excuses if e.kind == "check"))
+    return Excuse(
+        "recheck", f"run {last.id}",
+        f"{stage}: {first.kind} run {last.id} failed ({checks}); recheck {len(failing)} of "
+        f"{policy.recheck_failed}, to tell a flaky check from a real failure",
+        {"runs": [r.id for r in failing], "checks": checks.split(", ") if checks else []})
+
+
+def blocking(decision: Decision) -> tuple[Excuse, ...]:
+    """The excuses that refuse promoting the candidate now (empty: nothing does): its rejection,
+    an unwaived flaky check, or a failed check still being rechecked. A person promoting by hand
+    must waive them or force it."""
+    if decision.action is Action.REJECT:
+        return decision.excuses
+    return tuple(e for e in decision.excuses if e.kind in BLOCKING_KINDS)
 
 
 def apply_waivers(runs: list[RunSummary], waived: frozenset[str]) -> list[RunSummary]:
@@ -162,50 +270,61 @@ def decide(
     if state is CandidateState.QUEUED:
         return Decision(Action.WAIT, (Excuse("queued", "pipeline",
                                              "queued: waiting for the testbed"),))
+    gate_runs = [r for r in runs if r.kind is RunKind.GATE]
     if state is CandidateState.GATING:
-        return _decide_gating([r for r in runs if r.kind is RunKind.GATE], now, policy)
+        return _decide_gating(gate_runs, now, policy)
     if state is CandidateState.SOAKING:
         if soak_started_at is None:
             raise ValueError("a soaking candidate needs soak_started_at")
+        # Flaky checks of the gate still count against promotion while it soaks.
+        gate_flaky = _read(gate_runs, policy).flaky
         return _decide_soaking([r for r in runs if r.kind is RunKind.SOAK], now, policy,
-                               soak_started_at)
+                               soak_started_at, gate_flaky)
     return Decision(Action.WAIT, (Excuse("final", "lifecycle", f"{state}: no further steps"),))
 
 
 def _decide_gating(gate_runs: list[RunSummary], now: datetime, policy: SoakPolicy) -> Decision:
-    bad = _judged_failure(gate_runs)
-    if bad is not None:
-        return Decision(Action.REJECT, bad.excuses or (
-            Excuse(str(bad.verdict), f"run {bad.id}", f"gate run {bad.id} {bad.verdict}"),))
-    if any(r.verdict is Verdict.PASSED for r in gate_runs):
-        return Decision(Action.START_SOAK)
+    reading = _read(gate_runs, policy)
+    if reading.rejection is not None:
+        return Decision(Action.REJECT, reading.rejection)
+    if not reading.failing and any(r.verdict is Verdict.PASSED for r in gate_runs):
+        return Decision(Action.START_SOAK, reading.flaky)
+    rechecking = (_recheck("gating", reading.failing, policy),) if reading.failing else ()
     if any(r.verdict is None for r in gate_runs):
+        if rechecking:
+            return Decision(Action.WAIT, rechecking)
         return Decision(Action.WAIT, (Excuse("gating", "gate", "gating: gate run in progress"),))
     exhausted = _infra_exhausted(gate_runs, policy)
     if exhausted is not None:
-        return Decision(Action.WAIT, (exhausted,))
+        return Decision(Action.WAIT, (*rechecking, exhausted))
     wait = _retry_wait(gate_runs, now, policy)
     if wait > timedelta(0):
-        return Decision(Action.WAIT, (_backing_off("gating", gate_runs, wait, policy),))
+        return Decision(Action.WAIT, (*rechecking, _backing_off("gating", gate_runs, wait, policy)))
+    if rechecking:
+        return Decision(Action.WAIT, rechecking, next_run=RunKind.GATE)
     retrying = bool(gate_runs)
     message = "gating: retrying after a testbed error" if retrying else "gating: gate run queued"
     return Decision(Action.WAIT, (Excuse("gating", "gate", message),), next_run=RunKind.GATE)
 
 
 def _decide_soaking(
-    soak_runs: list[RunSummary], now: datetime, policy: SoakPolicy, started: datetime
+    soak_runs: list[RunSummary], now: datetime, policy: SoakPolicy, started: datetime,
+    gate_flaky: tuple[Excuse, ...] = (),
 ) -> Decision:
-    bad = _judged_failure(soak_runs)
-    if bad is not None:
-        return Decision(Action.REJECT, bad.excuses or (
-            Excuse(str(bad.verdict), f"run {bad.id}", f"soak run {bad.id} {bad.verdict}"),))
+    reading = _read(soak_runs, policy)
+    if reading.rejection is not None:
+        return Decision(Action.REJECT, reading.rejection)
+    flaky = (*gate_flaky, *reading.flaky)
     elapsed = max(now - started, timedelta(0))
     passing = sum(1 for r in soak_runs if r.verdict is Verdict.PASSED)
     pending = any(r.verdict is None for r in soak_runs)
     progress = {"elapsed_s": elapsed.total_seconds(),
                 "duration_s": policy.duration.total_seconds(),
                 "passing_runs": float(passing), "min_runs": float(policy.min_runs)}
-    if elapsed >= policy.duration and passing >= policy.min_runs and not pending:
+    complete = elapsed >= policy.duration and passing >= policy.min_runs and not pending
+    if complete and not reading.failing:
+        if flaky:
+            return Decision(Action.WAIT, (*flaky, _awaiting_waiver(flaky)), data=progress)
         return Decision(Action.PROMOTE, data=progress)
 
     excuses: list[Excuse] = []
@@ -221,6 +340,9 @@ def _decide_soaking(
             f"passing soak runs: {passing} of at least {policy.min_runs}",
             {"passing": passing, "min_runs": policy.min_runs},
         ))
+    excuses.extend(flaky)
+    if reading.failing:
+        excuses.append(_recheck("soaking", reading.failing, policy))
     if pending:
         excuses.append(Excuse("soaking", "soak", "soak run in progress"))
         return Decision(Action.WAIT, tuple(excuses), data=progress)
@@ -233,8 +355,20 @@ def _decide_soaking(
     if retry and wait > timedelta(0):
         return Decision(Action.WAIT, (*excuses, _backing_off("soaking", soak_runs, wait, policy)),
                         data=progress)
-    due = last is None or retry or now >= last.created_at + policy.interval
+    due = (last is None or retry or bool(reading.failing)
+           or now >= last.created_at + policy.interval)
     if passing < policy.min_runs and elapsed >= policy.duration:
         due = True  # the week is over but runs are missing: catch up instead of waiting
     return Decision(Action.WAIT, tuple(excuses), next_run=RunKind.SOAK if due else None,
                     data=progress)
+
+
+def _awaiting_waiver(flaky: tuple[Excuse, ...]) -> Excuse:
+    """The soak is done but flaky checks stand: no more runs, a person must decide."""
+    subjects = list(dict.fromkeys(e.subject for e in flaky))
+    return Excuse(
+        "awaiting_waiver", "promotion",
+        f"soak complete, but {len(subjects)} flaky check{'s' if len(subjects) > 1 else ''} "
+        f"({', '.join(subjects)}) {'are' if len(subjects) > 1 else 'is'} not waived: a person "
+        "must waive or the candidate will not be promoted",
+        {"subjects": subjects})

@@ -1,4 +1,4 @@
-"""People's controls: cancel, waive and promote a candidate; revoke a known-good.
+"""People's controls: cancel, waive, promote and mark bad a candidate; revoke a known-good.
 
 Each action checks the candidate's state through the lifecycle, changes it, and writes one audit
 event naming the actor (``token:<name>`` over the API, ``cli:<user>`` on the server). They only
@@ -10,6 +10,10 @@ the pipeline is free, like any queued candidate, is re-based on the known-good o
 and its earlier runs count with the waivers applied — a gate whose only failures are waived
 counts as passed, so it goes straight to soak, and the soak clock starts again from zero. Like
 any queued candidate it is superseded if newer heads form a newer candidate before it boards.
+
+Marking a candidate's combination bad records who and why on the combination: formation never
+forms it again and ``knowngood.promote`` refuses it, even when forced. An open candidate is
+cancelled at once; a known-good still served must be revoked first.
 """
 
 from __future__ import annotations
@@ -22,8 +26,14 @@ from certifier.db import models
 from certifier.domain.clock import Clock
 from certifier.domain.judgement import Excuse, RunKind, Verdict
 from certifier.domain.lifecycle import CandidateState, reinstate
-from certifier.domain.promotion import WAIVABLE_KINDS, Action, SoakPolicy, apply_waivers, decide
-from certifier.pipeline import knowngood, runs, scheduler, waivers
+from certifier.domain.promotion import (
+    WAIVABLE_KINDS,
+    SoakPolicy,
+    apply_waivers,
+    blocking,
+    decide,
+)
+from certifier.pipeline import knowngood, notify, runs, scheduler, waivers
 from certifier.pipeline.errors import Conflict, Invalid, NotFound
 
 _JUDGED = (RunKind.GATE.value, RunKind.SOAK.value)
@@ -47,17 +57,28 @@ def cancel(session: Session, clock: Clock, candidate_id: int, actor: str,
     if CandidateState(cand.state).is_final:
         raise Conflict(f"candidate {cand.id} is {cand.state}: only a queued, gating or soaking "
                        "candidate can be cancelled")
-    scheduler.move(session, cand, CandidateState.CANCELLED, clock)
-    cand.excuses = [Excuse("cancelled", "operator", f"cancelled by {actor}: {reason}").as_dict()]
-    # Runs not yet started are withdrawn: they hold no results, and a task still on its way
-    # finds nothing to claim, so a cancelled candidate never takes a testbed again. A running
-    # run finishes; its verdict no longer moves the candidate.
-    withdrawn = [r.id for r in cand.runs if r.state == runs.RunState.PENDING]
-    for run in [r for r in cand.runs if r.id in withdrawn]:
-        session.delete(run)
+    withdrawn = _end(session, clock, cand,
+                     Excuse("cancelled", "operator", f"cancelled by {actor}: {reason}"))
     scheduler.audit(session, clock, actor, "cancel", _subject(cand), reason=reason,
                     withdrawn_runs=withdrawn)
     return cand
+
+
+def _end(session: Session, clock: Clock, cand: models.Candidate, excuse: Excuse) -> list[int]:
+    """Cancel an open candidate with ``excuse``; the ids of the runs withdrawn.
+
+    Runs not yet started are withdrawn: they hold no results, and a task still on its way
+    finds nothing to claim, so a cancelled candidate never takes a testbed again. A running
+    run finishes; its verdict no longer moves the candidate.
+    """
+    scheduler.move(session, cand, CandidateState.CANCELLED, clock)
+    cand.excuses = [excuse.as_dict()]
+    withdrawn = [r.id for r in cand.runs if r.state == runs.RunState.PENDING]
+    for run in [r for r in cand.runs if r.id in withdrawn]:
+        session.delete(run)
+    session.flush()
+    session.expire(cand, ["runs"])  # a later read in this session must not list them
+    return withdrawn
 
 
 def failing_subjects(cand: models.Candidate) -> dict[str, str]:
@@ -85,6 +106,7 @@ def waive(session: Session, clock: Clock, candidate_id: int, actor: str, subject
     state = CandidateState(cand.state)
     if state.is_final and state is not CandidateState.REJECTED:
         raise Conflict(f"candidate {cand.id} is {cand.state}: nothing left to waive")
+    knowngood.refuse_bad(session, cand.combination_hash)  # a waiver must not re-queue it
     failing = failing_subjects(cand)
     if subject not in failing:
         known = "; ".join(sorted(failing)) or "none"
@@ -108,20 +130,25 @@ def waive(session: Session, clock: Clock, candidate_id: int, actor: str, subject
 
 
 def promote(session: Session, clock: Clock, candidate_id: int, actor: str, reason: str,
-            soak: SoakPolicy, force: bool = False) -> models.KnownGood:
+            soak: SoakPolicy, force: bool = False,
+            notifier: notify.Notifier | None = None) -> models.KnownGood:
     """Promote a soaking candidate now, through the same compare-and-swap as the scheduler.
 
-    The rest of the soak is skipped; an unwaived failure refuses the promotion unless ``force``.
+    The rest of the soak is skipped; an unwaived failure, an unwaived flaky check or a failed
+    check still being rechecked refuses the promotion unless ``force``. A combination marked
+    bad is refused even with ``force``. ``notifier``: where the ``promoted`` event goes.
     """
     cand = _candidate(session, candidate_id)
+    knowngood.refuse_bad(session, cand.combination_hash)
     if cand.state != CandidateState.SOAKING:
         raise Conflict(f"candidate {cand.id} is {cand.state}: only a soaking candidate can be "
                        "promoted")
     waived = waivers.active_subjects(session, cand.id, clock.now())
     decision = decide(CandidateState.SOAKING, scheduler.run_summaries(cand, waived), clock.now(),
                       soak, cand.soak_started_at)
-    if decision.action is Action.REJECT and not force:
-        excuses = "; ".join(e.message for e in decision.excuses)
+    blockers = blocking(decision)
+    if blockers and not force:
+        excuses = "; ".join(e.message for e in blockers)
         raise Conflict(f"candidate {cand.id} has unwaived failures ({excuses}); waive them, "
                        "or promote with force")
     with session.begin_nested():
@@ -130,11 +157,58 @@ def promote(session: Session, clock: Clock, candidate_id: int, actor: str, reaso
     cand.excuses = []
     scheduler.audit(session, clock, actor, "promote", _subject(cand), version=kg.version,
                     reason=reason, manual=True, forced=force)
+    if notifier is not None:
+        notify.candidate_promoted(session, clock, notifier, cand, kg, actor)
     return kg
 
 
-def revoke(session: Session, clock: Clock, version: int, actor: str,
-           reason: str) -> tuple[models.KnownGood, models.KnownGood | None]:
+def mark_bad(session: Session, clock: Clock, actor: str, candidate_id: int,
+             reason: str) -> models.Candidate:
+    """Mark the candidate's combination bad: it is never formed or promoted again.
+
+    An open (queued, gating or soaking) candidate is cancelled on the spot, with a ``marked_bad``
+    excuse. A combination still served as a known-good is refused: revoke it first, so the
+    manifest never falls back to a combination people called bad.
+    """
+    cand = _candidate(session, candidate_id)
+    combo = session.get_one(models.Combination, cand.combination_hash, with_for_update=True)
+    if combo.bad_at is not None:
+        raise Conflict(knowngood.bad_message(combo))
+    served = knowngood.serving(session, combo.hash)
+    if served is not None:
+        raise Conflict(f"candidate {cand.id} is known-good #{served.version}, which is not "
+                       f"revoked: revoke it first (POST /api/v1/known-good/{served.version}/"
+                       "revoke), then mark it bad")
+    combo.bad_at, combo.bad_reason, combo.bad_by = clock.now(), reason, actor
+    previous, withdrawn = cand.state, []
+    if not CandidateState(cand.state).is_final:
+        withdrawn = _end(session, clock, cand,
+                         Excuse("marked_bad", "operator", f"marked bad by {actor}: {reason}",
+                                {"combination": combo.hash}))
+    scheduler.audit(session, clock, actor, "mark_bad", _subject(cand), reason=reason,
+                    combination=combo.hash, state=previous, withdrawn_runs=withdrawn)
+    return cand
+
+
+def unmark_bad(session: Session, clock: Clock, actor: str, candidate_id: int,
+               reason: str) -> models.Candidate:
+    """Lift the mark: the combination may be promoted again. A candidate that marking bad
+    cancelled stays cancelled (a final state); a rejected one can be waived back into the queue.
+    """
+    cand = _candidate(session, candidate_id)
+    combo = session.get_one(models.Combination, cand.combination_hash, with_for_update=True)
+    if combo.bad_at is None:
+        raise Conflict(f"the combination of candidate {cand.id} is not marked bad")
+    scheduler.audit(session, clock, actor, "unmark_bad", _subject(cand), reason=reason,
+                    combination=combo.hash, was_marked_by=combo.bad_by,
+                    was_marked_reason=combo.bad_reason)
+    combo.bad_at = combo.bad_reason = combo.bad_by = None
+    return cand
+
+
+def revoke(session: Session, clock: Clock, version: int, actor: str, reason: str,
+           notifier: notify.Notifier | None = None
+           ) -> tuple[models.KnownGood, models.KnownGood | None]:
     """Revoke a known-good; (it, the known-good current now — the previous unrevoked one)."""
     kg = session.get(models.KnownGood, version, with_for_update=True)
     if kg is None:
@@ -146,4 +220,6 @@ def revoke(session: Session, clock: Clock, version: int, actor: str,
     now_current = knowngood.current(session)
     scheduler.audit(session, clock, actor, "revoke", f"known-good {version}", reason=reason,
                     current=now_current.version if now_current else None)
+    if notifier is not None:
+        notify.known_good_revoked(session, clock, notifier, kg, now_current, actor, reason)
     return kg, now_current

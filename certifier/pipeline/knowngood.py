@@ -6,6 +6,9 @@ number impossible, so two racing promotions can never both win. The check and th
 read under a promotion lock: without it, under READ COMMITTED, a promotion could pass the check
 against #1 just before a rival committed #2 and then number itself #3 (seen in
 tests/faults/test_concurrent_promotion.py).
+
+A combination a person marked bad is never promoted: :func:`promote` refuses it whatever the
+caller, so neither the scheduler nor a forced promotion by hand can publish it.
 """
 
 from __future__ import annotations
@@ -60,11 +63,38 @@ def combination_of(session: Session, combination_hash: str) -> Combination:
     return Combination.of({str(name): str(sha) for name, sha in rows})
 
 
+class MarkedBad(Conflict):
+    """Refused: a person marked the combination bad (see ``actions.mark_bad``)."""
+
+
+def bad_message(combo: models.Combination) -> str:
+    when = combo.bad_at.isoformat() if combo.bad_at else "an unknown time"
+    return (f"combination {combo.hash[:12]} was marked bad by {combo.bad_by} at {when}: "
+            f"{combo.bad_reason}; it is never promoted")
+
+
+def refuse_bad(session: Session, combination_hash: str) -> None:
+    """Raise :class:`MarkedBad` (a 409 over the API) if the combination is marked bad."""
+    combo = session.get(models.Combination, combination_hash)
+    if combo is not None and combo.bad_at is not None:
+        raise MarkedBad(bad_message(combo))
+
+
+def serving(session: Session, combination_hash: str) -> models.KnownGood | None:
+    """The unrevoked known-good of this combination, if any: the manifest serves it now, or
+    falls back to it when newer ones are revoked."""
+    return session.scalar(select(models.KnownGood).where(
+        models.KnownGood.combination_hash == combination_hash,
+        models.KnownGood.revoked_at.is_(None)).limit(1))
+
+
 def promote(
     session: Session, candidate: models.Candidate, clock: Clock, reason: str
 ) -> models.KnownGood:
-    """Make ``candidate`` the next known-good version, if its base is still current."""
+    """Make ``candidate`` the next known-good version, if its base is still current and its
+    combination is not marked bad."""
     _lock(session)
+    refuse_bad(session, candidate.combination_hash)
     now = current(session)
     now_version = now.version if now else None
     if candidate.base_version != now_version:

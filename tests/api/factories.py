@@ -22,8 +22,11 @@ from certifier.pipeline import components, runs, scheduler
 from certifier.pipeline.dispatch import RecordingDispatcher
 from certifier.settings import ComponentConfig
 
+# recheck_failed=0: a failed check rejects at once. These worlds serve tests of what follows a
+# rejection; rechecks and flaky checks have their own (tests/domain/test_flaky.py,
+# tests/pipeline/test_flaky_pipeline.py), which set ``World.policy``.
 SOAK = SoakPolicy(duration=timedelta(hours=1), interval=timedelta(minutes=10), min_runs=1,
-                  max_infra_retries=1)
+                  max_infra_retries=1, recheck_failed=0)
 POLICY = scheduler.SchedulerPolicy(soak=SOAK)
 
 
@@ -48,6 +51,7 @@ class World:
         self.factory = factory
         self.clock = clock
         self.dispatcher = RecordingDispatcher()  # the scheduler's, not the app's
+        self.policy = POLICY
 
     def component(self, name: str) -> None:
         with session_scope(self.factory) as session:
@@ -69,7 +73,7 @@ class World:
 
     def reconcile(self) -> scheduler.ReconcileReport:
         with session_scope(self.factory) as session:
-            return scheduler.reconcile(session, self.clock, POLICY, self.dispatcher)
+            return scheduler.reconcile(session, self.clock, self.policy, self.dispatcher)
 
     def claim(self, run_id: int) -> None:
         with session_scope(self.factory) as session:

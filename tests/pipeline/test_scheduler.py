@@ -243,10 +243,16 @@ def test_without_a_known_good_the_first_candidate_is_judged_on_its_checks_alone(
     assert _reconcile(world).started_soak == [cid]
 
 
-def test_a_failed_check_rejects_the_candidate_with_an_excuse(world: World) -> None:
+def test_a_failed_check_that_fails_its_recheck_rejects_the_candidate_with_an_excuse(
+    world: World,
+) -> None:
     failing = [SuiteResult(suite="ping",
                            checks=[Check("ping", "h1 reaches h2", False, "100 % loss")])]
     cid = _gate(world, failing)
+    report = _reconcile(world)  # a failed check is rechecked first (tests/domain/test_flaky.py)
+    assert report.rejected == [] and len(report.runs_created) == 1
+    world.claim(report.runs_created[0])
+    world.finish(report.runs_created[0], failing)
     report = _reconcile(world)
     assert report.rejected == [cid]
     cand = _candidate(world, cid)

@@ -115,8 +115,10 @@ def failing() -> list[SuiteResult]:
                                                     "100 % loss")])]
 
 
+# recheck_failed=0: a failed check rejects at once, so each breakage costs one gate run here
+# (rechecks have their own tests: tests/domain/test_flaky.py).
 SOAK = SoakPolicy(duration=timedelta(days=2), interval=timedelta(hours=12), min_runs=2,
-                  max_infra_retries=1)
+                  max_infra_retries=1, recheck_failed=0)
 NAMES = ("cinder", "neutron", "nova")
 
 

@@ -37,7 +37,8 @@ def world_settings(data_dir: Path) -> Settings:
     """Settings whose soak policy is the world's, so pages and scheduler agree on progress,
     and with one operator token (``CERTIFIER_API_TOKENS``) where the settings know of tokens."""
     soak = SoakConfig(duration=SOAK.duration, interval=SOAK.interval, min_runs=SOAK.min_runs,
-                      max_infra_retries=SOAK.max_infra_retries)
+                      max_infra_retries=SOAK.max_infra_retries,
+                      recheck_failed=SOAK.recheck_failed)
     tokens = ({"api_tokens": f"dashboard-tests:{OPERATOR_TOKEN}"}
               if "api_tokens" in Settings.model_fields else {})
     return Settings(data_dir=data_dir, config=CertifierConfig(soak=soak), **tokens)

@@ -1,5 +1,5 @@
-"""People's controls over the API: cancel, waive and promote a candidate, revoke a known-good,
-and the audit log they all write to.
+"""People's controls over the API: cancel, waive, promote and mark bad a candidate, revoke a
+known-good, and the audit log they all write to.
 
 Each needs a bearer token of the scope named in its description (``certifier/api/auth.py``);
 the services are in ``certifier/pipeline/actions.py``. After the commit the scheduler is asked
@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
+from sqlalchemy.orm import Session
 
 from certifier.api.auth import AdminDep, OperatorDep
 from certifier.api.deps import ClockDep, ContextDep, DispatcherDep, SessionDep
@@ -20,9 +21,11 @@ from certifier.api.schemas import (
     AuditEventOut,
     AuditList,
     CancelRequest,
+    CandidateDetail,
     CandidateOut,
     ErrorOut,
     ManifestSummary,
+    MarkBadRequest,
     PromoteAnswer,
     PromoteRequest,
     RevokeAnswer,
@@ -32,8 +35,9 @@ from certifier.api.schemas import (
     WaiverOut,
 )
 from certifier.db import models
+from certifier.domain.clock import Clock
 from certifier.domain.durations import DurationError, parse_duration
-from certifier.pipeline import actions, views
+from certifier.pipeline import actions, notify, queries, views, waivers
 from certifier.pipeline.dispatch import reconcile_after_commit
 from certifier.pipeline.errors import Invalid
 
@@ -93,11 +97,44 @@ def promote(candidate_id: Id, body: PromoteRequest, session: SessionDep, clock: 
     candidate was based on it, or if it has unwaived failures and ``force`` is not set.
     """
     kg = actions.promote(session, clock, candidate_id, who.actor, body.reason,
-                         context.settings.soak_policy(), force=body.force)
+                         context.settings.soak_policy(), force=body.force,
+                         notifier=notify.Notifier(context.settings.config.notifications,
+                                                  dispatcher))
     context.manifest_cache.clear()
     reconcile_after_commit(session, dispatcher)
     return PromoteAnswer(candidate=CandidateOut.of(kg.candidate),
                          known_good=ManifestSummary.of(kg))
+
+
+@router.post("/candidates/{candidate_id}/mark-bad", response_model=CandidateDetail,
+             responses=AUTH)
+def mark_bad(candidate_id: Id, body: MarkBadRequest, session: SessionDep, clock: ClockDep,
+             dispatcher: DispatcherDep, who: OperatorDep) -> CandidateDetail:
+    """Mark the candidate's combination bad (operate scope): it is never formed or promoted
+    again, and an open candidate is cancelled. 409 if it is already marked, or if it is a
+    known-good that is not revoked (revoke it first)."""
+    actions.mark_bad(session, clock, who.actor, candidate_id, body.reason)
+    reconcile_after_commit(session, dispatcher)
+    return _detail(session, clock, candidate_id)
+
+
+@router.delete("/candidates/{candidate_id}/mark-bad", response_model=CandidateDetail,
+               responses=AUTH)
+def unmark_bad(candidate_id: Id, session: SessionDep, clock: ClockDep,
+               dispatcher: DispatcherDep, who: AdminDep,
+               reason: Annotated[str, Query(max_length=2000,
+                                            description="why: kept in the audit log")] = "",
+               ) -> CandidateDetail:
+    """Lift the mark (admin scope). A candidate it cancelled stays cancelled; 409 if the
+    combination is not marked bad."""
+    actions.unmark_bad(session, clock, who.actor, candidate_id, reason)
+    reconcile_after_commit(session, dispatcher)
+    return _detail(session, clock, candidate_id)
+
+
+def _detail(session: Session, clock: Clock, candidate_id: int) -> CandidateDetail:
+    return CandidateDetail.detail(queries.candidate_detail(session, candidate_id),
+                                  waivers.for_candidate(session, candidate_id), clock.now())
 
 
 @router.post("/known-good/{version}/revoke", response_model=RevokeAnswer, responses=AUTH,
@@ -105,7 +142,9 @@ def promote(candidate_id: Id, body: PromoteRequest, session: SessionDep, clock: 
 def revoke(version: Id, body: RevokeRequest, session: SessionDep, clock: ClockDep,
            context: ContextDep, dispatcher: DispatcherDep, who: AdminDep) -> RevokeAnswer:
     """Revoke a known-good (admin scope): the manifest falls back to the previous unrevoked one."""
-    kg, current = actions.revoke(session, clock, version, who.actor, body.reason)
+    kg, current = actions.revoke(session, clock, version, who.actor, body.reason,
+                                 notify.Notifier(context.settings.config.notifications,
+                                                 dispatcher))
     context.manifest_cache.clear()
     reconcile_after_commit(session, dispatcher)
     return RevokeAnswer(revoked=ManifestSummary.of(kg),
