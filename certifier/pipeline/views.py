@@ -26,12 +26,11 @@ from certifier.db import models
 from certifier.domain import formation
 from certifier.domain.judgement import Excuse, RunKind, Verdict
 from certifier.domain.lifecycle import CandidateState
-from certifier.domain.promotion import RunSummary, SoakPolicy, decide
-from certifier.pipeline import knowngood
+from certifier.domain.promotion import WAIVABLE_KINDS, RunSummary, SoakPolicy, apply_waivers, decide
+from certifier.pipeline import bisection, knowngood, waivers
 from certifier.pipeline.errors import NotFound
 
 DEFAULT_STALE_AFTER = timedelta(days=3)
-WAIVABLE_KINDS = frozenset({"regression", "check", "limit"})
 ACTIVE_STATES = (CandidateState.GATING.value, CandidateState.SOAKING.value)
 FINAL_STATES = tuple(s.value for s in CandidateState if s.is_final)
 UNFINISHED_RUN_STATES = ("pending", "running")
@@ -70,7 +69,8 @@ class ExcuseView:
 
     @property
     def waivable(self) -> bool:
-        """A failed check, a broken limit or a regression: what a person may set aside."""
+        """A failed check, a broken limit, a regression or a flaky check: what a person may set
+        aside."""
         return self.kind in WAIVABLE_KINDS
 
 
@@ -277,26 +277,32 @@ def soak_progress(cand: models.Candidate, now: datetime, policy: SoakPolicy) -> 
 
 
 def live_excuses(
-    cand: models.Candidate, now: datetime, policy: SoakPolicy
+    cand: models.Candidate, now: datetime, policy: SoakPolicy,
+    waived: frozenset[str] = frozenset(),
 ) -> tuple[ExcuseView, ...]:
     """What the policy says now for an open candidate; the stored excuses for the others.
 
     The stored excuses of an active candidate date from the last reconcile pass ("soaking: 2 h of
-    7 d" an hour ago); asking the same pure policy again keeps them in step with the clock.
+    7 d" an hour ago); asking the same pure policy again, with the same ``waived`` subjects as
+    the scheduler, keeps them in step with the clock.
     """
     state = CandidateState(cand.state)
     if state.is_final or (state is CandidateState.SOAKING and cand.soak_started_at is None):
         return _excuses(cand.excuses)
-    return _from_domain(decide(state, _summaries(cand.runs), now, policy,
+    if state is CandidateState.QUEUED and any(isinstance(e, dict) and e.get("kind")
+                                              == bisection.WAIT_KIND for e in cand.excuses):
+        return _excuses(cand.excuses)  # held back while culprit finding runs
+    return _from_domain(decide(state, apply_waivers(_summaries(cand.runs), waived), now, policy,
                                cand.soak_started_at).excuses)
 
 
-def _board_entry(cand: models.Candidate, now: datetime, policy: SoakPolicy) -> BoardEntry:
+def _board_entry(cand: models.Candidate, now: datetime, policy: SoakPolicy,
+                 waived: frozenset[str] = frozenset()) -> BoardEntry:
     current = next((r for r in reversed(cand.runs) if r.state != "finished"), None)
     return BoardEntry(
         id=cand.id, state=cand.state, base_version=cand.base_version,
         created_at=cand.created_at, updated_at=cand.updated_at, changed=_changed(cand),
-        excuses=live_excuses(cand, now, policy),
+        excuses=live_excuses(cand, now, policy, waived),
         current_run=_run_view(current) if current is not None else None,
         runs_total=len(cand.runs), soak=soak_progress(cand, now, policy))
 
@@ -333,7 +339,9 @@ def overview(
         select(models.Candidate).where(models.Candidate.state == CandidateState.QUEUED)
         .order_by(models.Candidate.id).limit(queued_limit)
         .options(*_with_combination_and_runs())))
-    entries = [_board_entry(c, now, policy) for c in [*board, *queued]]
+    waived = {c.id: waivers.active_subjects(session, c.id, now) for c in board}
+    entries = [_board_entry(c, now, policy, waived.get(c.id, frozenset()))
+               for c in [*board, *queued]]
     counts = {str(state): int(n) for state, n in session.execute(
         select(models.Candidate.state, func.count()).group_by(models.Candidate.state))}
     return Overview(
@@ -514,6 +522,21 @@ class AuditView:
 
 
 @dataclass(frozen=True, slots=True)
+class BadMark:
+    """A person marked the candidate's combination bad: never formed or promoted again."""
+
+    at: datetime
+    by: str
+    reason: str
+
+    @classmethod
+    def of(cls, combo: models.Combination) -> BadMark | None:
+        if combo.bad_at is None:
+            return None
+        return cls(combo.bad_at, combo.bad_by or "", combo.bad_reason or "")
+
+
+@dataclass(frozen=True, slots=True)
 class CandidatePage:
     id: int
     state: str
@@ -535,6 +558,8 @@ class CandidatePage:
     culprit: CommitRef | None
     holds: tuple[AuditView, ...]
     events: tuple[AuditView, ...]
+    marked_bad: BadMark | None = None
+    bisection: bisection.BisectionView | None = None  # culprit finding after a rejection
 
     @property
     def is_active(self) -> bool:
@@ -662,7 +687,8 @@ def candidate_page(session: Session, candidate_id: int, now: datetime,
     version = session.scalar(select(models.KnownGood.version)
                              .where(models.KnownGood.candidate_id == cand.id))
     culprit = None
-    if cand.state == CandidateState.REJECTED:
+    found = bisection.view(cand.bisection)
+    if cand.state == CandidateState.REJECTED and (found is None or found.culprit is None):
         past = formation.PastCandidate(
             cand.id, CandidateState.REJECTED, {n: i.commit.sha for n, i in items.items()},
             tuple(str(n) for n in cand.changed), cand.base_version)
@@ -686,7 +712,9 @@ def candidate_page(session: Session, candidate_id: int, now: datetime,
         soak_started_at=cand.soak_started_at, finished_at=cand.finished_at, version=version,
         combination=tuple(_ref(items[n].commit, items[n].component) for n in sorted(items)),
         changes=tuple(changes), runs=tuple(_run_view(r) for r in cand.runs),
-        excuses=live_excuses(cand, now, policy), series=series, baseline_label=label,
+        excuses=live_excuses(cand, now, policy, waivers.active_subjects(session, cand.id, now)),
+        series=series, baseline_label=label, marked_bad=BadMark.of(cand.combination),
+        bisection=found,
         soak=soak_progress(cand, now, policy), culprit=culprit, holds=holds,
         events=tuple(e for e in events if e.subject == f"candidate {cand.id}"))
 

@@ -1,5 +1,13 @@
 from certifier.domain.combination import Combination
-from certifier.domain.formation import CandidateView, desired_combination, plan
+from certifier.domain.formation import (
+    BisectedCulprit,
+    CandidateView,
+    PastCandidate,
+    culprits,
+    desired_combination,
+    next_desired,
+    plan,
+)
 from certifier.domain.lifecycle import CandidateState
 
 A, B, C = "a" * 40, "b" * 40, "c" * 40
@@ -57,3 +65,40 @@ def test_held_component_stays_at_its_last_good_commit() -> None:
     kg = Combination.of({"nova": A, "neutron": A})
     combo = desired_combination({"nova": B, "neutron": C}, kg, held={"neutron": A})
     assert combo == Combination.of({"nova": B, "neutron": A})
+
+
+# Culprit finding's conclusions (certifier/domain/bisection.py) in formation ------------------
+
+D, E = "d" * 40, "e" * 40
+KG3 = Combination.of({"nova": A, "neutron": A, "cinder": A})
+
+
+def _bisected(bisecting: bool = False, found: bool = True) -> list[PastCandidate]:
+    """Candidate 6 moved every component (neutron A → B → C → D) and was rejected; culprit
+    finding blamed neutron C, last good B."""
+    culprit = BisectedCulprit("neutron", C, B, (C, D)) if found else None
+    return [PastCandidate(6, S.REJECTED, {"nova": B, "neutron": D, "cinder": B},
+                          ("cinder", "neutron", "nova"), 1, bisecting, culprit)]
+
+
+def test_a_bisected_culprit_holds_its_component_at_the_last_good_commit() -> None:
+    wanted = next_desired({"nova": B, "neutron": D, "cinder": B}, KG3, 1, _bisected())
+    assert wanted.isolating is None
+    assert wanted.combination == Combination.of({"nova": B, "neutron": B, "cinder": B})
+    assert [(h.component, h.culprit, h.at, h.blamed_by) for h in wanted.holds] == [
+        ("neutron", D, B, 6)]
+    assert culprits(_bisected()) == {("neutron", C): 6, ("neutron", D): 6}
+
+
+def test_the_hold_ends_when_a_head_newer_than_the_rejected_commit_arrives() -> None:
+    wanted = next_desired({"nova": B, "neutron": E, "cinder": B}, KG3, 1, _bisected())
+    assert wanted.holds == ()
+    assert wanted.combination == Combination.of({"nova": B, "neutron": E, "cinder": B})
+
+
+def test_nothing_isolates_while_culprit_finding_runs() -> None:
+    heads = {"nova": B, "neutron": D, "cinder": B}
+    running = next_desired(heads, KG3, 1, _bisected(bisecting=True, found=False))
+    assert running.isolating is None and running.combination == Combination.of(heads)
+    inconclusive = next_desired(heads, KG3, 1, _bisected(found=False))
+    assert inconclusive.isolating == "cinder"  # no culprit named: isolation as before

@@ -1,0 +1,306 @@
+"""Culprit finding: which commit of which component broke a rejected candidate.
+
+A candidate formed on known-good #N that moved several components (or one component by several
+commits) and failed says *that* something broke, not *what*. Culprit finding answers with runs
+of combinations in between, in two phases:
+
+1. **Swap back.** For each changed component, in name order, test the candidate with only that
+   component set back to its known-good commit. A run that now *passes* makes the component
+   guilty: the rest of the change is fine without it. A run that still fails does **not** clear
+   the component — it only says the rest fails too. Hence:
+
+   * exactly one swap passes: that component is the culprit's home;
+   * several pass: the failure needs those components *together* (an interaction). Each of them
+     alone is harmless, so holding back the first one (in name order) is enough; the conclusion
+     names the others;
+   * none passes: no single component explains the failure (two of them break it on their own,
+     or the failure is not in the changes at all). That is inconclusive, and the pipeline falls
+     back to isolation (``formation``).
+
+   When only one component changed, phase 1 is skipped: the candidate fails and the known-good
+   passes, which is all phase 1 would establish.
+2. **Bisect** inside the guilty component's commit range, every other component at the
+   candidate's commits. Both ends are known: the component at its known-good commit passes
+   (phase 1, or the known-good itself) and at the candidate's commit fails (the rejection). A
+   binary search finds the first commit that fails: the culprit; the commit before it is the last
+   good one. This assumes the breakage, once in, stays in (git bisect assumes the same).
+
+Everything here is a pure function of what was tested so far: :func:`next_step` replays the
+search against the recorded steps and says what to do now — test a combination, wait for a run,
+or conclude. A step whose run ended ``infra_error`` says nothing about the combination and is
+retried with backoff, a bounded number of times; then, like a search that needs more runs than
+``max_steps``, the search stops inconclusive with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from certifier.domain.combination import Combination
+from certifier.domain.judgement import Verdict
+
+
+class Phase(StrEnum):
+    SWAP = "swap"  # one changed component set back to its known-good commit
+    BISECT = "bisect"  # one commit inside the guilty component's range
+
+
+@dataclass(frozen=True, slots=True)
+class BisectPolicy:
+    """How far culprit finding may go: ``max_steps`` runs in all (retries included), and each
+    step's infra errors retried ``max_infra_retries`` times, the n-th after
+    ``infra_backoff * 2**(n-1)`` (at most ``infra_backoff_max``), as gate runs are."""
+
+    max_steps: int = 16
+    max_infra_retries: int = 2
+    infra_backoff: timedelta = timedelta(seconds=30)
+    infra_backoff_max: timedelta = timedelta(minutes=10)
+
+    def retry_delay(self, retry: int) -> timedelta:
+        if retry < 1:
+            return timedelta(0)
+        delay: timedelta = min(self.infra_backoff * 2 ** min(retry - 1, 30),
+                               self.infra_backoff_max)
+        return delay
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """What is known when culprit finding starts.
+
+    ``ranges``: for each changed component that the known-good has, its commits strictly after
+    the known-good's commit up to and including the candidate's, oldest first (so the last one
+    is the candidate's commit). ``failed_run``: the run that rejected the candidate, the
+    evidence that the candidate's own combination fails.
+    """
+
+    known_good: Combination
+    candidate: Combination
+    ranges: Mapping[str, tuple[str, ...]]
+    failed_run: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in self.suspects:
+            commits = self.ranges.get(name, ())
+            if not commits or commits[-1] != self.candidate[name]:
+                raise ValueError(f"the range of {name} must end with the candidate's commit "
+                                 f"{self.candidate[name]}")
+            if self.known_good[name] in commits:
+                raise ValueError(f"the range of {name} must not contain its known-good commit")
+
+    @property
+    def changed(self) -> tuple[str, ...]:
+        """Components whose commit differs from the known-good's, in name order."""
+        return tuple(self.candidate.changed_against(self.known_good))
+
+    @property
+    def suspects(self) -> tuple[str, ...]:
+        """Changed components that have a known-good commit to go back to."""
+        return tuple(name for name in self.changed if name in self.known_good)
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One run of culprit finding: the combination it tests and, once finished, its verdict."""
+
+    run_id: int
+    combination: Combination
+    verdict: Verdict | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """A combination the search needs a verdict for: ``component`` at ``sha``, the rest as in
+    the candidate."""
+
+    phase: Phase
+    component: str
+    sha: str
+    combination: Combination
+
+    def describe(self) -> str:
+        if self.phase is Phase.SWAP:
+            return f"{self.component} set back to its known-good commit {self.sha[:12]}"
+        return f"{self.component} at {self.sha[:12]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Try:
+    """Create a run of ``probe.combination`` (``retry`` > 0: again, after infra errors)."""
+
+    probe: Probe
+    retry: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Nothing to do yet: ``run_id`` is still running, or a retry waits until ``until``."""
+
+    probe: Probe
+    run_id: int | None = None
+    until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Culprit:
+    """The conclusion: ``component`` broke at ``sha``; ``last_good`` is the commit before it
+    (the known-good's when the culprit is the range's first commit). ``evidence``: the runs
+    that show it, oldest first. ``together``: other components whose swap-back also passed
+    (the failure needs them together with this one)."""
+
+    component: str
+    sha: str
+    last_good: str
+    evidence: tuple[int, ...]
+    explanation: str
+    together: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    culprit: Culprit
+
+
+@dataclass(frozen=True, slots=True)
+class Inconclusive:
+    reason: str
+
+
+Decision = Try | Wait | Found | Inconclusive
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    passed: bool
+    run_id: int
+
+
+_Search = Generator[Probe, _Answer, Found | Inconclusive]
+
+
+def next_step(problem: Problem, steps: Sequence[Step], policy: BisectPolicy,
+              now: datetime) -> Decision:
+    """What culprit finding should do now, given every step recorded so far.
+
+    The search is replayed from the start each time: a probe whose combination was already
+    tested takes that step's verdict, so the answer never depends on anything but the steps.
+    """
+    search = _search(problem)
+    try:
+        probe = next(search)
+        while True:
+            answer = _answer(probe, steps, policy, now)
+            if not isinstance(answer, _Answer):
+                return answer
+            probe = search.send(answer)
+    except StopIteration as done:
+        conclusion: Found | Inconclusive = done.value
+        return conclusion
+
+
+def worth_starting(problem: Problem, policy: BisectPolicy, now: datetime) -> bool:
+    """Whether culprit finding has anything to learn: it would run at least one step."""
+    return isinstance(next_step(problem, (), policy, now), Try)
+
+
+def carriers(commits: Sequence[str], culprit: str) -> tuple[str, ...]:
+    """The commits of a range that carry the culprit: it and every later one."""
+    return tuple(commits[list(commits).index(culprit):]) if culprit in commits else (culprit,)
+
+
+def _answer(probe: Probe, steps: Sequence[Step], policy: BisectPolicy,
+            now: datetime) -> _Answer | Decision:
+    """The recorded verdict for ``probe``, or what must happen before there is one."""
+    mine = [s for s in steps if s.combination == probe.combination]
+    decisive = [s for s in mine if s.verdict not in (None, Verdict.INFRA_ERROR)]
+    if decisive:
+        return _Answer(decisive[-1].verdict is Verdict.PASSED, decisive[-1].run_id)
+    if mine and mine[-1].verdict is None:
+        return Wait(probe, run_id=mine[-1].run_id)
+    errors = [s for s in mine if s.verdict is Verdict.INFRA_ERROR]
+    if len(errors) > policy.max_infra_retries:
+        runs = ", ".join(str(s.run_id) for s in errors)
+        return Inconclusive(f"testing {probe.describe()} hit testbed or tool errors "
+                            f"{len(errors)} times in a row (runs {runs})")
+    if errors:
+        ended = errors[-1].finished_at or now
+        ready = ended + policy.retry_delay(len(errors))
+        if now < ready:
+            return Wait(probe, until=ready)
+    if len(steps) >= policy.max_steps:
+        return Inconclusive(f"the limit of {policy.max_steps} runs was reached before the "
+                            f"culprit was found (next: {probe.describe()})")
+    return Try(probe, retry=len(errors))
+
+
+def _search(problem: Problem) -> _Search:
+    """The search as straight-line code: each ``yield`` asks for one combination's verdict."""
+    suspects = problem.suspects
+    if not suspects:
+        return Inconclusive("no changed component has a known-good commit to go back to")
+    swapped: dict[str, int] = {}  # component → the passing swap-back run
+    if len(problem.changed) == 1:
+        guilty = list(suspects)
+    else:
+        failing: list[int] = []
+        for name in suspects:
+            sha = problem.known_good[name]
+            answer = yield Probe(Phase.SWAP, name, sha, problem.candidate.replace(**{name: sha}))
+            if answer.passed:
+                swapped[name] = answer.run_id
+            else:
+                failing.append(answer.run_id)
+        guilty = [name for name in suspects if name in swapped]
+        if not guilty:
+            runs = ", ".join(str(r) for r in failing)
+            return Inconclusive(
+                f"setting any one changed component back to its known-good commit still failed "
+                f"(runs {runs}): several components break the candidate on their own, or the "
+                f"failure does not come from one component's change")
+    return (yield from _bisect(problem, guilty[0], swapped, tuple(guilty[1:])))
+
+
+def _bisect(problem: Problem, name: str, swapped: Mapping[str, int],
+            together: tuple[str, ...]) -> _Search:
+    """Binary search in ``name``'s range between a passing and a failing end."""
+    commits = problem.ranges[name]
+    good, good_run = -1, swapped.get(name)  # -1: the known-good's commit
+    bad, bad_run = len(commits) - 1, problem.failed_run
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        answer = yield Probe(Phase.BISECT, name, commits[mid],
+                             problem.candidate.replace(**{name: commits[mid]}))
+        if answer.passed:
+            good, good_run = mid, answer.run_id
+        else:
+            bad, bad_run = mid, answer.run_id
+    last_good = commits[good] if good >= 0 else problem.known_good[name]
+    evidence = tuple(dict.fromkeys(r for r in (swapped.get(name), good_run, bad_run)
+                                   if r is not None))
+    explanation = _explain(problem, name, commits[bad], last_good, good_run, bad_run,
+                           swapped.get(name), together)
+    return Found(Culprit(name, commits[bad], last_good, evidence, explanation, together))
+
+
+def _explain(problem: Problem, name: str, culprit: str, last_good: str, good_run: int | None,
+             bad_run: int | None, swap_run: int | None, together: tuple[str, ...]) -> str:
+    def run(run_id: int | None, otherwise: str) -> str:
+        return f"run {run_id}" if run_id is not None else otherwise
+
+    searched = len(problem.ranges[name])
+    context = ("the candidate changed only " + name if len(problem.changed) == 1
+               else f"setting {name} back to its known-good commit made the candidate pass "
+                    f"({run(swap_run, 'no run')})")
+    text = (f"{name} {culprit[:12]} is the first bad commit of {searched} searched: {context}; "
+            f"with every other component at the candidate's commits, {name} at "
+            f"{last_good[:12]} passed ({run(good_run, 'the known-good')}) and at "
+            f"{culprit[:12]} failed ({run(bad_run, 'the rejection')}).")
+    if together:
+        others = ", ".join(together)
+        text += (f" Setting {others} back passed as well: the failure needs {name} and {others}"
+                 f" together, so holding {name} back is enough.")
+    return text

@@ -1,0 +1,412 @@
+"""Culprit finding in the pipeline: bisect runs after a rejection, moved on by the reconcile loop.
+
+The search is pure (``certifier/domain/bisection.py``); this module keeps its state in
+``Candidate.bisection`` (JSON: the commit ranges, every step with its run and verdict, the
+result) and turns the search's decisions into runs:
+
+* **Start**: when the scheduler rejects a candidate for a failed check or a regression (not an
+  infra error, a cancellation, a supersession or a person marking it bad), formed on a
+  known-good, that changed more than one component or one component by more than one commit.
+* **Every reconcile pass** reads the verdicts of the candidate's ``bisect`` runs, replays the
+  search and creates the next run: kind ``bisect``, attempt after the candidate's last bisect
+  run (the ``(candidate, kind, attempt)`` key stays unique), with ``combination_hash`` naming
+  the combination it tests (``runs.plan`` deploys that one), sent after the commit. It takes the
+  gate testbed like a gate run.
+* **The end**: a culprit adds an excuse of kind ``culprit`` to the candidate and formation holds
+  that component at the last good commit (``formation.BisectedCulprit``); an inconclusive search
+  says why, and formation isolates as before. Both are audited as ``culprit``.
+* **Meanwhile** no candidate boards (:func:`hold_boarding`): the queued one would otherwise take
+  the testbed without the hold the result is about to give it.
+
+Commit order: ``models.Commit`` knows no parents. A component's range is its commits ordered by
+``(first_seen_at, id)`` strictly after the known-good's commit up to and including the
+candidate's, skipping those a force-push took off the branch (``gone_at``). Tracking records a
+push's commits oldest first, so for a linear branch this is the branch order; commits of a
+merged side branch count in the order they were reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
+
+from certifier.db import models
+from certifier.domain import formation
+from certifier.domain.bisection import (
+    BisectPolicy,
+    Culprit,
+    Found,
+    Inconclusive,
+    Problem,
+    Step,
+    Try,
+    Wait,
+    carriers,
+    next_step,
+    worth_starting,
+)
+from certifier.domain.clock import Clock
+from certifier.domain.combination import Combination
+from certifier.domain.judgement import Excuse, RunKind, Verdict
+from certifier.domain.lifecycle import CandidateState
+from certifier.pipeline import components, knowngood, runs, scheduler
+from certifier.pipeline.dispatch import Dispatcher, enqueue_run_after_commit
+
+RUNNING, FOUND, INCONCLUSIVE, STOPPED = "running", "found", "inconclusive", "stopped"
+_JUDGED = (RunKind.GATE.value, RunKind.SOAK.value)
+_OWN_EXCUSES = ("bisection", "culprit")  # the excuses this module adds to a rejected candidate
+WAIT_KIND = "culprit_wait"  # the excuse of a queued candidate held back while one runs
+
+
+def _running() -> Any:
+    """The SQL condition "culprit finding is running" (JSON path: SQLite and PostgreSQL)."""
+    return models.Candidate.bisection["status"].as_string() == RUNNING
+
+
+# Starting ------------------------------------------------------------------------------------
+
+
+def start(session: Session, cand: models.Candidate, clock: Clock, policy: BisectPolicy | None,
+          dispatcher: Dispatcher, report: scheduler.ReconcileReport) -> None:
+    """Begin culprit finding for a candidate the scheduler just rejected, if it can tell
+    anything, and create its first run."""
+    if policy is None or cand.bisection is not None or cand.base_version is None:
+        return
+    failed = _rejecting_run(cand)
+    kg = session.get(models.KnownGood, cand.base_version)
+    if failed is None or kg is None or cand.combination.bad_at is not None:
+        return  # not rejected by a run, or a person already said what is wrong with it
+    kg_combo = knowngood.combination_of(session, kg.combination_hash)
+    combo = knowngood.combination_of(session, cand.combination_hash)
+    ranges = {name: commit_range(session, name, kg_combo[name], combo[name])
+              for name in combo.changed_against(kg_combo) if name in kg_combo}
+    problem = Problem(kg_combo, combo, ranges, failed.id)
+    if not worth_starting(problem, policy, clock.now()):
+        return
+    cand.bisection = {
+        "status": RUNNING, "known_good": kg.version, "failed_run": failed.id,
+        "started_at": clock.now().isoformat(), "finished_at": None,
+        "ranges": {name: list(commits) for name, commits in ranges.items()},
+        "steps": [], "result": None, "reason": None,
+    }
+    scheduler.audit(session, clock, "scheduler", "bisect", f"candidate {cand.id}",
+                    failed_run=failed.id, known_good=kg.version,
+                    commits={name: len(commits) for name, commits in ranges.items()})
+    report.bisections_started.append(cand.id)
+    advance(session, cand, clock, policy, dispatcher, report)
+
+
+def _rejecting_run(cand: models.Candidate) -> models.Run | None:
+    """The candidate's latest gate or soak run that failed or regressed: the rejection's
+    evidence. None when the rejection was about something else."""
+    judged = [r for r in cand.runs if r.kind in _JUDGED
+              and r.verdict in (Verdict.FAILED, Verdict.REGRESSED)]
+    return max(judged, key=lambda r: r.id, default=None)
+
+
+def commit_range(session: Session, component: str, known_good: str,
+                 candidate: str) -> tuple[str, ...]:
+    """``component``'s commits after ``known_good`` up to ``candidate``, oldest first (see the
+    module docstring for the order); always ends with ``candidate``."""
+    comp = components.get_component(session, component)
+    by_sha = {c.sha: c for c in session.scalars(select(models.Commit).where(
+        models.Commit.component_id == comp.id, models.Commit.sha.in_([known_good, candidate])))}
+    after, upto = by_sha.get(known_good), by_sha.get(candidate)
+    if after is None or upto is None:
+        return (candidate,)
+    Commit = models.Commit
+    shas = list(session.scalars(
+        select(Commit.sha).where(
+            Commit.component_id == comp.id, Commit.gone_at.is_(None),
+            or_(Commit.first_seen_at > after.first_seen_at,
+                and_(Commit.first_seen_at == after.first_seen_at, Commit.id > after.id)),
+            or_(Commit.first_seen_at < upto.first_seen_at,
+                and_(Commit.first_seen_at == upto.first_seen_at, Commit.id <= upto.id)))
+        .order_by(Commit.first_seen_at, Commit.id)))
+    return (*[s for s in shas if s not in (candidate, known_good)], candidate)
+
+
+# Advancing -----------------------------------------------------------------------------------
+
+
+def advance_all(session: Session, clock: Clock, policy: BisectPolicy | None,
+                dispatcher: Dispatcher, report: scheduler.ReconcileReport) -> None:
+    """One step of every running culprit finding."""
+    for cand in session.scalars(select(models.Candidate).where(_running())
+                                .order_by(models.Candidate.id)).all():
+        if policy is None:
+            _stop(session, cand, clock, "culprit finding was turned off (bisection.enabled)",
+                  report)
+        elif cand.state != CandidateState.REJECTED:
+            _stop(session, cand, clock, f"the candidate is {cand.state} again", report)
+        else:
+            advance(session, cand, clock, policy, dispatcher, report)
+
+
+
+
+def advance(session: Session, cand: models.Candidate, clock: Clock, policy: BisectPolicy,
+            dispatcher: Dispatcher, report: scheduler.ReconcileReport) -> None:
+    """Read the finished steps, ask the search what now, and act on it."""
+    state = dict(cand.bisection or {})
+    by_id = {r.id: r for r in cand.runs}
+    steps = [_synced(raw, by_id.get(int(raw["run"]))) for raw in state.get("steps", [])]
+    problem = _problem(session, cand, state)
+    decision = next_step(problem, [_step(s) for s in steps], policy, clock.now())
+    run_id = decision.run_id if isinstance(decision, Wait) else None
+    if isinstance(decision, Try):
+        run_id = _create_run(session, cand, decision.probe.combination, clock, dispatcher).id
+        report.runs_created.append(run_id)
+        steps.append({"run": run_id, "phase": str(decision.probe.phase),
+                      "component": decision.probe.component, "sha": decision.probe.sha,
+                      "combination": dict(decision.probe.combination), "verdict": None,
+                      "finished_at": None, "retry": decision.retry,
+                      "purpose": decision.probe.describe()})
+    state["steps"] = steps
+    if isinstance(decision, Found | Inconclusive):
+        _conclude(session, cand, clock, state, decision, problem)
+        report.bisections_ended.append(cand.id)
+    else:
+        _set_excuse(cand, _progress(decision, run_id, len(steps), policy))
+    cand.bisection = state  # a new dict: JSON columns notice assignment, not mutation
+
+
+def _synced(raw: Mapping[str, Any], run: models.Run | None) -> dict[str, Any]:
+    step = dict(raw)
+    if step.get("withdrawn"):
+        return step
+    if run is None:  # the run row is gone: it said nothing, so it counts as an infra error
+        step["verdict"] = Verdict.INFRA_ERROR.value
+    elif run.verdict is not None:
+        step["verdict"] = run.verdict
+        step["finished_at"] = run.finished_at.isoformat() if run.finished_at else None
+    return step
+
+
+def _step(raw: Mapping[str, Any]) -> Step:
+    verdict = raw.get("verdict")
+    ended = raw.get("finished_at")
+    return Step(int(raw["run"]), Combination.of(raw["combination"]),
+                Verdict(verdict) if verdict else None,
+                datetime.fromisoformat(ended) if ended else None)
+
+
+def _problem(session: Session, cand: models.Candidate, state: Mapping[str, Any]) -> Problem:
+    kg = session.get_one(models.KnownGood, int(state["known_good"]))
+    return Problem(knowngood.combination_of(session, kg.combination_hash),
+                   knowngood.combination_of(session, cand.combination_hash),
+                   {str(n): tuple(c) for n, c in dict(state["ranges"]).items()},
+                   state.get("failed_run"))
+
+
+def _create_run(session: Session, cand: models.Candidate, combo: Combination, clock: Clock,
+                dispatcher: Dispatcher) -> models.Run:
+    """A bisect run of ``combo``, sent to a worker once the pass commits."""
+    row = scheduler.ensure_combination(session, combo, clock)
+    attempt = 1 + max((r.attempt for r in cand.runs if r.kind == RunKind.BISECT), default=0)
+    now = clock.now()
+    run = models.Run(candidate_id=cand.id, kind=RunKind.BISECT, attempt=attempt,
+                     state=runs.RunState.PENDING, created_at=now, dispatched_at=now,
+                     combination_hash=row.hash)
+    session.add(run)
+    session.flush()
+    session.refresh(cand, ["runs"])
+    enqueue_run_after_commit(session, dispatcher, run.id)
+    return run
+
+
+def _progress(decision: Try | Wait, run_id: int | None, steps: int,
+              policy: BisectPolicy) -> Excuse:
+    what = decision.probe.describe()
+    if isinstance(decision, Wait) and decision.until is not None:
+        doing = f"retrying {what} after a testbed error, from {decision.until:%H:%M:%S} UTC"
+    else:
+        doing = f"testing {what}" + (f" (run {run_id})" if run_id is not None else "")
+    return Excuse("bisection", "culprit finding",
+                  f"culprit finding: step {steps} of at most {policy.max_steps}: {doing}",
+                  {"steps": steps, "max_steps": policy.max_steps})
+
+
+def _conclude(session: Session, cand: models.Candidate, clock: Clock, state: dict[str, Any],
+              decision: Found | Inconclusive, problem: Problem) -> None:
+    state["finished_at"] = clock.now().isoformat()
+    if isinstance(decision, Inconclusive):
+        state.update(status=INCONCLUSIVE, reason=decision.reason)
+        _set_excuse(cand, Excuse("bisection", "culprit finding",
+                                 f"culprit finding inconclusive: {decision.reason}"))
+        scheduler.audit(session, clock, "scheduler", "culprit", f"candidate {cand.id}",
+                        status=INCONCLUSIVE, reason=decision.reason)
+        return
+    found = decision.culprit
+    result = _result(found, problem)
+    state.update(status=FOUND, result=result)
+    _set_excuse(cand, _culprit_excuse(session, found, result))
+    scheduler.audit(session, clock, "scheduler", "culprit", f"candidate {cand.id}",
+                    status=FOUND, component=found.component, sha=found.sha,
+                    last_good=found.last_good, evidence=list(found.evidence))
+
+
+def _result(found: Culprit, problem: Problem) -> dict[str, Any]:
+    return {"component": found.component, "sha": found.sha, "last_good": found.last_good,
+            "evidence": list(found.evidence), "explanation": found.explanation,
+            "together": list(found.together),
+            "carriers": list(carriers(problem.ranges[found.component], found.sha))}
+
+
+def _culprit_excuse(session: Session, found: Culprit, result: Mapping[str, Any]) -> Excuse:
+    comp = components.get_component(session, found.component)
+    title = session.scalar(select(models.Commit.title).where(
+        models.Commit.component_id == comp.id, models.Commit.sha == found.sha)) or ""
+    named = f"{found.component} {found.sha[:12]}" + (f" “{title}”" if title else "")
+    evidence = ", ".join(str(r) for r in found.evidence)
+    return Excuse("culprit", f"component {found.component}",
+                  f"culprit: {named}; last good {found.last_good[:12]} (evidence: runs "
+                  f"{evidence})", {**result, "title": title})
+
+
+def _set_excuse(cand: models.Candidate, excuse: Excuse) -> None:
+    kept = [e for e in cand.excuses if not (isinstance(e, dict) and e.get("kind") in _OWN_EXCUSES)]
+    cand.excuses = [*kept, excuse.as_dict()]
+
+
+def _stop(session: Session, cand: models.Candidate, clock: Clock, reason: str,
+          report: scheduler.ReconcileReport) -> None:
+    """End a running search without a conclusion; its runs that have not started are
+    withdrawn (as cancelling does), so they never take the testbed."""
+    state = dict(cand.bisection or {})
+    pending = {r.id for r in cand.runs
+               if r.kind == RunKind.BISECT and r.state == runs.RunState.PENDING}
+    for run in [r for r in cand.runs if r.id in pending]:
+        session.delete(run)
+    state["steps"] = [{**s, "withdrawn": True} if int(s["run"]) in pending else s
+                      for s in state.get("steps", [])]
+    state.update(status=STOPPED, reason=reason, finished_at=clock.now().isoformat())
+    cand.bisection = state
+    if cand.state == CandidateState.REJECTED:
+        _set_excuse(cand, Excuse("bisection", "culprit finding",
+                                 f"culprit finding stopped: {reason}"))
+    scheduler.audit(session, clock, "scheduler", "culprit", f"candidate {cand.id}",
+                    status=STOPPED, reason=reason, withdrawn_runs=sorted(pending))
+    report.bisections_ended.append(cand.id)
+
+
+# What the rest of the pipeline asks ----------------------------------------------------------
+
+
+def hold_boarding(session: Session) -> int | None:
+    """The candidate whose culprit finding runs, if any: then no queued candidate boards, and
+    each says why. Once none runs, that excuse is taken away again."""
+    running = session.scalar(select(models.Candidate.id).where(_running())
+                             .order_by(models.Candidate.id).limit(1))
+    for queued in session.scalars(select(models.Candidate).where(
+            models.Candidate.state == CandidateState.QUEUED)):
+        excuses = [e for e in queued.excuses
+                   if not (isinstance(e, dict) and e.get("kind") == WAIT_KIND)]
+        if running is not None:
+            excuses.append(Excuse(
+                WAIT_KIND, "pipeline",
+                f"waiting for culprit finding of #{running}: the commit it names will be held "
+                "back in the next candidate", {"candidate": running}).as_dict())
+        if excuses != queued.excuses:
+            queued.excuses = excuses
+    return running
+
+
+def is_running(raw: object) -> bool:
+    """Whether a candidate's ``bisection`` JSON says the search is still running."""
+    return isinstance(raw, dict) and raw.get("status") == RUNNING
+
+
+def bisected(raw: object) -> formation.BisectedCulprit | None:
+    """A candidate's ``bisection`` JSON as formation needs it: the culprit, if one was found."""
+    if not isinstance(raw, dict) or raw.get("status") != FOUND:
+        return None
+    result = raw.get("result") or {}
+    return formation.BisectedCulprit(str(result["component"]), str(result["sha"]),
+                                     str(result["last_good"]),
+                                     tuple(str(s) for s in result.get("carriers") or
+                                           [result["sha"]]))
+
+
+@dataclass(frozen=True, slots=True)
+class StepView:
+    run_id: int
+    phase: str  # swap | bisect
+    component: str
+    sha: str
+    purpose: str
+    combination: Mapping[str, str]
+    verdict: str | None  # None: not finished
+    withdrawn: bool  # taken back before it started (culprit finding stopped)
+
+
+@dataclass(frozen=True, slots=True)
+class CulpritView:
+    component: str
+    sha: str
+    last_good: str
+    evidence: tuple[int, ...]
+    explanation: str
+    together: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BisectionView:
+    """A candidate's culprit finding, for the dashboard and the API."""
+
+    status: str  # running | found | inconclusive | stopped
+    started_at: datetime | None
+    finished_at: datetime | None
+    known_good: int | None
+    failed_run: int | None
+    commits: Mapping[str, int]  # changed component → commits in its range
+    steps: tuple[StepView, ...]
+    reason: str | None  # why it was inconclusive or stopped
+    culprit: CulpritView | None
+
+
+def view(raw: object) -> BisectionView | None:
+    """Read a ``bisection`` JSON for display; tolerant of missing keys, never raising."""
+    if not isinstance(raw, dict):
+        return None
+    steps = tuple(
+        StepView(int(s.get("run") or 0), str(s.get("phase", "")), str(s.get("component", "")),
+                 str(s.get("sha", "")), str(s.get("purpose", "")),
+                 {str(k): str(v) for k, v in dict(s.get("combination") or {}).items()},
+                 str(s["verdict"]) if s.get("verdict") else None, bool(s.get("withdrawn")))
+        for s in raw.get("steps") or [] if isinstance(s, dict))
+    result = raw.get("result")
+    culprit = None
+    if isinstance(result, dict):
+        culprit = CulpritView(
+            str(result.get("component", "")), str(result.get("sha", "")),
+            str(result.get("last_good", "")), tuple(int(r) for r in result.get("evidence") or []),
+            str(result.get("explanation", "")), tuple(str(c) for c in result.get("together") or []))
+    return BisectionView(
+        status=str(raw.get("status", "")), started_at=_when(raw.get("started_at")),
+        finished_at=_when(raw.get("finished_at")), known_good=_int(raw.get("known_good")),
+        failed_run=_int(raw.get("failed_run")),
+        commits={str(n): len(c) for n, c in dict(raw.get("ranges") or {}).items()},
+        steps=steps, reason=str(raw["reason"]) if raw.get("reason") else None, culprit=culprit)
+
+
+def _when(value: object) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) else None
+
+
+def stored(session: Session, candidate_id: int) -> BisectionView | None:
+    """The culprit finding of a candidate (None: none ran, or no such candidate)."""
+    cand = session.get(models.Candidate, candidate_id)
+    return view(cand.bisection) if cand is not None else None

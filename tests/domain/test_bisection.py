@@ -1,0 +1,232 @@
+"""Culprit finding, pure: swap back, then bisect, replayed from recorded steps.
+
+Each test drives :func:`next_step` the way the pipeline does — ask, run the combination it names
+against a world whose breakage is known, record the step, ask again — and checks the conclusion
+and the runs it took.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from certifier.domain.bisection import (
+    BisectPolicy,
+    Found,
+    Inconclusive,
+    Phase,
+    Problem,
+    Step,
+    Try,
+    Wait,
+    carriers,
+    next_step,
+    worth_starting,
+)
+from certifier.domain.combination import Combination
+from certifier.domain.judgement import Verdict
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+FAILED_RUN = 7  # the gate run that rejected the candidate
+DEFAULT = BisectPolicy()
+World = Callable[[Combination], Verdict]
+
+
+PREFIX = {"cinder": "c", "neutron": "d", "nova": "e", "ironic": "f"}
+
+
+def sha(name: str, i: int) -> str:
+    """A distinct, valid sha for commit ``i`` of ``name`` (0: its known-good commit)."""
+    return f"{PREFIX[name]}{i:039x}"
+
+
+def commits(name: str, n: int) -> tuple[str, ...]:
+    return tuple(sha(name, i) for i in range(1, n + 1))
+
+
+def problem(lengths: Mapping[str, int], unchanged: tuple[str, ...] = ()) -> Problem:
+    """Known-good at commit 0 of every component; the candidate ``lengths[name]`` commits on."""
+    names = (*lengths, *unchanged)
+    kg = Combination.of({n: sha(n, 0) for n in names})
+    cand = Combination.of({n: sha(n, lengths.get(n, 0)) for n in names})
+    return Problem(kg, cand, {n: commits(n, k) for n, k in lengths.items()}, FAILED_RUN)
+
+
+def broken_from(name: str, first_bad: int) -> World:
+    """A world where ``name`` is broken from its commit ``first_bad`` on."""
+    def verdict(combo: Combination) -> Verdict:
+        return Verdict.FAILED if int(combo[name][1:], 16) >= first_bad else Verdict.PASSED
+    return verdict
+
+
+def drive(prob: Problem, world: World, policy: BisectPolicy = DEFAULT,
+          now: datetime = T0) -> tuple[Found | Inconclusive, list[Step]]:
+    steps: list[Step] = []
+    for run_id in range(100, 200):
+        decision = next_step(prob, steps, policy, now)
+        if not isinstance(decision, Try):
+            assert isinstance(decision, Found | Inconclusive), decision
+            return decision, steps
+        steps.append(Step(run_id, decision.probe.combination,
+                          world(decision.probe.combination), T0))
+    raise AssertionError("culprit finding never concluded")
+
+
+def test_one_guilty_component_of_three_is_found_by_swapping_back_then_bisected() -> None:
+    prob = problem({"cinder": 2, "neutron": 5, "nova": 3})
+    decision, steps = drive(prob, broken_from("neutron", 3))
+
+    assert isinstance(decision, Found)
+    culprit = decision.culprit
+    assert (culprit.component, culprit.sha, culprit.last_good) == (
+        "neutron", sha("neutron", 3), sha("neutron", 2))
+    swaps = steps[:3]
+    assert [s.combination.changed_against(prob.candidate) for s in swaps] == [
+        ["cinder"], ["neutron"], ["nova"]]  # one component back at a time, in name order
+    assert [s.verdict for s in swaps] == [Verdict.FAILED, Verdict.PASSED, Verdict.FAILED]
+    for step in steps[3:]:  # the bisection moves neutron only, the rest as in the candidate
+        assert step.combination.changed_against(prob.candidate) == ["neutron"]
+    assert len(steps) <= 3 + math.ceil(math.log2(5))
+    assert culprit.evidence[0] == swaps[1].run_id  # neutron back at the known-good passed
+    assert set(culprit.evidence) <= {s.run_id for s in steps} | {FAILED_RUN}
+    assert "neutron" in culprit.explanation and sha("neutron", 3)[:12] in culprit.explanation
+    assert culprit.together == ()
+
+
+@pytest.mark.parametrize("length", [1, 2, 7])
+@pytest.mark.parametrize("where", ["start", "middle", "end"])
+def test_bisecting_one_changed_component_finds_the_first_bad_commit(
+    length: int, where: str,
+) -> None:
+    first_bad = {"start": 1, "middle": (length + 1) // 2, "end": length}[where]
+    prob = problem({"neutron": length}, unchanged=("nova",))
+    decision, steps = drive(prob, broken_from("neutron", first_bad))
+
+    assert isinstance(decision, Found)
+    assert decision.culprit.sha == sha("neutron", first_bad)
+    assert decision.culprit.last_good == sha("neutron", first_bad - 1)  # 0: the known-good's
+    assert len(steps) <= math.ceil(math.log2(length))
+    assert all(s.verdict is not None for s in steps)
+    assert not any(s.combination["nova"] != sha("nova", 0) for s in steps)
+    if first_bad == length:  # the candidate's own commit: its rejection is the evidence
+        assert FAILED_RUN in decision.culprit.evidence
+    assert worth_starting(prob, BisectPolicy(), T0) is (length > 1)
+
+
+def test_the_first_probe_of_a_single_component_bisection_is_the_middle_of_its_range() -> None:
+    decision = next_step(problem({"neutron": 7}), [], BisectPolicy(), T0)
+    assert isinstance(decision, Try)
+    assert decision.probe.phase is Phase.BISECT
+    assert decision.probe.sha == sha("neutron", 3)
+
+
+def test_a_failure_that_needs_two_components_together_blames_the_first_and_names_both() -> None:
+    prob = problem({"cinder": 1, "neutron": 4, "nova": 2})
+
+    def together(combo: Combination) -> Verdict:
+        both = combo["neutron"] >= sha("neutron", 2) and combo["nova"] != sha("nova", 0)
+        return Verdict.FAILED if both else Verdict.PASSED
+
+    decision, steps = drive(prob, together)
+    assert isinstance(decision, Found)
+    assert decision.culprit.component == "neutron"
+    assert decision.culprit.sha == sha("neutron", 2)
+    assert decision.culprit.together == ("nova",)
+    assert "together" in decision.culprit.explanation
+    assert [s.verdict for s in steps[:3]] == [Verdict.FAILED, Verdict.PASSED, Verdict.PASSED]
+
+
+def test_components_that_break_it_independently_leave_the_search_inconclusive() -> None:
+    prob = problem({"cinder": 2, "neutron": 2})
+
+    def either(combo: Combination) -> Verdict:
+        bad = combo["cinder"] != sha("cinder", 0) or combo["neutron"] != sha("neutron", 0)
+        return Verdict.FAILED if bad else Verdict.PASSED
+
+    decision, steps = drive(prob, either)
+    assert isinstance(decision, Inconclusive)
+    assert len(steps) == 2
+    assert "still failed" in decision.reason and "several components" in decision.reason
+    assert all(str(s.run_id) in decision.reason for s in steps)
+
+
+def test_a_step_in_progress_waits_for_its_run() -> None:
+    prob = problem({"neutron": 7})
+    first = next_step(prob, [], BisectPolicy(), T0)
+    assert isinstance(first, Try)
+    pending = [Step(100, first.probe.combination)]
+    decision = next_step(prob, pending, BisectPolicy(), T0)
+    assert decision == Wait(first.probe, run_id=100)
+
+
+def test_an_infra_error_is_retried_after_a_backoff_and_its_retry_counts() -> None:
+    prob = problem({"neutron": 2})
+    policy = BisectPolicy(max_infra_retries=2, infra_backoff=timedelta(seconds=30))
+    first = next_step(prob, [], policy, T0)
+    assert isinstance(first, Try)
+    steps = [Step(100, first.probe.combination, Verdict.INFRA_ERROR, T0)]
+    waiting = next_step(prob, steps, policy, T0 + timedelta(seconds=10))
+    assert isinstance(waiting, Wait) and waiting.until == T0 + timedelta(seconds=30)
+    retry = next_step(prob, steps, policy, T0 + timedelta(seconds=30))
+    assert isinstance(retry, Try) and retry.retry == 1
+    assert retry.probe == first.probe
+    steps.append(Step(101, retry.probe.combination, Verdict.PASSED, T0))
+    decision = next_step(prob, steps, policy, T0 + timedelta(minutes=1))
+    assert isinstance(decision, Found)
+    assert decision.culprit.sha == sha("neutron", 2)
+    assert 101 in decision.culprit.evidence and 100 not in decision.culprit.evidence
+
+
+def test_infra_errors_beyond_the_retries_stop_the_search_inconclusive() -> None:
+    prob = problem({"cinder": 1, "neutron": 3})
+    policy = BisectPolicy(max_infra_retries=2)
+    later = T0 + timedelta(hours=1)  # past every backoff
+    decision, steps = drive(prob, lambda combo: Verdict.INFRA_ERROR, policy, later)
+    assert isinstance(decision, Inconclusive)
+    assert len(steps) == 3  # the first try and two retries of the first swap-back
+    assert len({s.combination for s in steps}) == 1
+    assert "testbed or tool errors 3 times" in decision.reason
+    assert "cinder set back to its known-good commit" in decision.reason
+
+
+def test_the_step_limit_stops_a_long_search_inconclusive() -> None:
+    prob = problem({"neutron": 64})
+    decision, steps = drive(prob, broken_from("neutron", 40), BisectPolicy(max_steps=3))
+    assert isinstance(decision, Inconclusive)
+    assert len(steps) == 3
+    assert "limit of 3 runs" in decision.reason
+    unlimited, all_steps = drive(prob, broken_from("neutron", 40))
+    assert isinstance(unlimited, Found) and len(all_steps) == 6
+
+
+def test_a_combination_already_tested_is_not_tested_again() -> None:
+    prob = problem({"cinder": 2, "neutron": 2})
+    world = broken_from("neutron", 1)
+    decision, steps = drive(prob, world)
+    assert isinstance(decision, Found)
+    assert len({s.combination for s in steps}) == len(steps)
+    assert next_step(prob, steps, BisectPolicy(), T0) == decision  # replaying changes nothing
+
+
+def test_only_new_components_changed_leaves_nothing_to_go_back_to() -> None:
+    kg = Combination.of({"nova": sha("nova", 0)})
+    cand = Combination.of({"nova": sha("nova", 0), "ironic": sha("ironic", 1)})
+    decision = next_step(Problem(kg, cand, {}, FAILED_RUN), [], BisectPolicy(), T0)
+    assert isinstance(decision, Inconclusive)
+    assert "known-good commit to go back to" in decision.reason
+
+
+def test_a_range_must_end_with_the_candidates_commit() -> None:
+    kg = Combination.of({"nova": sha("nova", 0)})
+    cand = Combination.of({"nova": sha("nova", 3)})
+    with pytest.raises(ValueError, match="must end with the candidate's commit"):
+        Problem(kg, cand, {"nova": commits("nova", 2)})
+
+
+def test_the_carriers_of_a_culprit_are_it_and_every_later_commit_of_the_range() -> None:
+    rng = commits("neutron", 5)
+    assert carriers(rng, rng[2]) == rng[2:]
+    assert carriers(rng, sha("neutron", 9)) == (sha("neutron", 9),)
