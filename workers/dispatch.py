@@ -10,6 +10,7 @@ PROCESS_DELIVERY_TASK = "certifier.process_delivery"
 POLL_COMPONENT_TASK = "certifier.poll_component"
 POLL_DUE_TASK = "certifier.poll_due"
 SWEEP_DELIVERIES_TASK = "certifier.sweep_deliveries"
+DELIVER_NOTIFICATIONS_TASK = "certifier.deliver_notifications"
 
 
 class CeleryDispatcher:
@@ -29,3 +30,8 @@ class CeleryDispatcher:
 
     def poll_component(self, component_id: int) -> None:
         self._app.send_task(POLL_COMPONENT_TASK, args=[component_id], retry=False)
+
+    # Outgoing notifications (certifier.pipeline.notify.NotificationDispatcher): no publish
+    # retries either; the rows are stored and beat's next tick sends them.
+    def deliver_notifications(self) -> None:
+        self._app.send_task(DELIVER_NOTIFICATIONS_TASK, retry=False)

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 import certifier
+from certifier.api import accesslog
 from certifier.api.deps import AppContext
 from certifier.api.errors import (
     MAX_BODY_BYTES,
@@ -31,6 +32,7 @@ from certifier.api.routers import (
     holds,
     manifests,
     metrics,
+    notifications,
     testbeds,
     webhooks,
 )
@@ -85,11 +87,12 @@ def create_app(
         session_factory=session_factory,
     )
     install_error_handlers(app)
+    accesslog.install()  # Gerrit's ?token= secret must never reach uvicorn's access log
     app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES)
     app.add_middleware(RefuseNul)
     app.add_middleware(ManifestFastPath, cache=context.manifest_cache)  # outermost: the hot path
     for module in (health, metrics, components, candidates, manifests, testbeds, webhooks,
-                   holds, actions):
+                   holds, actions, notifications):
         app.include_router(module.router)
     app.include_router(dashboard.create_router())
     return app
