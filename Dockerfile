@@ -15,10 +15,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     CERTIFIER_DATA_DIR=/var/lib/certifier
 
-# The testbed's tools (Debian bookworm: iperf3 3.12, fio 3.33) and git for component checkouts.
+# The testbed's tools (Debian bookworm: iperf3 3.12, fio 3.33), git for component checkouts,
+# ext4 and loop devices for the storage suite's scratch filesystem, and ssh for `ssh` testbeds.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        iproute2 iperf3 fio iputils-ping git ca-certificates \
+        iproute2 iperf3 fio iputils-ping git ca-certificates e2fsprogs mount openssh-client \
  && rm -rf /var/lib/apt/lists/*
 
 RUN useradd --system --uid 10001 --home-dir /var/lib/certifier --shell /usr/sbin/nologin certifier \

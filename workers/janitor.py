@@ -6,6 +6,12 @@ A SIGKILLed worker cannot clean up after itself, so the next worker on the host 
 become ``infra_error`` — then the reconcile loop retries them. Nothing outside the project's own
 ``cf-`` prefix is ever touched.
 
+A worker that stays up while a run of its host dies (its pool process killed at the task's time
+limit, or hung until its lease expired) cleans up too, so that the leftovers never meet the next
+run: :func:`sweep_dead`, with every reconcile pass, tears down testbeds whose owner is gone, and
+:func:`clear_testbed`, right after a claim, reaps whatever earlier runs left of the testbed the
+run has just leased — before it is built again, by the worker that is about to use it.
+
 Held testbeds (autoholds) must survive both: their record is handed to a *keeper* — a sleeping
 process in its own session that lives until the hold's deadline — so the reaper sees a live owner
 and leaves the testbed alone even across worker restarts. :func:`sweep_holds`, run with every
@@ -36,7 +42,7 @@ from workers.context import WorkerContext
 from workers.testbed import janitor as testbed_janitor
 from workers.testbed import records
 from workers.testbed.process import InfraError, pid_alive, start_ticks
-from workers.testbed.tags import run_tag_prefix
+from workers.testbed.tags import run_tag, run_tag_prefix
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +70,45 @@ def recover(ctx: WorkerContext) -> list[int]:
             reconcile_after_commit(session, ctx.dispatcher)
     sweep_holds(ctx)
     return lost
+
+
+def sweep_dead(ctx: WorkerContext) -> list[str]:
+    """Tear down this host's testbeds whose owner died while this worker lives on."""
+    removed = testbed_janitor.reap_dead(ctx.settings.records_dir)
+    if removed:
+        log.warning("janitor removed leftovers of dead runs: %s", ", ".join(removed))
+    return removed
+
+
+def clear_testbed(ctx: WorkerContext, testbed: str, run_id: int) -> list[str]:
+    """Make ``testbed``, just leased by run ``run_id``, clean on this host; returns what went.
+
+    The lease is this run's now, so nothing an earlier run made for the testbed may stay, even
+    if its owner still lives (a hung run whose lease expired, the keeper of an expired hold):
+    every other record of this testbed in the data folder is torn down, and so are the objects
+    of the previous holder's tag that no record lists. Only ``cf-`` objects of this instance's
+    tags are touched, and the previous holder's processes are found by cookie, never by name.
+    """
+    settings = ctx.settings
+    own = run_tag(settings, run_id)
+    with session_scope(ctx.session_factory) as session:
+        previous = session.scalar(
+            select(models.Run.id)
+            .where(models.Run.testbed == testbed, models.Run.id != run_id,
+                   models.Run.started_at.is_not(None))
+            .order_by(models.Run.started_at.desc(), models.Run.id.desc()).limit(1))
+    tags = {record.tag for record in records.read_all(settings.records_dir).values()
+            if record is not None and record.testbed == testbed and record.tag != own}
+    if previous is not None:
+        tags.add(run_tag(settings, previous))
+    if not tags:
+        return []
+    removed = testbed_janitor.reap(settings.records_dir, stale_tags=sorted(tags),
+                                   orphan_tags=tags, owned_prefix=run_tag_prefix(settings))
+    if removed:
+        log.warning("janitor: before run %s on testbed %s, removed %s", run_id, testbed,
+                    ", ".join(removed))
+    return removed
 
 
 def keep(records_dir: Path, tag: str, lifetime: timedelta) -> int | None:

@@ -192,7 +192,8 @@ def execute(ctx: WorkerContext, run_id: int) -> runs.Claim:
     settings = ctx.settings
     lease = ctx.scheduler_policy.run_timeout + timedelta(minutes=5)
     with session_scope(ctx.session_factory) as session:
-        claim = runs.claim(session, run_id, ctx.worker_id, ctx.clock, lease)
+        claim = runs.claim(session, run_id, ctx.worker_id, ctx.clock, lease,
+                           testbed=settings.worker_testbed)
     if claim is not runs.Claim.CLAIMED:
         return claim
     with session_scope(ctx.session_factory) as session:
@@ -208,6 +209,10 @@ def execute(ctx: WorkerContext, run_id: int) -> runs.Claim:
     info = RunInfo(run_id, str(plan.kind), plan.candidate_id)
     timeout = settings.config.scheduler.hook_timeout.total_seconds()
     try:
+        reaped = janitor.clear_testbed(ctx, plan.testbed, run_id)  # a dead earlier run's leftovers
+        if reaped:
+            out.add(f"janitor: removed what earlier runs left on {plan.testbed}: "
+                    + ", ".join(reaped))
         shutil.rmtree(run_dir, ignore_errors=True)
         comps = _checkout(settings, plan.components, run_dir / "src", out)
         spec = _spec(settings, plan.testbed, out)

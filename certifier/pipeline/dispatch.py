@@ -3,6 +3,11 @@
 Services never import Celery; they hand ids to a :class:`Dispatcher` after the transaction
 commits. The Celery implementation lives in ``workers/dispatch.py``; tests use
 :class:`RecordingDispatcher`.
+
+A run is sent without a testbed: every worker consumes the one queue, and the claim
+(``runs.claim``, bound to one testbed for a ``certifier worker --testbed``) decides where it runs,
+from the leases at that moment. Picking a testbed here would mean guessing which one will be
+free (docs/architecture.md, "Scale-out").
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ testbed's environment cookie, never by name, and nothing outside the ``cf-`` pre
 touched — unlike Mininet's ``mn -c``, which kills by name pattern and has taken unrelated
 processes with it.
 
+Workers that stay up use the same pieces (``workers/janitor.py``): :func:`reap_dead` on every
+reconcile pass, and :func:`reap` with the previous holder's tags right after a claim.
+
 Records are read *after* the host is scanned: a creator writes its record before its first
 object, so an object we see has a record we will see, and a testbed being built right now is
 never mistaken for an orphan.
@@ -91,6 +94,25 @@ def destroy(record: records.Record, records_dir: Path) -> list[str]:
             removed += destroy_namespaces(ours)
     records.remove(records_dir, record.tag)
     removed.append(f"record {record.tag}")
+    return removed
+
+
+def reap_dead(records_dir: Path) -> list[str]:
+    """Tear down the testbeds whose owner process is gone, from their records alone.
+
+    The cheap half of :func:`reap`: no scan of the host for orphan objects, so a worker can do
+    it on every reconcile pass. That is what cleans up after a run whose process died (killed
+    at its time limit, by the OOM killer) while the worker itself lives on. A testbed that will
+    not go away keeps its record and is tried again next time.
+    """
+    removed: list[str] = []
+    for record in records.read_all(records_dir).values():
+        if record is None or record.owner_alive():
+            continue
+        try:
+            removed += destroy(record, records_dir)
+        except InfraError as exc:
+            log.error("could not reap testbed tag %s: %s", record.tag, exc)
     return removed
 
 
