@@ -38,9 +38,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 ALLOWED_NET = ipaddress.IPv4Network("198.18.0.0/15")  # RFC 2544 benchmarking range
-NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,7}$")
-RATE_RE = re.compile(r"^[0-9]+(\.[0-9]+)?([kmg]?bit|[kmg]?bps)$")
-TIME_RE = re.compile(r"^[0-9]+(\.[0-9]+)?(us|ms|s)$")
+NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,7}\Z")
+RATE_RE = re.compile(r"^[0-9]+(\.[0-9]+)?([kmg]?bit|[kmg]?bps)\Z")
+TIME_RE = re.compile(r"^[0-9]+(\.[0-9]+)?(us|ms|s)\Z")
 RESERVED_HOSTS = ("sw",)  # the switch namespace is cf-<tag>-sw
 RESERVED_NETWORKS = ("routed",)  # the label of pairs that reach each other through a router
 DEFAULT_MTU = 1500

@@ -16,13 +16,17 @@ from certifier.domain.combination import NAME_RE, SHA_RE
 from workers.testbed.base import InfraError
 
 GIT_TIMEOUT = 300.0
+# No user or system config (an /etc/gitconfig could allow ``ext::``, which runs a command) and no
+# prompts; ``ext::`` URLs are refused by the config validation as well.
+SAFE_GIT = ("-c", "protocol.ext.allow=never")
+GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "PATH": "/usr/bin:/bin", "HOME": "/nonexistent",
+           "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"}
 
 
 def _git(args: list[str], *, timeout: float = GIT_TIMEOUT) -> subprocess.CompletedProcess[str]:
     try:
-        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=timeout,
-                              check=False, env={"GIT_TERMINAL_PROMPT": "0", "PATH": "/usr/bin:/bin",
-                                                "HOME": "/nonexistent"})
+        return subprocess.run(["git", *SAFE_GIT, *args], capture_output=True, text=True,
+                              timeout=timeout, check=False, env=GIT_ENV)
     except FileNotFoundError:
         raise InfraError("git is not installed (apt-get install git)") from None
     except subprocess.TimeoutExpired:
@@ -57,9 +61,12 @@ def ensure_commit(repos_dir: Path, name: str, url: str, sha: str) -> Path:
 
 def extract(mirror: Path, sha: str, dest: Path) -> Path:
     """Write the tree of ``sha`` into ``dest`` (created) and return it."""
+    if not SHA_RE.match(sha):  # ``git archive --output=…`` must never be spelt by a caller
+        raise InfraError(f"refusing unsafe sha: {sha!r}")
     dest.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(["git", "--git-dir", str(mirror), "archive", "--format=tar", sha],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(["git", *SAFE_GIT, "--git-dir", str(mirror), "archive",
+                             "--format=tar", sha],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=GIT_ENV)
     assert proc.stdout is not None
     try:
         with tarfile.open(fileobj=proc.stdout, mode="r|") as archive:

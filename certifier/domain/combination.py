@@ -11,8 +11,8 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-SHA_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
-NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+SHA_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})\Z")
+NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}\Z")
 
 
 class InvalidCombination(ValueError):

@@ -106,8 +106,9 @@ def report_commit(
     commit = models.Commit(
         component_id=component.id,
         sha=sha,
-        title=title[:500],
-        author=author[:200],
+        # A forge may send NUL bytes in a title or a name; PostgreSQL text cannot hold them.
+        title=title[:500].replace("\x00", "\N{REPLACEMENT CHARACTER}"),
+        author=author[:200].replace("\x00", "\N{REPLACEMENT CHARACTER}"),
         committed_at=committed_at,
         first_seen_at=clock.now(),
         seen_via=seen_via,

@@ -32,8 +32,8 @@ from certifier.pipeline.errors import Conflict, Invalid, NotFound
 
 MIN_SECRET_LENGTH = 16
 SECRET_PREFIX = "cft_"  # noqa: S105 - a marker that makes leaked secrets greppable
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,62}$")
-_HEX = re.compile(r"^[0-9a-f]{64}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,62}\Z")
+_HEX = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 class Scope(StrEnum):

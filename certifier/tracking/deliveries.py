@@ -29,7 +29,7 @@ from certifier.pipeline.dispatch import Dispatcher, reconcile_after_commit
 from certifier.settings import TrackingConfig
 from certifier.tracking import events, webhooks
 from certifier.tracking.events import SourceFactory
-from certifier.tracking.sources import SourceError
+from certifier.tracking.sources import SourceError, storable
 from certifier.tracking.webhooks import Forge, Ignored, RefUpdate
 
 log = logging.getLogger(__name__)
@@ -156,6 +156,8 @@ def receive(session: Session, forge: Forge, headers: Mapping[str, str], body: by
                        component_id=same_project[0].id)
         else:
             row.update(state=PENDING, component_id=on_branch[0].id, dispatched_at=now)
+    # A payload's event name, or the project and ref of an ignored push, may hold a NUL byte.
+    row.update({k: storable(v) for k, v in row.items() if isinstance(v, str)})
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     delivery_id = session.execute(
         insert(models.Delivery).values(**row)
@@ -252,7 +254,7 @@ def _finish(factory: sessionmaker[Session], delivery_id: int, clock: Clock, outc
         delivery = session.get(models.Delivery, delivery_id)
         if delivery is not None and delivery.state != PROCESSED:
             delivery.state, delivery.processed_at = PROCESSED, clock.now()
-            delivery.outcome = outcome[:500]
+            delivery.outcome = storable(outcome[:500])
         # Always ask: a moved head (even to a known commit) may call for a new candidate.
         reconcile_after_commit(session, dispatcher)
     return Processed(outcome, new)

@@ -28,7 +28,7 @@ from certifier.domain.clock import Clock
 from certifier.pipeline.dispatch import Dispatcher, reconcile_after_commit
 from certifier.tracking import events
 from certifier.tracking.events import SourceFactory
-from certifier.tracking.sources import RateLimited, SourceError, SourceSpec
+from certifier.tracking.sources import RateLimited, SourceError, SourceSpec, storable
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def poll(factory: sessionmaker[Session], component_id: int, sources: SourceFacto
         state = events.tracking_state(session, component_id)
         now = clock.now()
         state.poll_failures += 1
-        state.last_polled_at, state.last_error = now, error[:2000]
+        state.last_polled_at, state.last_error = now, storable(error[:2000])
         delay = wait if wait is not None else _backoff(interval, state.poll_failures, max_backoff)
         state.next_poll_at = now + delay
     log.warning("poll of %s failed (%s); next try in %s", name, error, delay)

@@ -95,6 +95,11 @@ def title_of(message: str) -> str:
     return (message.strip().splitlines() or [""])[0][:500]
 
 
+def storable(text: str) -> str:
+    """``text`` without NUL bytes, which upstream data may carry and PostgreSQL text cannot."""
+    return text.replace("\x00", "\N{REPLACEMENT CHARACTER}")
+
+
 def checked_sha(value: object) -> str:
     sha = str(value or "").strip().lower()
     if not SHA_RE.match(sha):

@@ -32,7 +32,7 @@ from certifier.tracking.sources import CommitInfo, parse_time, title_of
 Forge = Literal["gitlab", "github", "gerrit"]
 FORGES: tuple[Forge, ...] = ("gitlab", "github", "gerrit")
 ZERO_SHA = "0" * 40
-_KEY_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_KEY_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
 # The headers kept with a stored delivery (never a secret or a signature).
 KEPT_HEADERS = ("x-gitlab-event", "x-gitlab-instance", "x-gitlab-webhook-uuid",
                 "x-gitlab-event-uuid", "idempotency-key", "x-github-event", "x-github-delivery",

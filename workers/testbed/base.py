@@ -64,8 +64,8 @@ Driver = Literal["netns", "local", "ssh"]
 DRIVERS = ("netns", "local", "ssh")
 
 ALLOWED_NET = topo.ALLOWED_NET
-HOST_RE = re.compile(r"^[a-z][a-z0-9]{0,7}$")
-TAG_RE = re.compile(r"^[a-z0-9]{1,12}$")
+HOST_RE = re.compile(r"^[a-z][a-z0-9]{0,7}\Z")
+TAG_RE = re.compile(r"^[a-z0-9]{1,12}\Z")
 FIRST_HOST_OFFSET = topo.FIRST_HOST_OFFSET  # .1 is for routers; hosts are .11, .12, …
 SWITCH = "sw"  # the switch namespace is cf-<tag>-sw, so no host may be called that
 MIN_MTU, MAX_MTU = 576, 65535

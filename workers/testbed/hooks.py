@@ -40,6 +40,12 @@ class HookResult:
     duration_s: float
 
 
+def _decode(data: bytes) -> str:
+    """Hook output as text for the run log: invalid UTF-8 and NUL bytes (which PostgreSQL text
+    cannot hold, and which would lose the whole run) become U+FFFD."""
+    return data.decode("utf-8", errors="replace").replace("\x00", "\N{REPLACEMENT CHARACTER}")
+
+
 class _CappedOutput:
     """Keeps the first and last ``limit / 2`` bytes of a stream and counts the rest."""
 
@@ -73,8 +79,8 @@ class _CappedOutput:
                 self.dropped += excess
 
     def text(self) -> str:
-        head = self.head.decode("utf-8", errors="replace")
-        tail = b"".join(self.tail).decode("utf-8", errors="replace")
+        head = _decode(bytes(self.head))
+        tail = _decode(b"".join(self.tail))
         if not self.dropped:
             return head + tail
         return (f"{head}\n[... output truncated: {self.dropped} bytes omitted, "
@@ -82,7 +88,7 @@ class _CappedOutput:
 
     def last_lines(self, count: int) -> str:
         source = b"".join(self.tail) if self.tail else bytes(self.head)
-        lines = source.decode("utf-8", errors="replace").splitlines()
+        lines = _decode(source).splitlines()
         return "\n".join(lines[-count:])
 
 

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 CLIENT_VAR = "CERTIFIER_SSH_CLIENT"
 SPAWN_VAR = "CERTIFIER_SPAWN"
 LOCAL_ONLY = {"PATH", "HOME", "TMPDIR", CLIENT_VAR}
-ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 SSH_FAILURES = ("ssh:", "Permission denied", "Host key verification failed",
                 "Connection refused", "Connection timed out", "Connection closed",
                 "No route to host", "kex_exchange_identification", "REMOTE HOST IDENTIFICATION")

@@ -21,11 +21,11 @@ from certifier.api.schemas import (
     CommitReported,
     ComponentList,
     ComponentOut,
+    ComponentRequest,
     ErrorOut,
 )
 from certifier.pipeline import components, queries
 from certifier.pipeline.dispatch import reconcile_after_commit
-from certifier.settings import ComponentConfig
 
 router = APIRouter(prefix="/api/v1/components", tags=["components"])
 
@@ -48,7 +48,9 @@ def list_components(session: SessionDep) -> ComponentList:
     status_code=status.HTTP_201_CREATED,
     responses={409: {"model": ErrorOut, "description": "a component with this name exists"}},
 )
-def create_component(body: ComponentConfig, session: SessionDep, clock: ClockDep) -> ComponentOut:
+def create_component(body: ComponentRequest, session: SessionDep, clock: ClockDep
+                     ) -> ComponentOut:
+    """Register a component; its ``recipe`` and ``token_env`` come only from the config file."""
     component = components.create_component(session, body, clock)
     return ComponentOut.of(component, None)
 

@@ -3,7 +3,9 @@
 A delivery is verified, stored and committed before it is answered (the session dependency
 commits before the response is sent), and its processing task is sent only after that commit.
 Answers: 202 stored (``accepted``, or ``ignored: <reason>``), 200 ``duplicate``, 401 bad or
-missing signature (only a counter is kept), 400 malformed JSON, 413 over 1 MiB (middleware).
+missing signature (only a counter is kept), 400 malformed JSON, 413 over 1 MiB (middleware), 503
+with ``Retry-After`` when the database cannot store it (nothing is kept; the forge redelivers).
+A broker that is down does not refuse anything: the delivery is stored, and the sweep sends it.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ RawBody = Annotated[bytes, Depends(raw_body)]
         400: {"model": ErrorOut, "description": "the body is not a JSON object"},
         401: {"model": ErrorOut, "description": "missing or invalid signature or token"},
         413: {"model": ErrorOut, "description": "body over 1 MiB"},
+        503: {"model": ErrorOut, "description": "the database cannot store it now: redeliver"},
     },
 )
 def receive_webhook(forge: ForgeName, body: RawBody, request: Request, session: SessionDep,
