@@ -10,7 +10,9 @@ table gives the median and the 90th percentile of the time to the last byte.
 
 Targets (issue 6): overview and candidate page median < 200 ms; ``/metrics`` < 100 ms.
 
-Usage: python benchmarks/dashboard_scale.py [--requests 21] [--keep]
+Usage: python benchmarks/dashboard_scale.py [--requests 21] [--keep] [--candidates 10000]
+  --candidates sets the size (runs and measurements follow: 10 and 100 per candidate), so growth
+  can be measured at 1x, 10x, 100x (benchmarks/run_all.py).
   PostgreSQL: CERTIFIER_TEST_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/test);
   the database ``certifier_bench_dashboard`` is created there and dropped at the end
   (``--keep`` keeps it, and reuses it on the next run when it is complete).
@@ -73,8 +75,8 @@ def sha(seed: str) -> str:
 
 
 @contextmanager
-def database(keep: bool) -> Iterator[tuple[str, bool]]:
-    """The benchmark database's URL, and whether it is already seeded."""
+def database(keep: bool, candidates: int = CANDIDATES) -> Iterator[tuple[str, bool]]:
+    """The benchmark database's URL, and whether it is already seeded (at this size)."""
     base, _, _ = ADMIN_URL.rpartition("/")
     url = f"{base}/{DATABASE}"
     with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
@@ -86,7 +88,7 @@ def database(keep: bool) -> Iterator[tuple[str, bool]]:
             row = conn.execute("SELECT to_regclass('measurements') IS NOT NULL").fetchone()
             if row and row[0]:
                 count = conn.execute("SELECT count(*) FROM measurements").fetchone()
-                seeded = bool(count and count[0] >= CANDIDATES * RUNS_PER_CANDIDATE * len(SERIES))
+                seeded = bool(count and count[0] == candidates * RUNS_PER_CANDIDATE * len(SERIES))
     if not seeded:
         with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
@@ -109,7 +111,7 @@ def _copy(conn: psycopg.Connection[Any], table: str, columns: list[str],
     return n
 
 
-def seed(url: str) -> dict[str, int]:
+def seed(url: str, candidates: int = CANDIDATES) -> dict[str, int]:
     """Fill the migrated database; returns the ids the pages are measured with."""
     rng = random.Random(6)
     started = time.monotonic()
@@ -135,7 +137,7 @@ def seed(url: str) -> dict[str, int]:
         audits: list[tuple[Any, ...]] = []
         version = 0
         promoted_cand: int | None = None
-        for c in range(1, CANDIDATES + 1):
+        for c in range(1, candidates + 1):
             at = START + timedelta(hours=4 * c)
             name = COMPONENTS[c % len(COMPONENTS)]
             digest = sha(f"{name}-{c}")
@@ -146,9 +148,9 @@ def seed(url: str) -> dict[str, int]:
             combo = Combination.of({n: h[1] for n, h in heads.items()})
             combos.append((combo.hash, at))
             items.extend((combo.hash, COMPONENTS.index(n) + 1, h[0]) for n, h in heads.items())
-            if c == CANDIDATES:
+            if c == candidates:
                 state = "queued"
-            elif c == CANDIDATES - 1:
+            elif c == candidates - 1:
                 state = "soaking"
             elif c % 10 == 0:
                 state = "promoted"
@@ -184,9 +186,9 @@ def seed(url: str) -> dict[str, int]:
         _copy(conn, "audit_events", ["at", "actor", "action", "subject", "detail"], audits)
 
         runs: list[tuple[Any, ...]] = []
-        soaking = CANDIDATES - 1
-        for c in range(1, CANDIDATES + 1):
-            if c == CANDIDATES:
+        soaking = candidates - 1
+        for c in range(1, candidates + 1):
+            if c == candidates:
                 continue  # queued: no runs yet, so the total stays 100,000 with the extra below
             at = START + timedelta(hours=4 * c)
             # The soaking candidate has two candidates' worth (the queued one has none yet), so
@@ -284,8 +286,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=21)
     parser.add_argument("--keep", action="store_true", help="keep (and reuse) the database")
+    parser.add_argument("--candidates", type=int, default=CANDIDATES,
+                        help="size: candidates seeded, each with 10 runs of 10 measurements")
     args = parser.parse_args()
-    with database(args.keep) as (url, seeded):
+    if not 100 <= args.candidates <= 1_000_000:
+        parser.error("--candidates must be between 100 and 1000000")
+    with database(args.keep, args.candidates) as (url, seeded):
         if seeded:
             print("reusing the seeded database")
             with psycopg.connect(url) as conn:
@@ -297,7 +303,7 @@ def main() -> int:
             # Seed at the revision before run_stats, then upgrade: the roll-up /metrics reads is
             # filled by its migration from the seeded runs, as a production upgrade fills it.
             migrate.upgrade(url, "5c0e2f7a9d13")
-            ids = seed(url)
+            ids = seed(url, args.candidates)
             migrate.upgrade(url)
         pages = [
             ("overview", "/", 200.0),
@@ -316,8 +322,9 @@ def main() -> int:
                 times = sorted(measure(client, path, args.requests))
                 rows.append((name, path, statistics.median(times),
                              times[int(0.9 * (len(times) - 1))], target))
-    print(f"\nPostgreSQL, {CANDIDATES:,} candidates, {CANDIDATES * RUNS_PER_CANDIDATE:,} runs, "
-          f"~{CANDIDATES * RUNS_PER_CANDIDATE * len(SERIES):,} measurements; "
+    size = args.candidates
+    print(f"\nPostgreSQL, {size:,} candidates, {size * RUNS_PER_CANDIDATE:,} runs, "
+          f"~{size * RUNS_PER_CANDIDATE * len(SERIES):,} measurements; "
           f"{args.requests} sequential requests per page over loopback\n")
     print("| page | path | median ms | p90 ms | target ms | |")
     print("|---|---|---:|---:|---:|---|")

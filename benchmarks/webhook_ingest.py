@@ -8,6 +8,9 @@ baseline is ``POST /bench/bare`` in the same uvicorn on the same database: one I
 body, one commit. The ratio is Certifier's deliveries/s over the baseline's.
 
 Usage: python benchmarks/webhook_ingest.py [--duration 10] [--connections 16] [--rounds 2]
+                                           [--stored 0]
+  --stored is the size: that many earlier, processed deliveries are in the table before the
+  measurement (inserted in one statement), so the deduplicating insert meets a grown index.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.webhook_common import (
     REDIS,
+    REPO,
     SECRET,
     api_server,
     push,
@@ -77,12 +81,32 @@ def wrk(url: str, path: str, body: bytes, headers: dict[str, str], duration: int
             "errors": float(non2xx.group(1)) if non2xx else 0.0}
 
 
+def preload(url: str, count: int) -> None:
+    """``count`` earlier deliveries of the tracked component, processed long ago."""
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text(
+            "INSERT INTO deliveries (source, event, dedup_key, received_at, state, outcome, "
+            "project, ref, component_id, headers, body, attempts, replays, processed_at) "
+            "SELECT 'github', 'push', 'x-github-delivery:earlier-' || g, "
+            "now() - g * interval '1 minute', 'processed', 'new head', :project, "
+            "'refs/heads/main', (SELECT id FROM components WHERE name = 'comp'), '{}', :body, "
+            "1, 0, now() FROM generate_series(1, :n) AS g"),
+            {"project": REPO, "body": push(sha("earlier")).decode(), "n": count})
+        connection.execute(text("ANALYZE deliveries"))
+    engine.dispose()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--stored", type=int, default=0,
+                        help="size: earlier deliveries in the table before measuring")
     args = parser.parse_args()
+    if not 0 <= args.stored <= 10_000_000:
+        parser.error("--stored must be between 0 and 10000000")
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install wrk")
         return 2
@@ -94,6 +118,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp, \
             scratch_database(f"certifier_bench_{os.getpid()}") as url:
         folder = Path(tmp)
+        if args.stored:
+            preload(url, args.stored)
         with api_server(folder, url) as base:
             wrk(base + "/api/v1/webhooks/github", "/api/v1/webhooks/github", body, signed, 2,
                 args.connections, 0, folder)  # warm-up
@@ -117,7 +143,8 @@ def main() -> int:
     broker.flushdb()
     base_rps = rows[1][1]["rps"]
     print(f"\nwebhook ingestion, {args.connections} connections, {args.duration} s each, "
-          f"PostgreSQL + Redis broker, {os.cpu_count()} CPUs\n")
+          f"PostgreSQL + Redis broker, {os.cpu_count()} CPUs, {args.stored} deliveries stored "
+          f"before\n")
     print(f"{'endpoint':38} {'deliveries/s':>13} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} "
           f"{'ratio':>6}")
     for name, r in rows:
