@@ -91,7 +91,7 @@ def main() -> int:
     parser.add_argument("--components", type=int, default=12)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
-        print("wrk is not installed: apt-get install wrk (benchmarks/run installs it)")
+        print("wrk is not installed: apt-get install wrk (`./dev bench` installs it)")
         return 2
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)

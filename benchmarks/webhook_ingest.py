@@ -108,7 +108,7 @@ def main() -> int:
     if not 0 <= args.stored <= 10_000_000:
         parser.error("--stored must be between 0 and 10000000")
     if shutil.which("wrk") is None:
-        print("wrk is not installed: apt-get install wrk")
+        print("wrk is not installed: apt-get install wrk (`./dev bench` installs it)")
         return 2
     broker = redis.Redis.from_url(REDIS)
     broker.flushdb()

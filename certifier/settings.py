@@ -582,6 +582,10 @@ class NotificationTargetConfig(_Strict):
                 or len(v) > 2000 or any(c.isspace() or ord(c) < 32 for c in v)):
             raise ValueError(f"must be an http(s) URL with a host, e.g. "
                              f"https://hooks.example.org/certifier: {v!r}")
+        if parts.username is not None or parts.password is not None:
+            # Credentials in a URL end up in reprs and error messages: they belong in `secret`.
+            raise ValueError("must not carry a user or password; the receiver checks the "
+                             "HMAC signature made with `secret` instead")
         return v
 
     @field_validator("events")

@@ -310,6 +310,7 @@ def test_a_secret_file_is_read_relative_to_the_config_file(
     ("https://", "must be an http(s) URL with a host"),
     ("https://hooks.example.org:99999/x", "must be an http(s) URL with a host"),
     ("https://hooks.example.org/a b", "must be an http(s) URL with a host"),
+    ("https://bot:hunter2@hooks.example.org/x", "must not carry a user or password"),
 ])
 def test_a_target_with_a_bad_url_is_refused_naming_the_key(url: str, why: str) -> None:
     text = f"notifications:\n  targets:\n    - {{name: chat, url: '{url}', secret: s}}\n"
