@@ -34,9 +34,20 @@ class Excuses:
 
 
 def _state_at(cand: models.Candidate, at: datetime) -> CandidateState:
+    """The state at ``at`` from the candidate's timestamps.
+
+    A candidate put back in the queue (a waiver on a rejection) keeps its old
+    ``soak_started_at``; a soak start older than the newest gating start is such a leftover.
+    Its earlier life is not recorded apart from the audit log, so a time before the re-queue is
+    answered as of its current life.
+    """
     if cand.finished_at is not None and at >= cand.finished_at:
         return CandidateState(cand.state)
-    if cand.soak_started_at is not None and at >= cand.soak_started_at:
+    soaked = cand.soak_started_at
+    if soaked is not None and cand.gating_started_at is not None \
+            and soaked < cand.gating_started_at:
+        soaked = None
+    if soaked is not None and at >= soaked:
         return CandidateState.SOAKING
     if cand.gating_started_at is not None and at >= cand.gating_started_at:
         return CandidateState.GATING

@@ -26,7 +26,14 @@ from certifier.db import models
 from certifier.domain import formation
 from certifier.domain.judgement import Excuse, RunKind, Verdict
 from certifier.domain.lifecycle import CandidateState
-from certifier.domain.promotion import WAIVABLE_KINDS, RunSummary, SoakPolicy, apply_waivers, decide
+from certifier.domain.promotion import (
+    WAIVABLE_KINDS,
+    Action,
+    RunSummary,
+    SoakPolicy,
+    apply_waivers,
+    decide,
+)
 from certifier.pipeline import bisection, knowngood, waivers
 from certifier.pipeline.errors import NotFound
 
@@ -292,8 +299,13 @@ def live_excuses(
     if state is CandidateState.QUEUED and any(isinstance(e, dict) and e.get("kind")
                                               == bisection.WAIT_KIND for e in cand.excuses):
         return _excuses(cand.excuses)  # held back while culprit finding runs
-    return _from_domain(decide(state, apply_waivers(_summaries(cand.runs), waived), now, policy,
-                               cand.soak_started_at).excuses)
+    decision = decide(state, apply_waivers(_summaries(cand.runs), waived), now, policy,
+                      cand.soak_started_at)
+    if decision.action is Action.START_SOAK:
+        # The gate passed but the scheduler left it gating: another candidate holds the soak
+        # testbed (scheduler.parallel_gates > 1), and the stored excuse says which.
+        return _excuses(cand.excuses)
+    return _from_domain(decision.excuses)
 
 
 def _board_entry(cand: models.Candidate, now: datetime, policy: SoakPolicy,

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from certifier.api.app import create_app
+from certifier.api.routers.manifests import csv_rows
 from certifier.domain.clock import FakeClock
 from certifier.pipeline.dispatch import RecordingDispatcher
 from certifier.settings import CertifierConfig, Settings, SoakConfig
@@ -142,3 +143,16 @@ def test_the_manifest_as_csv_has_one_row_per_component(client: TestClient, world
     old = client.get("/api/v1/manifests/1", params={"format": "csv"}).text
     assert old.splitlines()[0] == response.text.splitlines()[0]
     assert old != response.text
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_as_formulas_are_quoted() -> None:
+    document = {"version": 3, "promoted_at": "2026-11-25T10:00:00+00:00", "components": [
+        {"name": "nova", "url": "=HYPERLINK(\"http://evil\")", "branch": "-main",
+         "sha": "a" * 40, "committed_at": None},
+        {"name": "neutron", "url": "https://git.example/neutron.git", "branch": "main",
+         "sha": "b" * 40, "committed_at": "2026-11-24T09:00:00+00:00"}]}
+    rows = list(csv.DictReader(io.StringIO(csv_rows(document))))
+    assert rows[0]["source_url"] == "'=HYPERLINK(\"http://evil\")"
+    assert rows[0]["branch"] == "'-main"
+    assert rows[1]["source_url"] == "https://git.example/neutron.git"
+    assert rows[1]["commit_time"] == "2026-11-24T09:00:00+00:00"

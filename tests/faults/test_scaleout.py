@@ -35,7 +35,7 @@ from certifier.db import migrate, models
 from certifier.db.session import make_engine, make_session_factory, session_scope
 from certifier.demo import world as demo_world
 from certifier.domain.clock import FakeClock, SystemClock
-from certifier.pipeline import components, runs, scheduler
+from certifier.pipeline import components, runs, scheduler, views
 from certifier.pipeline.dispatch import reconcile_after_commit
 from certifier.settings import load_settings
 from tests.api.factories import SOAK, World
@@ -126,6 +126,11 @@ def test_soak_stays_one_at_a_time_and_the_waiting_candidate_is_rebased(world: Wo
     state, base, excuses = _candidate(world, c2)
     assert (state, base) == ("gating", None)
     assert excuses[0]["message"] == f"gate passed: waiting for candidate {c1} to finish soaking"
+    with session_scope(world.factory) as session:  # the dashboard and API show it too
+        waiting = session.get(models.Candidate, c2)
+        assert waiting is not None
+        shown = views.live_excuses(waiting, world.clock.now(), SOAK)
+        assert [e.message for e in shown] == [excuses[0]["message"]]
 
     soak_run = report.runs_created[0]
     world.claim(soak_run)

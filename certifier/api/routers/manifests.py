@@ -81,17 +81,22 @@ def env_lines(document: dict[str, Any]) -> str:
 def csv_rows(document: dict[str, Any]) -> str:
     """One row per component, as DLRN's versions.csv lists one per package.
 
-    Every cell comes from validated data (names, URLs and branches are checked when a component
-    is registered, shas are hex, times ISO 8601), so none can start a spreadsheet formula.
+    A URL or a branch may begin with a character a spreadsheet takes for a formula (``=``,
+    ``+``, ``-``, ``@``): such a cell gets a leading ``'``, as OWASP advises against CSV
+    injection. Names, shas and times cannot begin so.
     """
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for comp in document["components"]:
-        writer.writerow((comp["name"], comp["url"], comp["branch"], comp["sha"],
+        writer.writerow((comp["name"], _cell(comp["url"]), _cell(comp["branch"]), comp["sha"],
                          comp["committed_at"] or "", document["promoted_at"],
                          document["version"]))
     return out.getvalue()
+
+
+def _cell(text: str) -> str:
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def represent(document: dict[str, Any], fmt: ManifestFormat) -> Representation:
