@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import urlsplit
 
 from celery import Celery
 from celery.signals import worker_process_init, worker_ready
+from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
 from sqlalchemy.exc import SQLAlchemyError
 
 from certifier.db.session import session_scope
@@ -37,6 +40,43 @@ log = logging.getLogger(__name__)
 NOTIFY_BUDGET_S = 30  # seconds of POSTs per notification pass
 
 
+class _RedisQoS(kombu_redis.QoS):
+    """kombu's Redis acknowledgements, except that the prefetch slot is freed even when the
+    acknowledgement cannot reach Redis.
+
+    kombu removes the message from Redis' unacked index first and forgets it locally after; with
+    Redis down the first step raises, the worker counts the message as in flight for ever, and
+    once ``prefetch`` acks have failed it never asks Redis for work again, not even after Redis
+    is back (found by tests/faults/test_redis_restart.py). Forgetting it anyway is safe: a
+    message still in Redis' unacked index is restored after the visibility timeout and run
+    again, and every task is idempotent. The error is still raised, so kombu still logs it.
+    """
+
+    def ack(self, delivery_tag: Any) -> None:
+        try:
+            super().ack(delivery_tag)  # type: ignore[no-untyped-call]
+        except Exception:
+            virtual.QoS.ack(self, delivery_tag)  # type: ignore[no-untyped-call]
+            raise
+
+    def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
+        try:
+            super().reject(delivery_tag, requeue=requeue)  # type: ignore[no-untyped-call]
+        except Exception:
+            virtual.QoS.ack(self, delivery_tag)  # type: ignore[no-untyped-call]
+            raise
+
+
+class _RedisChannel(kombu_redis.Channel):
+    QoS = _RedisQoS
+
+
+class RedisTransport(kombu_redis.Transport):
+    """kombu's Redis transport with :class:`_RedisQoS`; chosen by ``broker_transport``."""
+
+    Channel = _RedisChannel
+
+
 def broker_options(settings: Settings) -> dict[str, Any]:
     if not settings.embedded_broker:
         timeout = int(settings.config.scheduler.run_timeout.total_seconds()) + 600
@@ -46,7 +86,9 @@ def broker_options(settings: Settings) -> dict[str, Any]:
         # The worker's own reconnect loop (broker_connection_max_retries) is not affected.
         fail_fast = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5,
                      "interval_max": 0.5}
+        plain_redis = urlsplit(str(settings.broker_url)).scheme in ("redis", "rediss")
         return {"broker_url": settings.broker_url,
+                **({"broker_transport": f"{__name__}:RedisTransport"} if plain_redis else {}),
                 "broker_transport_options": {"visibility_timeout": timeout, **fail_fast},
                 "result_backend_transport_options": {"visibility_timeout": timeout},
                 # Nothing uses remote control (`celery inspect`), and its pub/sub channel is

@@ -2,7 +2,8 @@
 
 Service errors map to HTTP statuses (NotFound 404, Conflict 409, Invalid 422). A unique
 constraint that fires because two requests raced becomes a 409 the client can retry; a database
-that cannot be reached becomes a 503. Anything unexpected is logged here with its traceback and
+that cannot be reached, drops the connection or leaves no pooled connection free becomes a 503
+with ``Retry-After``. Anything unexpected is logged here with its traceback and
 answered with a bare 500. Oversized request bodies are refused with 413 before they are read
 into memory.
 """
@@ -17,7 +18,8 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -77,6 +79,23 @@ async def _operational_error(request: Request, exc: Exception) -> JSONResponse:
     return _json_error(503, "the database is unavailable; retry later", {"Retry-After": "5"})
 
 
+async def _driver_error(request: Request, exc: Exception) -> JSONResponse:
+    """A driver error on a connection that just died is the database going away (503); any
+    other (bad SQL, bad data) is our bug and stays a 500."""
+    assert isinstance(exc, DBAPIError)
+    if exc.connection_invalidated:
+        return await _operational_error(request, exc)
+    return await _unexpected(request, exc)
+
+
+async def _pool_timeout(request: Request, exc: Exception) -> JSONResponse:
+    """Every pooled connection is busy (a database that hangs, or overload): also a 503."""
+    log.error("no database connection free on %s %s: %s", request.method, request.url.path,
+              exc)
+    return _json_error(503, "the database is overloaded or not answering; retry later",
+                       {"Retry-After": "5"})
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return _json_error(500, "internal server error")
@@ -88,6 +107,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(IntegrityError, _integrity_error)
     app.add_exception_handler(OperationalError, _operational_error)
+    app.add_exception_handler(DBAPIError, _driver_error)
+    app.add_exception_handler(PoolTimeout, _pool_timeout)
     app.add_exception_handler(Exception, _unexpected)
 
 

@@ -7,15 +7,19 @@ Celery task) registers with :func:`after_commit`, so a task never races ahead of
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, make_url
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+log = logging.getLogger(__name__)
+
 _AFTER_COMMIT = "certifier_after_commit"
+CONNECT_TIMEOUT_S = 10  # PostgreSQL; a URL's own ?connect_timeout= wins
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -32,9 +36,16 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cur.close()
 
         return engine
+    # Pre-ping: a connection the server dropped (a restart) is replaced, not handed out.
     kwargs.setdefault("pool_pre_ping", True)
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    if "connect_timeout" not in make_url(url).query:
+        # A database host that accepts nothing and refuses nothing would otherwise hold each
+        # connecting request for the kernel's TCP timeout (minutes): bound it, then 503.
+        connect_args = dict(kwargs.pop("connect_args", {}))
+        connect_args.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
+        kwargs["connect_args"] = connect_args
     return create_engine(url, **kwargs)
 
 
@@ -49,9 +60,20 @@ def after_commit(session: Session, callback: Callable[[], None]) -> None:
 
 @event.listens_for(Session, "after_commit")
 def _run_after_commit(session: Session) -> None:
+    """Run the callbacks; one that fails is logged and the others still run.
+
+    The transaction is committed by now and nothing can undo it. Raising here would make a
+    committed request answer 500, and make a task take a broker outage for a database error
+    (SQLAlchemy refuses the rollback that follows: "session is in 'committed' state"). Every
+    task sent after a commit has a way back: the delivery sweep, the run redispatch, beat.
+    """
     callbacks = session.info.pop(_AFTER_COMMIT, [])
     for callback in callbacks:
-        callback()
+        try:
+            callback()
+        except Exception as exc:  # a broker error, typically; see above
+            log.warning("a task could not be sent after the commit (it will be sent again "
+                        "later): %s", exc)
 
 
 @event.listens_for(Session, "after_rollback")

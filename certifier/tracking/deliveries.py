@@ -203,7 +203,9 @@ def process(factory: sessionmaker[Session], delivery_id: int, sources: SourceFac
     the network is slow), apply. A reconcile pass is asked for if anything moved.
     """
     with session_scope(factory) as session:
-        delivery = session.get(models.Delivery, delivery_id)
+        # Locked, so two copies of one task (a redelivery racing the sweep) count their attempts
+        # one after the other; applying is idempotent, so the second copy changes nothing.
+        delivery = session.get(models.Delivery, delivery_id, with_for_update=True)
         if delivery is None:
             return Processed("no such delivery")
         if delivery.state == PROCESSED:

@@ -4,8 +4,9 @@ A delivery is verified, stored and committed before it is answered (the session 
 commits before the response is sent), and its processing task is sent only after that commit.
 Answers: 202 stored (``accepted``, or ``ignored: <reason>``), 200 ``duplicate``, 401 bad or
 missing signature (only a counter is kept), 400 malformed JSON, 413 over 1 MiB (middleware), 503
-with ``Retry-After`` when the database cannot store it (nothing is kept; the forge redelivers).
-A broker that is down does not refuse anything: the delivery is stored, and the sweep sends it.
+with ``Retry-After`` when the database cannot store it: the forge redelivers (if the connection
+died during the commit itself, the redelivery finds the row and is answered ``duplicate``).
+A broker that is down refuses nothing: the delivery is stored, and the sweep sends it later.
 """
 
 from __future__ import annotations
