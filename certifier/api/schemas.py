@@ -269,7 +269,8 @@ class BisectStepOut(_Out):
     """One run of culprit finding: the combination it tested and its verdict."""
 
     run: int
-    phase: str = Field(description="swap: one changed component set back to its known-good "
+    phase: str = Field(description="reproduce: the rejected combination itself, run again; "
+                                   "swap: one changed component set back to its known-good "
                                    "commit; bisect: one commit inside the guilty component's range")
     component: str
     sha: str = Field(description="the commit of `component` this step tested")

@@ -2,7 +2,16 @@
 
 A candidate formed on known-good #N that moved several components (or one component by several
 commits) and failed says *that* something broke, not *what*. Culprit finding answers with runs
-of combinations in between, in two phases:
+of combinations in between. It starts by checking that the failure shows in such a run at all:
+
+0. **Reproduce.** The rejected candidate's own combination is tested again, in a bisect run.
+   The rejection may have come from a soak run, or from the statistical detector weighing many
+   runs, while every bisect run is judged once, by the margin against the known-good: a failure
+   that does not show there cannot be narrowed down by them, and every probe would pass. So if
+   this run passes, the search ends inconclusive. If it fails, it is the failing end of the
+   search, observed under the same rules as every probe; the rejection itself never is.
+
+Then two phases:
 
 1. **Swap back.** For each changed component, in name order, test the candidate with only that
    component set back to its known-good commit. A run that now *passes* makes the component
@@ -17,13 +26,17 @@ of combinations in between, in two phases:
      or the failure is not in the changes at all). That is inconclusive, and the pipeline falls
      back to isolation (``formation``).
 
-   When only one component changed, phase 1 is skipped: the candidate fails and the known-good
-   passes, which is all phase 1 would establish.
+   When only one component changed, phase 1 is skipped: the candidate fails (step 0) and the
+   known-good passes, which is all phase 1 would establish. When that one component moved by
+   one commit, there is nothing to search: the rejection names it.
 2. **Bisect** inside the guilty component's commit range, every other component at the
    candidate's commits. Both ends are known: the component at its known-good commit passes
-   (phase 1, or the known-good itself) and at the candidate's commit fails (the rejection). A
+   (phase 1, or the known-good itself) and at the candidate's commit fails (step 0). A
    binary search finds the first commit that fails: the culprit; the commit before it is the last
    good one. This assumes the breakage, once in, stays in (git bisect assumes the same).
+
+So a search costs 1 + ⌈log₂ n⌉ runs for one component moved by n commits (7 commits: 1 + 3),
+and 1 + k + ⌈log₂ n⌉ when k components changed and the guilty one moved by n.
 
 Everything here is a pure function of what was tested so far: :func:`next_step` replays the
 search against the recorded steps and says what to do now — test a combination, wait for a run,
@@ -44,6 +57,7 @@ from certifier.domain.judgement import Verdict
 
 
 class Phase(StrEnum):
+    REPRODUCE = "reproduce"  # the rejected candidate's own combination, as a bisect run
     SWAP = "swap"  # one changed component set back to its known-good commit
     BISECT = "bisect"  # one commit inside the guilty component's range
 
@@ -73,14 +87,17 @@ class Problem:
 
     ``ranges``: for each changed component that the known-good has, its commits strictly after
     the known-good's commit up to and including the candidate's, oldest first (so the last one
-    is the candidate's commit). ``failed_run``: the run that rejected the candidate, the
-    evidence that the candidate's own combination fails.
+    is the candidate's commit). ``failed_run``: the run that rejected the candidate;
+    ``failed_by``: that rejection in words (e.g. "soak run 12, by the statistical detector"),
+    for the reason given when a bisect run does not reproduce it. The rejection is context
+    only: no conclusion rests on it (see step 0 in the module docstring).
     """
 
     known_good: Combination
     candidate: Combination
     ranges: Mapping[str, tuple[str, ...]]
     failed_run: int | None = None
+    failed_by: str = ""
 
     def __post_init__(self) -> None:
         for name in self.suspects:
@@ -101,6 +118,13 @@ class Problem:
         """Changed components that have a known-good commit to go back to."""
         return tuple(name for name in self.changed if name in self.known_good)
 
+    @property
+    def rejection(self) -> str:
+        """The rejection in words, for the reasons the search gives."""
+        if self.failed_by:
+            return self.failed_by
+        return f"run {self.failed_run}" if self.failed_run is not None else "the rejecting run"
+
 
 @dataclass(frozen=True, slots=True)
 class Step:
@@ -115,7 +139,7 @@ class Step:
 @dataclass(frozen=True, slots=True)
 class Probe:
     """A combination the search needs a verdict for: ``component`` at ``sha``, the rest as in
-    the candidate."""
+    the candidate (for ``REPRODUCE``, the candidate itself: ``component`` and ``sha`` empty)."""
 
     phase: Phase
     component: str
@@ -123,6 +147,8 @@ class Probe:
     combination: Combination
 
     def describe(self) -> str:
+        if self.phase is Phase.REPRODUCE:
+            return "the rejected candidate's own combination"
         if self.phase is Phase.SWAP:
             return f"{self.component} set back to its known-good commit {self.sha[:12]}"
         return f"{self.component} at {self.sha[:12]}"
@@ -148,9 +174,10 @@ class Wait:
 @dataclass(frozen=True, slots=True)
 class Culprit:
     """The conclusion: ``component`` broke at ``sha``; ``last_good`` is the commit before it
-    (the known-good's when the culprit is the range's first commit). ``evidence``: the runs
-    that show it, oldest first. ``together``: other components whose swap-back also passed
-    (the failure needs them together with this one)."""
+    (the known-good's when the culprit is the range's first commit). ``evidence``: the bisect
+    runs that show it, oldest first; one of them always failed with ``component`` at ``sha``
+    (the rejection never counts, see step 0). ``together``: other components whose swap-back
+    also passed (the failure needs them together with this one)."""
 
     component: str
     sha: str
@@ -242,34 +269,49 @@ def _search(problem: Problem) -> _Search:
     suspects = problem.suspects
     if not suspects:
         return Inconclusive("no changed component has a known-good commit to go back to")
+    if len(problem.changed) == 1 and len(problem.ranges[suspects[0]]) == 1:
+        return Inconclusive(f"only one commit changed: {problem.rejection} already names "
+                            f"{suspects[0]} {problem.candidate[suspects[0]][:12]}")
+    failing = yield Probe(Phase.REPRODUCE, "", "", problem.candidate)
+    if failing.passed:
+        return Inconclusive(
+            f"the failure did not reproduce in a gate run: the candidate's own combination "
+            f"passed in run {failing.run_id}, judged by the margin against the known-good, "
+            f"after {problem.rejection} rejected it; bisect runs cannot tell a good commit from "
+            f"a bad one when the candidate itself passes them")
     swapped: dict[str, int] = {}  # component → the passing swap-back run
     if len(problem.changed) == 1:
         guilty = list(suspects)
     else:
-        failing: list[int] = []
+        still_failing: list[int] = []
         for name in suspects:
             sha = problem.known_good[name]
             answer = yield Probe(Phase.SWAP, name, sha, problem.candidate.replace(**{name: sha}))
             if answer.passed:
                 swapped[name] = answer.run_id
             else:
-                failing.append(answer.run_id)
+                still_failing.append(answer.run_id)
         guilty = [name for name in suspects if name in swapped]
         if not guilty:
-            runs = ", ".join(str(r) for r in failing)
+            runs = ", ".join(str(r) for r in still_failing)
             return Inconclusive(
                 f"setting any one changed component back to its known-good commit still failed "
                 f"(runs {runs}): several components break the candidate on their own, or the "
                 f"failure does not come from one component's change")
-    return (yield from _bisect(problem, guilty[0], swapped, tuple(guilty[1:])))
+    return (yield from _bisect(problem, guilty[0], failing.run_id, swapped, tuple(guilty[1:])))
 
 
-def _bisect(problem: Problem, name: str, swapped: Mapping[str, int],
+def _bisect(problem: Problem, name: str, failing_run: int, swapped: Mapping[str, int],
             together: tuple[str, ...]) -> _Search:
-    """Binary search in ``name``'s range between a passing and a failing end."""
+    """Binary search in ``name``'s range between a passing and a failing end.
+
+    ``failing_run`` is the bisect run in which the candidate's own combination failed: the
+    failing end is always one observed by a bisect run, so a culprit never rests on the
+    rejection alone (which may have needed a week of soak runs to show).
+    """
     commits = problem.ranges[name]
     good, good_run = -1, swapped.get(name)  # -1: the known-good's commit
-    bad, bad_run = len(commits) - 1, problem.failed_run
+    bad, bad_run = len(commits) - 1, failing_run
     while bad - good > 1:
         mid = (good + bad) // 2
         answer = yield Probe(Phase.BISECT, name, commits[mid],
@@ -279,15 +321,15 @@ def _bisect(problem: Problem, name: str, swapped: Mapping[str, int],
         else:
             bad, bad_run = mid, answer.run_id
     last_good = commits[good] if good >= 0 else problem.known_good[name]
-    evidence = tuple(dict.fromkeys(r for r in (swapped.get(name), good_run, bad_run)
-                                   if r is not None))
+    evidence = tuple(sorted({r for r in (swapped.get(name), good_run, bad_run)
+                             if r is not None}))
     explanation = _explain(problem, name, commits[bad], last_good, good_run, bad_run,
                            swapped.get(name), together)
     return Found(Culprit(name, commits[bad], last_good, evidence, explanation, together))
 
 
 def _explain(problem: Problem, name: str, culprit: str, last_good: str, good_run: int | None,
-             bad_run: int | None, swap_run: int | None, together: tuple[str, ...]) -> str:
+             bad_run: int, swap_run: int | None, together: tuple[str, ...]) -> str:
     def run(run_id: int | None, otherwise: str) -> str:
         return f"run {run_id}" if run_id is not None else otherwise
 
@@ -298,7 +340,7 @@ def _explain(problem: Problem, name: str, culprit: str, last_good: str, good_run
     text = (f"{name} {culprit[:12]} is the first bad commit of {searched} searched: {context}; "
             f"with every other component at the candidate's commits, {name} at "
             f"{last_good[:12]} passed ({run(good_run, 'the known-good')}) and at "
-            f"{culprit[:12]} failed ({run(bad_run, 'the rejection')}).")
+            f"{culprit[:12]} failed (run {bad_run}).")
     if together:
         others = ", ".join(together)
         text += (f" Setting {others} back passed as well: the failure needs {name} and {others}"

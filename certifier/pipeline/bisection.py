@@ -7,6 +7,11 @@ result) and turns the search's decisions into runs:
 * **Start**: when the scheduler rejects a candidate for a failed check or a regression (not an
   infra error, a cancellation, a supersession or a person marking it bad), formed on a
   known-good, that changed more than one component or one component by more than one commit.
+  The first run re-tests the candidate's own combination (the search's "reproduce" step).
+  A candidate formed on a known-good that is no longer the current one (parallel gates: another
+  candidate was promoted meanwhile) is not searched: its culprit's last good commit could be
+  older than the current known-good's, and holding it there would go backwards. It ends
+  inconclusive at once, saying so.
 * **Every reconcile pass** reads the verdicts of the candidate's ``bisect`` runs, replays the
   search and creates the next run: kind ``bisect``, attempt after the candidate's last bisect
   run (the ``(candidate, kind, attempt)`` key stays unique), with ``combination_hash`` naming
@@ -16,7 +21,9 @@ result) and turns the search's decisions into runs:
   that component at the last good commit (``formation.BisectedCulprit``); an inconclusive search
   says why, and formation isolates as before. Both are audited as ``culprit``.
 * **Meanwhile** no candidate boards (:func:`hold_boarding`): the queued one would otherwise take
-  the testbed without the hold the result is about to give it.
+  the testbed without the hold the result is about to give it. A search stops when the
+  candidate leaves ``rejected``, when it is turned off, or when the known-good moves (the same
+  reason as at the start); its runs not yet claimed are withdrawn.
 
 Commit order: ``models.Commit`` knows no parents. A component's range is its commits ordered by
 ``(first_seen_at, id)`` strictly after the known-good's commit up to and including the
@@ -32,7 +39,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.orm import Session
 
 from certifier.db import models
@@ -74,7 +81,8 @@ def _running() -> Any:
 def start(session: Session, cand: models.Candidate, clock: Clock, policy: BisectPolicy | None,
           dispatcher: Dispatcher, report: scheduler.ReconcileReport) -> None:
     """Begin culprit finding for a candidate the scheduler just rejected, if it can tell
-    anything, and create its first run."""
+    anything, and create its first run (or, when the known-good moved since the candidate was
+    formed, record why it does not search)."""
     if policy is None or cand.bisection is not None or cand.base_version is None:
         return
     failed = _rejecting_run(cand)
@@ -85,15 +93,21 @@ def start(session: Session, cand: models.Candidate, clock: Clock, policy: Bisect
     combo = knowngood.combination_of(session, cand.combination_hash)
     ranges = {name: commit_range(session, name, kg_combo[name], combo[name])
               for name in combo.changed_against(kg_combo) if name in kg_combo}
-    problem = Problem(kg_combo, combo, ranges, failed.id)
+    problem = Problem(kg_combo, combo, ranges, failed.id, _rejection_words(failed))
     if not worth_starting(problem, policy, clock.now()):
         return
-    cand.bisection = {
+    state: dict[str, Any] = {
         "status": RUNNING, "known_good": kg.version, "failed_run": failed.id,
         "started_at": clock.now().isoformat(), "finished_at": None,
         "ranges": {name: list(commits) for name, commits in ranges.items()},
         "steps": [], "result": None, "reason": None,
     }
+    moved = _known_good_moved(session, kg.version)
+    if moved is not None:
+        _conclude(session, cand, clock, state, Inconclusive(moved), problem)
+        cand.bisection = state
+        return
+    cand.bisection = state
     scheduler.audit(session, clock, "scheduler", "bisect", f"candidate {cand.id}",
                     failed_run=failed.id, known_good=kg.version,
                     commits={name: len(commits) for name, commits in ranges.items()})
@@ -102,11 +116,38 @@ def start(session: Session, cand: models.Candidate, clock: Clock, policy: Bisect
 
 
 def _rejecting_run(cand: models.Candidate) -> models.Run | None:
-    """The candidate's latest gate or soak run that failed or regressed: the rejection's
-    evidence. None when the rejection was about something else."""
+    """The candidate's latest gate or soak run that failed or regressed: what rejected it.
+    None when the rejection was about something else.
+
+    It is context, not evidence: the search's first step re-tests the candidate's combination
+    in a bisect run, because a soak run's failure, or the statistical detector's verdict over
+    many runs, need not show in one run judged by the margin.
+    """
     judged = [r for r in cand.runs if r.kind in _JUDGED
               and r.verdict in (Verdict.FAILED, Verdict.REGRESSED)]
     return max(judged, key=lambda r: r.id, default=None)
+
+
+def _rejection_words(run: models.Run | None) -> str:
+    """The rejecting run in words, e.g. "soak run 12, by the statistical detector"."""
+    if run is None:
+        return ""
+    detector = any(isinstance(e, dict) and isinstance(e.get("data"), dict)
+                   and "p_value" in e["data"] for e in run.excuses)
+    return f"{run.kind} run {run.id}" + (", by the statistical detector" if detector else "")
+
+
+def _known_good_moved(session: Session, searched_from: int) -> str | None:
+    """Why a search from known-good #``searched_from`` must not go on, if the current
+    known-good is another one: the last good commit it would name could be older than the
+    current known-good's commit, and formation would hold the component back behind it."""
+    current = knowngood.current(session)
+    if current is not None and current.version == searched_from:
+        return None
+    now = (f"the known-good is #{current.version} now" if current is not None
+           else "no known-good is current now")
+    return (f"the candidate was formed on known-good #{searched_from} and {now}: a last good "
+            f"commit found from #{searched_from} could be older than the current known-good's")
 
 
 def commit_range(session: Session, component: str, known_good: str,
@@ -136,18 +177,24 @@ def commit_range(session: Session, component: str, known_good: str,
 
 def advance_all(session: Session, clock: Clock, policy: BisectPolicy | None,
                 dispatcher: Dispatcher, report: scheduler.ReconcileReport) -> None:
-    """One step of every running culprit finding."""
+    """One step of every running culprit finding (or its end, when it must stop)."""
     for cand in session.scalars(select(models.Candidate).where(_running())
                                 .order_by(models.Candidate.id)).all():
-        if policy is None:
-            _stop(session, cand, clock, "culprit finding was turned off (bisection.enabled)",
-                  report)
-        elif cand.state != CandidateState.REJECTED:
-            _stop(session, cand, clock, f"the candidate is {cand.state} again", report)
-        else:
+        reason = _reason_to_stop(session, cand, policy)
+        if reason is not None:
+            _stop(session, cand, clock, reason, report)
+        elif policy is not None:
             advance(session, cand, clock, policy, dispatcher, report)
 
 
+def _reason_to_stop(session: Session, cand: models.Candidate,
+                    policy: BisectPolicy | None) -> str | None:
+    """Why a running search must end now without a conclusion, if it must."""
+    if policy is None:
+        return "culprit finding was turned off (bisection.enabled)"
+    if cand.state != CandidateState.REJECTED:
+        return f"the candidate is {cand.state} again"
+    return _known_good_moved(session, int(dict(cand.bisection or {})["known_good"]))
 
 
 def advance(session: Session, cand: models.Candidate, clock: Clock, policy: BisectPolicy,
@@ -198,10 +245,12 @@ def _step(raw: Mapping[str, Any]) -> Step:
 
 def _problem(session: Session, cand: models.Candidate, state: Mapping[str, Any]) -> Problem:
     kg = session.get_one(models.KnownGood, int(state["known_good"]))
+    failed_run = state.get("failed_run")
+    failed = session.get(models.Run, failed_run) if failed_run is not None else None
     return Problem(knowngood.combination_of(session, kg.combination_hash),
                    knowngood.combination_of(session, cand.combination_hash),
                    {str(n): tuple(c) for n, c in dict(state["ranges"]).items()},
-                   state.get("failed_run"))
+                   failed_run, _rejection_words(failed))
 
 
 def _create_run(session: Session, cand: models.Candidate, combo: Combination, clock: Clock,
@@ -277,12 +326,18 @@ def _set_excuse(cand: models.Candidate, excuse: Excuse) -> None:
 def _stop(session: Session, cand: models.Candidate, clock: Clock, reason: str,
           report: scheduler.ReconcileReport) -> None:
     """End a running search without a conclusion; its runs that have not started are
-    withdrawn (as cancelling does), so they never take the testbed."""
+    withdrawn (as cancelling does), so they never take the testbed.
+
+    What was read as pending may have been claimed since by a worker: it runs now and holds
+    the testbed's lease. So the delete is conditional (``state = 'pending'``, decided by the
+    database, where the claim's ``UPDATE … WHERE state = 'pending'`` competes for the same
+    row), and only the rows it really deleted count as withdrawn. A run it spared finishes
+    as usual.
+    """
     state = dict(cand.bisection or {})
-    pending = {r.id for r in cand.runs
-               if r.kind == RunKind.BISECT and r.state == runs.RunState.PENDING}
-    for run in [r for r in cand.runs if r.id in pending]:
-        session.delete(run)
+    pending = _withdraw(session, [int(s["run"]) for s in state.get("steps", [])
+                                  if not s.get("withdrawn")])
+    session.expire(cand, ["runs"])
     state["steps"] = [{**s, "withdrawn": True} if int(s["run"]) in pending else s
                       for s in state.get("steps", [])]
     state.update(status=STOPPED, reason=reason, finished_at=clock.now().isoformat())
@@ -293,6 +348,19 @@ def _stop(session: Session, cand: models.Candidate, clock: Clock, reason: str,
     scheduler.audit(session, clock, "scheduler", "culprit", f"candidate {cand.id}",
                     status=STOPPED, reason=reason, withdrawn_runs=sorted(pending))
     report.bisections_ended.append(cand.id)
+
+
+def _withdraw(session: Session, run_ids: list[int]) -> set[int]:
+    """Delete those of ``run_ids`` that are still pending; the ids really deleted
+    (``DELETE … RETURNING``: SQLite ≥ 3.35 and PostgreSQL)."""
+    if not run_ids:
+        return set()
+    deleted = session.scalars(
+        delete(models.Run)
+        .where(models.Run.id.in_(run_ids), models.Run.state == runs.RunState.PENDING)
+        .returning(models.Run.id)
+        .execution_options(synchronize_session="fetch"))
+    return set(deleted)
 
 
 # What the rest of the pipeline asks ----------------------------------------------------------

@@ -283,9 +283,10 @@ def _advance(session: Session, cand: models.Candidate, clock: Clock, policy: Sch
             audit(session, clock, "scheduler", "reject", f"candidate {cand.id}",
                   excuses=cand.excuses)
             report.rejected.append(cand.id)
-            bisection.start(session, cand, clock, policy.bisection, dispatcher, report)
+            # Notify first: the payload carries the rejection's excuses, not culprit finding's.
             notify.candidate_rejected(session, clock,
                                       notify.Notifier(policy.notifications, dispatcher), cand)
+            bisection.start(session, cand, clock, policy.bisection, dispatcher, report)
         elif decision.action is Action.PROMOTE:
             _promote(session, cand, clock, report, notify.Notifier(policy.notifications,
                                                                    dispatcher))
@@ -321,6 +322,7 @@ def _promote(session: Session, cand: models.Candidate, clock: Clock,
     except knowngood.MarkedBad as exc:
         move(session, cand, CandidateState.CANCELLED, clock)
         cand.excuses = [Excuse("marked_bad", "operator", str(exc)).as_dict()]
+        audit(session, clock, "scheduler", "cancel", f"candidate {cand.id}", reason=str(exc))
         return
     except Conflict as exc:
         move(session, cand, CandidateState.SUPERSEDED, clock)

@@ -1,4 +1,4 @@
-"""Culprit finding, pure: swap back, then bisect, replayed from recorded steps.
+"""Culprit finding, pure: reproduce, swap back, then bisect, replayed from recorded steps.
 
 Each test drives :func:`next_step` the way the pipeline does — ask, run the combination it names
 against a world whose breakage is known, record the step, ask again — and checks the conclusion
@@ -47,12 +47,14 @@ def commits(name: str, n: int) -> tuple[str, ...]:
     return tuple(sha(name, i) for i in range(1, n + 1))
 
 
-def problem(lengths: Mapping[str, int], unchanged: tuple[str, ...] = ()) -> Problem:
+def problem(lengths: Mapping[str, int], unchanged: tuple[str, ...] = (),
+            failed_by: str = "") -> Problem:
     """Known-good at commit 0 of every component; the candidate ``lengths[name]`` commits on."""
     names = (*lengths, *unchanged)
     kg = Combination.of({n: sha(n, 0) for n in names})
     cand = Combination.of({n: sha(n, lengths.get(n, 0)) for n in names})
-    return Problem(kg, cand, {n: commits(n, k) for n, k in lengths.items()}, FAILED_RUN)
+    return Problem(kg, cand, {n: commits(n, k) for n, k in lengths.items()}, FAILED_RUN,
+                   failed_by)
 
 
 def broken_from(name: str, first_bad: int) -> World:
@@ -60,6 +62,11 @@ def broken_from(name: str, first_bad: int) -> World:
     def verdict(combo: Combination) -> Verdict:
         return Verdict.FAILED if int(combo[name][1:], 16) >= first_bad else Verdict.PASSED
     return verdict
+
+
+def passes_everywhere(combo: Combination) -> Verdict:
+    """A world where no single run shows the failure: a soak or detector rejection."""
+    return Verdict.PASSED
 
 
 def drive(prob: Problem, world: World, policy: BisectPolicy = DEFAULT,
@@ -83,20 +90,21 @@ def test_one_guilty_component_of_three_is_found_by_swapping_back_then_bisected()
     culprit = decision.culprit
     assert (culprit.component, culprit.sha, culprit.last_good) == (
         "neutron", sha("neutron", 3), sha("neutron", 2))
-    swaps = steps[:3]
+    reproduce, swaps = steps[0], steps[1:4]
+    assert reproduce.combination == prob.candidate and reproduce.verdict is Verdict.FAILED
     assert [s.combination.changed_against(prob.candidate) for s in swaps] == [
         ["cinder"], ["neutron"], ["nova"]]  # one component back at a time, in name order
     assert [s.verdict for s in swaps] == [Verdict.FAILED, Verdict.PASSED, Verdict.FAILED]
-    for step in steps[3:]:  # the bisection moves neutron only, the rest as in the candidate
+    for step in steps[4:]:  # the bisection moves neutron only, the rest as in the candidate
         assert step.combination.changed_against(prob.candidate) == ["neutron"]
-    assert len(steps) <= 3 + math.ceil(math.log2(5))
-    assert culprit.evidence[0] == swaps[1].run_id  # neutron back at the known-good passed
-    assert set(culprit.evidence) <= {s.run_id for s in steps} | {FAILED_RUN}
+    assert len(steps) <= 1 + 3 + math.ceil(math.log2(5))
+    assert swaps[1].run_id in culprit.evidence  # neutron back at the known-good passed
+    assert set(culprit.evidence) <= {s.run_id for s in steps}
     assert "neutron" in culprit.explanation and sha("neutron", 3)[:12] in culprit.explanation
     assert culprit.together == ()
 
 
-@pytest.mark.parametrize("length", [1, 2, 7])
+@pytest.mark.parametrize("length", [2, 7])
 @pytest.mark.parametrize("where", ["start", "middle", "end"])
 def test_bisecting_one_changed_component_finds_the_first_bad_commit(
     length: int, where: str,
@@ -108,19 +116,91 @@ def test_bisecting_one_changed_component_finds_the_first_bad_commit(
     assert isinstance(decision, Found)
     assert decision.culprit.sha == sha("neutron", first_bad)
     assert decision.culprit.last_good == sha("neutron", first_bad - 1)  # 0: the known-good's
-    assert len(steps) <= math.ceil(math.log2(length))
+    assert len(steps) <= 1 + math.ceil(math.log2(length))  # reproduce, then the binary search
     assert all(s.verdict is not None for s in steps)
     assert not any(s.combination["nova"] != sha("nova", 0) for s in steps)
-    if first_bad == length:  # the candidate's own commit: its rejection is the evidence
-        assert FAILED_RUN in decision.culprit.evidence
-    assert worth_starting(prob, BisectPolicy(), T0) is (length > 1)
+    if first_bad == length:  # the candidate's own commit: the reproducing run is the evidence
+        assert steps[0].run_id in decision.culprit.evidence
+    assert FAILED_RUN not in decision.culprit.evidence
+    assert worth_starting(prob, BisectPolicy(), T0)
 
 
-def test_the_first_probe_of_a_single_component_bisection_is_the_middle_of_its_range() -> None:
-    decision = next_step(problem({"neutron": 7}), [], BisectPolicy(), T0)
+def test_a_seven_commit_range_costs_one_reproducing_run_and_at_most_three_probes() -> None:
+    costs = []
+    for first_bad in range(1, 8):
+        decision, steps = drive(problem({"neutron": 7}), broken_from("neutron", first_bad))
+        assert isinstance(decision, Found) and decision.culprit.sha == sha("neutron", first_bad)
+        assert steps[0].combination == problem({"neutron": 7}).candidate
+        costs.append(len(steps))
+    assert max(costs) == 1 + 3  # the figure docs/architecture.md gives
+
+
+def test_one_changed_commit_leaves_nothing_to_search() -> None:
+    prob = problem({"neutron": 1}, unchanged=("nova",))
+    decision = next_step(prob, [], BisectPolicy(), T0)
+    assert isinstance(decision, Inconclusive)
+    assert f"run {FAILED_RUN} already names neutron {sha('neutron', 1)[:12]}" in decision.reason
+    assert not worth_starting(prob, BisectPolicy(), T0)
+
+
+def test_every_search_first_tests_the_candidates_own_combination() -> None:
+    for prob in (problem({"neutron": 7}), problem({"cinder": 1, "neutron": 2})):
+        decision = next_step(prob, [], BisectPolicy(), T0)
+        assert isinstance(decision, Try)
+        assert decision.probe.phase is Phase.REPRODUCE
+        assert decision.probe.combination == prob.candidate
+        assert decision.probe.describe() == "the rejected candidate's own combination"
+
+
+def test_the_first_probe_after_reproducing_is_the_middle_of_a_single_components_range() -> None:
+    prob = problem({"neutron": 7})
+    steps = [Step(100, prob.candidate, Verdict.FAILED, T0)]
+    decision = next_step(prob, steps, BisectPolicy(), T0)
     assert isinstance(decision, Try)
     assert decision.probe.phase is Phase.BISECT
     assert decision.probe.sha == sha("neutron", 3)
+
+
+@pytest.mark.parametrize("lengths", [{"neutron": 7}, {"cinder": 2, "neutron": 5, "nova": 3}])
+def test_a_failure_that_does_not_reproduce_in_a_bisect_run_ends_inconclusive(
+    lengths: dict[str, int],
+) -> None:
+    prob = problem(lengths, failed_by=f"soak run {FAILED_RUN}, by the statistical detector")
+    decision, steps = drive(prob, passes_everywhere)
+
+    assert isinstance(decision, Inconclusive)
+    assert [s.combination for s in steps] == [prob.candidate]  # one run, then it stops
+    assert decision.reason.startswith("the failure did not reproduce in a gate run: ")
+    assert "passed in run 100" in decision.reason
+    assert f"soak run {FAILED_RUN}, by the statistical detector" in decision.reason
+
+
+def test_no_culprit_rests_on_the_rejection_alone() -> None:
+    """Whatever the world, a culprit comes with a bisect run that failed at the culprit's
+    commit, and the rejecting run is never part of the evidence."""
+    worlds = [broken_from("neutron", k) for k in range(1, 6)]
+    for prob in (problem({"neutron": 5}), problem({"cinder": 2, "neutron": 5})):
+        for world in worlds:
+            decision, steps = drive(prob, world)
+            assert isinstance(decision, Found)
+            assert FAILED_RUN not in decision.culprit.evidence
+            failing = [s for s in steps if s.run_id in decision.culprit.evidence
+                       and s.verdict is Verdict.FAILED]
+            assert [s.combination["neutron"] for s in failing] == [decision.culprit.sha]
+
+
+def test_a_search_recorded_without_a_reproducing_step_asks_for_one_first() -> None:
+    """Searches started before the reproduce step existed: their steps are kept, and the
+    replay asks for the missing run before it concludes anything."""
+    prob = problem({"neutron": 3})
+    older = [Step(100, prob.candidate.replace(neutron=sha("neutron", 1)), Verdict.PASSED, T0),
+             Step(101, prob.candidate.replace(neutron=sha("neutron", 2)), Verdict.PASSED, T0)]
+    decision = next_step(prob, older, BisectPolicy(), T0)
+    assert isinstance(decision, Try) and decision.probe.phase is Phase.REPRODUCE
+    done = next_step(prob, [*older, Step(102, prob.candidate, Verdict.FAILED, T0)],
+                     BisectPolicy(), T0)
+    assert isinstance(done, Found) and done.culprit.sha == sha("neutron", 3)
+    assert done.culprit.evidence == (101, 102)
 
 
 def test_a_failure_that_needs_two_components_together_blames_the_first_and_names_both() -> None:
@@ -136,7 +216,7 @@ def test_a_failure_that_needs_two_components_together_blames_the_first_and_names
     assert decision.culprit.sha == sha("neutron", 2)
     assert decision.culprit.together == ("nova",)
     assert "together" in decision.culprit.explanation
-    assert [s.verdict for s in steps[:3]] == [Verdict.FAILED, Verdict.PASSED, Verdict.PASSED]
+    assert [s.verdict for s in steps[1:4]] == [Verdict.FAILED, Verdict.PASSED, Verdict.PASSED]
 
 
 def test_components_that_break_it_independently_leave_the_search_inconclusive() -> None:
@@ -148,9 +228,9 @@ def test_components_that_break_it_independently_leave_the_search_inconclusive() 
 
     decision, steps = drive(prob, either)
     assert isinstance(decision, Inconclusive)
-    assert len(steps) == 2
+    assert len(steps) == 1 + 2  # reproduce, then both swaps
     assert "still failed" in decision.reason and "several components" in decision.reason
-    assert all(str(s.run_id) in decision.reason for s in steps)
+    assert all(str(s.run_id) in decision.reason for s in steps[1:])
 
 
 def test_a_step_in_progress_waits_for_its_run() -> None:
@@ -173,11 +253,14 @@ def test_an_infra_error_is_retried_after_a_backoff_and_its_retry_counts() -> Non
     retry = next_step(prob, steps, policy, T0 + timedelta(seconds=30))
     assert isinstance(retry, Try) and retry.retry == 1
     assert retry.probe == first.probe
-    steps.append(Step(101, retry.probe.combination, Verdict.PASSED, T0))
+    steps.append(Step(101, retry.probe.combination, Verdict.FAILED, T0))
+    probe = next_step(prob, steps, policy, T0 + timedelta(minutes=1))
+    assert isinstance(probe, Try) and probe.retry == 0  # the next step starts afresh
+    steps.append(Step(102, probe.probe.combination, Verdict.PASSED, T0))
     decision = next_step(prob, steps, policy, T0 + timedelta(minutes=1))
     assert isinstance(decision, Found)
     assert decision.culprit.sha == sha("neutron", 2)
-    assert 101 in decision.culprit.evidence and 100 not in decision.culprit.evidence
+    assert decision.culprit.evidence == (101, 102)  # not the run that said nothing
 
 
 def test_infra_errors_beyond_the_retries_stop_the_search_inconclusive() -> None:
@@ -186,10 +269,10 @@ def test_infra_errors_beyond_the_retries_stop_the_search_inconclusive() -> None:
     later = T0 + timedelta(hours=1)  # past every backoff
     decision, steps = drive(prob, lambda combo: Verdict.INFRA_ERROR, policy, later)
     assert isinstance(decision, Inconclusive)
-    assert len(steps) == 3  # the first try and two retries of the first swap-back
-    assert len({s.combination for s in steps}) == 1
+    assert len(steps) == 3  # the first try and two retries of the reproducing run
+    assert {s.combination for s in steps} == {prob.candidate}
     assert "testbed or tool errors 3 times" in decision.reason
-    assert "cinder set back to its known-good commit" in decision.reason
+    assert "the rejected candidate's own combination" in decision.reason
 
 
 def test_the_step_limit_stops_a_long_search_inconclusive() -> None:
@@ -199,7 +282,7 @@ def test_the_step_limit_stops_a_long_search_inconclusive() -> None:
     assert len(steps) == 3
     assert "limit of 3 runs" in decision.reason
     unlimited, all_steps = drive(prob, broken_from("neutron", 40))
-    assert isinstance(unlimited, Found) and len(all_steps) == 6
+    assert isinstance(unlimited, Found) and len(all_steps) == 1 + 6
 
 
 def test_a_combination_already_tested_is_not_tested_again() -> None:

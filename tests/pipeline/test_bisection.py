@@ -4,13 +4,16 @@ A world of three components reaches known-good #1 through the real services; the
 component moves on, one commit of ``neutron`` breaks a check, and the candidate is rejected. The
 runs' outcomes depend only on the combination each run deploys (``runs.plan``), as a real
 testbed's would: whatever contains a broken commit fails. The tests follow what the pipeline
-promises: bisect runs named by their own combination, a ``culprit`` excuse with its evidence,
-the next candidate waiting meanwhile and then holding the culprit's component at its last good
-commit; infra errors retried and then inconclusive; the setting that turns it off.
+promises: a first bisect run that reproduces the rejection (or ends the search when it does not),
+bisect runs named by their own combination, a ``culprit`` excuse with its evidence, the next
+candidate waiting meanwhile and then holding the culprit's component at its last good commit;
+infra errors retried and then inconclusive; no search from a known-good that is no longer the
+current one; the setting that turns it off, and a stop that spares a run a worker already took.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
@@ -25,17 +28,19 @@ from certifier.db import models
 from certifier.db.session import session_scope
 from certifier.domain.bisection import BisectPolicy
 from certifier.domain.clock import FakeClock
-from certifier.domain.judgement import JudgementPolicy
+from certifier.domain.judgement import JudgementPolicy, Verdict
 from certifier.domain.results import Check, SuiteResult
-from certifier.pipeline import actions, knowngood, runs, scheduler
+from certifier.pipeline import actions, bisection, knowngood, runs, scheduler
 from certifier.pipeline.dispatch import RecordingDispatcher
-from certifier.settings import ConfigError, Settings, parse_config_text
+from certifier.settings import ConfigError, NotificationsConfig, Settings, parse_config_text
 from tests.api.factories import SOAK, World, passing_results
+from tests.pipeline import test_detector_pipeline as detector
 from workers.context import WorkerContext
 
 BISECT = BisectPolicy(max_steps=12, max_infra_retries=1, infra_backoff=timedelta(seconds=30))
 ON = scheduler.SchedulerPolicy(soak=SOAK, bisection=BISECT)
 OFF = scheduler.SchedulerPolicy(soak=SOAK, bisection=None)
+PARALLEL = scheduler.SchedulerPolicy(soak=SOAK, bisection=BISECT, parallel_gates=2)
 
 
 def failing() -> list[SuiteResult]:
@@ -172,13 +177,15 @@ def test_a_rejection_is_bisected_to_the_first_bad_commit_with_evidence(up: Upstr
 
     bisect_runs = [r for r in cand.runs if r.kind == "bisect"]
     assert [r.attempt for r in bisect_runs] == list(range(1, len(bisect_runs) + 1))
+    reproduce, *probes = bisect_runs  # the first tests the candidate's own combination again
+    assert reproduce.combination_hash == cand.combination_hash
     assert all(r.combination_hash and r.combination_hash != cand.combination_hash
-               for r in bisect_runs)
+               for r in probes)
     assert [s["run"] for s in state["steps"]] == [r.id for r in bisect_runs]
-    assert [s["phase"] for s in state["steps"][:3]] == ["swap"] * 3
-    assert [s["verdict"] for s in state["steps"][:3]] == ["failed", "passed", "failed"]
-    assert len(bisect_runs) <= 3 + 3  # three swaps, then log2 of five commits
-    assert set(result["evidence"]) <= {r.id for r in cand.runs}
+    assert [s["phase"] for s in state["steps"][:4]] == ["reproduce"] + ["swap"] * 3
+    assert [s["verdict"] for s in state["steps"][:4]] == ["failed", "failed", "passed", "failed"]
+    assert len(bisect_runs) <= 1 + 3 + 3  # reproduce, three swaps, then log2 of five commits
+    assert set(result["evidence"]) <= {r.id for r in bisect_runs}  # never the rejection alone
 
     excuse = next(e for e in cand.excuses if e["kind"] == "culprit")
     assert excuse["subject"] == "component neutron"
@@ -226,8 +233,8 @@ def test_a_newer_neutron_head_ends_the_hold(up: Upstreams) -> None:
     up.until_quiet()
     fix = up.push("neutron", "neutron-6")
     up.clock.advance(SOAK.duration)
-    report = up.until_quiet()
-    formed = [c for r in report for c in r.formed]
+    reports = up.until_quiet()
+    formed = [c for r in reports for c in r.formed]
     assert formed and up.combination(formed[-1])["neutron"] == fix[0]
 
 
@@ -240,7 +247,8 @@ def test_a_single_component_moved_by_several_commits_is_bisected_without_swappin
     up.until_quiet()
     state = up.candidate(cid).bisection
     assert state is not None and state["status"] == "found"
-    assert {s["phase"] for s in state["steps"]} == {"bisect"}
+    assert state["steps"][0]["phase"] == "reproduce"
+    assert {s["phase"] for s in state["steps"][1:]} == {"bisect"}
     assert (state["result"]["sha"], state["result"]["last_good"]) == (neutron[1], neutron[0])
 
 
@@ -267,7 +275,7 @@ def test_infra_errors_are_retried_then_culprit_finding_is_inconclusive_and_isola
     state = cand.bisection
     assert state is not None and state["status"] == "inconclusive"
     tries = 1 + BISECT.max_infra_retries
-    assert [s["verdict"] for s in state["steps"]] == ["infra_error"] * tries
+    assert [s["verdict"] for s in state["steps"]] == ["failed"] + ["infra_error"] * tries
     assert "testbed or tool errors 2 times" in state["reason"]
     assert any(e["kind"] == "bisection" and "inconclusive" in e["message"] for e in cand.excuses)
     assert [e.detail["status"] for e in up.audit("culprit")] == ["inconclusive"]
@@ -321,7 +329,8 @@ def test_the_api_and_the_candidate_page_show_the_culprit_with_its_evidence(
     steps = found["steps"]
     assert [s["run"] for s in steps] == [r["id"] for r in detail["runs"] if r["kind"] == "bisect"]
     assert all(s["verdict"] in ("passed", "failed") and s["combination"] for s in steps)
-    assert steps[1]["combination"]["neutron"] == up.good["neutron"]  # neutron swapped back
+    assert steps[0]["phase"] == "reproduce" and steps[0]["combination"] == up.combination(cid)
+    assert steps[2]["combination"]["neutron"] == up.good["neutron"]  # neutron swapped back
     assert excuses["bisection"] == found
     assert any(e["kind"] == "culprit" for e in excuses["excuses"])
     assert unknown.status_code == 404
@@ -354,3 +363,171 @@ def test_the_config_file_sets_culprit_finding_for_the_workers_scheduler(tmp_path
     assert WorkerContext(Settings(data_dir=tmp_path, config=off)).scheduler_policy.bisection is None
     with pytest.raises(ConfigError, match=r"bisection\.max_steps"):
         parse_config_text("bisection: {max_steps: 0}")
+
+
+def test_a_rejection_that_does_not_reproduce_in_a_bisect_run_ends_inconclusive_and_isolates(
+    up: Upstreams,
+) -> None:
+    cid, _, rejecting = _reject(up)
+    [reproduce] = rejecting.runs_created
+    up.broken.clear()  # what failed the gate does not show again (the lab, not the code)
+    up.execute([reproduce])
+    reports = up.until_quiet()
+
+    cand = up.candidate(cid)
+    state = cand.bisection
+    assert state is not None and state["status"] == "inconclusive"
+    assert [s["run"] for s in state["steps"]] == [reproduce]  # no probe after it
+    assert state["steps"][0]["verdict"] == "passed"
+    assert state["reason"].startswith("the failure did not reproduce in a gate run: ")
+    assert f"passed in run {reproduce}" in state["reason"]
+    assert f"gate run {state['failed_run']}" in state["reason"]
+    assert bisection.bisected(state) is None  # no culprit to hold
+    assert any(e["kind"] == "bisection" and "did not reproduce" in e["message"]
+               for e in cand.excuses)
+    assert [e.detail["status"] for e in up.audit("culprit")] == ["inconclusive"]
+    assert [r.bisections_ended for r in reports if r.bisections_ended] == [[cid]]
+    isolating = up.audit("isolate")  # the pipeline falls back to isolation, as before
+    assert isolating and isolating[-1].subject == "component cinder"
+
+
+def test_a_regression_only_the_detector_sees_is_not_blamed_on_the_candidates_own_commit(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """A 5 % bandwidth loss over two commits, found by the statistical detector over a soak:
+    one bisect run judged by the margin passes it, so the search must not conclude that the
+    candidate's head is the culprit (every probe would pass too)."""
+    world = World(session_factory, FakeClock())
+    world.component("nova")
+    world.testbed("gate1")
+    rng = random.Random(7)
+    detector._known_good(world, rng)
+    world.commit("nova", "n2")
+    world.commit("nova", "n3-slower")
+    cid = detector._soak(world, rng, level=9.5)
+
+    with session_scope(session_factory) as session:
+        cand = session.get_one(models.Candidate, cid)
+        assert cand.state == "rejected"
+        state = cand.bisection
+        assert state is not None and state["status"] == "running"
+        rejecting = session.get_one(models.Run, state["failed_run"])
+        assert rejecting.kind == "soak" and rejecting.verdict == "regressed"
+        [reproduce] = [s["run"] for s in state["steps"]]
+    assert detector._run(world, reproduce, 9.5) is Verdict.PASSED  # within the margin
+    detector._reconcile(world)
+
+    with session_scope(session_factory) as session:
+        cand = session.get_one(models.Candidate, cid)
+        state = cand.bisection
+        assert state is not None and state["status"] == "inconclusive"
+        assert state["result"] is None and len(state["steps"]) == 1
+        assert (f"soak run {rejecting.id}, by the statistical detector rejected it"
+                in state["reason"])
+        assert not any(r.kind == "bisect" and r.state == "pending" for r in cand.runs)
+
+
+def _two_gating(up: Upstreams) -> tuple[int, int, int]:
+    """With two gates at once: candidate A (cinder moves, fine) and then B (every component
+    moves, neutron breaks) both gating on known-good #1. Returns A, B and B's gate run."""
+    up.push("cinder", "cinder-1")
+    first = up.reconcile(PARALLEL)
+    [a] = first.boarded
+    up.push("neutron", "neutron-1", "neutron-2", "neutron-3", breaks_from="neutron-2")
+    up.push("nova", "nova-1")
+    second = up.reconcile(PARALLEL)
+    [b] = second.boarded
+    [b_gate] = second.runs_created
+    up.execute(first.runs_created)  # A's gate passes
+    return a, b, b_gate
+
+
+def _promote(up: Upstreams, cid: int) -> None:
+    """Carry candidate ``cid`` through its soak to the next known-good, running only its runs."""
+    for _ in range(10):
+        up.execute(sorted(_runs_of(up, cid, state="pending")))
+        up.clock.advance(SOAK.duration)
+        if cid in up.reconcile(PARALLEL).promoted:
+            return
+    raise AssertionError(f"candidate {cid} was never promoted")
+
+
+def _runs_of(up: Upstreams, cid: int, state: str | None = None) -> set[int]:
+    return {r.id for r in up.candidate(cid).runs if state in (None, r.state)}
+
+
+def test_a_candidate_formed_on_a_known_good_that_moved_is_not_searched(up: Upstreams) -> None:
+    a, b, b_gate = _two_gating(up)
+    _promote(up, a)  # known-good #2 while B still gates on #1
+    up.execute([b_gate])
+    report = up.reconcile(PARALLEL)
+    assert report.rejected == [b]
+    assert report.bisections_started == [] and report.runs_created == []
+
+    cand = up.candidate(b)
+    state = cand.bisection
+    assert cand.base_version == 1
+    assert state is not None and state["status"] == "inconclusive" and state["steps"] == []
+    assert "formed on known-good #1 and the known-good is #2 now" in state["reason"]
+    assert not any(r.kind == "bisect" for r in cand.runs)
+    assert any(e["kind"] == "bisection" and "#2 now" in e["message"] for e in cand.excuses)
+    assert [e.detail["status"] for e in up.audit("culprit")] == ["inconclusive"]
+
+
+def test_a_search_stops_when_the_known_good_moves_under_it(up: Upstreams) -> None:
+    a, b, b_gate = _two_gating(up)
+    up.execute([b_gate])
+    rejecting = up.reconcile(PARALLEL)  # B rejected on #1, still current: the search starts
+    assert rejecting.bisections_started == [b]
+    [reproduce] = set(rejecting.runs_created) & _runs_of(up, b)
+    _promote(up, a)
+    stopped = up.reconcile(PARALLEL)
+
+    assert stopped.bisections_ended == [b] and stopped.runs_created == []
+    state = up.candidate(b).bisection
+    assert state is not None and state["status"] == "stopped"
+    assert "formed on known-good #1 and the known-good is #2 now" in state["reason"]
+    assert state["steps"][0]["run"] == reproduce and state["steps"][0]["withdrawn"] is True
+    assert up.audit("culprit")[-1].detail["withdrawn_runs"] == [reproduce]
+
+
+def test_stopping_spares_a_bisect_run_that_a_worker_claimed_meanwhile(up: Upstreams) -> None:
+    cid, _, rejecting = _reject(up)
+    [run_id] = rejecting.runs_created
+    with session_scope(up.factory) as session:
+        cand = session.get_one(models.Candidate, cid)
+        assert [r.state for r in cand.runs if r.kind == "bisect"] == ["pending"]  # as read
+        up.world.claim(run_id)  # a worker takes it, in its own transaction, right then
+        report = scheduler.ReconcileReport()
+        bisection.advance_all(session, up.clock, None, up.world.dispatcher, report)
+    assert report.bisections_ended == [cid]
+
+    state = up.candidate(cid).bisection
+    assert state is not None and state["status"] == "stopped"
+    assert "withdrawn" not in state["steps"][0]
+    assert up.audit("culprit")[-1].detail["withdrawn_runs"] == []
+    with session_scope(up.factory) as session:
+        run = session.get_one(models.Run, run_id)
+        assert run.state == "running"
+        bed = session.get_one(models.Testbed, run.testbed)
+        assert bed.leased_by_run_id == run_id  # the lease stays with the run that holds it
+        runs.finish(session, run_id, passing_results(), up.clock, JudgementPolicy())
+    with session_scope(up.factory) as session:
+        assert session.get_one(models.Testbed, "gate1").leased_by_run_id is None
+
+
+def test_the_rejection_notification_carries_the_rejections_excuses_only(
+    up: Upstreams,
+) -> None:
+    notifying = scheduler.SchedulerPolicy(
+        soak=SOAK, bisection=BISECT, notifications=NotificationsConfig.model_validate(
+            {"targets": [{"name": "chat", "url": "https://chat.example.invalid/hook",
+                          "secret": "not-a-real-secret"}]}))
+    cid, _, rejecting = _reject(up, notifying)
+    assert rejecting.bisections_started == [cid]
+    assert any(e["kind"] == "bisection" for e in up.candidate(cid).excuses)
+    with session_scope(up.factory) as session:
+        [sent] = session.scalars(select(models.Notification).where(
+            models.Notification.event == "rejected")).all()
+        kinds = [e["kind"] for e in sent.payload["excuses"]]
+    assert "check" in kinds and "bisection" not in kinds
