@@ -73,12 +73,12 @@ def _end(session: Session, clock: Clock, cand: models.Candidate, excuse: Excuse)
     """
     scheduler.move(session, cand, CandidateState.CANCELLED, clock)
     cand.excuses = [excuse.as_dict()]
-    withdrawn = [r.id for r in cand.runs if r.state == runs.RunState.PENDING]
-    for run in [r for r in cand.runs if r.id in withdrawn]:
-        session.delete(run)
-    session.flush()
+    withdrawn = runs.withdraw_pending(
+        session, [r.id for r in cand.runs if r.state == runs.RunState.PENDING])
     session.expire(cand, ["runs"])  # a later read in this session must not list them
     return withdrawn
+
+
 
 
 def failing_subjects(cand: models.Candidate) -> dict[str, str]:
@@ -172,6 +172,9 @@ def mark_bad(session: Session, clock: Clock, actor: str, candidate_id: int,
     """
     cand = _candidate(session, candidate_id)
     combo = session.get_one(models.Combination, cand.combination_hash, with_for_update=True)
+    # A promotion that is committing holds this lock: wait for it, then see its known-good
+    # below. One that starts after us waits for our commit, and then refuses the combination.
+    knowngood.lock(session)
     if combo.bad_at is not None:
         raise Conflict(knowngood.bad_message(combo))
     served = knowngood.serving(session, combo.hash)

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from certifier.db import models
@@ -335,8 +335,8 @@ def _stop(session: Session, cand: models.Candidate, clock: Clock, reason: str,
     as usual.
     """
     state = dict(cand.bisection or {})
-    pending = _withdraw(session, [int(s["run"]) for s in state.get("steps", [])
-                                  if not s.get("withdrawn")])
+    pending = set(runs.withdraw_pending(session, [int(s["run"]) for s in state.get("steps", [])
+                                                  if not s.get("withdrawn")]))
     session.expire(cand, ["runs"])
     state["steps"] = [{**s, "withdrawn": True} if int(s["run"]) in pending else s
                       for s in state.get("steps", [])]
@@ -350,17 +350,6 @@ def _stop(session: Session, cand: models.Candidate, clock: Clock, reason: str,
     report.bisections_ended.append(cand.id)
 
 
-def _withdraw(session: Session, run_ids: list[int]) -> set[int]:
-    """Delete those of ``run_ids`` that are still pending; the ids really deleted
-    (``DELETE … RETURNING``: SQLite ≥ 3.35 and PostgreSQL)."""
-    if not run_ids:
-        return set()
-    deleted = session.scalars(
-        delete(models.Run)
-        .where(models.Run.id.in_(run_ids), models.Run.state == runs.RunState.PENDING)
-        .returning(models.Run.id)
-        .execution_options(synchronize_session="fetch"))
-    return set(deleted)
 
 
 # What the rest of the pipeline asks ----------------------------------------------------------

@@ -8,7 +8,15 @@ against #1 just before a rival committed #2 and then number itself #3 (seen in
 tests/faults/test_concurrent_promotion.py).
 
 A combination a person marked bad is never promoted: :func:`promote` refuses it whatever the
-caller, so neither the scheduler nor a forced promotion by hand can publish it.
+caller, so neither the scheduler nor a forced promotion by hand can publish it. Marking bad
+(``actions.mark_bad``) takes the same promotion lock before it looks for a known-good of the
+combination, so a promotion and a mark-bad racing each other cannot both commit: whichever comes
+second sees the first (a ``MarkedBad`` refusal, or "revoke it first").
+
+Lock order on PostgreSQL, everywhere: the candidate's row, then the promotion lock.
+:func:`promote` locks the candidate's row itself, so the scheduler (which may not have written
+the row yet) and a person's action on the same candidate queue up instead of deadlocking. Both
+races are tested in tests/pipeline/test_mark_bad_race.py.
 """
 
 from __future__ import annotations
@@ -74,8 +82,12 @@ def bad_message(combo: models.Combination) -> str:
 
 
 def refuse_bad(session: Session, combination_hash: str) -> None:
-    """Raise :class:`MarkedBad` (a 409 over the API) if the combination is marked bad."""
-    combo = session.get(models.Combination, combination_hash)
+    """Raise :class:`MarkedBad` (a 409 over the API) if the combination is marked bad.
+
+    Read from the database, not the session's cache: a scheduler pass loads the combination
+    early (formation) and would otherwise miss a mark committed since, even under the lock.
+    """
+    combo = session.get(models.Combination, combination_hash, populate_existing=True)
     if combo is not None and combo.bad_at is not None:
         raise MarkedBad(bad_message(combo))
 
@@ -93,7 +105,8 @@ def promote(
 ) -> models.KnownGood:
     """Make ``candidate`` the next known-good version, if its base is still current and its
     combination is not marked bad."""
-    _lock(session)
+    _lock_candidate(session, candidate.id)
+    lock(session)
     refuse_bad(session, candidate.combination_hash)
     now = current(session)
     now_version = now.version if now else None
@@ -115,8 +128,21 @@ def promote(
     return kg
 
 
-def _lock(session: Session) -> None:
-    """Serialize promotions until the transaction ends, so the reads below see the last winner."""
+def _lock_candidate(session: Session, candidate_id: int) -> None:
+    """Lock the candidate's row before the promotion lock (the module docstring's lock order).
+
+    PostgreSQL only: SQLite has one writer at a time, the promotion lock is its write lock, and
+    a read before it in the same transaction would turn a wait for that lock into an error
+    ("database is locked") whenever another writer commits meanwhile.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(models.Candidate.id).where(models.Candidate.id == candidate_id)
+                        .with_for_update())
+
+
+def lock(session: Session) -> None:
+    """Serialize promotions until the transaction ends, so that reads after it see the last
+    winner; ``actions.mark_bad`` takes it too, so it sees a promotion that is committing."""
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PROMOTION_LOCK_KEY})

@@ -14,7 +14,7 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Result, or_, select, update
+from sqlalchemy import CursorResult, Result, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from certifier.db import models
@@ -82,12 +82,28 @@ def get_run(session: Session, run_id: int) -> models.Run:
     return run
 
 
+def role_for(kind: str) -> str:
+    """The testbed role a run of ``kind`` belongs on.
+
+    Control (baseline) runs go where the soak runs go: they exist to give the detector the
+    known-good's recent runs, and ``history`` compares runs on the same testbed only.
+    """
+    return "soak" if kind in (RunKind.SOAK, RunKind.BASELINE) else "gate"
+
+
 def _testbed_for(session: Session, kind: str, only: str | None = None) -> list[models.Testbed]:
-    wanted = "soak" if kind == RunKind.SOAK else "gate"
-    query = select(models.Testbed).order_by(models.Testbed.name)
-    if only is not None:
-        query = query.where(models.Testbed.name == only)
-    return sorted(session.scalars(query), key=lambda t: t.role != wanted)
+    """The testbeds a run of ``kind`` may lease, in the order to try them.
+
+    Those of the run's role whenever one exists, busy or not: a soak or control run that fell
+    back to a free gate testbed would scatter the known-good's history over testbeds the detector
+    never compares. Only when no testbed has the role does any testbed do. ``only`` (a worker
+    bound with ``--testbed``) keeps just that one, so a bound worker whose testbed has the wrong
+    role leases nothing and the run is left for the worker of the right testbed.
+    """
+    beds = list(session.scalars(select(models.Testbed).order_by(models.Testbed.name)))
+    wanted = role_for(kind)
+    fitting = [bed for bed in beds if bed.role == wanted] or beds
+    return [bed for bed in fitting if only is None or bed.name == only]
 
 
 def claim(
@@ -96,8 +112,10 @@ def claim(
 ) -> Claim:
     """Take a pending run and lease a testbed for it, atomically; flushes.
 
-    ``testbed`` binds the claim to that one testbed (a worker started with ``--testbed``): a
-    run that finds it busy stays pending for another worker. Taking over an expired lease
+    A run takes a testbed of its role (``role_for``) while one exists, else any. ``testbed``
+    binds the claim to that one testbed (a worker started with ``--testbed``): a run that finds
+    it busy, or that belongs on another testbed's role, stays pending for another worker (BUSY:
+    the task is retried, by whichever worker takes it then). Taking over an expired lease
     finishes the run that held it as ``infra_error``: its worker is gone or hung (a run task is
     killed before its lease runs out), and the testbed is now someone else's.
     """
@@ -266,7 +284,8 @@ def judge(
     run = get_run(session, run_id)
     if run.kind == RunKind.BASELINE:
         # A control run of the known-good measures the testbed, not a change: only its checks
-        # count, so that a drifting testbed moves the baseline instead of being rejected by it.
+        # and fixed limits count, so that a drifting testbed moves the baseline instead of being
+        # rejected by it.
         return judge_run(results, None, policy)
     if run.kind == RunKind.SOAK and policy.detector is not None:
         return judge_run(results, baseline(session), policy, history(session, run, policy.detector))
@@ -334,3 +353,20 @@ def expire_stale(session: Session, clock: Clock, run_timeout: timedelta) -> list
 
 def lost_worker(session: Session, run_id: int, clock: Clock, message: str) -> None:
     finish(session, run_id, [], clock, JudgementPolicy(), setup_error=message)
+
+
+def withdraw_pending(session: Session, run_ids: list[int]) -> list[int]:
+    """Delete those of ``run_ids`` that are still pending; the ids actually deleted.
+
+    The ids were read a moment ago, and a worker may have claimed one since: the condition on
+    ``state`` is checked by the ``DELETE`` itself, so a run that started is left to finish, with
+    its testbed lease, instead of vanishing mid-run.
+    """
+    if not run_ids:
+        return []
+    deleted = session.scalars(
+        delete(models.Run)
+        .where(models.Run.id.in_(run_ids), models.Run.state == RunState.PENDING)
+        .returning(models.Run.id)
+        .execution_options(synchronize_session="fetch"))
+    return sorted(deleted)

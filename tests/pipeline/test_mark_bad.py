@@ -24,7 +24,7 @@ from certifier.domain.clock import FakeClock
 from certifier.domain.combination import Combination
 from certifier.domain.lifecycle import CandidateState
 from certifier.domain.results import Check, SuiteResult
-from certifier.pipeline import actions, knowngood
+from certifier.pipeline import actions, knowngood, runs
 from certifier.pipeline.errors import Conflict, NotFound
 from tests.api.factories import SOAK, World
 
@@ -161,8 +161,44 @@ def test_a_bad_combination_is_never_promoted_even_by_force(world: World) -> None
     cand = candidate(world, cid)
     assert cand.state == CandidateState.CANCELLED
     assert cand.excuses[0]["kind"] == "marked_bad" and "data loss" in cand.excuses[0]["message"]
+    (event,) = audit(world, "cancel")  # the scheduler says what it did, as for every decision
+    assert (event.actor, event.subject) == ("scheduler", f"candidate {cid}")
+    assert "data loss" in event.detail["reason"]
     with session_scope(world.factory) as session:
         assert knowngood.current(session) is None
+
+
+@pytest.mark.parametrize("action", ["mark_bad", "cancel"])
+def test_a_run_claimed_while_its_candidate_is_ended_keeps_running_and_its_testbed(
+    world: World, action: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Mark-bad and cancel read the candidate's pending runs, then withdraw them: a worker that
+    claims one in between keeps it, and the audit lists only the runs really withdrawn."""
+    cid = soaking(world)
+    claimed: list[int] = []
+    withdraw = runs.withdraw_pending
+
+    def a_worker_claims_first(session: Session, run_ids: list[int]) -> list[int]:
+        with session_scope(world.factory) as worker:  # after the read, before the delete
+            assert runs.claim(worker, run_ids[0], "w:1", world.clock,
+                              timedelta(minutes=30)) is runs.Claim.CLAIMED
+        claimed.append(run_ids[0])
+        return withdraw(session, run_ids)
+
+    monkeypatch.setattr(runs, "withdraw_pending", a_worker_claims_first)
+    with session_scope(world.factory) as session:
+        if action == "mark_bad":
+            actions.mark_bad(session, world.clock, ACTOR, cid, "eats data")
+        else:
+            actions.cancel(session, world.clock, cid, ACTOR, "wrong branch")
+    assert len(claimed) == 1  # the first soak run, read as pending
+    with session_scope(world.factory) as session:
+        run = session.get_one(models.Run, claimed[0])
+        assert (run.state, run.testbed) == (runs.RunState.RUNNING, "gate1")
+        assert session.get_one(models.Testbed, "gate1").leased_by_run_id == run.id
+    assert candidate(world, cid).state == CandidateState.CANCELLED
+    (event,) = audit(world, action)
+    assert event.detail["withdrawn_runs"] == []
 
 
 def test_a_served_known_good_must_be_revoked_before_it_is_marked_bad(world: World) -> None:
