@@ -39,7 +39,13 @@ from certifier.domain.clock import FakeClock
 from certifier.domain.notifications import Event
 from certifier.pipeline import components, notify, tokens
 from certifier.pipeline.dispatch import RecordingDispatcher
-from certifier.settings import ComponentConfig, NotificationsConfig, Settings
+from certifier.settings import (
+    ComponentConfig,
+    ConfigError,
+    NotificationsConfig,
+    Settings,
+    parse_config_text,
+)
 from certifier.tracking import polling
 from certifier.tracking.sources import source_factory
 from tests.api.factories import World
@@ -275,7 +281,7 @@ def test_notification_secrets_sign_posts_and_are_never_stored_or_logged(
     monkeypatch.setenv("HOOK_SECRET", NOTIFY["env"])
     (tmp_path / "hook.key").write_text(NOTIFY["file"] + "\n")
     receiver = Refuser()
-    closed = f"http://bot:{NOTIFY['url']}@127.0.0.1:{_free_port()}/hook"  # nothing listens
+    closed = f"http://127.0.0.1:{_free_port()}/hook"  # nothing listens
     try:
         config = NotificationsConfig.model_validate({"max_attempts": 1, "targets": [
             {"name": "inline", "url": receiver.url, "secret": NOTIFY["inline"]},
@@ -300,8 +306,17 @@ def test_notification_secrets_sign_posts_and_are_never_stored_or_logged(
     assert listed.status_code == 200 and len(listed.json()["items"]) == 4
     assert_nowhere(list(NOTIFY.values()), logs=server_logs(all_logs), answers=listed.text,
                    database=database_dump(session_factory))
-    # The key fields are SecretStr; a password written into a target's URL is plain config.
+    # The key fields are SecretStr, and a URL may not carry a password at all.
     assert_nowhere([NOTIFY["inline"]], config=repr(config))
+
+
+def test_a_notification_url_with_a_password_is_refused_without_repeating_it() -> None:
+    url = f"https://bot:{NOTIFY['url']}@hooks.example/x"
+    text = f"notifications:\n  targets:\n    - {{name: chat, url: '{url}', secret: s}}\n"
+    with pytest.raises(ConfigError) as caught:
+        parse_config_text(text, "certifier.yaml")
+    assert "must not carry a user or password" in str(caught.value)
+    assert_nowhere([NOTIFY["url"]], error=str(caught.value))
 
 
 # A real server process ---------------------------------------------------------------------------
