@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session, selectinload
 from certifier.db import models
 from certifier.domain.clock import Clock
 from certifier.domain.combination import Combination
+from certifier.domain.lifecycle import CandidateState
 from certifier.pipeline.errors import Conflict, NotFound
 
 _PROMOTION_LOCK_KEY = 0x6B676F6F  # "kgoo"; not the scheduler's key, so a pass may take both
@@ -75,6 +76,10 @@ class MarkedBad(Conflict):
     """Refused: a person marked the combination bad (see ``actions.mark_bad``)."""
 
 
+class CandidateEnded(Conflict):
+    """Refused: the candidate ended (cancelled, say) after the caller read it."""
+
+
 def bad_message(combo: models.Combination) -> str:
     when = combo.bad_at.isoformat() if combo.bad_at else "an unknown time"
     return (f"combination {combo.hash[:12]} was marked bad by {combo.bad_by} at {when}: "
@@ -108,6 +113,13 @@ def promote(
     _lock_candidate(session, candidate.id)
     lock(session)
     refuse_bad(session, candidate.combination_hash)
+    # The caller's copy may be stale: a person may have cancelled the candidate since it was
+    # read (marking bad cancels too; that is refused just above, with its reason). Read the
+    # state again now that its row is locked (a column read is never cached).
+    state = session.scalar(select(models.Candidate.state)
+                           .where(models.Candidate.id == candidate.id))
+    if state is None or CandidateState(state).is_final:
+        raise CandidateEnded(f"candidate {candidate.id} is {state}: it cannot be promoted")
     now = current(session)
     now_version = now.version if now else None
     if candidate.base_version != now_version:

@@ -319,6 +319,9 @@ def _promote(session: Session, cand: models.Candidate, clock: Clock,
     try:
         with session.begin_nested():
             kg = knowngood.promote(session, cand, clock, reason="soak passed")
+    except knowngood.CandidateEnded:
+        session.refresh(cand)  # a person ended it meanwhile: their decision stands
+        return
     except knowngood.MarkedBad as exc:
         move(session, cand, CandidateState.CANCELLED, clock)
         cand.excuses = [Excuse("marked_bad", "operator", str(exc)).as_dict()]

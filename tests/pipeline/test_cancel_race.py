@@ -1,0 +1,72 @@
+"""A person cancels a candidate while the scheduler is promoting it: the cancel stands.
+
+The scheduler reads its candidates at the start of a pass and promotes one at its end. A cancel
+committed in between must not be overwritten by the promotion: ``knowngood.promote`` locks the
+candidate's row, reads its state again, and refuses a candidate that has ended; the scheduler
+then leaves it as the person left it. On SQLite and PostgreSQL, each side with its own session
+and connection on a real engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from certifier.db import migrate, models
+from certifier.db.session import make_engine, make_session_factory, session_scope
+from certifier.domain.clock import FakeClock
+from certifier.pipeline import actions, knowngood, notify, scheduler
+from certifier.settings import NotificationsConfig
+from tests.api.factories import SOAK, World
+
+
+@pytest.fixture
+def factory(empty_database_url: str) -> Iterator[sessionmaker[Session]]:
+    migrate.upgrade(empty_database_url)
+    engine = make_engine(empty_database_url)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+def _due_for_promotion(factory: sessionmaker[Session], clock: FakeClock) -> int:
+    world = World(factory, clock)
+    world.component("nova")
+    world.testbed("gate1")
+    world.commit("nova", "n1")
+    report = world.reconcile()
+    world.finish(report.runs_created[0])
+    report = world.reconcile()
+    world.finish(report.runs_created[-1])
+    clock.advance(SOAK.duration + timedelta(minutes=1))
+    return report.started_soak[0]
+
+
+def test_a_cancel_committed_after_the_scheduler_read_the_candidate_stands(
+        factory: sessionmaker[Session]) -> None:
+    clock = FakeClock()
+    cand_id = _due_for_promotion(factory, clock)
+    with session_scope(factory) as scheduler_session:
+        stale = scheduler_session.get_one(models.Candidate, cand_id)
+        assert stale.state == "soaking"
+    # The scheduler's copy says "soaking"; meanwhile a person cancels it, in another session.
+    with session_scope(factory) as person:
+        actions.cancel(person, clock, cand_id, "token:olga", "wrong branch")
+    with session_scope(factory) as scheduler_session:
+        scheduler_session.add(stale)
+        with pytest.raises(knowngood.CandidateEnded, match="is cancelled"):
+            knowngood.promote(scheduler_session, stale, clock, reason="soak passed")
+    with session_scope(factory) as scheduler_session:
+        scheduler_session.add(stale)
+        report = scheduler.ReconcileReport()
+        scheduler._promote(scheduler_session, stale, clock, report,
+                           notify.Notifier(NotificationsConfig()))
+        assert report.promoted == []
+    with session_scope(factory) as session:
+        cand = session.get_one(models.Candidate, cand_id)
+        assert cand.state == "cancelled"
+        assert cand.excuses[0]["kind"] == "cancelled"
+        assert session.scalar(select(func.count()).select_from(models.KnownGood)) == 0
