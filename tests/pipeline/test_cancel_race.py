@@ -9,40 +9,32 @@ and connection on a real engine.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from certifier.db import migrate, models
-from certifier.db.session import make_engine, make_session_factory, session_scope
+from certifier.db import models
+from certifier.db.session import session_scope
 from certifier.domain.clock import FakeClock
 from certifier.pipeline import actions, knowngood, notify, scheduler
 from certifier.settings import NotificationsConfig
 from tests.api.factories import SOAK, World
-
-
-@pytest.fixture
-def factory(empty_database_url: str) -> Iterator[sessionmaker[Session]]:
-    migrate.upgrade(empty_database_url)
-    engine = make_engine(empty_database_url)
-    yield make_session_factory(engine)
-    engine.dispose()
+from tests.pipeline.test_mark_bad_race import _soaking
 
 
 def _due_for_promotion(factory: sessionmaker[Session], clock: FakeClock) -> int:
+    cand_id = _soaking(factory, clock)
+    with session_scope(factory) as session:  # its first soak run passes; the soak ends
+        run = session.scalars(select(models.Run).where(models.Run.candidate_id == cand_id,
+                                                       models.Run.kind == "soak")).one()
+        run_id = run.id
     world = World(factory, clock)
-    world.component("nova")
-    world.testbed("gate1")
-    world.commit("nova", "n1")
-    report = world.reconcile()
-    world.finish(report.runs_created[0])
-    report = world.reconcile()
-    world.finish(report.runs_created[-1])
+    world.claim(run_id)
+    world.finish(run_id)
     clock.advance(SOAK.duration + timedelta(minutes=1))
-    return report.started_soak[0]
+    return cand_id
 
 
 def test_a_cancel_committed_after_the_scheduler_read_the_candidate_stands(

@@ -12,14 +12,14 @@ then refuse.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from certifier.db import migrate, models
-from certifier.db.session import make_engine, make_session_factory, session_scope
+from certifier.db import models
+from certifier.db.session import session_scope
 from certifier.domain.clock import FakeClock
 from certifier.domain.lifecycle import CandidateState
 from certifier.pipeline import actions, knowngood, scheduler
@@ -28,15 +28,6 @@ from tests.api.factories import World
 
 ACTOR = "token:olga"
 BLOCKED_FOR_S = 1.0  # how long the second side must keep waiting while the first holds on
-
-
-@pytest.fixture
-def factory(empty_database_url: str) -> Iterator[sessionmaker[Session]]:
-    """Sessions on a fresh database of this test's own, each with its own connection."""
-    migrate.upgrade(empty_database_url)
-    engine = make_engine(empty_database_url)
-    yield make_session_factory(engine)
-    engine.dispose()
 
 
 def _soaking(factory: sessionmaker[Session], clock: FakeClock) -> int:
