@@ -50,6 +50,8 @@ from sqlalchemy.pool import NullPool
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+# The same components and series as the dashboard benchmark, so both seed alike data.
+from benchmarks.dashboard_scale import COMPONENTS, SERIES  # noqa: E402
 from certifier.db import migrate, models  # noqa: E402
 from certifier.db.session import make_engine, make_session_factory, session_scope  # noqa: E402
 from certifier.domain.clock import FakeClock  # noqa: E402
@@ -63,21 +65,6 @@ from certifier.pipeline.scheduler import SchedulerPolicy, reconcile  # noqa: E40
 
 ADMIN_URL = os.environ.get("CERTIFIER_TEST_POSTGRES_URL",
                            "postgresql://postgres@127.0.0.1:5432/test")
-COMPONENTS = ["nova", "neutron", "cinder", "glance", "keystone"]
-SERIES = [  # (suite, metric, labels, unit, better, typical value): as dashboard_scale.py
-    ("ping", "rtt_avg_ms", {"src": "h1", "dst": "h2"}, "ms", "lower", 0.06),
-    ("ping", "rtt_p99_ms", {"src": "h1", "dst": "h2"}, "ms", "lower", 0.09),
-    ("ping", "loss_pct", {"src": "h1", "dst": "h2"}, "%", "lower", 0.0),
-    ("ping", "rtt_avg_ms", {"src": "h2", "dst": "h1"}, "ms", "lower", 0.06),
-    ("bandwidth", "throughput_gbps", {"src": "h1", "dst": "h2", "protocol": "tcp",
-                                      "streams": "1"}, "Gbit/s", "higher", 0.78),
-    ("bandwidth", "retransmits", {"src": "h1", "dst": "h2", "protocol": "tcp",
-                                  "streams": "1"}, "count", "lower", 3.0),
-    ("storage", "seq_write_mbps", {"job": "seq_write"}, "MB/s", "higher", 410.0),
-    ("storage", "rand_read_iops", {"job": "rand_read"}, "IOPS", "higher", 18000.0),
-    ("storage", "seq_write_clat_p99_us", {"job": "seq_write"}, "us", "lower", 900.0),
-    ("storage", "rand_read_clat_p99_us", {"job": "rand_read"}, "us", "lower", 450.0),
-]
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 SOAK = SoakPolicy(duration=timedelta(days=7), interval=timedelta(hours=6), min_runs=4)
 PASS_EVERY = timedelta(seconds=30)

@@ -30,6 +30,7 @@ from sqlalchemy.pool import NullPool
 
 from certifier.db import migrate
 from certifier.db.session import make_engine
+from tests.requirements import unavailable
 
 BACKENDS = ["sqlite", "postgresql"]
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -49,6 +50,32 @@ def _postgres_unavailable(reason: str) -> NoReturn:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{message}; CI=true requires the PostgreSQL tests to run", pytrace=False)
     pytest.skip(f"{message}; set CERTIFIER_TEST_POSTGRES_URL to run the PostgreSQL tests")
+
+
+TEST_REDIS_URL = os.environ.get("CERTIFIER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@contextmanager
+def flushed_redis_database(number: int) -> Iterator[str]:
+    """Redis database ``number`` on the test server, flushed before and after; its URL.
+
+    Each process-level test takes its own number (e2e 11, scale-out 12), so they never see
+    each other's messages.
+    """
+    import redis  # here: most tests need no Redis client
+
+    base, _, _ = TEST_REDIS_URL.rpartition("/")
+    url = f"{base}/{number}"
+    client = redis.Redis.from_url(url, socket_timeout=5)
+    try:
+        client.flushdb()
+    except redis.RedisError as exc:
+        unavailable(f"Redis at {url} does not answer: {exc}")
+    try:
+        yield url
+    finally:
+        client.flushdb()
+        client.close()
 
 
 @contextmanager

@@ -13,12 +13,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-import redis
 
-from tests.conftest import fresh_postgres_database
+from tests.conftest import flushed_redis_database, fresh_postgres_database
 from tests.requirements import unavailable
 
-REDIS_URL = os.environ.get("CERTIFIER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 E2E_REDIS_DB = 11
 
 
@@ -47,16 +45,8 @@ def postgres_database() -> Iterator[str]:
 @pytest.fixture
 def redis_broker() -> Iterator[str]:
     """A flushed Redis database number for the broker; its URL."""
-    base, _, _ = REDIS_URL.rpartition("/")
-    url = f"{base}/{E2E_REDIS_DB}"
-    client = redis.Redis.from_url(url, socket_timeout=5)
-    try:
-        client.flushdb()
-    except redis.RedisError as exc:
-        unavailable(f"Redis at {url} does not answer: {exc}")
-    yield url
-    client.flushdb()
-    client.close()
+    with flushed_redis_database(E2E_REDIS_DB) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite-embedded", "postgresql-redis"])

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 import yaml
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -39,9 +38,9 @@ from certifier.pipeline import components, runs, scheduler, views
 from certifier.pipeline.dispatch import reconcile_after_commit
 from certifier.settings import load_settings
 from tests.api.factories import SOAK, World
-from tests.conftest import fresh_postgres_database
+from tests.conftest import flushed_redis_database, fresh_postgres_database
 from tests.recipes.helpers import git_repo, write_hook
-from tests.requirements import needs_binary, unavailable
+from tests.requirements import needs_binary
 from workers.celery_app import create_celery
 from workers.dispatch import CeleryDispatcher
 
@@ -149,7 +148,6 @@ def test_soak_stays_one_at_a_time_and_the_waiting_candidate_is_rebased(world: Wo
 
 # -- two worker processes ---------------------------------------------------------------------
 
-REDIS_URL = os.environ.get("CERTIFIER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 SCALEOUT_REDIS_DB = 12
 TESTBEDS = ("gate1", "gate2")
 
@@ -169,16 +167,9 @@ done
 
 @pytest.fixture
 def redis_broker() -> Iterator[str]:
-    base, _, _ = REDIS_URL.rpartition("/")
-    url = f"{base}/{SCALEOUT_REDIS_DB}"
-    client = redis.Redis.from_url(url, socket_timeout=5)
-    try:
-        client.flushdb()
-    except redis.RedisError as exc:
-        unavailable(f"Redis at {url} does not answer: {exc}")
-    yield url
-    client.flushdb()
-    client.close()
+    """A flushed Redis database number for the broker; its URL."""
+    with flushed_redis_database(SCALEOUT_REDIS_DB) as url:
+        yield url
 
 
 @pytest.fixture
