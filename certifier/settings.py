@@ -503,11 +503,14 @@ class BisectionConfig(_Strict):
 
     enabled: bool = True
     max_steps: int = Field(default=16, ge=1, le=200)
+    # A failing step counts only once a second run of the same combination fails the same way.
+    confirm_failures: bool = True
 
     def policy(self, soak: SoakConfig) -> BisectPolicy | None:
         if not self.enabled:
             return None
-        return BisectPolicy(max_steps=self.max_steps, max_infra_retries=soak.max_infra_retries,
+        return BisectPolicy(max_steps=self.max_steps, confirm_failures=self.confirm_failures,
+                            max_infra_retries=soak.max_infra_retries,
                             infra_backoff=soak.infra_backoff,
                             infra_backoff_max=soak.infra_backoff_max)
 
