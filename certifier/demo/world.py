@@ -15,6 +15,10 @@ Four upstream components, each with a real mechanism a bad commit can break for 
   the whole contract (``deploy``, ``upgrade``, ``resources create|verify|destroy``): the upgrade
   suite stores keys and configuration in the running service, upgrades it in place and checks
   they are still there. A commit whose migration "starts from a clean layout" drops the data.
+  Its ``snapshot`` hook prints what kvd runs with (version, every setting, data layout), so
+  Certifier diffs it across the upgrade: kvd 2, whose new defaults override the operator's
+  ``max_clients = 512`` in ``local.conf`` (the data and the file itself untouched), is caught
+  though ``resources verify`` checks only the data and the quota settings.
 
 :data:`BAD_COMMITS` and :data:`FIX_COMMITS` are what the scenario pushes; the recipes are the
 operator's and never change.
@@ -466,7 +470,7 @@ KVD_V2_RESETS = KVD.replace('VERSION = "1"', 'VERSION = "2"').replace(
 KVD_V2_FIXED = KVD.replace('VERSION = "1"', 'VERSION = "2"').replace(
     "def settings(", _KVD_DEFAULTS).replace(
     _KVD_SETTINGS, "    return {**DEFAULTS, **read_config(paths)}  # the files win\n")
-UPGRADE_NOTES = """# Read by Certifier (docs/recipes.md, "Upgrade notes"): what an upgrade to this release may change.
+UPGRADE_NOTES = """# What an upgrade to this release may change (docs/recipes.md in Certifier).
 upgrade:
   - key: service.version
     note: kvd 2 gives every setting a default (max_clients 64, idle_timeout_s 30).
