@@ -32,6 +32,7 @@ from workers.recipes import EXIT_INFRA, EXIT_SKIP, Deployable, Recipes
 CONFIG_SUFFIXES = frozenset({".conf", ".ini", ".yaml", ".yml", ".toml", ".json", ".cfg", ".cnf",
                              ".properties", ".env"})
 MAX_FILES = 200
+MAX_WALKED = 20_000  # entries looked at in the state folder
 MAX_HASHED_BYTES = 16 * 1024 * 1024  # a bigger file is hashed over its first 16 MiB and size
 MAX_TEXT_BYTES = 256 * 1024  # the lines of smaller text files are kept for a line diff
 MAX_NOTES_BYTES = 64 * 1024
@@ -82,9 +83,14 @@ def files(recipes: Recipes, component: str) -> Snapshot:
         return Snapshot("none", problem=f"{component}'s state folder is on the testbed's host, "
                         "not on this machine: no file-level diff without a snapshot hook")
     found: dict[str, FileState] = {}
-    skipped = 0
+    skipped = walked = 0
     for root, dirs, names in os.walk(folder):  # symbolic links to folders are not followed
         dirs.sort()
+        walked += len(names) + len(dirs)
+        if walked > MAX_WALKED:  # a data folder of a million keys is not configuration
+            dirs.clear()
+            skipped += 1
+            continue
         for name in sorted(names):
             path = Path(root) / name
             if path.suffix.lower() not in CONFIG_SUFFIXES or path.is_symlink() \
@@ -94,8 +100,9 @@ def files(recipes: Recipes, component: str) -> Snapshot:
                 skipped += 1
                 continue
             found[str(path.relative_to(folder))] = _file_state(path)
-    problem = (f"{skipped} more configuration-like files under {component}'s state folder "
-               f"not compared (at most {MAX_FILES})") if skipped else None
+    problem = (f"{component}'s state folder is larger than Certifier looks through (at most "
+               f"{MAX_FILES} configuration-like files among {MAX_WALKED} entries): some files "
+               "not compared") if skipped else None
     return Snapshot("files", files=found, problem=problem)
 
 

@@ -322,6 +322,14 @@ def compare(component: str, before: Snapshot, after: Snapshot, fresh: Snapshot |
     if after.problem is not None and after.source == "hook":
         return StateDiff(component, "hook", problems=(after.problem, *problems),
                          failed_snapshot=True)
+    if before.source == "hook" and after.source != "hook":
+        return StateDiff(component, "hook", problems=(
+            f"snapshot {component} gave values before the upgrade but not after it (exit 77: "
+            "nothing to snapshot)", *problems), failed_snapshot=True)
+    if after.source == "hook" and before.source != "hook":
+        return StateDiff(component, "none", problems=(
+            f"snapshot {component} gave values after the upgrade only: nothing to compare",
+            *problems))
     if before.source == "hook":
         found = diff_keys(component, before.values, after.values,
                           fresh.values if fresh is not None and fresh.source == "hook" else None,

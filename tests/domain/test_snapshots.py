@@ -86,6 +86,12 @@ def test_a_failed_snapshot_after_the_upgrade_is_a_failed_check() -> None:
     assert "failed (exit 1)" in check.message
 
 
+def test_a_hook_that_stops_answering_after_the_upgrade_is_a_failed_check() -> None:
+    diff = compare("api", Snapshot("hook", values=BEFORE), Snapshot("files"))
+    [check] = diff.checks("upgrade")
+    assert not check.passed and "before the upgrade but not after it" in check.message
+
+
 def test_notes_the_known_good_already_shipped_declare_nothing_now() -> None:
     old = UpgradeNote("config.max_clients", "kvd 2 lowered it")
     new = UpgradeNote("service.version", "kvd 3")
