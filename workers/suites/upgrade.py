@@ -7,6 +7,11 @@ commit (``upgrade``, or ``deploy`` again where a recipe has no ``upgrade``) whil
 ``ping -D -O`` crosses the data plane, and finally ask every recipe whether its resources survived
 (``resources verify``) and clean them up (``resources destroy``).
 
+Around the upgrade, each component's state is snapshot (its recipe's ``snapshot`` hook, else
+its configuration-like files: :mod:`workers.snapshots`) and diffed: a value the upgrade changed
+that the candidate's upgrade notes do not declare fails, so a silent reset of an operator's
+setting is caught even by a ``verify`` that only checks the data.
+
 What counts against whom: the known-good's own deploy and ``resources create`` failing say nothing
 about the candidate (it has not been touched yet), so they are infra errors; a failing
 ``upgrade``, ``verify`` or ``destroy`` is the candidate's doing and becomes a failed check, one
