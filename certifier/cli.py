@@ -425,9 +425,9 @@ def _run_demo(settings: Settings, world: Any, timeout: float) -> int:
 def demo(
     root: Annotated[Path, typer.Option(help="Folder for the demo world (recreated)")] = Path(
         "certifier-demo"),
-    timeout: Annotated[float, typer.Option(help="Seconds before the demo gives up")] = 240.0,
+    timeout: Annotated[float, typer.Option(help="Seconds before the demo gives up")] = 300.0,
 ) -> None:
-    """Build the demo world, certify it, reject four commits that break it, promote the fixes."""
+    """Build the demo world, certify it, reject five commits that break it, promote the fixes."""
     from certifier import processes
 
     root = _fresh_demo_root(root)

@@ -24,12 +24,13 @@ from pathlib import Path
 from certifier.db.session import session_scope
 from certifier.domain.judgement import Verdict
 from certifier.domain.results import SuiteResult
+from certifier.domain.snapshots import Snapshot
 from certifier.pipeline import autohold, runs
 from certifier.pipeline.dispatch import reconcile_after_commit
 from certifier.settings import Settings, TestbedConfig
 from certifier.topology import TopologyError
 from certifier.topology import load as load_topology
-from workers import checkout, janitor
+from workers import checkout, janitor, snapshots
 from workers.context import WorkerContext
 from workers.recipes import Deployable, Recipes, RunInfo
 from workers.suites import SUITES, upgrade
@@ -143,8 +144,34 @@ def _upgrade_wanted(settings: Settings, plan: runs.RunPlan, results: list[SuiteR
     return True
 
 
+def _upgrade_planned(settings: Settings, plan: runs.RunPlan) -> bool:
+    """Will this run have an upgrade suite, if nothing fails first? (Quiet: no log lines.)"""
+    cfg = settings.config.suites.upgrade
+    return cfg.enabled and plan.kind in cfg.run_kinds and bool(plan.base)
+
+
+def _fresh_snapshots(recipes: Recipes, comps: tuple[Deployable, ...],
+                     out: RunLog) -> dict[str, Snapshot]:
+    """The candidate's state as a fresh deployment has it, for the upgrade suite's diff to show
+    next to the upgraded values (a reset to the new default reads as such). Informative only:
+    a snapshot that fails here is noted, never held against the run."""
+    taken = {}
+    for comp in comps:
+        if comp.hook_path("snapshot") is None:
+            continue
+        try:
+            snap = snapshots.take(recipes, comp, "fresh", "deploy")
+        except (InfraError, snapshots.SnapshotInfraError) as exc:
+            out.add(f"snapshot {comp.name} of the fresh deployment not taken: {exc}")
+            continue
+        if snap.problem:
+            out.add(f"{snap.problem} (shown with the upgrade's diff, not judged)")
+        taken[comp.name] = snap
+    return taken
+
+
 def _upgrade(ctx: WorkerContext, plan: runs.RunPlan, bed: Testbed, comps: tuple[Deployable, ...],
-             base: tuple[Deployable, ...]) -> SuiteResult:
+             base: tuple[Deployable, ...], fresh: dict[str, Snapshot]) -> SuiteResult:
     cfg = ctx.settings.config.suites.upgrade
     assert plan.base_version is not None  # plan.base is only filled with its version
     options = upgrade.UpgradeOptions(
@@ -152,7 +179,7 @@ def _upgrade(ctx: WorkerContext, plan: runs.RunPlan, bed: Testbed, comps: tuple[
         known_good_version=plan.base_version, known_good=base, candidate=comps,
         hook_timeout=ctx.settings.config.scheduler.hook_timeout.total_seconds(),
         ping_interval=cfg.ping_interval, ping_from=cfg.ping_from, ping_to=cfg.ping_to,
-        settle_s=cfg.settle_s, max_outage_s=cfg.max_outage_s)
+        settle_s=cfg.settle_s, max_outage_s=cfg.max_outage_s, fresh=fresh)
     return upgrade.run(bed, options)
 
 
@@ -217,11 +244,15 @@ def execute(ctx: WorkerContext, run_id: int) -> runs.Claim:
         comps = _checkout(settings, plan.components, run_dir / "src", out)
         spec = _spec(settings, plan.testbed, out)
         bed = _build(settings, spec, run_id, run_dir / "state", out)
-        deployed = _deploy(Recipes(bed, info, timeout, out.add), comps)
+        recipes = Recipes(bed, info, timeout, out.add)
+        deployed = _deploy(recipes, comps)
         results.append(deployed)
+        fresh: dict[str, Snapshot] = {}
         if _failed([deployed]):
             out.add("deploy failed: suites skipped")
         else:
+            if _upgrade_planned(settings, plan):
+                fresh = _fresh_snapshots(recipes, comps, out)
             for name in settings.config.suites.enabled:
                 run_suite, _ = SUITES[name]
                 suite_result = run_suite(bed, _suite_options(settings, name))
@@ -239,7 +270,7 @@ def execute(ctx: WorkerContext, run_id: int) -> runs.Claim:
                 bed = _build(settings, spec, run_id, run_dir / "upgrade", out)
                 out.add(f"suite upgrade: known-good #{plan.base_version} deployed, then "
                         "upgraded in place to this candidate")
-                upgraded = _upgrade(ctx, plan, bed, comps, base)
+                upgraded = _upgrade(ctx, plan, bed, comps, base, fresh)
                 out.add(_suite_line("upgrade", upgraded))
                 if upgraded.log:
                     out.add(upgraded.log)

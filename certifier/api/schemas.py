@@ -173,6 +173,39 @@ class MeasurementOut(_Out):
     better: str
 
 
+class StateChangeOut(_Out):
+    key: str
+    kind: str = Field(description="changed, removed or added")
+    before: str | None = Field(description="the value before the upgrade (known-good)")
+    after: str | None = Field(description="the value after the upgrade")
+    fresh: str | None = Field(description="the value on a fresh deployment of the candidate")
+    note: str | None = Field(description="the candidate's upgrade note that declares it, if any")
+
+
+class FileChangeOut(_Out):
+    path: str = Field(description="relative to the component's state folder")
+    kind: str = Field(description="changed, removed or added")
+    before: str | None = Field(description="sha256 prefix before the upgrade")
+    after: str | None = Field(description="sha256 prefix after the upgrade")
+    diff: list[str] = Field(description="changed lines of a text file (-old, +new)")
+
+
+class StateDiffOut(_Out):
+    """One component's state across the upgrade (docs/recipes.md, "State snapshots")."""
+
+    component: str
+    source: str = Field(description="hook (the recipe's snapshot hook: judged), files "
+                                    "(configuration-like files: shown, not judged) or none")
+    changes: list[StateChangeOut]
+    files: list[FileChangeOut]
+    unchanged: int
+    problems: list[str]
+
+    @classmethod
+    def many(cls, stored: list[Any] | None) -> list[StateDiffOut]:
+        return [cls.model_validate(item) for item in stored or [] if isinstance(item, dict)]
+
+
 class RunDetail(RunOut):
     candidate_id: int
     worker: str | None
@@ -180,6 +213,8 @@ class RunDetail(RunOut):
     tool_versions: dict[str, Any]
     checks: list[CheckOut]
     measurements: list[MeasurementOut]
+    state_diff: list[StateDiffOut] = Field(
+        description="the upgrade suite's diff of each component's state snapshots")
     log: str
 
     @classmethod
@@ -195,6 +230,7 @@ class RunDetail(RunOut):
                                value=m.value, unit=m.unit, better=m.better)
                 for m in run.measurements
             ],
+            state_diff=StateDiffOut.many(run.state_diff),
             log=run.log,
         )
 

@@ -170,6 +170,8 @@ class Run(Base):
     excuses: Mapped[list[Any]] = mapped_column(default=list)
     tool_versions: Mapped[dict[str, Any]] = mapped_column(default=dict)
     log: Mapped[str] = mapped_column(Text, default="")
+    # The upgrade suite's diff of each component's state snapshots (domain/snapshots.py).
+    state_diff: Mapped[list[Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime]
     dispatched_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]

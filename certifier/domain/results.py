@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from certifier.domain.snapshots import StateDiff
 
 
 class Better(StrEnum):
@@ -87,3 +91,4 @@ class SuiteResult:
     infra_error: str | None = None
     tool_versions: dict[str, str] = field(default_factory=dict)
     log: str = ""
+    state_diffs: list[StateDiff] = field(default_factory=list)  # the upgrade suite's

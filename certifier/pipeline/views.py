@@ -118,6 +118,7 @@ class RunView:
     started_at: datetime | None
     finished_at: datetime | None
     excuses: tuple[ExcuseView, ...] = ()
+    state_diff: tuple[dict[str, Any], ...] = ()  # the upgrade suite's, as stored
 
     @property
     def outcome(self) -> str:
@@ -230,7 +231,8 @@ def _run_view(run: models.Run) -> RunView:
     return RunView(id=run.id, kind=run.kind, attempt=run.attempt, state=run.state,
                    verdict=run.verdict, testbed=run.testbed, created_at=run.created_at,
                    started_at=run.started_at, finished_at=run.finished_at,
-                   excuses=_excuses(run.excuses))
+                   excuses=_excuses(run.excuses),
+                   state_diff=tuple(d for d in run.state_diff or () if isinstance(d, dict)))
 
 
 def _summaries(runs: Iterable[models.Run]) -> list[RunSummary]:
@@ -580,6 +582,11 @@ class CandidatePage:
     @property
     def is_open(self) -> bool:
         return not CandidateState(self.state).is_final
+
+    @property
+    def state_run(self) -> RunView | None:
+        """The newest run with a state diff across the upgrade, shown on the page."""
+        return next((r for r in reversed(self.runs) if r.state_diff), None)
 
     @property
     def waivers(self) -> tuple[AuditView, ...]:
