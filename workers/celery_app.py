@@ -23,7 +23,7 @@ from certifier.pipeline import notify, runs, scheduler
 from certifier.settings import Settings
 from certifier.tracking import deliveries, polling
 from certifier.tracking.sources import source_factory
-from workers import broker, janitor, runner
+from workers import archive, broker, janitor, runner
 from workers.context import WorkerContext
 from workers.dispatch import (
     DELIVER_NOTIFICATIONS_TASK,
@@ -161,8 +161,10 @@ def create_celery(settings: Settings, ctx: WorkerContext | None = None) -> Celer
                                          context.dispatcher)
         released = janitor.sweep_holds(context)  # autoholds: expire, tear down released ones
         janitor.sweep_dead(context)  # testbeds of runs that died while this worker lives on
+        kept = archive.keep_known_goods(context)  # known-goods' sources, bundled once
         return {**{k: v for k, v in vars(report).items() if v},
-                **({"holds_torn_down": released} if released else {})}
+                **({"holds_torn_down": released} if released else {}),
+                **({"archived": sorted(kept.written)} if kept.written else {})}
 
     _tracking_tasks(app, context, settings)
 
@@ -190,7 +192,7 @@ def create_celery(settings: Settings, ctx: WorkerContext | None = None) -> Celer
 def _tracking_tasks(app: Celery, context: WorkerContext, settings: Settings) -> None:
     """Upstream tracking: process stored webhook deliveries, poll components, sweep lost ones."""
     tracking = settings.config.tracking
-    sources = source_factory((settings.data_dir / "tracking").resolve(),
+    sources = source_factory(settings.tracking_dir.resolve(),
                              tracking.http_timeout.total_seconds(),
                              tracking.git_timeout.total_seconds())
     source_time = 3 * tracking.git_timeout.total_seconds() + 60
