@@ -143,18 +143,18 @@ def ensure_commit(repos_dir: Path, name: str, url: str, sha: str,
     mirror = repos_dir / f"{name}.git"
     with (repos_dir / f"{name}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        error = None
-        if not (mirror / "HEAD").exists():
+        fresh, error = not (mirror / "HEAD").exists(), None
+        if fresh:
             error = _new_mirror(mirror, url)
-        found = _locate(mirror, name, url, sha, archive_dir, error)
+        found = _locate(mirror, name, url, sha, archive_dir, fresh, error)
         pin(mirror, sha)
     return found
 
 
 def _locate(mirror: Path, name: str, url: str, sha: str, archive_dir: Path | None,
-            clone_error: str | None) -> Found:
-    if _has_commit(mirror, sha):
-        return Found(mirror, Origin.MIRROR if clone_error is None else Origin.UPSTREAM)
+            fresh: bool, clone_error: str | None) -> Found:
+    if _has_commit(mirror, sha):  # a fresh mirror has only what its clone just fetched
+        return Found(mirror, Origin.UPSTREAM if fresh else Origin.MIRROR)
     error = clone_error
     if error is None:
         done = _git(["--git-dir", str(mirror), "fetch", "--quiet", "origin"])
