@@ -26,6 +26,7 @@ from certifier.tracking.sources import source_factory
 from workers import archive, broker, janitor, runner
 from workers.context import WorkerContext
 from workers.dispatch import (
+    ARCHIVE_TASK,
     DELIVER_NOTIFICATIONS_TASK,
     POLL_COMPONENT_TASK,
     POLL_DUE_TASK,
@@ -161,10 +162,18 @@ def create_celery(settings: Settings, ctx: WorkerContext | None = None) -> Celer
                                          context.dispatcher)
         released = janitor.sweep_holds(context)  # autoholds: expire, tear down released ones
         janitor.sweep_dead(context)  # testbeds of runs that died while this worker lives on
-        kept = archive.keep_known_goods(context)  # known-goods' sources, bundled once
+        try:  # known-goods' sources, bundled once per archive; the work has its own task
+            if archive.missing(context):
+                app.send_task(ARCHIVE_TASK, retry=False)
+        except Exception:  # the pass is committed: a later one asks again
+            log.exception("cannot check or request the known-good archive")
         return {**{k: v for k, v in vars(report).items() if v},
-                **({"holds_torn_down": released} if released else {}),
-                **({"archived": sorted(kept.written)} if kept.written else {})}
+                **({"holds_torn_down": released} if released else {})}
+
+    @app.task(name=ARCHIVE_TASK, acks_late=True, time_limit=1800, soft_time_limit=1740)
+    def archive_known_goods() -> dict[str, Any]:
+        kept = archive.keep_known_goods(context)
+        return {"written": {str(v): b for v, b in kept.written.items()}, "failed": kept.failed}
 
     _tracking_tasks(app, context, settings)
 

@@ -14,6 +14,7 @@ to hold keeps its last testbed, and the run's log says how to enter it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -102,7 +103,8 @@ def _checkout(settings: Settings, plans: tuple[runs.ComponentPlan, ...], dest: P
             tree, source = checkout.checkout_from(settings.repos_dir, comp.name, comp.url,
                                                   comp.sha, dest / comp.name,
                                                   settings.archive_path)
-            checkout.pin(settings.tracking_dir / f"{comp.name}.git", comp.sha)
+            with contextlib.suppress(InfraError):  # tracking's mirror: a bonus, not a duty
+                checkout.pin(settings.tracking_dir / f"{comp.name}.git", comp.sha)
             if source.origin is checkout.Origin.ARCHIVE:
                 out.add(f"checkout {comp.name} at {comp.sha[:12]} from the archive: "
                         f"{source.note}")

@@ -9,8 +9,9 @@ race on PostgreSQL). The head only moves if nobody moved it meanwhile (compare-a
 History events: a new head that is not a descendant of the old one is a force-push — audited,
 and the commits it took off the branch are marked ``gone`` (never a head again, unless a later
 push brings them back; shown as ``gone_upstream`` in the manifest). A worker that finds upstream
-without a commit marks it the same way (:func:`notice_gone`). A deleted branch pauses the component (``paused_reason`` says why); the
-branch coming back resumes it. Only pauses made by tracking are lifted by tracking.
+without a commit marks it the same way (:func:`notice_gone`). A deleted branch pauses the
+component (``paused_reason`` says why); the branch coming back resumes it. Only pauses made by
+tracking are lifted by tracking.
 """
 
 from __future__ import annotations

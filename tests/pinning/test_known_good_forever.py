@@ -25,6 +25,8 @@ from tests.recipes.helpers import Harness, git_repo, harness, write_hook
 from tests.requirements import needs_root
 from tests.upgrade.test_upgrade_suite import STATEFUL_RECIPE
 from workers import archive
+from workers.celery_app import create_celery
+from workers.dispatch import ARCHIVE_TASK, RECONCILE_TASK
 
 from .upstream import force_push_away, has_commit
 
@@ -132,8 +134,10 @@ def test_a_worker_that_finds_the_known_good_gone_upstream_marks_it(tmp_path: Pat
 def test_archiving_writes_one_bundle_per_commit_once_and_audits_it(tmp_path: Path) -> None:
     h, _, _, kg = _known_good(tmp_path, poll=False, driver="local")
 
+    assert archive.missing(h.ctx)
     first = archive.keep_known_goods(h.ctx)
     again = archive.keep_known_goods(h.ctx)
+    assert not archive.missing(h.ctx)
 
     bundle = h.settings.archive_path / "app" / f"{kg}.bundle"
     assert first.written == {1: {"app": str(bundle)}} and first.failed == {}
@@ -159,3 +163,18 @@ def test_a_commit_that_cannot_be_archived_is_noted_and_not_retried_at_once(
     note = h.settings.archive_path / "app" / f"{kg}.bundle.failed"
     assert f"commit {kg} of app is not in {repo}" in note.read_text()
     assert archive.keep_known_goods(h.ctx).failed == {}  # not tried again within the hour
+
+
+def test_the_reconcile_task_asks_for_the_archive_task_which_writes_the_bundles(
+    tmp_path: Path,
+) -> None:
+    h, _, _, kg = _known_good(tmp_path, poll=False, driver="local")
+    app = create_celery(h.settings, h.ctx)  # the embedded broker: messages are files
+
+    app.tasks[RECONCILE_TASK]()
+    queued = [f.read_text() for f in (h.settings.data_dir / "broker" / "queue").iterdir()]
+    answer = app.tasks[ARCHIVE_TASK]()
+
+    assert sum(ARCHIVE_TASK in message for message in queued) == 1
+    assert answer == {"written": {"1": {"app": str(h.settings.archive_path / "app"
+                                                   / f"{kg}.bundle")}}, "failed": {}}
