@@ -19,6 +19,7 @@ from certifier.api.app import create_app
 from certifier.db import models
 from certifier.db.session import session_scope
 from certifier.demo import world as demo_world
+from certifier.pipeline import knowngood
 from certifier.tracking import polling
 from certifier.tracking.sources import source_factory
 from tests.recipes.helpers import Harness, git_repo, harness, write_hook
@@ -31,9 +32,10 @@ from workers.dispatch import ARCHIVE_TASK, RECONCILE_TASK
 from .upstream import force_push_away, has_commit
 
 
-def _poll(h: Harness) -> str:
+def _poll(h: Harness, name: str = "app") -> str:
     with session_scope(h.ctx.session_factory) as session:
-        cid = session.scalars(select(models.Component.id)).one()
+        cid = session.scalars(select(models.Component.id)
+                              .where(models.Component.name == name)).one()
     return polling.poll(h.ctx.session_factory, cid, source_factory(h.settings.tracking_dir, 5, 30),
                         h.clock, h.dispatcher).outcome
 
@@ -178,3 +180,40 @@ def test_the_reconcile_task_asks_for_the_archive_task_which_writes_the_bundles(
     assert sum(ARCHIVE_TASK in message for message in queued) == 1
     assert answer == {"written": {"1": {"app": str(h.settings.archive_path / "app"
                                                    / f"{kg}.bundle")}}, "failed": {}}
+
+
+def test_a_culprit_hold_at_a_known_good_commit_force_pushed_away_is_released(
+    tmp_path: Path,
+) -> None:
+    """The issue's case: upstream rewrote history under the known-good, its new head breaks the
+    deploy and is blamed; holding app at the vanished known-good commit would pin the train to
+    it, so the hold is released and the next candidate takes app's head with lib's new one."""
+    app, first = git_repo(tmp_path / "app", {"app.conf": "version = 1\n"})
+    kg = demo_world.commit(app, {"app.conf": "version = 2\n"}, "version 2")
+    lib, _ = git_repo(tmp_path / "lib", {"lib.conf": "version = 1\n"})
+    recipe = tmp_path / "recipe"
+    write_hook(recipe, "deploy", 'if grep -q broken app.conf 2>/dev/null; then echo "broken '
+               'config"; exit 1; fi')
+    h = harness(tmp_path, {"app": (app, recipe), "lib": (lib, recipe)})
+    _poll(h, "app")
+    _poll(h, "lib")
+    assert h.promote(h.execute(h.gate_run()).id) == 1
+    bad = force_push_away(app, first, {"app.conf": "broken\n"}, "rewrite the config")
+    _poll(h, "app")
+    assert h.execute(h.gate_run()).verdict == "failed"
+    [recheck] = h.reconcile().runs_created  # a failed check is rechecked once
+    assert h.execute(recheck).verdict == "failed"
+    assert len(h.reconcile().rejected) == 1  # app's new head is blamed
+    new_lib = demo_world.commit(lib, {"lib.conf": "version = 2\n"}, "lib 2")
+    _poll(h, "lib")
+
+    report = h.reconcile()
+
+    with session_scope(h.ctx.session_factory) as session:
+        cand = session.get_one(models.Candidate, report.formed[0])
+        assert dict(knowngood.combination_of(session, cand.combination_hash)) == {
+            "app": bad, "lib": new_lib}
+        [released] = session.scalars(select(models.AuditEvent).where(
+            models.AuditEvent.action == "release_hold")).all()
+        assert (released.subject, released.detail["culprit"], released.detail["held_at"]) == (
+            "component app", bad, kg)
