@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from certifier.demo import world as demo_world
 from tests.recipes.helpers import git_repo
 from workers import checkout
 from workers.checkout import Origin
@@ -24,8 +25,6 @@ def upstream(tmp_path: Path) -> tuple[Path, str, str]:
     """An upstream whose second commit (the 'known-good') is then force-pushed away and
     collected: (repo, first sha, the lost sha)."""
     repo, first = git_repo(tmp_path / "upstream", {"app.txt": "version = 1\n"})
-    from certifier.demo import world as demo_world
-
     lost = demo_world.commit(repo, {"app.txt": "version = 2\n"}, "two")
     return repo, first, lost
 
