@@ -295,13 +295,18 @@ def hold_release(hold_id: int) -> None:
     except ServiceError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
-    try:  # ask for the pass now rather than at beat's next tick
+    _ask_for_pass(settings, "tears it down")
+
+
+def _ask_for_pass(settings: Settings, what: str) -> None:
+    """Ask for a reconcile pass now rather than at beat's next tick; ``what`` the pass does."""
+    try:
         from workers.celery_app import create_celery
         from workers.dispatch import CeleryDispatcher
 
         CeleryDispatcher(create_celery(settings)).request_reconcile()
-    except Exception as exc:  # any broker trouble: the periodic pass tears it down anyway
-        typer.echo(f"(could not reach the broker: {exc}; the next periodic pass tears it down)",
+    except Exception as exc:  # any broker trouble: the periodic pass does it anyway
+        typer.echo(f"(could not reach the broker: {exc}; the next periodic pass {what})",
                    err=True)
 
 
@@ -337,6 +342,36 @@ def candidate_mark_bad(
         typer.echo("--reason must say why", err=True)
         raise typer.Exit(2)
     _mark(candidate_id, reason, bad=True)
+
+
+@candidate_app.command("retry")
+def candidate_retry(
+    candidate_id: Annotated[int, typer.Argument(help="the candidate's id")],
+    reason: Annotated[str, typer.Option(help="why: kept in the audit log")],
+) -> None:
+    """Retry a candidate whose infra retries ran out: its infra streak restarts now, and the
+    next pass runs it again. Exit 1 when there is nothing to retry."""
+    import getpass
+
+    from certifier.db.session import session_scope
+    from certifier.domain.clock import SystemClock
+    from certifier.pipeline import actions
+    from certifier.pipeline.errors import ServiceError
+
+    if not reason.strip():
+        typer.echo("--reason must say why", err=True)
+        raise typer.Exit(2)
+    settings = _settings()
+    try:
+        with session_scope(_session_factory(settings)) as session:
+            cand = actions.retry(session, SystemClock(), candidate_id,
+                                 f"cli:{getpass.getuser()}", reason, settings.soak_policy())
+            typer.echo(f"candidate {cand.id}: {cand.state}; retried, its infra retries start "
+                       "again")
+    except ServiceError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    _ask_for_pass(settings, "runs it")
 
 
 @candidate_app.command("unmark-bad")

@@ -721,6 +721,9 @@ class Settings(BaseSettings):
     signing_key_file: Path | None = None
     # The one testbed this worker may claim (`certifier worker --testbed`); None: any of them.
     worker_testbed: str | None = None
+    # Where known-goods' sources are archived (git bundles); default <data_dir>/archive. Point
+    # every worker at one shared folder and any of them deploys any known-good without upstream.
+    archive_dir: Path | None = None
     config: CertifierConfig = CertifierConfig()
 
     @classmethod
@@ -753,6 +756,15 @@ class Settings(BaseSettings):
     @property
     def repos_dir(self) -> Path:
         return self.data_dir / "repos"
+
+    @property
+    def archive_path(self) -> Path:
+        return self.archive_dir or self.data_dir / "archive"
+
+    @property
+    def tracking_dir(self) -> Path:
+        """Tracking's own mirrors (plain-git sources), one per component."""
+        return self.data_dir / "tracking"
 
     @property
     def records_dir(self) -> Path:

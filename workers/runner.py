@@ -14,6 +14,7 @@ to hold keeps its last testbed, and the run's log says how to enter it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -30,6 +31,7 @@ from certifier.pipeline.dispatch import reconcile_after_commit
 from certifier.settings import Settings, TestbedConfig
 from certifier.topology import TopologyError
 from certifier.topology import load as load_topology
+from certifier.tracking import events
 from workers import checkout, janitor, snapshots
 from workers.context import WorkerContext
 from workers.recipes import Deployable, Recipes, RunInfo
@@ -89,20 +91,42 @@ def _suite_options(settings: Settings, name: str) -> object:
 
 
 def _checkout(settings: Settings, plans: tuple[runs.ComponentPlan, ...], dest: Path, out: RunLog,
-              reuse: tuple[Deployable, ...] = ()) -> tuple[Deployable, ...]:
+              reuse: tuple[Deployable, ...] = (), gone: list[tuple[str, str, str]] | None = None
+              ) -> tuple[Deployable, ...]:
     """Extract each component's commit under ``dest``; a tree in ``reuse`` at the same sha is
-    used as it is."""
+    used as it is. Each commit is pinned in the mirrors; one upstream has lost is taken from the
+    known-good archive and added to ``gone`` (name, sha, why) for the database."""
     have = {(d.name, d.sha): d.checkout for d in reuse}
     found = []
     for comp in plans:
         tree = have.get((comp.name, comp.sha))
         if tree is None:
-            tree = checkout.checkout(settings.repos_dir, comp.name, comp.url, comp.sha,
-                                     dest / comp.name)
-            out.add(f"checkout {comp.name} at {comp.sha[:12]}")
+            tree, source = checkout.checkout_from(settings.repos_dir, comp.name, comp.url,
+                                                  comp.sha, dest / comp.name,
+                                                  settings.archive_path)
+            with contextlib.suppress(InfraError):  # tracking's mirror: a bonus, not a duty
+                checkout.pin(settings.tracking_dir / f"{comp.name}.git", comp.sha)
+            if source.origin is checkout.Origin.ARCHIVE:
+                out.add(f"checkout {comp.name} at {comp.sha[:12]} from the archive: "
+                        f"{source.note}")
+                if source.upstream_lacks and gone is not None:
+                    gone.append((comp.name, comp.sha, source.note))
+            else:
+                out.add(f"checkout {comp.name} at {comp.sha[:12]}")
         found.append(Deployable(comp.name, comp.sha, tree,
                                 Path(comp.recipe) if comp.recipe else None, comp.run_in))
     return tuple(found)
+
+
+def _record_gone(ctx: WorkerContext, gone: list[tuple[str, str, str]], out: RunLog) -> None:
+    """Mark the commits this run found gone upstream, as tracking marks force-pushed ones."""
+    if not gone:
+        return
+    with session_scope(ctx.session_factory) as session:
+        for name, sha, why in gone:
+            if events.notice_gone(session, name, sha, ctx.clock, f"worker:{ctx.worker_id}",
+                                  why):
+                out.add(f"{name} {sha[:12]} is gone upstream: marked in the manifest")
 
 
 def _build(settings: Settings, spec: TestbedSpec, run_id: int, state_dir: Path,
@@ -234,6 +258,7 @@ def execute(ctx: WorkerContext, run_id: int) -> runs.Claim:
     run_dir = settings.runs_dir / f"run-{run_id}"
     bed: Testbed | None = None
     info = RunInfo(run_id, str(plan.kind), plan.candidate_id)
+    gone: list[tuple[str, str, str]] = []  # commits upstream has lost, found by the checkout
     timeout = settings.config.scheduler.hook_timeout.total_seconds()
     try:
         reaped = janitor.clear_testbed(ctx, plan.testbed, run_id)  # a dead earlier run's leftovers
@@ -241,7 +266,7 @@ def execute(ctx: WorkerContext, run_id: int) -> runs.Claim:
             out.add(f"janitor: removed what earlier runs left on {plan.testbed}: "
                     + ", ".join(reaped))
         shutil.rmtree(run_dir, ignore_errors=True)
-        comps = _checkout(settings, plan.components, run_dir / "src", out)
+        comps = _checkout(settings, plan.components, run_dir / "src", out, gone=gone)
         spec = _spec(settings, plan.testbed, out)
         bed = _build(settings, spec, run_id, run_dir / "state", out)
         recipes = Recipes(bed, info, timeout, out.add)
@@ -262,7 +287,7 @@ def execute(ctx: WorkerContext, run_id: int) -> runs.Claim:
                 results.append(suite_result)
             if _upgrade_wanted(settings, plan, results, out):
                 base = _checkout(settings, plan.base, run_dir / "src-known-good", out,
-                                 reuse=comps)
+                                 reuse=comps, gone=gone)
                 error = _teardown(bed)  # one testbed per run at a time
                 bed = None
                 if error:
@@ -285,6 +310,10 @@ def execute(ctx: WorkerContext, run_id: int) -> runs.Claim:
         _teardown(bed)
         raise
 
+    try:
+        _record_gone(ctx, gone, out)
+    except Exception:  # a note for the manifest must never cost the run its verdict
+        log.exception("run %s: cannot mark commits gone upstream", run_id)
     kept = _finish(ctx, plan, results, setup_error, bed, out)
     if not kept:
         shutil.rmtree(run_dir / "src", ignore_errors=True)

@@ -65,11 +65,17 @@ class CommitOut(_Out):
     committed_at: datetime | None
     first_seen_at: datetime
     seen_via: str
+    gone_upstream: bool = Field(
+        default=False, description="upstream no longer has it (a force-push took it off the "
+        "branch, or a worker found it missing)")
+    gone_upstream_at: datetime | None = Field(default=None,
+                                              description="when Certifier noticed it was gone")
 
     @classmethod
     def of(cls, commit: models.Commit, component: str) -> CommitOut:
         return cls(component=component, sha=commit.sha, title=commit.title, author=commit.author,
                    committed_at=commit.committed_at, first_seen_at=commit.first_seen_at,
+                   gone_upstream=commit.gone_at is not None, gone_upstream_at=commit.gone_at,
                    seen_via=commit.seen_via)
 
 
@@ -246,6 +252,9 @@ class CandidateOut(_Out):
     gating_started_at: datetime | None
     soak_started_at: datetime | None
     finished_at: datetime | None
+    retried_at: datetime | None = Field(
+        default=None, description="when a person last retried it after its infra retries ran "
+        "out; infra errors before count no more")
     excuses: list[ExcuseOut]
 
     @classmethod
@@ -255,7 +264,7 @@ class CandidateOut(_Out):
                    created_at=cand.created_at, updated_at=cand.updated_at,
                    gating_started_at=cand.gating_started_at,
                    soak_started_at=cand.soak_started_at, finished_at=cand.finished_at,
-                   excuses=ExcuseOut.many(cand.excuses))
+                   retried_at=cand.retried_at, excuses=ExcuseOut.many(cand.excuses))
 
 
 class CandidateList(_Out):
@@ -409,6 +418,10 @@ class MarkBadRequest(_Action):
     pass
 
 
+class RetryRequest(_Action):
+    pass
+
+
 class PromoteRequest(_Action):
     force: bool = Field(default=False,
                         description="promote even with unwaived failures (they are audited)")
@@ -460,6 +473,11 @@ class ManifestComponent(_Out):
     sha: str
     title: str
     committed_at: str | None
+    gone_upstream: bool = Field(
+        default=False, description="upstream no longer has the commit (force-pushed away); "
+        "Certifier's archive still deploys it")
+    gone_upstream_at: str | None = Field(default=None,
+                                         description="when Certifier noticed it was gone")
 
 
 class Manifest(_Out):

@@ -150,6 +150,8 @@ class Candidate(Base):
     finished_at: Mapped[datetime | None]
     # Culprit finding after a rejection (see pipeline/bisection.py): its steps and its result.
     bisection: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # A person's retry after the infra retries ran out: the infra streak counts from here on.
+    retried_at: Mapped[datetime | None]
 
     combination: Mapped[Combination] = relationship()
     runs: Mapped[list[Run]] = relationship(back_populates="candidate", order_by="Run.id")

@@ -84,19 +84,21 @@ class Decision:
     data: dict[str, float] = field(default_factory=dict)
 
 
-def _infra_streak(runs: list[RunSummary]) -> list[RunSummary]:
-    """The consecutive infra-error runs at the end of ``runs``, newest first."""
+def _infra_streak(runs: list[RunSummary], since: datetime | None = None) -> list[RunSummary]:
+    """The consecutive infra-error runs at the end of ``runs``, newest first; only runs created
+    at or after ``since`` count (a person's retry restarts the streak, and its budget)."""
     streak: list[RunSummary] = []
     for run in reversed(runs):
-        if run.verdict is not Verdict.INFRA_ERROR:
+        if run.verdict is not Verdict.INFRA_ERROR or (since is not None and run.created_at < since):
             break
         streak.append(run)
     return streak
 
 
-def _retry_wait(runs: list[RunSummary], now: datetime, policy: SoakPolicy) -> timedelta:
+def _retry_wait(runs: list[RunSummary], now: datetime, policy: SoakPolicy,
+                since: datetime | None = None) -> timedelta:
     """How much longer the next retry must wait (zero: due now, or no infra error to retry)."""
-    streak = _infra_streak(runs)
+    streak = _infra_streak(runs, since)
     if not streak:
         return timedelta(0)
     last = streak[0]
@@ -104,9 +106,11 @@ def _retry_wait(runs: list[RunSummary], now: datetime, policy: SoakPolicy) -> ti
     return max(ended + policy.retry_delay(len(streak)) - now, timedelta(0))
 
 
-def _infra_exhausted(runs: list[RunSummary], policy: SoakPolicy) -> Excuse | None:
-    """Consecutive infra errors at the end of ``runs`` beyond the retry budget, as an excuse."""
-    streak = _infra_streak(runs)
+def _infra_exhausted(runs: list[RunSummary], policy: SoakPolicy,
+                     since: datetime | None = None) -> Excuse | None:
+    """Consecutive infra errors at the end of ``runs`` (since a person's retry, if any) beyond
+    the retry budget, as an excuse."""
+    streak = _infra_streak(runs, since)
     if len(streak) <= policy.max_infra_retries:
         return None
     last = streak[0]
@@ -115,14 +119,14 @@ def _infra_exhausted(runs: list[RunSummary], policy: SoakPolicy) -> Excuse | Non
         "infra_error",
         f"run {last.id}",
         f"{len(streak)} {last.kind} runs in a row hit testbed or tool errors; retries exhausted, "
-        f"an operator must look (last: {detail})",
+        f"an operator must look, then retry it (last: {detail})",
         {"runs": [r.id for r in streak]},
     )
 
 
 def _backing_off(stage: str, runs: list[RunSummary], wait: timedelta,
-                 policy: SoakPolicy) -> Excuse:
-    streak = _infra_streak(runs)
+                 policy: SoakPolicy, since: datetime | None = None) -> Excuse:
+    streak = _infra_streak(runs, since)
     detail = "; ".join(e.message for e in streak[0].excuses) or "no detail"
     return Excuse(
         "infra_retry", f"run {streak[0].id}",
@@ -352,26 +356,32 @@ def decide(
     now: datetime,
     policy: SoakPolicy,
     soak_started_at: datetime | None = None,
+    retried_at: datetime | None = None,
 ) -> Decision:
-    """The next step for one candidate. Pure: the same inputs always give the same decision."""
+    """The next step for one candidate. Pure: the same inputs always give the same decision.
+
+    ``retried_at``: when a person last retried the candidate; infra errors before it no longer
+    count, so a candidate whose retries ran out gets a fresh budget (``actions.retry``).
+    """
     runs = sorted(runs, key=lambda r: (r.created_at, r.id))
     if state is CandidateState.QUEUED:
         return Decision(Action.WAIT, (Excuse("queued", "pipeline",
                                              "queued: waiting for the testbed"),))
     gate_runs = [r for r in runs if r.kind is RunKind.GATE]
     if state is CandidateState.GATING:
-        return _decide_gating(gate_runs, now, policy)
+        return _decide_gating(gate_runs, now, policy, retried_at)
     if state is CandidateState.SOAKING:
         if soak_started_at is None:
             raise ValueError("a soaking candidate needs soak_started_at")
         # Flaky checks of the gate still count against promotion while it soaks.
         gate = _read(gate_runs, policy)
         return _decide_soaking([r for r in runs if r.kind is RunKind.SOAK], now, policy,
-                               soak_started_at, gate.flaky, gate.unconfirmed)
+                               soak_started_at, gate.flaky, gate.unconfirmed, retried_at)
     return Decision(Action.WAIT, (Excuse("final", "lifecycle", f"{state}: no further steps"),))
 
 
-def _decide_gating(gate_runs: list[RunSummary], now: datetime, policy: SoakPolicy) -> Decision:
+def _decide_gating(gate_runs: list[RunSummary], now: datetime, policy: SoakPolicy,
+                   retried_at: datetime | None = None) -> Decision:
     reading = _read(gate_runs, policy)
     if reading.rejection is not None:
         return Decision(Action.REJECT, reading.rejection)
@@ -384,12 +394,13 @@ def _decide_gating(gate_runs: list[RunSummary], now: datetime, policy: SoakPolic
             return Decision(Action.WAIT, rechecking)
         return Decision(Action.WAIT, (*seen, Excuse("gating", "gate",
                                                     "gating: gate run in progress")))
-    exhausted = _infra_exhausted(gate_runs, policy)
+    exhausted = _infra_exhausted(gate_runs, policy, retried_at)
     if exhausted is not None:
         return Decision(Action.WAIT, (*rechecking, exhausted))
-    wait = _retry_wait(gate_runs, now, policy)
+    wait = _retry_wait(gate_runs, now, policy, retried_at)
     if wait > timedelta(0):
-        return Decision(Action.WAIT, (*rechecking, _backing_off("gating", gate_runs, wait, policy)))
+        return Decision(Action.WAIT, (*rechecking, _backing_off("gating", gate_runs, wait, policy,
+                                                                retried_at)))
     if reading.failing:
         return Decision(Action.WAIT, rechecking, next_run=RunKind.GATE)
     retrying = bool(gate_runs)
@@ -401,6 +412,7 @@ def _decide_gating(gate_runs: list[RunSummary], now: datetime, policy: SoakPolic
 def _decide_soaking(
     soak_runs: list[RunSummary], now: datetime, policy: SoakPolicy, started: datetime,
     gate_flaky: tuple[Excuse, ...] = (), gate_unconfirmed: tuple[Excuse, ...] = (),
+    retried_at: datetime | None = None,
 ) -> Decision:
     reading = _read(soak_runs, policy)
     if reading.rejection is not None:
@@ -440,15 +452,15 @@ def _decide_soaking(
     if pending:
         excuses.append(Excuse("soaking", "soak", "soak run in progress"))
         return Decision(Action.WAIT, tuple(excuses), data=progress)
-    exhausted = _infra_exhausted(soak_runs, policy)
+    exhausted = _infra_exhausted(soak_runs, policy, retried_at)
     if exhausted is not None:
         return Decision(Action.WAIT, (*excuses, exhausted), data=progress)
     last = soak_runs[-1] if soak_runs else None
     retry = last is not None and last.verdict is Verdict.INFRA_ERROR
-    wait = _retry_wait(soak_runs, now, policy)
+    wait = _retry_wait(soak_runs, now, policy, retried_at)
     if retry and wait > timedelta(0):
-        return Decision(Action.WAIT, (*excuses, _backing_off("soaking", soak_runs, wait, policy)),
-                        data=progress)
+        return Decision(Action.WAIT, (*excuses, _backing_off("soaking", soak_runs, wait, policy,
+                                                             retried_at)), data=progress)
     due = (last is None or retry or bool(reading.failing)
            or now >= last.created_at + policy.interval)
     if passing < policy.min_runs and elapsed >= policy.duration:

@@ -6,6 +6,7 @@ one commit — and is the trigger that lets the scheduler form a new candidate.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 from sqlalchemy import func, select
@@ -154,3 +155,17 @@ def heads(session: Session) -> dict[str, models.Commit]:
         if newest is not None:
             result[component.name] = newest
     return result
+
+
+def gone_among(session: Session, pairs: Iterable[tuple[str, str]]) -> frozenset[tuple[str, str]]:
+    """The ``(component, sha)`` pairs among ``pairs`` whose commit is gone upstream (a force-push
+    took it off the branch, or a worker found upstream without it)."""
+    wanted = set(pairs)
+    if not wanted:
+        return frozenset()
+    rows = session.execute(
+        select(models.Component.name, models.Commit.sha)
+        .join(models.Commit, models.Commit.component_id == models.Component.id)
+        .where(models.Commit.sha.in_(sorted({sha for _, sha in wanted})),
+               models.Commit.gone_at.is_not(None))).all()
+    return frozenset((str(n), str(sha)) for n, sha in rows if (n, sha) in wanted)

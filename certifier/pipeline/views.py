@@ -302,7 +302,7 @@ def live_excuses(
                                               == bisection.WAIT_KIND for e in cand.excuses):
         return _excuses(cand.excuses)  # held back while culprit finding runs
     decision = decide(state, apply_waivers(_summaries(cand.runs), waived), now, policy,
-                      cand.soak_started_at)
+                      cand.soak_started_at, cand.retried_at)
     if decision.action is Action.START_SOAK:
         # The gate passed but the scheduler left it gating: another candidate holds the soak
         # testbed (scheduler.parallel_gates > 1), and the stored excuse says which.
@@ -783,8 +783,9 @@ class Tag:
 class CommitStatus:
     commit: CommitRef
     seen_via: str
-    gone: bool
+    gone: bool  # gone upstream (force-pushed away, or found missing by a worker)
     tags: tuple[Tag, ...]
+    gone_at: datetime | None = None  # when Certifier noticed
 
 
 @dataclass(frozen=True, slots=True)
@@ -876,7 +877,7 @@ def component_page(session: Session, name: str, limit: int = 100) -> ComponentPa
             else:
                 tags.append(Tag(state, f"{state} #{cand_id}", f"/candidates/{cand_id}"))
         out.append(CommitStatus(_ref(commit, comp), commit.seen_via, commit.gone_at is not None,
-                                tuple(tags)))
+                                tuple(tags), commit.gone_at))
     return ComponentPage(comp.name, comp.source, comp.url, comp.branch, comp.paused,
                          comp.paused_reason, kg_sha, tuple(out), len(commits) > limit)
 
@@ -902,6 +903,8 @@ class HistoryEntry:
     reason: str
     previous: int | None
     diff: tuple[ComponentDiff, ...]
+    # Its commits upstream no longer has, and when that was noticed: the archive deploys them.
+    gone_upstream: tuple[tuple[CommitRef, datetime], ...] = ()
 
 
 def _combination_items(session: Session,
@@ -990,8 +993,11 @@ def known_good_history(session: Session, before: int | None = None, limit: int =
         prev = kgs[i + 1] if i + 1 < len(kgs) else None
         diff = _diff(items[prev.combination_hash] if prev else {}, items[kg.combination_hash],
                      between)
+        gone = tuple((_ref(item.commit, item.component), item.commit.gone_at)
+                     for _, item in sorted(items[kg.combination_hash].items())
+                     if item.commit.gone_at is not None)
         out.append(HistoryEntry(kg.version, kg.promoted_at, kg.revoked_at, kg.candidate_id,
-                                kg.reason, prev.version if prev else None, diff))
+                                kg.reason, prev.version if prev else None, diff, gone))
     return out, (kgs[limit - 1].version if len(kgs) > limit else None)
 
 

@@ -8,16 +8,19 @@ race on PostgreSQL). The head only moves if nobody moved it meanwhile (compare-a
 
 History events: a new head that is not a descendant of the old one is a force-push — audited,
 and the commits it took off the branch are marked ``gone`` (never a head again, unless a later
-push brings them back). A deleted branch pauses the component (``paused_reason`` says why); the
-branch coming back resumes it. Only pauses made by tracking are lifted by tracking.
+push brings them back; shown as ``gone_upstream`` in the manifest). A worker that finds upstream
+without a commit marks it the same way (:func:`notice_gone`). A deleted branch pauses the
+component (``paused_reason`` says why); the branch coming back resumes it. Only pauses made by
+tracking are lifted by tracking.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -192,6 +195,38 @@ def _audit(session: Session, clock: Clock, action: str, component: models.Compon
                                   subject=f"component {component.name}", detail=detail))
 
 
+def mark_gone(session: Session, component: models.Component, shas: Iterable[str],
+              now: datetime) -> list[str]:
+    """Mark the component's commits ``shas`` gone from upstream as of ``now`` (those not marked
+    already); the shas newly marked. The manifest and the commit list show it as
+    ``gone_upstream``, and formation releases a hold at such a commit."""
+    wanted = list(shas)
+    if not wanted:
+        return []
+    gone = []
+    for commit in session.scalars(select(models.Commit).where(
+            models.Commit.component_id == component.id, models.Commit.sha.in_(wanted),
+            models.Commit.gone_at.is_(None))):
+        commit.gone_at = now
+        gone.append(commit.sha)
+    return sorted(gone)
+
+
+def notice_gone(session: Session, name: str, sha: str, clock: Clock, actor: str,
+                reason: str) -> bool:
+    """A worker found upstream without ``sha`` (it fetched, and the commit was not there): mark
+    it gone, as a force-push seen by tracking would, and audit who noticed. False: already
+    marked, or not a commit Certifier knows."""
+    component = session.scalar(select(models.Component).where(models.Component.name == name))
+    if component is None or not mark_gone(session, component, [sha], clock.now()):
+        return False
+    session.add(models.AuditEvent(at=clock.now(), actor=actor, action="gone_upstream",
+                                  subject=f"component {name}",
+                                  detail={"sha": sha, "reason": reason}))
+    session.flush()
+    return True
+
+
 def apply(session: Session, component: models.Component, obs: Observation, clock: Clock,
           via: str) -> Applied:
     """Write one observation; flushes, the caller commits."""
@@ -240,13 +275,7 @@ def apply(session: Session, component: models.Component, obs: Observation, clock
     else:
         gone: list[str] = []
         if obs.forced:
-            if obs.behind:
-                for commit in session.scalars(select(models.Commit).where(
-                        models.Commit.component_id == component.id,
-                        models.Commit.sha.in_(list(obs.behind)),
-                        models.Commit.gone_at.is_(None))):
-                    commit.gone_at = now
-                    gone.append(commit.sha)
+            gone = mark_gone(session, component, obs.behind, now)
             _audit(session, clock, "force_push", component, old=obs.base, new=obs.head,
                    gone=sorted(gone), seen_via=via)
             notes.append(f"force-push: head {short(obs.base)} -> {short(obs.head)}, "
