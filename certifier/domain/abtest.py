@@ -75,6 +75,8 @@ DEFAULT_INFORMATIVE = frozenset({
     "bandwidth.cpu_sender_pct", "bandwidth.cpu_receiver_pct",
 })
 MAD_TO_SD = 1.4826
+COUNT_FLOOR = 0.5  # a "count" metric (lost packets) must worsen by more than half an event
+TINY = 1e-12  # the noise scale of a series that never moved: never zero, never a division by 0
 MEAN_DEV_TO_SD = 1.2533  # sqrt(pi/2): mean absolute deviation to SD, Gaussian
 HUBER_K = 1.5
 HUBER_VARIANCE = 1.0 / 0.95  # the Huber estimate's variance at k = 1.5 relative to the mean's
@@ -399,9 +401,9 @@ def shift_unit(unit: str, scale: Scale) -> str:
 
 def linear_floor(s: PairedSeries, policy_pct: float, pp_floor: float, median: float) -> float:
     """A linear series' floor: the percentage of the control's median, at least ``pp_floor``
-    for "%" metrics (a 0 % median has no percentage)."""
+    for "%" metrics and half an event for counts (a median of 0 has no percentage)."""
     base = policy_pct / 100.0 * abs(median) if math.isfinite(median) else 0.0
-    return max(base, pp_floor if s.unit == "%" else 0.0)
+    return max(base, pp_floor if s.unit == "%" else COUNT_FLOOR if s.unit == "count" else 0.0)
 
 
 def noise_scale(sequences: Iterable[Sequence[float]], scale: Scale, prior: float,
@@ -564,7 +566,7 @@ def _gate_values(s: PairedSeries, policy: ABPolicy, level: float,
         cap = max(policy.cap_for(s.suite, s.metric) / 100.0 * ref, 10 * floor)
         equivalence = max(policy.equivalence_pct / 100.0 * ref, 2 * floor)
         prior = max(policy.prior_noise_pct / 100.0 * ref, floor)
-        noise_floor = max(policy.noise_floor_pct / 100.0 * ref, floor / 10)
+        noise_floor = max(policy.noise_floor_pct / 100.0 * ref, floor / 10, TINY)
     sequences = [*history, s.candidate, s.control]
     sigma, steps = noise_scale(sequences, scale, prior, policy.prior_weight, noise_floor)
     n = len(d)

@@ -139,3 +139,10 @@ def test_judge_soak_and_the_vectorised_rule_agree() -> None:
     by_judge = next((k for k in range(1, 13)
                      if judge_soak([[r] for r in runs[:k]], POLICY).regressed), 0)
     assert first == by_judge
+
+
+def test_a_soak_series_that_never_moves_is_ok() -> None:
+    still = PairedSeries("upgrade", "lost_packets", "count", Better.LOWER, {}, (0, 1),
+                         (0.0, 0.0), (0.0, 0.0))
+    (v,) = judge_soak([[still]] * 8, POLICY).verdicts
+    assert v.outcome is Outcome.OK and "inf" not in v.sentence

@@ -155,6 +155,13 @@ def test_no_excuse_prints_infinity_when_the_controls_are_zero() -> None:
     assert not any("inf" in t or "∞" in t or "NaN" in t for t in texts)
 
 
+def test_a_series_that_never_moves_is_ok() -> None:
+    s = PairedSeries("upgrade", "lost_packets", "count", Better.LOWER, {}, (0, 1, 2),
+                     (0.0, 0.0, 0.0), (0.0, 0.0, 0.0))
+    (v,) = judge_gate([s], ABPolicy()).verdicts
+    assert v.outcome is Outcome.OK
+
+
 def test_sub_millisecond_rtts_need_no_absolute_floor() -> None:
     rng = np.random.default_rng(11)
     ms = []
