@@ -12,10 +12,12 @@ differences are shifted to "worse":
   averages) beyond the floor (1 % by default);
 * counts (ping loss with packets) pooled over the window's runs and tested as counts.
 
-The unit is the *round* by default: a soak run contributes its rounds' differences (2 per run
-at the default size). With one difference per *run* (``unit="run"``) the exact test cannot
-reach the level in time: the smallest p-value of 10 runs is 2⁻¹⁰ ≈ 0.001, while 50 series at
-5 % per candidate over a 36-run plan need about 1e-4 per check. Rounds of one run are
+The unit is the *round* by default: a soak run contributes its rounds' differences (4 per run
+by default, ``rounds_per_run``: with 4 the soak meets its targets for 5 % steps, with 3 it
+barely does and with 2 it cannot; see ``benchmarks/README.md``). With one difference per
+*run* (``unit="run"``) the exact test cannot reach the level in time: the smallest p-value
+of 10 runs is 2⁻¹⁰ ≈ 0.001, while 50 series at 5 % per candidate over a 36-run plan need
+about 3e-5 per check. Rounds of one run are
 independent when the per-side noise is (what the benchmark assumes); a deployment-level effect
 shared by a run's rounds would break that — then use ``unit="run"`` and a longer soak.
 
