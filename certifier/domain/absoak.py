@@ -57,6 +57,7 @@ from certifier.domain.abtest import (
     binomial_p,
     counts_text,
     fmt_p,
+    fmt_size,
     fmt_value,
     informative_verdict,
     is_informative,
@@ -426,7 +427,7 @@ def _soak_values(series: SoakSeries, policy: SoakPolicy, level: float) -> ABVerd
                     f"{runs_text}, signed-rank {fmt_p(window.p)} (level {level:.2g})")
     elif outcome is Outcome.UNDECIDED:
         sentence = (f"{describe(s)}: cannot decide yet after {n} soak runs (shift "
-                    f"{_fmt_signed(shift)} {unit} ± {half:.2g} {unit}), needs ≥ {needed} "
+                    f"{_fmt_signed(shift)} {unit} ± {fmt_size(half)} {unit}), needs ≥ {needed} "
                     f"more run{'s' * (needed != 1)}")
     else:
         sentence = f"{describe(s)}: ok, {_fmt_signed(shift)} {unit} vs the controls ({runs_text})"

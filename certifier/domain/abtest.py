@@ -23,8 +23,10 @@ bound of its shift is above the practical floor (1 % by default), at a level cor
 every judged series and every look (Bonferroni over ``m`` series, the level spent over the
 sequential rounds in growing shares: see :meth:`ABPolicy.level`),
 so a good candidate is falsely flagged at most ``false_reject_target`` (1 %) per candidate at
-the gate; or when *every* round is worse than ``max_worse_pct`` (a gross break is seen even on
-a series whose noise band is wider). It is **ok** when the upper bound (95 %) is below the
+the gate; or when *every* round of at least three is worse than ``max_worse_pct`` (50 %: the
+noise band is capped, so a gross break is seen even on a series whose band is wider — unless
+the cap is within two noise scales, as on ``rtt_max_ms`` of a loaded loopback, where three
+rounds past it happen by chance). It is **ok** when the upper bound (95 %) is below the
 equivalence bound, else **undecided**: more rounds, then the soak, decide it.
 
 Loss-type series with counts (ping: packets lost of sent) are judged as counts: a one-sided
@@ -75,6 +77,7 @@ DEFAULT_INFORMATIVE = frozenset({
     "bandwidth.cpu_sender_pct", "bandwidth.cpu_receiver_pct",
 })
 MAD_TO_SD = 1.4826
+GROSS_ROUNDS = 3  # rounds all worse than the cap before a series regresses on the cap alone
 COUNT_FLOOR = 0.5  # a "count" metric (lost packets) must worsen by more than half an event
 TINY = 1e-12  # the noise scale of a series that never moved: never zero, never a division by 0
 MEAN_DEV_TO_SD = 1.2533  # sqrt(pi/2): mean absolute deviation to SD, Gaussian
@@ -493,6 +496,13 @@ def fmt_value(x: float, unit: str) -> str:
     return f"{x:.4g} {unit}" if math.isfinite(x) else "n/a"
 
 
+def fmt_size(x: float) -> str:
+    """A band's half-width in plain digits: "6.0", "0.35", "140" (never "1.4e+02")."""
+    if not math.isfinite(x):
+        return "n/a"
+    return f"{x:.0f}" if abs(x) >= 100 else f"{x:.2g}" if abs(x) < 1 else f"{x:.1f}"
+
+
 def fmt_p(p: float) -> str:
     return "p < 0.0001" if p < 1e-4 else f"p = {p:.4f}"
 
@@ -577,7 +587,9 @@ def _gate_values(s: PairedSeries, policy: ABPolicy, level: float,
     mu = huber(d, sigma)
     band = t_quantile(1.0 - level, df) * se
     ok_band = t_quantile(policy.ok_confidence, df) * se
-    gross = n >= policy.min_rounds and float(d.min()) > cap
+    # the cap on the noise band: every round worse than max_worse_pct regresses a noisy series
+    # too, but not on two rounds, nor where the cap is within two noise scales (rtt_max)
+    gross = n >= max(GROSS_ROUNDS, policy.min_rounds) and float(d.min()) > cap >= 2 * sigma
     if n < policy.min_rounds:
         outcome = Outcome.UNDECIDED
         notes.append(f"{n} round(s): at least {policy.min_rounds} needed to judge")
@@ -594,14 +606,15 @@ def _gate_values(s: PairedSeries, policy: ABPolicy, level: float,
     if outcome is Outcome.REGRESSED:
         why = (f"every round worse than {policy.cap_for(s.suite, s.metric):g} %"
                if gross and not mu - band > floor else
-               f"noise band ±{noise_shown:.2g} {unit}, floor {floor_shown:g} {unit}")
+               f"noise band ±{fmt_size(noise_shown)} {unit}, floor {floor_shown:g} {unit}")
         sentence = (f"{describe(s)}: {fmt_value(cand_med, s.unit)} vs "
                     f"{fmt_value(ctrl_med, s.unit)} in the controls of the same {rounds} "
                     f"(medians): {_fmt_signed(shift)} {unit} (bound {_fmt_signed(low)}…"
                     f"{_fmt_signed(high)} {unit} at level {level:.2g}; {why})")
     elif outcome is Outcome.UNDECIDED:
         sentence = (f"{describe(s)}: cannot decide at the gate after {rounds} (shift "
-                    f"{_fmt_signed(shift)} {unit} ± {noise_shown:.2g} {unit}); the soak goes on")
+                    f"{_fmt_signed(shift)} {unit} ± {fmt_size(noise_shown)} {unit}); "
+                    "the soak goes on")
     else:
         sentence = (f"{describe(s)}: ok, {_fmt_signed(shift)} {unit} vs the controls over "
                     f"{rounds}")

@@ -182,6 +182,26 @@ def test_a_noisy_history_widens_the_band() -> None:
     assert judge_gate([s], ABPolicy(), noisy).verdicts[0].outcome is not Outcome.REGRESSED
 
 
+def _rtt(cand: tuple[float, ...], ctrl: tuple[float, ...]) -> PairedSeries:
+    return PairedSeries("ping", "rtt_max_ms", "ms", Better.LOWER, PAIR, tuple(range(len(cand))),
+                        cand, ctrl)
+
+
+def test_every_round_past_the_cap_regresses_a_noisy_series() -> None:
+    s = _rtt((0.20, 0.23, 0.19), (0.10, 0.12, 0.09))  # twice as slow in every round
+    noise = NoiseHistory({s.key: [(0.10, 0.11, 0.10, 0.105, 0.095, 0.11, 0.10)] * 2})
+    strict = ABPolicy(false_reject_target=1e-7)  # a band far wider than the cap
+    (v,) = judge_gate([s], strict, noise).verdicts
+    assert v.outcome is Outcome.REGRESSED and "every round worse than 50 %" in v.sentence
+
+
+def test_the_cap_does_not_regress_a_series_noisier_than_the_cap() -> None:
+    s = _rtt((0.30, 0.33, 0.28), (0.10, 0.12, 0.09))
+    noise = NoiseHistory({s.key: [(0.10, 0.40, 0.08, 0.35, 0.09, 0.50, 0.10)] * 2})
+    (v,) = judge_gate([s], ABPolicy(false_reject_target=1e-7), noise).verdicts
+    assert v.outcome is not Outcome.REGRESSED
+
+
 def test_an_undecided_series_says_so_without_blocking() -> None:
     s = PairedSeries("bandwidth", "throughput_gbps", "Gbit/s", Better.HIGHER, PAIR,
                      (0, 1), (9.0, 9.8), (10.0, 9.6))
