@@ -641,6 +641,9 @@ def build(root: Path, *, driver: str = "netns", subnet: str = "198.18.0.0/24",
         # The statistical detector wants 20 known-good runs per testbed; a demo of minutes has
         # a handful, so the margin above judges and control runs would only cost time.
         "detector:\n  baseline_every: 0\n"
+        # The upstream repositories are folders on this machine: the source policy allows
+        # local paths only under the folders it names (docs/architecture.md, Security).
+        "sources:\n  local_paths: [upstream]\n"
         # Seconds, not minutes: one direction of TCP; writes at queue depth 1 (a database's
         # commit path, where a synchronous write costs the most), random writes first, on a
         # fresh file, where a write also allocates until the file is covered; the upgrade suite

@@ -204,8 +204,9 @@ HOSTILE_COMPONENTS = [
                          ids=[f"{f}-{i}" for i, (f, _) in enumerate(HOSTILE_COMPONENTS)])
 def test_the_api_refuses_a_hostile_component_with_a_422_naming_the_field(
     client: TestClient, session_factory: sessionmaker[Session], field: str, body: dict[str, str],
+    operator: dict[str, str],
 ) -> None:
-    answer = client.post("/api/v1/components", json=body)
+    answer = client.post("/api/v1/components", json=body, headers=operator)
     assert answer.status_code == 422, answer.text
     detail = answer.json()["detail"]
     assert any(field in str(error["loc"]) or field in error["msg"] for error in detail), detail
@@ -213,9 +214,10 @@ def test_the_api_refuses_a_hostile_component_with_a_422_naming_the_field(
 
 
 def test_a_component_name_with_markup_never_exists_so_never_reaches_the_dashboard(
-    client: TestClient,
+    client: TestClient, operator: dict[str, str],
 ) -> None:
-    assert client.post("/api/v1/components", json={**GOOD, "name": EVIL}).status_code == 422
+    assert client.post("/api/v1/components", json={**GOOD, "name": EVIL},
+                       headers=operator).status_code == 422
     assert client.get("/components").status_code == 200
     assert EVIL not in client.get("/components").text
 

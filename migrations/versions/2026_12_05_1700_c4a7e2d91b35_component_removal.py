@@ -1,0 +1,34 @@
+"""Components can be removed: ``components.removed_at`` (and who removed them).
+
+A removed component keeps its row, its commits and every combination that names it (known-good
+history must stay readable); it is no longer listed, tracked or formed into candidates.
+
+Revision ID: c4a7e2d91b35
+Revises: 8e3f1a2b4c5d
+Create Date: 2026-12-05 17:00:00+00:00
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+# revision identifiers, used by Alembic.
+revision: str = "c4a7e2d91b35"
+down_revision: str | Sequence[str] | None = "8e3f1a2b4c5d"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("components", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("removed_at", sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column("removed_by", sa.String(length=200), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("components", schema=None) as batch_op:
+        batch_op.drop_column("removed_by")
+        batch_op.drop_column("removed_at")
