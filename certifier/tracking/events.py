@@ -10,6 +10,13 @@ History events: a new head that is not a descendant of the old one is a force-pu
 and the commits it took off the branch are marked ``gone`` (never a head again, unless a later
 push brings them back). A deleted branch pauses the component (``paused_reason`` says why); the
 branch coming back resumes it. Only pauses made by tracking are lifted by tracking.
+
+Replays: a signed push can be captured and sent again under a new delivery id. A push that does
+not start from the head we know is therefore checked with the source before it moves anything:
+a fast-forward from our head moves it; anything else (our head is not an ancestor of the pushed
+sha) moves it only if the source says the pushed sha *is* the branch head now. When the source
+cannot be asked, a pushed sha we have seen before never moves the head (a poll is scheduled
+instead); a new one is applied as sent.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from certifier.db import models
@@ -38,6 +45,15 @@ from certifier.tracking.webhooks import RefUpdate
 
 SourceFactory = Callable[[SourceSpec], Source]
 BRANCH_DELETED = "branch deleted upstream"
+# What the API shows for an unexpected exception in a poll or a delivery (the traceback is
+# in the worker's log): never silent, never an internal detail.
+UNEXPECTED = "internal error while {what} ({kind}); the worker log has the details"
+
+
+def database_down(exc: BaseException) -> bool:
+    """A lost database cannot record a failure either: the task fails, and is retried."""
+    return isinstance(exc, OperationalError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +66,9 @@ class Observation:
     behind: tuple[str, ...] = ()  # commits of the old head that the new one lacks
     forced: bool = False
     note: str = ""
+    # Not checked with the source although the push did not start from our head: apply moves
+    # the head only to a commit never seen before (a replay carries an old one).
+    unverified: bool = False
 
 
 @dataclass
@@ -119,20 +138,26 @@ def observe_push(update: RefUpdate, known: str | None, source: Source | None,
         return Observation(known, after)
     if known is None:  # the first sight of this branch: nothing to compare with
         return Observation(None, after, _with_head(update.commits[-limit:], after, source))
-    trusted = (update.forced is False and update.complete and bool(update.commits)
-               and update.before == known)
+    follows = update.before == known
+    trusted = update.forced is False and update.complete and bool(update.commits) and follows
     if trusted:
         return Observation(known, after, _with_head(update.commits[-limit:], after, None))
     note = ""
     if source is not None:
         try:
             cmp = source.compare(known, after, limit)
+            if cmp.behind and source.head() != after:
+                # Not a fast-forward from our head, and not where the branch is: a replayed
+                # or outdated push, forced or not. It moves nothing.
+                return Observation(known, known, note=(
+                    f"ignored: {short(after)} is not the branch head upstream (a replayed or "
+                    f"outdated push); head stays {short(known)}"))
             return Observation(known, after, _with_head(cmp.ahead, after, source), cmp.behind,
                                bool(cmp.behind))
         except SourceError as exc:
             note = f"source unavailable ({exc}); payload applied as sent"
     return Observation(known, after, _with_head(update.commits[-limit:], after, None), (),
-                       bool(update.forced), note)
+                       bool(update.forced), note, unverified=not follows)
 
 
 @contextlib.contextmanager
@@ -216,6 +241,15 @@ def apply(session: Session, component: models.Component, obs: Observation, clock
         _audit(session, clock, "resume", component, head=obs.head)
         notes.append("branch is back: component resumed")
     result.stale = state.head_sha not in (None, obs.base, obs.head)
+    if obs.unverified and state.head_sha != obs.head and session.scalar(
+            select(models.Commit.id).where(models.Commit.component_id == component.id,
+                                           models.Commit.sha == obs.head)) is not None:
+        state.next_poll_at = now  # the poll asks the source where the branch really is
+        notes.append(f"{obs.note.split(';')[0]}; {short(obs.head)} was seen before (a replay?): "
+                     f"head left at {short(state.head_sha)}, poll scheduled")
+        result.outcome = "; ".join(notes)
+        session.flush()
+        return result
     ahead = obs.ahead if any(c.sha == obs.head for c in obs.ahead) \
         else (*obs.ahead, CommitInfo(obs.head))
     head_commit = None
@@ -223,6 +257,8 @@ def apply(session: Session, component: models.Component, obs: Observation, clock
         commit, created = _ensure_commit(session, component, info, clock, via)
         if created:
             result.new_commits.append(commit.sha)
+            if info.note:
+                notes.append(f"commit {short(info.sha)}: {info.note}")
         elif commit.gone_at is not None and not result.stale:
             commit.gone_at = None  # a push brought it back onto the branch
         if info.sha == obs.head:
