@@ -12,11 +12,10 @@ push brings them back). A deleted branch pauses the component (``paused_reason``
 branch coming back resumes it. Only pauses made by tracking are lifted by tracking.
 
 Replays: a signed push can be captured and sent again under a new delivery id. A push that does
-not start from the head we know is therefore checked with the source before it moves anything:
-a fast-forward from our head moves it; anything else (our head is not an ancestor of the pushed
-sha) moves it only if the source says the pushed sha *is* the branch head now. When the source
-cannot be asked, a pushed sha we have seen before never moves the head (a poll is scheduled
-instead); a new one is applied as sent.
+not start from the head we know, or is not a fast-forward from it, is therefore checked with the
+source before it moves anything: it moves the head only if the source says the pushed sha *is*
+the branch head now. When the source cannot be asked, a pushed sha we have seen before never
+moves the head (a poll is scheduled instead); a new one is applied as sent.
 """
 
 from __future__ import annotations
@@ -146,9 +145,11 @@ def observe_push(update: RefUpdate, known: str | None, source: Source | None,
     if source is not None:
         try:
             cmp = source.compare(known, after, limit)
-            if cmp.behind and source.head() != after:
-                # Not a fast-forward from our head, and not where the branch is: a replayed
-                # or outdated push, forced or not. It moves nothing.
+            if (cmp.behind or not follows) and source.head() != after:
+                # Not a push from our head (Gerrit's compare cannot even tell an older sha
+                # from a newer one), or not a fast-forward, and not where the branch is now: a
+                # replayed or outdated push, forced or not. It moves nothing; a later push or
+                # poll brings what it carried.
                 return Observation(known, known, note=(
                     f"ignored: {short(after)} is not the branch head upstream (a replayed or "
                     f"outdated push); head stays {short(known)}"))

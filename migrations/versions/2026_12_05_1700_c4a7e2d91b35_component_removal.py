@@ -22,13 +22,16 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+# Plain ADD/DROP COLUMN, not batch mode: a batch rebuild of ``components`` on SQLite drops the
+# table, and the foreign keys' ON DELETE CASCADE would take every commit with it.
+
+
 def upgrade() -> None:
-    with op.batch_alter_table("components", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("removed_at", sa.DateTime(timezone=True), nullable=True))
-        batch_op.add_column(sa.Column("removed_by", sa.String(length=200), nullable=True))
+    op.add_column("components", sa.Column("removed_at", sa.DateTime(timezone=True),
+                                          nullable=True))
+    op.add_column("components", sa.Column("removed_by", sa.String(length=200), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("components", schema=None) as batch_op:
-        batch_op.drop_column("removed_by")
-        batch_op.drop_column("removed_at")
+    op.drop_column("components", "removed_by")
+    op.drop_column("components", "removed_at")
