@@ -35,6 +35,7 @@ from gitlab.exceptions import GitlabError, GitlabGetError
 
 from certifier.domain.combination import NAME_RE, SHA_RE
 from certifier.settings import BRANCH_RE, PROJECT_RE
+from certifier.sourcepolicy import SourcePolicy, SourceRefused
 
 log = logging.getLogger(__name__)
 # Commit dates outside this range are stored as unknown: far dates overflow datetime arithmetic
@@ -640,10 +641,20 @@ def build_source(spec: SourceSpec, *, mirror_dir: Path, http_timeout: float = 10
 
 
 def source_factory(mirror_dir: Path, http_timeout: float = 10.0,
-                   git_timeout: float = 120.0) -> Callable[[SourceSpec], Source]:
-    """A factory the worker uses for every poll and webhook (one source per call)."""
+                   git_timeout: float = 120.0, policy: SourcePolicy | None = None
+                   ) -> Callable[[SourceSpec], Source]:
+    """A factory the worker uses for every poll and webhook (one source per call).
+
+    ``policy``: the config's source URL policy, checked again before anything is fetched, so
+    a component stored before the policy (or before it was narrowed) is refused too.
+    """
 
     def build(spec: SourceSpec) -> Source:
+        if policy is not None:
+            try:
+                policy.check_component(spec.url, spec.api_url)
+            except SourceRefused as exc:
+                raise SourceError(f"refused by the config's sources policy: {exc}") from None
         return build_source(spec, mirror_dir=mirror_dir, http_timeout=http_timeout,
                             git_timeout=git_timeout)
 

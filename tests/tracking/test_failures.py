@@ -23,6 +23,7 @@ from certifier.db.session import session_scope
 from certifier.domain.clock import FakeClock
 from certifier.pipeline.dispatch import RecordingDispatcher
 from certifier.settings import Settings
+from certifier.sourcepolicy import SourcePolicy
 from certifier.tracking import deliveries, events, polling
 from certifier.tracking.sources import source_factory
 
@@ -268,3 +269,17 @@ def test_a_delivery_outcome_never_repeats_the_forges_answer_body(
     with session_scope(session_factory) as session:
         assert session.scalar(select(models.Delivery.outcome).where(
             models.Delivery.id == stored)) == outcome
+
+
+def test_the_worker_refuses_a_stored_url_the_policy_does_not_allow(
+    session_factory: sessionmaker[Session], clock: FakeClock, tmp_path: Path,
+    upstream: Upstream,
+) -> None:
+    upstream.commit()
+    cid = add(session_factory, clock, source="git", url=str(upstream.bare))  # stored long ago
+    sources = source_factory(tmp_path, 5, 30, SourcePolicy())
+    result = polling.poll(session_factory, cid, sources, clock, RecordingDispatcher())
+    assert not result.ok
+    assert state(session_factory, cid).last_error.startswith(
+        "refused by the config's sources policy: url: local paths")
+    assert commits(session_factory) == {}
