@@ -30,7 +30,7 @@ from certifier.tracking.sources import source_factory
 from .conftest import Upstream
 from .fakes import FakeGitLab
 from .payloads import body_of, gitlab_headers, gitlab_push
-from .test_polling import add, commits, head, poll, store_gitlab_push
+from .test_polling import add, commits, head, poll, state, store_gitlab_push
 
 SECRET = "gitlab-webhook-secret-for-failures"
 # 9999-12-31T23:59:59Z, the last second a datetime can hold (and 2200-01-01, the first refused).
@@ -40,14 +40,6 @@ LAST_SECOND = "@253402300799 +0000"
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
-
-
-def state(factory: sessionmaker[Session], cid: int) -> models.TrackingState:
-    with session_scope(factory) as session:
-        row = session.get(models.TrackingState, cid)
-        assert row is not None
-        session.expunge(row)
-        return row
 
 
 def delivery(factory: sessionmaker[Session], delivery_id: int) -> models.Delivery:
