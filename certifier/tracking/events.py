@@ -133,6 +133,12 @@ def observe_push(update: RefUpdate, known: str | None, source: Source | None,
     reached the payload is applied as it is, and polling completes the picture later.
     """
     after = update.after
+    if after is None and known is not None and update.before != known and source is not None:
+        with contextlib.suppress(SourceError):  # unreachable: applied as sent; polls resume
+            if source.head() is not None:
+                return Observation(known, known, note=(
+                    "ignored: the branch still exists upstream (a replayed or outdated "
+                    f"deletion); head stays {short(known)}"))
     if after is None or after == known:
         return Observation(known, after)
     if known is None:  # the first sight of this branch: nothing to compare with

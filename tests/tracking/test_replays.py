@@ -119,6 +119,19 @@ def test_a_captured_push_sent_again_does_not_move_the_head_back(
     assert all(c.gone_at is None for c in commits(session_factory).values())
 
 
+def test_a_captured_branch_deletion_sent_again_does_not_pause_the_component(
+    session_factory: sessionmaker[Session], clock: FakeClock, tmp_path: Path, forge: Forge,
+) -> None:
+    add(session_factory, clock, **forge.component())
+    sources = source_factory(tmp_path, 5, 30)
+    _, shas, _ = three_pushes(session_factory, clock, forge, sources)
+    outcome = deliver(session_factory, clock, forge, forge.push(shas[1], "0" * 40, []), sources)
+    assert "the branch still exists upstream" in outcome
+    assert tracked_head(session_factory) == shas[2]
+    with session_scope(session_factory) as session:
+        assert session.scalar(select(models.Component.paused)) is False
+
+
 def test_a_real_force_push_still_moves_the_head(
     session_factory: sessionmaker[Session], clock: FakeClock, tmp_path: Path, forge: Forge,
 ) -> None:
