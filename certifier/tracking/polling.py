@@ -36,6 +36,15 @@ from certifier.tracking.sources import RateLimited, SourceError, SourceSpec, sto
 log = logging.getLogger(__name__)
 
 MIN_LEASE = timedelta(seconds=60)
+# However long a stored poll_interval is, a poll is planned at most this far ahead: date
+# arithmetic with a huge one (3000000d) overflowed and stopped every component's polling.
+MAX_INTERVAL = timedelta(days=365)
+
+
+def interval_of(component: models.Component, default: int = 300) -> timedelta:
+    """The component's poll interval, at most :data:`MAX_INTERVAL`."""
+    seconds = component.poll_interval_s or default
+    return timedelta(seconds=min(seconds, MAX_INTERVAL.total_seconds()))
 
 
 @dataclass
@@ -63,7 +72,7 @@ def due(session: Session, clock: Clock, limit: int = 100) -> list[int]:
     for component, state in rows:
         if state is None:
             state = events.tracking_state(session, component.id)
-        interval = timedelta(seconds=component.poll_interval_s or 0)
+        interval = interval_of(component, default=0)
         state.next_poll_at = now + max(interval, MIN_LEASE)
         claimed.append(component.id)
     session.flush()
@@ -85,7 +94,7 @@ def poll(factory: sessionmaker[Session], component_id: int, sources: SourceFacto
         name = component.name
         spec: SourceSpec = events.spec_of(component)
         known = events.tracking_state(session, component_id, lock=False).head_sha
-        interval = timedelta(seconds=component.poll_interval_s or 300)
+        interval = interval_of(component)
     wait: timedelta | None = None
     try:
         source = sources(spec)

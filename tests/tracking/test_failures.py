@@ -275,3 +275,20 @@ def test_the_worker_refuses_a_stored_url_the_policy_does_not_allow(
     assert state(session_factory, cid).last_error.startswith(
         "refused by the config's sources policy: url: local paths")
     assert commits(session_factory) == {}
+
+
+def test_a_huge_stored_poll_interval_does_not_stop_polling_of_any_component(
+    session_factory: sessionmaker[Session], clock: FakeClock, tmp_path: Path,
+    upstream: Upstream,
+) -> None:
+    huge = add(session_factory, clock, source="git", url=str(upstream.bare), name="huge")
+    other = add(session_factory, clock, source="git", url=str(upstream.bare), name="other")
+    with session_scope(session_factory) as session:  # stored before inputs were bounded
+        sqlite = session.get_bind().dialect.name == "sqlite"  # PostgreSQL's column is 32 bits
+        session.get_one(models.Component, huge).poll_interval_s = \
+            3_000_000 * 86_400 if sqlite else 2**31 - 1
+    upstream.commit()
+    with session_scope(session_factory) as session:
+        assert polling.due(session, clock) == [huge, other]
+    assert poll(session_factory, huge, clock, tmp_path).next_poll_in == polling.MAX_INTERVAL
+    assert poll(session_factory, other, clock, tmp_path).ok
