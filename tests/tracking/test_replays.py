@@ -92,68 +92,71 @@ def tracked_head(factory: sessionmaker[Session]) -> str | None:
         return session.scalar(select(models.TrackingState.head_sha))
 
 
-def three_pushes(factory: sessionmaker[Session], clock: FakeClock, forge: Forge,
-                 sources: Any) -> tuple[FakeRepo, list[str], list[dict[str, Any]]]:
-    """Upstream c1 → c2 → c3, each push delivered and applied: the captured payloads."""
-    repo = forge.fake.repo("grp/comp")
-    shas: list[str] = []
-    sent: list[dict[str, Any]] = []
+@dataclass
+class Tracked:
+    """A component tracked through three pushes, upstream c1 → c2 → c3: what a replay needs."""
+
+    repo: FakeRepo
+    shas: list[str]
+    sent: list[dict[str, Any]]  # the captured payloads
+    sources: Any
+
+    def deliver(self, factory: sessionmaker[Session], clock: FakeClock, forge: Forge,
+                payload: dict[str, Any]) -> str:
+        return deliver(factory, clock, forge, payload, self.sources)
+
+
+@pytest.fixture
+def tracked(session_factory: sessionmaker[Session], clock: FakeClock, tmp_path: Path,
+            forge: Forge) -> Tracked:
+    add(session_factory, clock, **forge.component())
+    found = Tracked(forge.fake.repo("grp/comp"), [], [], source_factory(tmp_path, 5, 30))
     for _ in range(3):
-        before = shas[-1] if shas else "0" * 40
-        shas.append(repo.commit())
-        sent.append(forge.push(before, shas[-1], [shas[-1]]))
-        deliver(factory, clock, forge, sent[-1], sources)
-    assert tracked_head(factory) == shas[-1]
-    return repo, shas, sent
+        before = found.shas[-1] if found.shas else "0" * 40
+        found.shas.append(found.repo.commit())
+        found.sent.append(forge.push(before, found.shas[-1], [found.shas[-1]]))
+        found.deliver(session_factory, clock, forge, found.sent[-1])
+    assert tracked_head(session_factory) == found.shas[-1]
+    return found
 
 
 def test_a_captured_push_sent_again_does_not_move_the_head_back(
-    session_factory: sessionmaker[Session], clock: FakeClock, tmp_path: Path, forge: Forge,
+    session_factory: sessionmaker[Session], clock: FakeClock, forge: Forge, tracked: Tracked,
 ) -> None:
-    add(session_factory, clock, **forge.component())
-    sources = source_factory(tmp_path, 5, 30)
-    _, shas, sent = three_pushes(session_factory, clock, forge, sources)
-    outcome = deliver(session_factory, clock, forge, sent[1], sources)  # c1 → c2 again
+    outcome = tracked.deliver(session_factory, clock, forge, tracked.sent[1])  # c1 → c2 again
     assert "not the branch head upstream" in outcome
-    assert tracked_head(session_factory) == head(session_factory) == shas[2]
+    assert tracked_head(session_factory) == head(session_factory) == tracked.shas[2]
     assert all(c.gone_at is None for c in commits(session_factory).values())
 
 
 def test_a_captured_branch_deletion_sent_again_does_not_pause_the_component(
-    session_factory: sessionmaker[Session], clock: FakeClock, tmp_path: Path, forge: Forge,
+    session_factory: sessionmaker[Session], clock: FakeClock, forge: Forge, tracked: Tracked,
 ) -> None:
-    add(session_factory, clock, **forge.component())
-    sources = source_factory(tmp_path, 5, 30)
-    _, shas, _ = three_pushes(session_factory, clock, forge, sources)
-    outcome = deliver(session_factory, clock, forge, forge.push(shas[1], "0" * 40, []), sources)
+    outcome = tracked.deliver(session_factory, clock, forge,
+                              forge.push(tracked.shas[1], "0" * 40, []))
     assert "the branch still exists upstream" in outcome
-    assert tracked_head(session_factory) == shas[2]
+    assert tracked_head(session_factory) == tracked.shas[2]
     with session_scope(session_factory) as session:
         assert session.scalar(select(models.Component.paused)) is False
 
 
 def test_a_real_force_push_still_moves_the_head(
-    session_factory: sessionmaker[Session], clock: FakeClock, tmp_path: Path, forge: Forge,
+    session_factory: sessionmaker[Session], clock: FakeClock, forge: Forge, tracked: Tracked,
 ) -> None:
-    add(session_factory, clock, **forge.component())
-    sources = source_factory(tmp_path, 5, 30)
-    repo, shas, _ = three_pushes(session_factory, clock, forge, sources)
-    rewritten = repo.commit(parent=shas[0])  # upstream: c1 → c2' now, c2 and c3 gone
-    deliver(session_factory, clock, forge,
-            forge.push(shas[2], rewritten, [rewritten], forced=True), sources)
+    shas = tracked.shas
+    rewritten = tracked.repo.commit(parent=shas[0])  # upstream: c1 → c2' now, c2 and c3 gone
+    tracked.deliver(session_factory, clock, forge,
+                    forge.push(shas[2], rewritten, [rewritten], forced=True))
     assert tracked_head(session_factory) == head(session_factory) == rewritten
     gone = {sha for sha, c in commits(session_factory).items() if c.gone_at is not None}
     assert gone == {shas[1], shas[2]}
 
 
 def test_a_push_that_skips_a_missed_one_moves_the_head_forward(
-    session_factory: sessionmaker[Session], clock: FakeClock, tmp_path: Path, forge: Forge,
+    session_factory: sessionmaker[Session], clock: FakeClock, forge: Forge, tracked: Tracked,
 ) -> None:
-    add(session_factory, clock, **forge.component())
-    sources = source_factory(tmp_path, 5, 30)
-    repo, _, _ = three_pushes(session_factory, clock, forge, sources)
-    missed, latest = repo.commit(), repo.commit()  # the push of `missed` never came
-    deliver(session_factory, clock, forge, forge.push(missed, latest, [latest]), sources)
+    missed, latest = tracked.repo.commit(), tracked.repo.commit()  # the push of `missed` never came
+    tracked.deliver(session_factory, clock, forge, forge.push(missed, latest, [latest]))
     assert tracked_head(session_factory) == head(session_factory) == latest
     assert missed in commits(session_factory)
 
