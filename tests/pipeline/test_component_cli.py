@@ -6,24 +6,10 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from certifier.db import migrate, models
+from certifier.db import models
 from certifier.db.session import make_engine, make_session_factory, session_scope
-from certifier.domain.clock import SystemClock
-from certifier.pipeline import components
-from certifier.settings import ComponentConfig
 
-from .test_hold_cli import _certifier
-
-
-def _database(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'certifier.sqlite'}"
-    migrate.upgrade(url)
-    engine = make_engine(url)
-    with session_scope(make_session_factory(engine)) as session:
-        components.create_component(session, ComponentConfig(name="nova", url="/srv/nova.git"),
-                                    SystemClock())
-    engine.dispose()
-    return url
+from .test_hold_cli import _certifier, database_with_nova
 
 
 def _audit(url: str) -> list[tuple[str, str]]:
@@ -35,7 +21,7 @@ def _audit(url: str) -> list[tuple[str, str]]:
 
 
 def test_an_operator_pauses_resumes_and_removes_a_component_audited(tmp_path: Path) -> None:
-    url = _database(tmp_path)
+    url = database_with_nova(tmp_path)
     for action, shown in (("pause", "paused"), ("resume", "tracked"), ("remove", "removed")):
         done = _certifier("component", action, "nova", "--reason", "release freeze",
                           data_dir=tmp_path)
@@ -46,6 +32,6 @@ def test_an_operator_pauses_resumes_and_removes_a_component_audited(tmp_path: Pa
 
 
 def test_a_refused_component_action_exits_1_with_the_reason(tmp_path: Path) -> None:
-    _database(tmp_path)
+    database_with_nova(tmp_path)
     done = _certifier("component", "resume", "nova", "--reason", "x", data_dir=tmp_path)
     assert (done.returncode, done.stderr.strip()) == (1, "component 'nova' is not paused")
