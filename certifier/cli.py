@@ -36,6 +36,10 @@ app.add_typer(token_app, name="token")
 candidate_app = typer.Typer(no_args_is_help=True,
                             help="Operator actions on a candidate that the API also offers.")
 app.add_typer(candidate_app, name="candidate")
+component_app = typer.Typer(no_args_is_help=True,
+                            help="Operator actions on a component that the API also offers "
+                                 "(register one in the config file).")
+app.add_typer(component_app, name="component")
 
 DEMO_MARKER = ".certifier-demo"
 
@@ -381,6 +385,56 @@ def candidate_unmark_bad(
 ) -> None:
     """Lift the mark; a candidate it cancelled stays cancelled."""
     _mark(candidate_id, reason, bad=False)
+
+
+def _component_action(action: str, name: str, reason: str) -> None:
+    """Pause, resume or remove a component as ``cli:<user>``, audited like the API's."""
+    import getpass
+
+    from certifier.db.session import session_scope
+    from certifier.domain.clock import SystemClock
+    from certifier.pipeline import components
+    from certifier.pipeline.errors import ServiceError
+
+    if not reason.strip():
+        typer.echo("--reason must say why", err=True)
+        raise typer.Exit(2)
+    change = {"pause": components.pause, "resume": components.resume,
+              "remove": components.remove}[action]
+    try:
+        with session_scope(_session_factory(_settings())) as session:
+            row = change(session, SystemClock(), name, f"cli:{getpass.getuser()}", reason)
+            state = "removed" if row.removed_at else "paused" if row.paused else "tracked"
+            typer.echo(f"component {row.name}: {state}")
+    except ServiceError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+
+
+@component_app.command("pause")
+def component_pause(
+    name: str, reason: Annotated[str, typer.Option(help="why: kept in the audit log")],
+) -> None:
+    """Hold a component at its known-good commit: new candidates do not move it."""
+    _component_action("pause", name, reason)
+
+
+@component_app.command("resume")
+def component_resume(
+    name: str, reason: Annotated[str, typer.Option(help="why: kept in the audit log")],
+) -> None:
+    """Let a paused component take part in candidates again."""
+    _component_action("resume", name, reason)
+
+
+@component_app.command("remove")
+def component_remove(
+    name: str, reason: Annotated[str, typer.Option(help="why: kept in the audit log")],
+) -> None:
+    """Stop tracking a component and leave it out of candidates; its history stays. Refused
+    while the current known-good or an open candidate has it. Take it out of the config file
+    too, or the next start brings it back."""
+    _component_action("remove", name, reason)
 
 
 @app.command()

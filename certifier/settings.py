@@ -44,6 +44,7 @@ from certifier.domain.durations import DurationError, parse_duration
 from certifier.domain.judgement import FixedLimit, JudgementPolicy, Margin
 from certifier.domain.notifications import ALL_EVENTS, Event, RetryPolicy
 from certifier.domain.promotion import SoakPolicy
+from certifier.sourcepolicy import SourcePolicy, SourceRefused
 from certifier.topology import TopologyConfig, TopologyError
 from certifier.topology import load as load_topology
 from certifier.topology import plan as plan_topology
@@ -684,6 +685,7 @@ class CertifierConfig(_Strict):
     dashboard: DashboardConfig = DashboardConfig()
     tracking: TrackingConfig = TrackingConfig()
     notifications: NotificationsConfig = NotificationsConfig()
+    sources: SourcePolicy = SourcePolicy()  # which URLs components may name (sourcepolicy.py)
 
     @model_validator(mode="after")
     def _unique(self) -> CertifierConfig:
@@ -817,8 +819,12 @@ def _line_of(root: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
     return line
 
 
-def parse_config_text(text: str, source: str = "<config>") -> CertifierConfig:
-    """Validate YAML text into a config, or raise ConfigError naming the key and line."""
+def parse_config_text(text: str, source: str = "<config>", base: Path | None = None
+                      ) -> CertifierConfig:
+    """Validate YAML text into a config, or raise ConfigError naming the key and line.
+
+    ``base``: the config file's folder, which relative ``sources.local_paths`` are under.
+    """
     try:
         raw = yaml.safe_load(text)
         root = yaml.compose(text)
@@ -832,7 +838,7 @@ def parse_config_text(text: str, source: str = "<config>") -> CertifierConfig:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{source}: the top level must be a mapping of sections")
     try:
-        return CertifierConfig.model_validate(raw)
+        config = CertifierConfig.model_validate(raw)
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
@@ -843,6 +849,24 @@ def parse_config_text(text: str, source: str = "<config>") -> CertifierConfig:
             msg = err["msg"].removeprefix("Value error, ")
             lines.append(f"{source}: {key}{where}: {msg}")
         raise ConfigError("\n".join(lines)) from None
+    if base is not None:
+        config = config.model_copy(update={"sources": config.sources.under(base)})
+    _check_sources(config, root, source)
+    return config
+
+
+def _check_sources(config: CertifierConfig, root: yaml.Node | None, source: str) -> None:
+    """Every component's URLs against the ``sources`` policy, as for the API."""
+    refused = []
+    for i, component in enumerate(config.components):
+        try:
+            config.sources.check_component(component.url, component.api_url)
+        except SourceRefused as exc:
+            line = _line_of(root, ("components", i, str(exc).split(":", 1)[0]))
+            where = f" (line {line})" if line else ""
+            refused.append(f"{source}: components.{i}{where}: {exc}")
+    if refused:
+        raise ConfigError("\n".join(refused))
 
 
 def load_config_file(path: Path) -> CertifierConfig:
@@ -852,9 +876,9 @@ def load_config_file(path: Path) -> CertifierConfig:
         raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: the config file is not UTF-8 text") from None
-    config = parse_config_text(text, str(path))
-    # Recipe folders are written relative to the config file.
     base = path.resolve().parent
+    config = parse_config_text(text, str(path), base)
+    # Recipe folders are written relative to the config file.
     comps = tuple(
         c.model_copy(update={"recipe": base / c.recipe})
         if c.recipe and not c.recipe.is_absolute()

@@ -104,9 +104,11 @@ class CommitReported(_Out):
 class ComponentRequest(ComponentConfig):
     """A component registered over the API: the config file's fields, minus two.
 
-    Registering needs no token, so a body must not choose what runs as root on a worker
-    (``recipe``: a folder of executables) nor which forge token goes where (``token_env``, with
-    ``api_url`` pointing anywhere). Both are the operator's, in the config file.
+    Registering needs an ``admin`` token, but a token is not a root login: a body must not
+    choose what runs as root on a worker (``recipe``: a folder of executables) nor which forge
+    token goes where (``token_env``, with ``api_url`` pointing anywhere). Both are the
+    operator's, in the config file. Its ``url`` and ``api_url`` must pass the config's
+    ``sources`` policy.
     """
 
     @model_validator(mode="after")
@@ -405,6 +407,10 @@ class _Action(BaseModel):
 
 class CancelRequest(_Action):
     pass
+
+
+class ComponentAction(_Action):
+    """Pause or resume a component."""
 
 
 class WaiveRequest(_Action):

@@ -81,6 +81,9 @@ class Component(Base):
     token_env: Mapped[str | None] = mapped_column(String(100))
     webhook_secret_env: Mapped[str | None] = mapped_column(String(100))
     paused_reason: Mapped[str | None] = mapped_column(String(300))  # None: paused by an operator
+    # Removed by an operator: kept for the history that names it, never listed, tracked or formed.
+    removed_at: Mapped[datetime | None]
+    removed_by: Mapped[str | None] = mapped_column(String(200))
 
     commits: Mapped[list[Commit]] = relationship(back_populates="component")
 

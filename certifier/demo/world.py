@@ -714,6 +714,9 @@ def build(root: Path, *, driver: str = "netns", subnet: str = "198.18.0.0/24",
         # re-test that range and name the fourth (which fails for its own reason) after minutes
         # of bisect runs. Each bad commit here is judged alone, so the holds need no search.
         "bisection:\n  enabled: false\n"
+        # The upstream repositories are folders on this machine: the source policy allows
+        # local paths only under the folders it names (docs/architecture.md, Security).
+        "sources:\n  local_paths: [upstream]\n"
         # Seconds, not minutes: one direction of TCP; writes at queue depth 1 (a database's
         # commit path, where a synchronous write costs the most), random writes first, on a
         # fresh file, where a write also allocates until the file is covered; the upgrade suite

@@ -799,6 +799,10 @@ class ComponentPage:
     known_good_sha: str | None
     commits: tuple[CommitStatus, ...]
     more: bool
+    # Tracking's health: failed polls in a row and the last error (a poll's or a delivery's).
+    poll_failures: int = 0
+    last_error: str = ""
+    last_polled_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -820,7 +824,8 @@ def component_list(session: Session) -> list[ComponentRow]:
     kg = knowngood.current(session)
     in_kg = _base_items(session, kg.version) if kg else {}
     out = []
-    for comp in session.scalars(select(models.Component).order_by(models.Component.name)):
+    for comp in session.scalars(select(models.Component).where(
+            models.Component.removed_at.is_(None)).order_by(models.Component.name)):
         head = heads.get(comp.id)
         kg_item = in_kg.get(comp.name)
         out.append(ComponentRow(comp.name, comp.source, comp.url, comp.branch, comp.paused,
@@ -878,8 +883,12 @@ def component_page(session: Session, name: str, limit: int = 100) -> ComponentPa
                 tags.append(Tag(state, f"{state} #{cand_id}", f"/candidates/{cand_id}"))
         out.append(CommitStatus(_ref(commit, comp), commit.seen_via, commit.gone_at is not None,
                                 tuple(tags), commit.gone_at))
+    tracking = session.get(models.TrackingState, comp.id)
     return ComponentPage(comp.name, comp.source, comp.url, comp.branch, comp.paused,
-                         comp.paused_reason, kg_sha, tuple(out), len(commits) > limit)
+                         comp.paused_reason, kg_sha, tuple(out), len(commits) > limit,
+                         tracking.poll_failures if tracking else 0,
+                         tracking.last_error if tracking else "",
+                         tracking.last_polled_at if tracking else None)
 
 
 # Known-good history ---------------------------------------------------------------------------
