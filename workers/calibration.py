@@ -4,7 +4,9 @@ Host pressure says the machine was busy; the probe says what that did to the ver
 suites measure. It builds a testbed of its own with no recipe at all — two hosts ``p1`` and
 ``p2`` on one bridge, addresses from ``198.19.255.240/28`` (the top of the benchmarking range,
 away from the default testbed subnets; the hosts live in their own namespaces, so it could not
-clash with a testbed's addresses anyway) — and runs, briefly, the suites' own code:
+clash with a testbed's addresses anyway) — and runs, briefly, the suites' own code, after half
+a second of doing nothing at all, whose host pressure is the machine's *background*: other work
+only, since nothing of ours runs yet:
 
 * ping: 20 packets 10 ms apart from ``p1`` to ``p2`` and back (rtt, loss);
 * iperf3: one TCP stream ``p1 → p2`` for 1 s (Gbit/s);
@@ -58,6 +60,7 @@ class ProbeOptions:
     fio: bool = True
     fio_size: str = "4M"
     fio_seconds: float = 0.5
+    quiet_seconds: float = 0.5
 
 
 def _values(result: SuiteResult, metric: str) -> list[float]:
@@ -120,9 +123,11 @@ def probe(recorder: Recorder, which: str, *, testbed: str, driver: str, tag: str
           state_dir: Path, records_dir: Path, options: ProbeOptions | None = None) -> None:
     """Run the probe and store its figures as ``recorder.probes[which]``; never raises.
 
-    The figures: ``seconds`` (the probe's wall time, build and teardown included),
-    ``probe_rtt_ms``, ``probe_loss_pct``, ``probe_tcp_gbps``, ``probe_fio_iops``, the host's
-    pressure during the probe (``host``), the driver, and ``notes``.
+    The figures: ``background``, the host's pressure during a quiet moment before anything
+    starts (only other work on the machine shows there); ``seconds`` (the probe's wall time,
+    that moment, build and teardown included); ``probe_rtt_ms``, ``probe_loss_pct``,
+    ``probe_tcp_gbps``, ``probe_fio_iops``; the host's pressure during the tools (``host``);
+    the driver; and ``notes``.
     """
     options = options or ProbeOptions()
     figures: dict[str, Any] = {"driver": driver}
@@ -132,10 +137,12 @@ def probe(recorder: Recorder, which: str, *, testbed: str, driver: str, tag: str
         figures["skipped"] = ("ssh testbeds are other machines: a probe on the worker would "
                               "say nothing about them")
         return
+    quiet = recorder.sample()
+    time.sleep(options.quiet_seconds)  # nothing of ours runs: only others' work shows
+    figures["background"] = span_figures(quiet, recorder.sample())
     if tag is None:
         figures["skipped"] = "no probe tag left for this run id"
         return
-    started = time.monotonic()
     before = recorder.sample()
     try:
         spec = TestbedSpec(name=testbed, driver="netns" if driver == "netns" else "local",
@@ -148,7 +155,7 @@ def probe(recorder: Recorder, which: str, *, testbed: str, driver: str, tag: str
         log.exception("calibration probe %s of testbed %s failed", which, testbed)
         notes.append(f"probe failed unexpectedly: {exc!r}")
     figures["host"] = span_figures(before, recorder.sample())
-    figures["seconds"] = round(time.monotonic() - started, 3)
+    figures["seconds"] = round(time.monotonic() - quiet.at, 3)
     figures["notes"] = notes
 
 
@@ -163,10 +170,10 @@ def describe(which: str, figures: dict[str, Any]) -> str:
         value = figures.get(key)
         parts.append(f"{label} {value:g} {unit}" if isinstance(value, int | float)
                      else f"{label} n/a")
-    host = figures.get("host") or {}
-    cpu = host.get("cpu_pressure_pct")
+    quiet = figures.get("background") or {}
+    cpu = quiet.get("cpu_pressure_pct")
     if isinstance(cpu, int | float):
-        parts.append(f"cpu pressure {cpu:g} %")
+        parts.append(f"background cpu pressure {cpu:g} %")
     notes = "; ".join(figures.get("notes") or ())
     return (f"environment: probe {which} ({figures.get('seconds', 0):g} s): " + ", ".join(parts)
             + (f" ({notes})" if notes else ""))
