@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from certifier.db import models
+from certifier.domain.environment import judged_figures
 from certifier.pipeline.bisection import BisectionView
 from certifier.pipeline.bisection import view as bisection_view
 from certifier.settings import ComponentConfig
@@ -181,6 +182,12 @@ class RunDetail(RunOut):
     checks: list[CheckOut]
     measurements: list[MeasurementOut]
     log: str
+    environment: dict[str, Any] | None = Field(
+        default=None, description="the host during the run: pressure per suite and combined "
+        "(host), the calibration probes at start and end (probes, each with its background "
+        "pressure), and the figures the environment check judged (judged)")
+    too_busy: bool = Field(default=False, description="the environment check made this run "
+                           "infra_error: the testbed was out of its usual range")
 
     @classmethod
     def of(cls, run: models.Run) -> RunDetail:
@@ -196,6 +203,9 @@ class RunDetail(RunOut):
                 for m in run.measurements
             ],
             log=run.log,
+            environment=(None if run.environment is None
+                         else {**run.environment, "judged": judged_figures(run.environment)}),
+            too_busy=run.too_busy,
         )
 
 

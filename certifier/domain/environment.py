@@ -137,6 +137,14 @@ def _fmt(value: float, unit: str) -> str:
     return f"{text} {unit}".rstrip()
 
 
+def summary_line(figures: Mapping[str, float]) -> str:
+    """The judged figures in one short line, for the dashboard's run rows."""
+    shown = ("background_cpu_pressure_pct", "cpu_pressure_pct", "background_io_pressure_pct",
+             "cpu_steal_pct", "probe_tcp_gbps", "probe_rtt_ms", "probe_fio_iops")
+    return ", ".join(f"{FIGURES[k].label} {_fmt(figures[k], FIGURES[k].unit)}"
+                     for k in shown if k in figures)
+
+
 @dataclass(frozen=True, slots=True)
 class Deviation:
     """One figure out of range: its value, the usual value (None without history), the limit."""
