@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from certifier.domain.environment import FIGURES
+from certifier.domain.environment import HOST_FIGURES
 
 RESOURCES = ("cpu", "io", "memory")
 _PRESSURE_LINE = re.compile(r"^(some|full)((?:\s+[a-z0-9]+=\S+)+)\s*$")
@@ -197,7 +197,7 @@ def combine(spans: list[dict[str, Any]]) -> dict[str, Any]:
     averaged over the spans that have it.
     """
     combined: dict[str, Any] = {"seconds": round(sum(s.get("seconds") or 0.0 for s in spans), 3)}
-    keys = [k for k in FIGURES if not k.startswith("probe_")]
+    keys = list(HOST_FIGURES)
     keys += [f"{r}_pressure_avg10" for r in RESOURCES]
     for key in keys:
         weighted = [(s[key], s.get("seconds") or 0.0) for s in spans
