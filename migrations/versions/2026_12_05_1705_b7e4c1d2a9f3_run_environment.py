@@ -3,7 +3,7 @@ environment check refused them as too busy.
 
 Revision ID: b7e4c1d2a9f3
 Revises: 8e3f1a2b4c5d
-Create Date: 2026-12-05 17:00:00+00:00
+Create Date: 2026-12-05 17:05:00+00:00
 """
 
 from __future__ import annotations
