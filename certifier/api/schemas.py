@@ -186,8 +186,9 @@ class RunDetail(RunOut):
         default=None, description="the host during the run: pressure per suite and combined "
         "(host), the calibration probes at start and end (probes, each with its background "
         "pressure), and the figures the environment check judged (judged)")
-    too_busy: bool = Field(default=False, description="the environment check made this run "
-                           "infra_error: the testbed was out of its usual range")
+    too_busy: bool = Field(default=False, description="the environment check found the testbed "
+                           "out of its usual range: the run is infra_error unless a check "
+                           "failed")
 
     @classmethod
     def of(cls, run: models.Run) -> RunDetail:

@@ -182,7 +182,8 @@ class Run(Base):
     # The host's state during the run (workers/environment.py, workers/calibration.py): pressure
     # per suite and combined, the calibration probes; None for runs that never measured it.
     environment: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
-    # The environment check found the testbed out of its usual range: infra_error, not blamed.
+    # The environment check found the testbed out of its usual range: the run is infra_error
+    # (unless a check failed), and its figures never join the testbed's usual range.
     too_busy: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     candidate: Mapped[Candidate] = relationship(back_populates="runs")

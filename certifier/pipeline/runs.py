@@ -323,9 +323,8 @@ def finish(
         run.environment = dict(environment)
         if environment_policy is not None:
             excuse = environment_excuse(session, run, environment, environment_policy)
-            judged = apply_environment(judgement, excuse)
-            run.too_busy = excuse is not None and judged.verdict != judgement.verdict
-            judgement = judged
+            run.too_busy = excuse is not None
+            judgement = apply_environment(judgement, excuse)
     versions: dict[str, str] = {}
     for result in results:
         versions.update(result.tool_versions)

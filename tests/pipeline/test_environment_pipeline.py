@@ -99,7 +99,7 @@ def test_a_failed_check_on_a_too_busy_run_still_fails(world: World) -> None:
                                                        "h1 cannot reach h2")])]
     run_id = _gate_run(world, "n1")
     assert _finish(world, run_id, busy(63.0), cut_off) is Verdict.FAILED
-    assert _run(world, run_id)[1] is False
+    assert _run(world, run_id)[2] == ["ping check 'reach h1->h2' failed: h1 cannot reach h2"]
     world.reconcile()
     assert _candidate(world)[0] == CandidateState.REJECTED
 

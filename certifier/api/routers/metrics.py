@@ -220,8 +220,9 @@ def _environment(session: Session) -> Iterable[Metric]:
         labels=["testbed", "figure", "unit"])
     refused = CounterMetricFamily(
         "certifier_runs_too_busy",
-        "Runs the environment check made infra_error because the testbed was out of its "
-        "usual range (retried, never counted against the candidate).", labels=["testbed"])
+        "Runs the environment check found out of the testbed's usual range (infra_error "
+        "unless a check failed: retried, never counted against the candidate).",
+        labels=["testbed"])
     counts = dict(session.execute(
         select(models.Run.testbed, func.count())
         .where(models.Run.too_busy.is_(True)).group_by(models.Run.testbed)).all())
