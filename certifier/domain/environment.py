@@ -60,7 +60,7 @@ FIGURES: dict[str, Figure] = {
     "cpu_steal_pct": Figure("cpu steal", "%", "higher", 5.0, ceiling=25.0),
     "iowait_pct": Figure("iowait", "%", "higher", 10.0),
     "load_per_core": Figure("load per core", "", "higher", 1.0),
-    # The calibration probe's own numbers (the worse of the start and end probes).
+    # The calibration probe's own numbers (the mean of the start and end probes).
     "probe_rtt_ms": Figure("probe ping rtt", "ms", "higher", 200.0, relative=True),
     "probe_loss_pct": Figure("probe ping loss", "%", "higher", 2.0, ceiling=10.0),
     "probe_tcp_gbps": Figure("probe bandwidth", "Gbit/s", "lower", 40.0, relative=True),
@@ -97,17 +97,19 @@ def _number(value: Any) -> float | None:
     return float(value) if value == value and abs(value) != float("inf") else None
 
 
-def _worst(name: str, values: list[float], found: dict[str, float]) -> None:
+def _mean(name: str, values: list[float], found: dict[str, float]) -> None:
     if values:
-        found[name] = max(values) if FIGURES[name].worse == "higher" else min(values)
+        found[name] = round(statistics.fmean(values), 6)
 
 
 def judged_figures(environment: Mapping[str, Any] | None) -> dict[str, float]:
     """The figures judged, from what a run stores (``runs.environment``).
 
     Host figures come from ``host`` (all suites combined); each probe figure, and each
-    background figure (a probe's ``background`` span), is the worse of the start and end
-    probe. Anything missing or not a number is left out: an absent figure is never judged.
+    background figure (a probe's ``background`` span), is the mean of the start and end
+    probes: a load that lasts shows in both, while a burst of a fraction of a second in one
+    of them (seen on a shared machine: 6 % then 51 % background) is not enough to refuse a
+    run. Anything missing or not a number is left out: an absent figure is never judged.
     """
     if not isinstance(environment, Mapping):
         return {}
@@ -122,11 +124,11 @@ def judged_figures(environment: Mapping[str, Any] | None) -> dict[str, float]:
     probes = [p for p in probes.values() if isinstance(p, Mapping)] if isinstance(
         probes, Mapping) else []
     for name in PROBE_FIGURES:
-        _worst(name, [v for p in probes if (v := _number(p.get(name))) is not None], found)
+        _mean(name, [v for p in probes if (v := _number(p.get(name))) is not None], found)
     quiet = [b for p in probes if isinstance(b := p.get("background"), Mapping)]
     for name in BACKGROUND_FIGURES:
         key = name.removeprefix(BACKGROUND)
-        _worst(name, [v for b in quiet if (v := _number(b.get(key))) is not None], found)
+        _mean(name, [v for b in quiet if (v := _number(b.get(key))) is not None], found)
     return found
 
 

@@ -127,10 +127,10 @@ STORED: dict[str, Any] = {
 }
 
 
-def test_judged_figures_take_the_worse_probe_and_skip_what_is_missing() -> None:
+def test_judged_figures_average_the_probes_and_skip_what_is_missing() -> None:
     assert judged_figures(STORED) == {
-        "cpu_pressure_pct": 12.5, "load_per_core": 0.4, "probe_tcp_gbps": 7.0,
-        "probe_rtt_ms": 0.05, "background_cpu_pressure_pct": 8.0}
+        "cpu_pressure_pct": 12.5, "load_per_core": 0.4, "probe_tcp_gbps": 8.0,
+        "probe_rtt_ms": 0.045, "background_cpu_pressure_pct": 5.5}
 
 
 @pytest.mark.parametrize("stored", [None, "text", {"host": [1, 2]}, {"probes": {"a": 3}},
@@ -143,5 +143,5 @@ def test_judged_figures_of_garbage_are_empty(stored: Any) -> None:
 
 def test_the_summary_line_names_the_main_figures() -> None:
     assert summary_line(judged_figures(STORED)) == (
-        "cpu pressure 8 %, cpu pressure during the suites 12 %, probe bandwidth 7 Gbit/s, "
-        "probe ping rtt 0.05 ms")
+        "cpu pressure 5.5 %, cpu pressure during the suites 12 %, probe bandwidth 8 Gbit/s, "
+        "probe ping rtt 0.045 ms")
