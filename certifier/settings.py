@@ -41,6 +41,8 @@ from certifier.domain.bisection import BisectPolicy
 from certifier.domain.combination import NAME_RE
 from certifier.domain.detector import DetectorPolicy
 from certifier.domain.durations import DurationError, parse_duration
+from certifier.domain.environment import FIGURES as ENVIRONMENT_FIGURES
+from certifier.domain.environment import EnvironmentPolicy
 from certifier.domain.judgement import FixedLimit, JudgementPolicy, Margin
 from certifier.domain.notifications import ALL_EVENTS, Event, RetryPolicy
 from certifier.domain.promotion import SoakPolicy
@@ -516,6 +518,49 @@ class BisectionConfig(_Strict):
                             infra_backoff_max=soak.infra_backoff_max)
 
 
+class EnvironmentConfig(_Strict):
+    """The environment check (``certifier/domain/environment.py``): a run whose host pressure or
+    calibration probe is out of the testbed's usual range is ``infra_error``, not the
+    candidate's fault. Usual range: the median of the newest ``window`` runs with figures on the
+    same testbed plus ``mad_k`` scaled MADs, at least ``floors`` away (per figure); ``ceilings``
+    refuse whatever the history, and are the only test below ``min_history`` runs.
+    ``probe`` runs the calibration probe at the start and end of each run; ``probe_fio`` its
+    fio part."""
+
+    enabled: bool = True
+    window: int = Field(default=20, ge=3, le=1000)
+    min_history: int = Field(default=5, ge=3, le=1000)
+    mad_k: float = Field(default=4.0, gt=0, le=100)
+    floors: dict[str, float] = Field(default_factory=dict)
+    ceilings: dict[str, float | None] = Field(default_factory=dict)
+    probe: bool = True
+    probe_fio: bool = True
+
+    @field_validator("floors", "ceilings")
+    @classmethod
+    def _figures(cls, v: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(k for k in v if k not in ENVIRONMENT_FIGURES)
+        if unknown:
+            raise ValueError(f"unknown figures {unknown}; known: "
+                             f"{', '.join(ENVIRONMENT_FIGURES)}")
+        negative = sorted(k for k, x in v.items() if x is not None and not 0 <= x < math.inf)
+        if negative:
+            raise ValueError(f"must be 0 or more: {negative}")
+        return v
+
+    @model_validator(mode="after")
+    def _history(self) -> EnvironmentConfig:
+        if self.window < self.min_history:
+            raise ValueError(f"window ({self.window}) is smaller than min_history "
+                             f"({self.min_history})")
+        return self
+
+    def policy(self) -> EnvironmentPolicy:
+        return EnvironmentPolicy(enabled=self.enabled, window=self.window,
+                                 min_history=self.min_history, mad_k=self.mad_k,
+                                 floors=dict(self.floors), ceilings=dict(self.ceilings))
+
+
 class SchedulerConfig(_Strict):
     reconcile_interval: Duration = timedelta(seconds=10)
     run_timeout: Duration = timedelta(minutes=30)
@@ -679,6 +724,7 @@ class CertifierConfig(_Strict):
     soak: SoakConfig = SoakConfig()
     thresholds: ThresholdsConfig = ThresholdsConfig()
     detector: DetectorConfig = DetectorConfig()
+    environment: EnvironmentConfig = EnvironmentConfig()
     suites: SuitesConfig = SuitesConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     bisection: BisectionConfig = BisectionConfig()

@@ -47,6 +47,12 @@ def test_short_durations_let_a_demo_soak_in_seconds() -> None:
         ("detector:\n  false_reject_target: 0.9\n", r"detector\.false_reject_target \(line 2\)"),
         ("detector:\n  min_baseline_runs: 30\n  baseline_window: 20\n",
          r"baseline_window \(20\) is smaller than min_baseline_runs \(30\)"),
+        ("environment:\n  ceilings: {cpu_load: 50}\n",
+         r"environment\.ceilings .*unknown figures \['cpu_load'\]"),
+        ("environment:\n  floors: {probe_tcp_gbps: -1}\n", r"environment\.floors .*0 or more"),
+        ("environment:\n  min_history: 10\n  window: 5\n",
+         r"window \(5\) is smaller than min_history \(10\)"),
+        ("environment:\n  mad_k: 0\n", r"environment\.mad_k \(line 2\)"),
     ],
 )
 def test_bad_config_names_the_key_and_line(text: str, expected: str) -> None:
@@ -91,3 +97,12 @@ def test_the_detector_is_planned_for_the_whole_soak() -> None:
     assert detector.floor_for("bandwidth", "throughput_gbps", counts=False) == 1.0
     off = load_settings(config=parse_config_text("detector:\n  enabled: false\n"))
     assert off.judgement_policy().detector is None
+
+
+def test_the_environment_section_becomes_the_checks_policy() -> None:
+    config = parse_config_text(
+        "environment:\n  window: 10\n  ceilings: {background_cpu_pressure_pct: null}\n"
+        "  floors: {probe_tcp_gbps: 25}\n")
+    policy = config.environment.policy()
+    assert policy.window == 10 and policy.ceiling("background_cpu_pressure_pct") is None
+    assert policy.floor("probe_tcp_gbps") == 25 and policy.floor("cpu_steal_pct") == 5

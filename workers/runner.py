@@ -32,12 +32,13 @@ from certifier.settings import Settings, TestbedConfig
 from certifier.topology import TopologyError
 from certifier.topology import load as load_topology
 from certifier.tracking import events
-from workers import checkout, janitor, snapshots
+from workers import calibration, checkout, janitor, snapshots
 from workers.context import WorkerContext
+from workers.environment import Recorder
 from workers.recipes import Deployable, Recipes, RunInfo
 from workers.suites import SUITES, upgrade
 from workers.testbed.base import InfraError, Testbed, TestbedError, TestbedSpec, create_testbed
-from workers.testbed.tags import run_tag
+from workers.testbed.tags import probe_tag, run_tag
 
 log = logging.getLogger(__name__)
 LOG_LIMIT = 200_000  # characters of the run log kept with the run (the tail)
@@ -238,6 +239,19 @@ def _teardown(bed: Testbed | None) -> str | None:
     return None
 
 
+def _probe(ctx: WorkerContext, plan: runs.RunPlan, recorder: Recorder, which: str,
+           driver: str | None, run_dir: Path, out: RunLog) -> None:
+    """The environment check's calibration probe (workers/calibration.py), if configured."""
+    cfg = ctx.settings.config.environment
+    if not (cfg.enabled and cfg.probe) or driver is None:
+        return
+    calibration.probe(recorder, which, testbed=plan.testbed, driver=driver,
+                      tag=probe_tag(ctx.settings, plan.run_id),
+                      state_dir=run_dir / f"probe-{which}", records_dir=ctx.settings.records_dir,
+                      options=calibration.ProbeOptions(fio=cfg.probe_fio))
+    out.add(calibration.describe(which, recorder.probes[which]))
+
+
 def execute(ctx: WorkerContext, run_id: int) -> runs.Claim:
     """Execute run ``run_id`` if it is still pending; returns how the claim went."""
     settings = ctx.settings
@@ -260,6 +274,8 @@ def execute(ctx: WorkerContext, run_id: int) -> runs.Claim:
     info = RunInfo(run_id, str(plan.kind), plan.candidate_id)
     gone: list[tuple[str, str, str]] = []  # commits upstream has lost, found by the checkout
     timeout = settings.config.scheduler.hook_timeout.total_seconds()
+    recorder = Recorder()  # the environment check: host pressure per suite, probes
+    driver: str | None = None
     try:
         reaped = janitor.clear_testbed(ctx, plan.testbed, run_id)  # a dead earlier run's leftovers
         if reaped:
@@ -268,6 +284,8 @@ def execute(ctx: WorkerContext, run_id: int) -> runs.Claim:
         shutil.rmtree(run_dir, ignore_errors=True)
         comps = _checkout(settings, plan.components, run_dir / "src", out, gone=gone)
         spec = _spec(settings, plan.testbed, out)
+        driver = spec.driver
+        _probe(ctx, plan, recorder, "start", driver, run_dir, out)
         bed = _build(settings, spec, run_id, run_dir / "state", out)
         recipes = Recipes(bed, info, timeout, out.add)
         deployed = _deploy(recipes, comps)
@@ -280,7 +298,8 @@ def execute(ctx: WorkerContext, run_id: int) -> runs.Claim:
                 fresh = _fresh_snapshots(recipes, comps, out)
             for name in settings.config.suites.enabled:
                 run_suite, _ = SUITES[name]
-                suite_result = run_suite(bed, _suite_options(settings, name))
+                with recorder.span(name):
+                    suite_result = run_suite(bed, _suite_options(settings, name))
                 out.add(_suite_line(name, suite_result))
                 if suite_result.log:
                     out.add(suite_result.log)
@@ -295,7 +314,8 @@ def execute(ctx: WorkerContext, run_id: int) -> runs.Claim:
                 bed = _build(settings, spec, run_id, run_dir / "upgrade", out)
                 out.add(f"suite upgrade: known-good #{plan.base_version} deployed, then "
                         "upgraded in place to this candidate")
-                upgraded = _upgrade(ctx, plan, bed, comps, base, fresh)
+                with recorder.span("upgrade"):
+                    upgraded = _upgrade(ctx, plan, bed, comps, base, fresh)
                 out.add(_suite_line("upgrade", upgraded))
                 if upgraded.log:
                     out.add(upgraded.log)
@@ -310,11 +330,12 @@ def execute(ctx: WorkerContext, run_id: int) -> runs.Claim:
         _teardown(bed)
         raise
 
+    _probe(ctx, plan, recorder, "end", driver, run_dir, out)
     try:
         _record_gone(ctx, gone, out)
     except Exception:  # a note for the manifest must never cost the run its verdict
         log.exception("run %s: cannot mark commits gone upstream", run_id)
-    kept = _finish(ctx, plan, results, setup_error, bed, out)
+    kept = _finish(ctx, plan, results, setup_error, bed, out, recorder.summary())
     if not kept:
         shutil.rmtree(run_dir / "src", ignore_errors=True)
         shutil.rmtree(run_dir / "src-known-good", ignore_errors=True)
@@ -322,7 +343,8 @@ def execute(ctx: WorkerContext, run_id: int) -> runs.Claim:
 
 
 def _finish(ctx: WorkerContext, plan: runs.RunPlan, results: list[SuiteResult],
-            setup_error: str | None, bed: Testbed | None, out: RunLog) -> bool:
+            setup_error: str | None, bed: Testbed | None, out: RunLog,
+            environment: dict[str, object] | None = None) -> bool:
     """Judge and record the run; tear its testbed down unless a hold keeps it. True if kept."""
     settings, run_id = ctx.settings, plan.run_id
     policy = settings.judgement_policy()
@@ -339,7 +361,9 @@ def _finish(ctx: WorkerContext, plan: runs.RunPlan, results: list[SuiteResult],
     kept = None
     with session_scope(ctx.session_factory) as session:
         judgement = runs.finish(session, run_id, results, ctx.clock, policy,
-                                log=out.text()[-LOG_LIMIT:], setup_error=setup_error)
+                                log=out.text()[-LOG_LIMIT:], setup_error=setup_error,
+                                environment=environment,
+                                environment_policy=settings.config.environment.policy())
         if bed is not None and hold_id is not None and judgement.verdict in autohold.HELD_VERDICTS:
             kept = autohold.catch(session, hold_id, run_id, ctx.clock, testbed=plan.testbed,
                                   tag=bed.tag, worker=ctx.worker_id,

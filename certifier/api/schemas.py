@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from certifier.db import models
+from certifier.domain.environment import judged_figures
 from certifier.pipeline.bisection import BisectionView
 from certifier.pipeline.bisection import view as bisection_view
 from certifier.settings import ComponentConfig
@@ -224,6 +225,13 @@ class RunDetail(RunOut):
     state_diff: list[StateDiffOut] = Field(
         description="the upgrade suite's diff of each component's state snapshots")
     log: str
+    environment: dict[str, Any] | None = Field(
+        default=None, description="the host during the run: pressure per suite and combined "
+        "(host), the calibration probes at start and end (probes, each with its background "
+        "pressure), and the figures the environment check judged (judged)")
+    too_busy: bool = Field(default=False, description="the environment check found the testbed "
+                           "out of its usual range: the run is infra_error unless a check "
+                           "failed")
 
     @classmethod
     def of(cls, run: models.Run) -> RunDetail:
@@ -240,6 +248,9 @@ class RunDetail(RunOut):
             ],
             state_diff=StateDiffOut.many(run.state_diff),
             log=run.log,
+            environment=(None if run.environment is None
+                         else {**run.environment, "judged": judged_figures(run.environment)}),
+            too_busy=run.too_busy,
         )
 
 

@@ -27,6 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.sql.expression import false
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -162,7 +163,9 @@ class Candidate(Base):
 
 class Run(Base):
     __tablename__ = "runs"
-    __table_args__ = (UniqueConstraint("candidate_id", "kind", "attempt"),)
+    __table_args__ = (UniqueConstraint("candidate_id", "kind", "attempt"),
+                      Index("ix_runs_testbed_finished", "testbed", "finished_at"),
+                      Index("ix_runs_too_busy_testbed", "too_busy", "testbed"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id", ondelete="CASCADE"))
@@ -183,6 +186,12 @@ class Run(Base):
     finished_at: Mapped[datetime | None]
     # Set on bisect runs: the combination this run tests instead of its candidate's.
     combination_hash: Mapped[str | None] = mapped_column(ForeignKey("combinations.hash"))
+    # The host's state during the run (workers/environment.py, workers/calibration.py): pressure
+    # per suite and combined, the calibration probes; None for runs that never measured it.
+    environment: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    # The environment check found the testbed out of its usual range: the run is infra_error
+    # (unless a check failed), and its figures never join the testbed's usual range.
+    too_busy: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     candidate: Mapped[Candidate] = relationship(back_populates="runs")
     combination: Mapped[Combination | None] = relationship()

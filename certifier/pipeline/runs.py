@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -20,6 +21,8 @@ from sqlalchemy.orm import Session
 from certifier.db import models
 from certifier.domain.clock import Clock
 from certifier.domain.detector import DetectorPolicy
+from certifier.domain.environment import EnvironmentPolicy, judge_environment, judged_figures
+from certifier.domain.environment import apply as apply_environment
 from certifier.domain.judgement import (
     Baseline,
     Excuse,
@@ -301,18 +304,27 @@ def finish(
     *,
     log: str = "",
     setup_error: str | None = None,
+    environment: Mapping[str, Any] | None = None,
+    environment_policy: EnvironmentPolicy | None = None,
 ) -> RunJudgement:
     """Store a run's checks and measurements, judge it against the baseline, release its testbed.
 
     ``setup_error`` (deploy or testbed failure before the suites) makes the run ``infra_error``
     unless it was the candidate's own deploy hook that failed (then it is a failed check, which
-    the caller reports as a result instead).
+    the caller reports as a result instead). ``environment`` (the host's state during the run)
+    is stored, and judged against the testbed's history when ``environment_policy`` is given.
     """
     run = get_run(session, run_id)
     if run.state == RunState.FINISHED:
         return RunJudgement(Verdict(run.verdict or Verdict.INFRA_ERROR),
                             tuple(Excuse.from_dict(e) for e in run.excuses))
     judgement = judge(session, run_id, results, policy, setup_error=setup_error)
+    if environment is not None:
+        run.environment = dict(environment)
+        if environment_policy is not None:
+            excuse = environment_excuse(session, run, environment, environment_policy)
+            run.too_busy = excuse is not None
+            judgement = apply_environment(judgement, excuse)
     versions: dict[str, str] = {}
     for result in results:
         versions.update(result.tool_versions)
@@ -335,6 +347,42 @@ def finish(
     _release(session, run_id)
     session.flush()
     return judgement
+
+
+def environment_history(session: Session, run: models.Run,
+                        window: int) -> list[dict[str, float]]:
+    """The judged environment figures of the newest ``window`` finished runs on ``run``'s
+    testbed that have them, newest first.
+
+    Runs refused as too busy are left out, so a busy spell never becomes the usual state by
+    repetition; a lasting change of the machine is the operator's to accept (floors, ceilings).
+    """
+    if run.testbed is None:
+        return []
+    found: list[dict[str, float]] = []
+    for environment in session.scalars(
+            select(models.Run.environment)
+            .where(models.Run.testbed == run.testbed, models.Run.id != run.id,
+                   models.Run.state == RunState.FINISHED, models.Run.too_busy.is_(False),
+                   models.Run.environment.is_not(None))
+            .order_by(models.Run.finished_at.desc(), models.Run.id.desc())
+            .limit(window * 2)):  # some may hold no judged figure (a probe that was skipped)
+        figures = judged_figures(environment)
+        if figures:
+            found.append(figures)
+        if len(found) == window:
+            break
+    return found
+
+
+def environment_excuse(session: Session, run: models.Run, environment: Mapping[str, Any],
+                       policy: EnvironmentPolicy) -> Excuse | None:
+    """The ``infra_error`` excuse for ``run`` if its environment is out of its testbed's usual
+    range (:mod:`certifier.domain.environment`), else None."""
+    if not policy.enabled:
+        return None
+    return judge_environment(judged_figures(environment),
+                             environment_history(session, run, policy.window), policy)
 
 
 def expire_stale(session: Session, clock: Clock, run_timeout: timedelta) -> list[int]:

@@ -24,6 +24,7 @@ from sqlalchemy.orm.interfaces import LoaderOption
 
 from certifier.db import models
 from certifier.domain import formation
+from certifier.domain.environment import judged_figures, summary_line
 from certifier.domain.judgement import Excuse, RunKind, Verdict
 from certifier.domain.lifecycle import CandidateState
 from certifier.domain.promotion import (
@@ -119,6 +120,8 @@ class RunView:
     finished_at: datetime | None
     excuses: tuple[ExcuseView, ...] = ()
     state_diff: tuple[dict[str, Any], ...] = ()  # the upgrade suite's, as stored
+    environment: str = ""  # the environment check's figures in one line (domain.environment)
+    too_busy: bool = False
 
     @property
     def outcome(self) -> str:
@@ -232,7 +235,9 @@ def _run_view(run: models.Run) -> RunView:
                    verdict=run.verdict, testbed=run.testbed, created_at=run.created_at,
                    started_at=run.started_at, finished_at=run.finished_at,
                    excuses=_excuses(run.excuses),
-                   state_diff=tuple(d for d in run.state_diff or () if isinstance(d, dict)))
+                   state_diff=tuple(d for d in run.state_diff or () if isinstance(d, dict)),
+                   environment=summary_line(judged_figures(run.environment)),
+                   too_busy=run.too_busy)
 
 
 def _summaries(runs: Iterable[models.Run]) -> list[RunSummary]:

@@ -28,6 +28,7 @@ from certifier.pipeline.dispatch import RecordingDispatcher
 from certifier.settings import (
     CertifierConfig,
     ComponentConfig,
+    EnvironmentConfig,
     SchedulerConfig,
     Settings,
     SoakConfig,
@@ -116,8 +117,14 @@ def harness(tmp_path: Path, comps: dict[str, tuple[Path, Path | None]], *,
             driver: str = "local", suites: tuple[str, ...] = (),
             hook_timeout: timedelta = timedelta(seconds=30),
             upgrade: UpgradeSuiteConfig | None = None, run_in: str = "controller",
+            environment: EnvironmentConfig | None = None,
             **settings_args: Any) -> Harness:
-    """A migrated SQLite database with ``comps`` (name → (repo, recipe)) and one testbed."""
+    """A migrated SQLite database with ``comps`` (name → (repo, recipe)) and one testbed.
+
+    The environment check is off unless ``environment`` is given: these runs test recipes and
+    suites, and must not turn ``infra_error`` because the machine running the tests is busy
+    (tests/environment/test_runner_environment.py runs it for real).
+    """
     config = CertifierConfig(
         components=tuple(ComponentConfig(name=name, url=str(repo), recipe=recipe,
                                          run_in=run_in)  # type: ignore[arg-type]
@@ -128,6 +135,7 @@ def harness(tmp_path: Path, comps: dict[str, tuple[Path, Path | None]], *,
         suites=SuitesConfig(enabled=suites,  # type: ignore[arg-type]
                             upgrade=upgrade or UpgradeSuiteConfig(settle_s=0.2)),
         scheduler=SchedulerConfig(hook_timeout=hook_timeout),
+        environment=environment or EnvironmentConfig(enabled=False),
     )
     settings = Settings(data_dir=tmp_path / "data", config=config, **settings_args)
     settings.data_dir.mkdir(parents=True, exist_ok=True)

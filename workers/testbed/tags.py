@@ -38,3 +38,14 @@ def run_tag_prefix(settings: Settings) -> str:
 
 def run_tag(settings: Settings, run_id: int) -> str:
     return f"{run_tag_prefix(settings)}{_base36(run_id)}"
+
+
+def probe_tag(settings: Settings, run_id: int) -> str | None:
+    """The tag of run ``run_id``'s calibration probe testbed (``workers/calibration.py``).
+
+    The run-tag prefix, then ``0``, then the run id: base 36 of a run id never starts with
+    ``0``, so this never names a run's own testbed, and the janitor's orphan scan (which
+    covers the prefix) reaps it like any run's. None beyond 36**6 runs (12 characters).
+    """
+    tag = f"{run_tag_prefix(settings)}0{_base36(run_id)}"
+    return tag if len(tag) <= 12 else None

@@ -50,6 +50,7 @@ from sqlalchemy.orm import Session
 import certifier
 from certifier.api.deps import AppContext, ContextDep
 from certifier.db import models
+from certifier.domain.environment import FIGURES, judged_figures
 from certifier.domain.judgement import RunKind, Verdict
 from certifier.domain.lifecycle import CandidateState
 from certifier.pipeline import knowngood, runstats
@@ -102,6 +103,7 @@ class PipelineCollector(Collector):
         yield _soak_left(session, now, self._context.settings.config.soak.duration)
         yield _testbeds(session, now)
         yield from _tracking(session)
+        yield from _environment(session)
         yield from _known_good(session, now)
 
 
@@ -236,6 +238,38 @@ def _tracking(session: Session) -> Iterable[Metric]:
     for state in ("pending", "processed"):
         failing.add_metric([state], counts.get(state, 0))
     return failures, erring, failing
+
+
+def _environment(session: Session) -> Iterable[Metric]:
+    """The environment check: each testbed's last figures, and its runs refused as too busy.
+
+    The figures are in their own units (the ``unit`` label: percent, Gbit/s, …), like
+    ``certifier_known_good_measurement``, because the same numbers appear in the excuses.
+    One indexed query per testbed for the newest run with figures.
+    """
+    figure = GaugeMetricFamily(
+        "certifier_testbed_environment",
+        "The environment figures of the newest finished run on each testbed that has them "
+        "(host pressure, calibration probe), in the unit the label names.",
+        labels=["testbed", "figure", "unit"])
+    refused = CounterMetricFamily(
+        "certifier_runs_too_busy",
+        "Runs the environment check found out of the testbed's usual range (infra_error "
+        "unless a check failed: retried, never counted against the candidate).",
+        labels=["testbed"])
+    counts = dict(session.execute(
+        select(models.Run.testbed, func.count())
+        .where(models.Run.too_busy.is_(True)).group_by(models.Run.testbed)).all())
+    for name in session.scalars(select(models.Testbed.name).order_by(models.Testbed.name)):
+        refused.add_metric([name], counts.get(name, 0))
+        stored = session.scalar(
+            select(models.Run.environment)
+            .where(models.Run.testbed == name, models.Run.state == RunState.FINISHED.value,
+                   models.Run.environment.is_not(None))
+            .order_by(models.Run.finished_at.desc(), models.Run.id.desc()).limit(1))
+        for key, value in judged_figures(stored).items():
+            figure.add_metric([name, key, FIGURES[key].unit or "1"], value)
+    return figure, refused
 
 
 def _known_good(session: Session, now: datetime) -> Iterable[Metric]:
