@@ -176,6 +176,9 @@ class Run(Base):
     finished_at: Mapped[datetime | None]
     # Set on bisect runs: the combination this run tests instead of its candidate's.
     combination_hash: Mapped[str | None] = mapped_column(ForeignKey("combinations.hash"))
+    # A/B rounds measured: the suites ran on the candidate and on a control deployment of the
+    # known-good this many times, interleaved. 0: a single-sided run (no control).
+    rounds: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     candidate: Mapped[Candidate] = relationship(back_populates="runs")
     combination: Mapped[Combination | None] = relationship()
@@ -207,6 +210,13 @@ class MeasurementRow(Base):
     value: Mapped[float] = mapped_column(Float)
     unit: Mapped[str] = mapped_column(String(16))
     better: Mapped[str] = mapped_column(String(8))
+    # Which deployment measured it (candidate, or the known-good's control in an A/B run), in
+    # which round; for loss-type series the counts behind the rate (events of trials).
+    side: Mapped[str] = mapped_column(String(16), default="candidate",
+                                      server_default="candidate")
+    round: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    events: Mapped[int | None] = mapped_column(Integer)
+    trials: Mapped[int | None] = mapped_column(Integer)
 
 
 class KnownGood(Base):
