@@ -512,6 +512,31 @@ class BisectionConfig(_Strict):
                             infra_backoff_max=soak.infra_backoff_max)
 
 
+class AbConfig(_Strict):
+    """A/B runs with contemporaneous controls (issue #12): a run of a kind in ``run_kinds`` that
+    has a known-good to compare with also deploys that known-good on a twin testbed (the
+    *control*) and runs every enabled suite on both, interleaved in rounds whose order
+    alternates (candidate first in even rounds, control first in odd ones).
+
+    Gate and bisect runs measure ``min_rounds`` rounds, then one more while the statistics ask
+    for it, ``max_rounds`` at most; soak runs measure ``soak_rounds`` rounds. Baseline runs (the
+    known-good itself) and runs before the first known-good stay single-sided.
+    """
+
+    enabled: bool = True
+    run_kinds: tuple[Literal["gate", "soak", "bisect"], ...] = ("gate", "soak", "bisect")
+    min_rounds: int = Field(default=2, ge=1, le=50)
+    max_rounds: int = Field(default=6, ge=1, le=50)
+    soak_rounds: int = Field(default=2, ge=1, le=50)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AbConfig:
+        if self.min_rounds > self.max_rounds:
+            raise ValueError(f"min_rounds ({self.min_rounds}) is more than max_rounds "
+                             f"({self.max_rounds})")
+        return self
+
+
 class SchedulerConfig(_Strict):
     reconcile_interval: Duration = timedelta(seconds=10)
     run_timeout: Duration = timedelta(minutes=30)
@@ -676,6 +701,7 @@ class CertifierConfig(_Strict):
     thresholds: ThresholdsConfig = ThresholdsConfig()
     detector: DetectorConfig = DetectorConfig()
     suites: SuitesConfig = SuitesConfig()
+    ab: AbConfig = AbConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     bisection: BisectionConfig = BisectionConfig()
     dashboard: DashboardConfig = DashboardConfig()

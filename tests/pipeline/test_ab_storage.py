@@ -16,6 +16,7 @@ from certifier.db import models
 from certifier.db.session import session_scope
 from certifier.domain.clock import FakeClock
 from certifier.domain.detector import DetectorPolicy
+from certifier.domain.judgement import JudgementPolicy
 from certifier.domain.promotion import SoakPolicy
 from certifier.domain.results import Better, Check, Measurement, Side, SuiteResult
 from certifier.pipeline import runs, views
@@ -53,7 +54,7 @@ def _finish(world: World, run_id: int, rounds: int = 2) -> None:
     world.claim(run_id)
     with session_scope(world.factory) as session:
         runs.finish(session, run_id, ab_results(rounds), world.clock,
-                    runs.JudgementPolicy(), rounds=rounds)
+                    JudgementPolicy(), rounds=rounds)
     world.clock.advance(timedelta(minutes=1))
 
 
