@@ -27,7 +27,7 @@ from enum import StrEnum
 from typing import Any
 
 from certifier.domain.detector import DetectorPolicy, Series, judge_candidate
-from certifier.domain.results import Better, Measurement, SuiteResult
+from certifier.domain.results import Better, Measurement, Side, SuiteResult
 
 
 class Verdict(StrEnum):
@@ -262,7 +262,8 @@ def judge_run(
     results = list(results)
     infra = [r for r in results if r.infra_error]
     clean = [r for r in results if not r.infra_error]
-    measurements = [m for r in clean for m in r.measurements]
+    # The candidate's own numbers: an A/B run's control rows are the known-good's.
+    measurements = [m for r in clean for m in r.measurements if m.side is Side.CANDIDATE]
     failed = [
         Excuse("check", f"{c.suite}.{c.name}",
                f"{c.suite} check '{c.name}' failed" + (f": {c.message}" if c.message else ""))

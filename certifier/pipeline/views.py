@@ -513,15 +513,20 @@ class SeriesView:
 
     @property
     def title(self) -> str:
-        labels = dict(self.labels)
-        src = labels.pop("src", None) or labels.pop("source", None)
-        dst = labels.pop("dst", None) or labels.pop("destination", None)
-        text = f"{self.suite} {self.metric}"
-        if src and dst:
-            text += f" {src}→{dst}"
-        if labels:
-            text += " (" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())) + ")"
-        return text
+        return series_title(self.suite, self.metric, self.labels)
+
+
+def series_title(suite: str, metric: str, labels: Mapping[str, str]) -> str:
+    """A series in words: "ping rtt_avg_ms h1→h2 (net=data)"."""
+    rest = dict(labels)
+    src = rest.pop("src", None) or rest.pop("source", None)
+    dst = rest.pop("dst", None) or rest.pop("destination", None)
+    text = f"{suite} {metric}"
+    if src and dst:
+        text += f" {src}→{dst}"
+    if rest:
+        text += " (" + ",".join(f"{k}={v}" for k, v in sorted(rest.items())) + ")"
+    return text
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,13 +16,11 @@ from certifier.db import models
 from certifier.db.session import session_scope
 from certifier.domain.clock import FakeClock
 from certifier.domain.detector import DetectorPolicy
-from certifier.domain.judgement import JudgementPolicy
 from certifier.domain.promotion import SoakPolicy
-from certifier.domain.results import Better, Check, Measurement, Side, SuiteResult
-from certifier.pipeline import runs, views
-from tests.api.factories import SOAK, World
+from certifier.domain.results import Side
+from certifier.pipeline import runs, runview, views
+from tests.api.factories import SOAK, World, ab_results
 
-LABELS = {"src": "h1", "dst": "h2"}
 KEY = "ping.loss_pct{dst=h2,src=h1}"
 OWN, CONTROL = 1.0, 99.0  # the run's own value, and the value its control measured
 
@@ -35,26 +33,9 @@ def world(session_factory: sessionmaker[Session]) -> World:
     return w
 
 
-def _loss(value: float, side: Side, round_: int) -> Measurement:
-    return Measurement("ping", "loss_pct", value, "%", Better.LOWER, dict(LABELS), side=side,
-                       round=round_, events=int(value), trials=100)
-
-
-def ab_results(rounds: int = 2) -> list[SuiteResult]:
-    """What an A/B run of ``rounds`` rounds hands to ``finish``: both sides, every round."""
-    found = []
-    for r in range(rounds):
-        found.append(SuiteResult("ping", [Check("ping", "reach h1->h2", True)] if r == 0 else [],
-                                 [_loss(OWN, Side.CANDIDATE, r)]))
-        found.append(SuiteResult("control.ping", [], [_loss(CONTROL, Side.CONTROL, r)]))
-    return found
-
-
 def _finish(world: World, run_id: int, rounds: int = 2) -> None:
     world.claim(run_id)
-    with session_scope(world.factory) as session:
-        runs.finish(session, run_id, ab_results(rounds), world.clock,
-                    JudgementPolicy(), rounds=rounds)
+    world.finish(run_id, ab_results(rounds, OWN, CONTROL), rounds)
     world.clock.advance(timedelta(minutes=1))
 
 
@@ -78,7 +59,7 @@ def test_a_finished_run_keeps_each_measurement_s_side_round_and_counts(world: Wo
     with session_scope(world.factory) as session:
         stored = runs.measurements(session, run_id)
         assert runs.get_run(session, run_id).rounds == 3
-    assert stored == [m for r in ab_results(3) for m in r.measurements]
+    assert stored == [m for r in ab_results(3, OWN, CONTROL) for m in r.measurements]
 
 
 def test_a_single_sided_run_records_zero_rounds_and_candidate_rows(world: World) -> None:
@@ -127,3 +108,17 @@ def test_the_candidate_page_and_metrics_show_the_runs_own_side_only(world: World
     assert [p.value for p in series.points] == [OWN, OWN]
     assert series.baseline is not None and series.baseline.high == OWN
     assert [row[-1] for row in exported] == [OWN]
+
+
+def test_the_run_detail_shows_each_series_by_side_and_round(
+        world: World, session_factory: sessionmaker[Session]) -> None:
+    world.commit("nova", "n1")
+    run_id = world.reconcile().runs_created[-1]
+    _finish(world, run_id, rounds=3)
+    with session_scope(session_factory) as session:
+        page = runview.run_page(session, run_id)
+    assert page.rounds == 3 and page.ab
+    (series,) = page.series
+    assert (series.title, series.rounds) == ("ping loss_pct h1→h2", (0, 1, 2))
+    assert (series.candidate, series.control) == ((OWN,) * 3, (CONTROL,) * 3)
+    assert series.change_pct == pytest.approx(100 * (OWN - CONTROL) / CONTROL)
