@@ -11,7 +11,9 @@ Rows
                  that topology, testbed build and teardown included; median (target < 60 s).
   A/B gate run   the same as an A/B run measures it (issue 12): the candidate's testbed and a twin
                  control testbed built at once, the suites on both in ab.min_rounds (2) rounds of
-                 alternating order (workers/abrounds.py, as the runner runs them), both torn down;
+                 alternating order, each round with its share of the measuring time (the default
+                 ab.round_time: split; workers/abrounds.py, as the runner runs them), both torn
+                 down;
                  median, interleaved with the gate runs (target: at most 2.5 x the gate run's).
                  Deploy hooks are left out of both, as a recipe's cost is not Certifier's.
 
@@ -120,10 +122,11 @@ def setup_teardown(work: Path, count: int) -> list[float]:
     return times
 
 
-def _suite(bed: Testbed, name: str) -> SuiteResult:
+def _suite(bed: Testbed, name: str, share: int = 1) -> SuiteResult:
     config = SuitesConfig()
     run_suite, options_cls = SUITES[name]
-    result = run_suite(bed, options_cls(**getattr(config, name).model_dump()))
+    options = options_cls(**getattr(config, name).model_dump())
+    result = run_suite(bed, abrounds.round_options(name, options, share))
     if result.infra_error:
         raise RuntimeError(f"{name}: {result.infra_error}")
     failed = [c.name for c in result.checks if not c.passed]
@@ -149,8 +152,9 @@ def _ab_gate(work: Path, i: int) -> None:
         beds = [f.result() for f in futures]
     try:
         sides = {Side.CANDIDATE: beds[0], Side.CONTROL: beds[1]}
-        rounds = abrounds.Rounds(AbConfig().min_rounds, AbConfig().min_rounds)
-        abrounds.measure(SuitesConfig().enabled, lambda name, side: _suite(sides[side], name),
+        rounds = abrounds.rounds_for(AbConfig(), "gate", abrounds.stop_at_min)
+        abrounds.measure(SuitesConfig().enabled,
+                         lambda name, side: _suite(sides[side], name, rounds.share),
                          rounds, lambda _: None)
     finally:
         for bed in beds:

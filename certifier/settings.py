@@ -521,6 +521,14 @@ class AbConfig(_Strict):
     Gate and bisect runs measure ``min_rounds`` rounds, then one more while the statistics ask
     for it, ``max_rounds`` at most; soak runs measure ``soak_rounds`` rounds. Baseline runs (the
     known-good itself) and runs before the first known-good stay single-sided.
+
+    ``round_time``: ``split`` (default) gives each round its share of the suites' configured
+    measuring time (ping ``count``, bandwidth ``duration_s``, storage ``runtime_s``, divided by
+    ``min_rounds``, or ``soak_rounds`` in soak runs, in whole pings or seconds rounded down;
+    at least 5 pings, 1 s), so the first rounds
+    measure each side about as long as a single-sided run does and an A/B gate costs about
+    twice a single-sided one, not ``2 * min_rounds`` times; ``full`` runs every round at the
+    configured time.
     """
 
     enabled: bool = True
@@ -528,6 +536,7 @@ class AbConfig(_Strict):
     min_rounds: int = Field(default=2, ge=1, le=50)
     max_rounds: int = Field(default=6, ge=1, le=50)
     soak_rounds: int = Field(default=2, ge=1, le=50)
+    round_time: Literal["split", "full"] = "split"
 
     @model_validator(mode="after")
     def _bounds(self) -> AbConfig:

@@ -22,8 +22,10 @@ How results are represented, for judgement and storage:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from certifier.domain.results import Measurement, Side, SuiteResult
 from certifier.settings import AbConfig
@@ -44,18 +46,41 @@ def stop_at_min(measurements: list[Measurement], rounds_done: int) -> bool:
 @dataclass(frozen=True, slots=True)
 class Rounds:
     """How many rounds: ``least`` always (unless a round fails), then up to ``most`` while
-    ``more`` says so."""
+    ``more`` says so. ``share``: each round measures 1/share of the configured time."""
 
     least: int
     most: int
     more: MoreRounds = stop_at_min
+    share: int = 1
 
 
 def rounds_for(config: AbConfig, kind: str, more: MoreRounds) -> Rounds:
     """Soak runs measure a fixed number of rounds; gate and bisect runs ask ``more``."""
+    least = config.soak_rounds if kind == "soak" else config.min_rounds
+    share = least if config.round_time == "split" else 1
     if kind == "soak":
-        return Rounds(config.soak_rounds, config.soak_rounds)
-    return Rounds(config.min_rounds, config.max_rounds, more)
+        return Rounds(least, least, share=share)
+    return Rounds(least, config.max_rounds, more, share)
+
+
+# Per suite, the option that says how long it measures (a count of pings, or seconds), and the
+# least a round may get: with ``ab.round_time: split`` each round measures its share.
+TIMED: dict[str, tuple[str, int]] = {
+    "ping": ("count", 5), "bandwidth": ("duration_s", 1), "storage": ("runtime_s", 1)}
+
+
+def round_options(name: str, options: Any, share: int) -> Any:
+    """Suite ``name``'s ``options`` (a dataclass) with 1/``share`` of their measuring time.
+
+    Rounded down to whole pings or seconds (iperf3 and the storage suite measure whole
+    seconds; rounding up would make 2 rounds of a 3 s test cost 4 s a side), never below the
+    floor in ``TIMED``.
+    """
+    timed = TIMED.get(name)
+    if timed is None or share <= 1:
+        return options
+    field, least = timed
+    return replace(options, **{field: max(least, math.floor(getattr(options, field) / share))})
 
 
 def single_sided_because(config: AbConfig, kind: str, has_base: bool,

@@ -165,10 +165,11 @@ def _deploy_control(recipes: Recipes, base: tuple[Deployable, ...], version: int
 
 
 def _run_suite(settings: Settings, bed: Testbed, name: str, out: RunLog,
-               side: Side | None = None) -> SuiteResult:
-    """Run suite ``name`` on ``bed``; ``side`` in an A/B run (whose rounds log the summary)."""
+               side: Side | None = None, share: int = 1) -> SuiteResult:
+    """Run suite ``name`` on ``bed``; ``side`` in an A/B run (whose rounds log the summary),
+    whose rounds may measure 1/``share`` of the configured time each."""
     run_suite, _ = SUITES[name]
-    result = run_suite(bed, _suite_options(settings, name))
+    result = run_suite(bed, abrounds.round_options(name, _suite_options(settings, name), share))
     if side is None:
         out.add(_suite_line(name, result))
     if result.log:
@@ -180,11 +181,11 @@ def _measure_both(settings: Settings, plan: runs.RunPlan, bed: Testbed, control:
                   more_rounds: abrounds.MoreRounds, out: RunLog) -> tuple[list[SuiteResult], int]:
     """The suites on the candidate's testbed and on the control, in interleaved rounds."""
     sides = {Side.CANDIDATE: bed, Side.CONTROL: control}
+    rounds = abrounds.rounds_for(settings.config.ab, plan.kind, more_rounds)
 
     def one(name: str, side: Side) -> SuiteResult:
-        return _run_suite(settings, sides[side], name, out, side)
+        return _run_suite(settings, sides[side], name, out, side, rounds.share)
 
-    rounds = abrounds.rounds_for(settings.config.ab, plan.kind, more_rounds)
     measured, done = abrounds.measure(settings.config.suites.enabled, one, rounds, out.add)
     out.add(f"A/B: {done} round(s) measured")
     return measured, done

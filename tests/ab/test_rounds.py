@@ -7,6 +7,9 @@ from certifier.domain.results import Better, Check, Measurement, Side, SuiteResu
 from certifier.settings import AbConfig
 from certifier.topology import parse as parse_topology
 from workers import abrounds
+from workers.suites.bandwidth import BandwidthOptions
+from workers.suites.ping import PingOptions
+from workers.suites.storage import StorageOptions
 from workers.testbed.base import TestbedSpec
 
 
@@ -129,3 +132,33 @@ def test_a_topology_with_a_root_namespace_controller_link_stays_single_sided() -
     reason = abrounds.single_sided_because(AbConfig(), "gate", True,
                                            TestbedSpec(name="bed", topology=topology))
     assert reason is not None and "root namespace" in reason
+
+
+def test_split_rounds_each_measure_their_share_of_the_configured_time() -> None:
+    rounds = abrounds.rounds_for(AbConfig(min_rounds=2), "gate", abrounds.stop_at_min)
+    assert rounds.share == 2
+    assert abrounds.round_options("ping", PingOptions(count=20), rounds.share).count == 10
+    assert abrounds.round_options("bandwidth", BandwidthOptions(duration_s=10),
+                                  rounds.share).duration_s == 5
+    assert abrounds.round_options("storage", StorageOptions(runtime_s=2),
+                                  rounds.share).runtime_s == 1
+
+
+def test_a_split_round_measures_whole_seconds_rounded_down() -> None:
+    # iperf3 measures whole seconds: 1.5 s would be 2 s, and 2 rounds would cost 4 s a side.
+    assert abrounds.round_options("bandwidth", BandwidthOptions(duration_s=3), 2).duration_s == 1
+    assert abrounds.round_options("ping", PingOptions(count=25), 2).count == 12
+
+
+def test_a_split_round_never_measures_less_than_its_floor() -> None:
+    assert abrounds.round_options("ping", PingOptions(count=6), 3).count == 5
+    assert abrounds.round_options("bandwidth", BandwidthOptions(duration_s=2),
+                                  3).duration_s == 1
+
+
+def test_full_round_time_and_soak_rounds_set_the_share() -> None:
+    full = AbConfig(round_time="full")
+    assert abrounds.rounds_for(full, "gate", abrounds.stop_at_min).share == 1
+    assert abrounds.rounds_for(AbConfig(soak_rounds=3), "soak", abrounds.stop_at_min).share == 3
+    options = BandwidthOptions(duration_s=3)
+    assert abrounds.round_options("bandwidth", options, 1) is options
