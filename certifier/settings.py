@@ -524,11 +524,10 @@ class AbConfig(_Strict):
 
     ``round_time``: ``split`` (default) gives each round its share of the suites' configured
     measuring time (ping ``count``, bandwidth ``duration_s``, storage ``runtime_s``, divided by
-    ``min_rounds``, or ``soak_rounds`` in soak runs, in whole pings or seconds rounded down;
-    at least 5 pings, 1 s), so the first rounds
-    measure each side about as long as a single-sided run does and an A/B gate costs about
-    twice a single-sided one, not ``2 * min_rounds`` times; ``full`` runs every round at the
-    configured time.
+    ``min_rounds``, or ``soak_rounds`` in soak runs, in whole pings or seconds rounded down; at
+    least 5 pings, 1 s), so the first rounds measure each side about as long as a single-sided
+    run does and an A/B gate costs about twice a single-sided one, not ``2 * min_rounds``
+    times; ``full`` runs every round at the configured time.
     """
 
     enabled: bool = True
