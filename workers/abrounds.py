@@ -74,13 +74,14 @@ def round_options(name: str, options: Any, share: int) -> Any:
 
     Rounded down to whole pings or seconds (iperf3 and the storage suite measure whole
     seconds; rounding up would make 2 rounds of a 3 s test cost 4 s a side), never below the
-    floor in ``TIMED``.
+    floor in ``TIMED`` (nor above the configured value, when that is less).
     """
     timed = TIMED.get(name)
     if timed is None or share <= 1:
         return options
     field, least = timed
-    return replace(options, **{field: max(least, math.floor(getattr(options, field) / share))})
+    value = getattr(options, field)
+    return replace(options, **{field: max(min(least, value), math.floor(value / share))})
 
 
 def single_sided_because(config: AbConfig, kind: str, has_base: bool,

@@ -156,6 +156,10 @@ def test_a_split_round_never_measures_less_than_its_floor() -> None:
                                   3).duration_s == 1
 
 
+def test_a_configured_time_below_the_floor_is_kept_as_it_is() -> None:
+    assert abrounds.round_options("ping", PingOptions(count=3), 2).count == 3
+
+
 def test_full_round_time_and_soak_rounds_set_the_share() -> None:
     full = AbConfig(round_time="full")
     assert abrounds.rounds_for(full, "gate", abrounds.stop_at_min).share == 1
