@@ -39,7 +39,7 @@ MoreRounds = Callable[[list[Measurement], int], bool]
 
 
 def stop_at_min(measurements: list[Measurement], rounds_done: int) -> bool:
-    """The default: never more than ``min_rounds`` (until the statistics are plugged in)."""
+    """Never more than ``min_rounds`` (the runner's default asks the A/B statistics)."""
     return False
 
 

@@ -26,8 +26,9 @@ from datetime import timedelta
 from pathlib import Path
 
 from certifier.db.session import session_scope
+from certifier.domain.abtest import ABPolicy, needs_more_rounds
 from certifier.domain.judgement import Verdict
-from certifier.domain.results import Side, SuiteResult
+from certifier.domain.results import Measurement, Side, SuiteResult
 from certifier.pipeline import autohold, runs
 from certifier.pipeline.dispatch import reconcile_after_commit
 from certifier.settings import Settings, TestbedConfig
@@ -253,14 +254,27 @@ def _teardown(bed: Testbed | None) -> str | None:
     return None
 
 
+def _statistics(settings: Settings) -> abrounds.MoreRounds:
+    """Another round while the A/B statistics leave some series undecided."""
+    ab = settings.config.ab
+    policy = ABPolicy(min_rounds=ab.min_rounds, max_rounds=ab.max_rounds)
+
+    def more(measurements: list[Measurement], rounds_done: int) -> bool:
+        return needs_more_rounds(measurements, rounds_done, policy)
+
+    return more
+
+
 def execute(ctx: WorkerContext, run_id: int,
-            more_rounds: abrounds.MoreRounds = abrounds.stop_at_min) -> runs.Claim:
+            more_rounds: abrounds.MoreRounds | None = None) -> runs.Claim:
     """Execute run ``run_id`` if it is still pending; returns how the claim went.
 
     ``more_rounds`` decides, in an A/B gate or bisect run, whether to measure another round
-    once ``ab.min_rounds`` are done (up to ``ab.max_rounds``).
+    once ``ab.min_rounds`` are done (up to ``ab.max_rounds``); by default the A/B statistics
+    (``certifier/domain/abtest.py``: some series still undecided).
     """
     settings = ctx.settings
+    more_rounds = more_rounds or _statistics(settings)
     lease = ctx.scheduler_policy.run_timeout + timedelta(minutes=5)
     with session_scope(ctx.session_factory) as session:
         claim = runs.claim(session, run_id, ctx.worker_id, ctx.clock, lease,

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from certifier.db.session import session_scope
+from certifier.domain.abtest import ABPolicy, needs_more_rounds
 from certifier.domain.results import Measurement, Side
 from certifier.pipeline import runs
 from certifier.settings import (
@@ -121,6 +122,21 @@ def test_the_callback_decides_how_many_rounds_are_measured(tmp_path: Path) -> No
     assert h.run(run_id).rounds == 3
     assert asked == [2, 3]
     assert {m.round for m in _measurements(h, run_id)} == {0, 1, 2}
+
+
+def test_by_default_the_ab_statistics_decide_the_rounds(tmp_path: Path) -> None:
+    h, _, run_id = _world(tmp_path, ab=AbConfig(min_rounds=2, max_rounds=4))
+    assert runner.execute(h.ctx, run_id) is runs.Claim.CLAIMED
+    done = h.run(run_id).rounds
+    measured = _measurements(h, run_id)
+    policy = ABPolicy(min_rounds=2, max_rounds=4)
+
+    def asked(rounds: int) -> bool:
+        return needs_more_rounds([m for m in measured if m.round < rounds], rounds, policy)
+
+    assert 2 <= done <= 4
+    assert all(asked(n) for n in range(2, done))  # each further round was asked for
+    assert done == 4 or not asked(done)  # and it stopped when the statistics had decided
 
 
 def test_a_known_good_that_fails_to_deploy_on_the_control_is_an_infra_error(
