@@ -10,10 +10,11 @@ Rows
   gate run       ping, bandwidth and storage with the default (short) options of SuitesConfig on
                  that topology, testbed build and teardown included; median (target < 60 s).
   A/B gate run   the same as an A/B run measures it (issue 12): the candidate's testbed and a twin
-                 control testbed built at once, the suites on both in ab.min_rounds (2) rounds of
-                 alternating order, each round with its share of the measuring time (the default
-                 ab.round_time: split; workers/abrounds.py, as the runner runs them), both torn
-                 down;
+                 control testbed built at once, the suites on both in rounds of alternating order
+                 (ab.min_rounds, 2, then more while the A/B statistics leave a series undecided,
+                 up to ab.max_rounds, 6), each round with its share of the measuring time (the
+                 default ab.round_time: split; workers/abrounds.py, as the runner runs them),
+                 both torn down; the row names the rounds each run took;
                  median, interleaved with the gate runs (target: at most 2.5 x the gate run's).
                  Deploy hooks are left out of both, as a recipe's cost is not Certifier's.
 
@@ -36,7 +37,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from certifier.domain.results import Side, SuiteResult
+from certifier.domain.abtest import ABPolicy, needs_more_rounds
+from certifier.domain.results import Measurement, Side, SuiteResult
 from certifier.settings import AbConfig, SuitesConfig
 from certifier.topology import load as load_topology
 from workers import abrounds
@@ -46,6 +48,7 @@ from workers.testbed.base import Testbed, TestbedSpec, create_testbed
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_CLOUD = ROOT / "examples" / "topologies" / "small-cloud.yaml"
 RUN = secrets.token_hex(3)  # in every tag: a crashed earlier run cannot be in the way
+AB_ROUNDS: list[int] = []  # rounds each A/B gate run measured
 
 
 def _bare_iperf3(bed: Testbed, seconds: int, port: int) -> float:
@@ -143,7 +146,13 @@ def _gate(work: Path, i: int) -> None:
             _suite(bed, name)
 
 
-def _ab_gate(work: Path, i: int) -> None:
+def _more_rounds(measurements: list[Measurement], rounds_done: int) -> bool:
+    ab = AbConfig()
+    policy = ABPolicy(min_rounds=ab.min_rounds, max_rounds=ab.max_rounds)
+    return needs_more_rounds(measurements, rounds_done, policy)
+
+
+def _ab_gate(work: Path, i: int) -> int:
     spec = TestbedSpec(name="bench", topology=load_topology(SMALL_CLOUD))
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = [pool.submit(create_testbed, spec, tag=f"b{side}{RUN}{i}",
@@ -152,13 +161,22 @@ def _ab_gate(work: Path, i: int) -> None:
         beds = [f.result() for f in futures]
     try:
         sides = {Side.CANDIDATE: beds[0], Side.CONTROL: beds[1]}
-        rounds = abrounds.rounds_for(AbConfig(), "gate", abrounds.stop_at_min)
-        abrounds.measure(SuitesConfig().enabled,
-                         lambda name, side: _suite(sides[side], name, rounds.share),
-                         rounds, lambda _: None)
+        rounds = abrounds.rounds_for(AbConfig(), "gate", _more_rounds)
+        _, done = abrounds.measure(SuitesConfig().enabled,
+                                   lambda name, side: _suite(sides[side], name, rounds.share),
+                                   rounds, lambda _: None)
     finally:
         for bed in beds:
             bed.teardown()
+    return done
+
+
+def _timed_rounds(run: Callable[[Path, int], int | None], work: Path, i: int) -> float:
+    started = time.perf_counter()
+    done = run(work, i)
+    if done is not None:
+        AB_ROUNDS.append(done)
+    return time.perf_counter() - started
 
 
 def gate_runs(work: Path, count: int) -> tuple[list[float], list[float]]:
@@ -169,9 +187,7 @@ def gate_runs(work: Path, count: int) -> tuple[list[float], list[float]]:
         order = ((single, _gate), (ab, _ab_gate)) if i % 2 == 0 else ((ab, _ab_gate),
                                                                       (single, _gate))
         for times, run in order:
-            started = time.perf_counter()
-            run(work, i)
-            times.append(time.perf_counter() - started)
+            times.append(_timed_rounds(run, work, i))
         print(f"  gate run {i + 1}: {single[-1]:.1f} s; A/B gate run {i + 1}: {ab[-1]:.1f} s",
               flush=True)
     return single, ab
@@ -206,7 +222,8 @@ def main() -> int:
          f"{setup_median:.3f}", "< 2 s", f"{setup_median / 2:.2f}", setup_median < 2),
         (f"gate run small-cloud (median of {len(gates)})", f"{gate_median:.1f} s",
          f"{gate_median:.1f}", "< 60 s", f"{gate_median / 60:.2f}", gate_median < 60),
-        (f"A/B gate run small-cloud, {AbConfig().min_rounds} rounds (median of {len(ab_gates)})",
+        (f"A/B gate run small-cloud, rounds {'/'.join(map(str, AB_ROUNDS))} (median of "
+         f"{len(ab_gates)})",
          f"{ab_median:.1f} s = {ab_ratio:.2f} x gate run", f"{ab_median:.1f}",
          "<= 2.5 x gate run", f"{ab_ratio / 2.5:.2f}", ab_ratio <= 2.5),
     ]
