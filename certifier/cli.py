@@ -514,7 +514,7 @@ def _run_demo(settings: Settings, world: Any, timeout: float) -> int:
 def demo(
     root: Annotated[Path, typer.Option(help="Folder for the demo world (recreated)")] = Path(
         "certifier-demo"),
-    timeout: Annotated[float, typer.Option(help="Seconds before the demo gives up")] = 300.0,
+    timeout: Annotated[float, typer.Option(help="Seconds before the demo gives up")] = 480.0,
 ) -> None:
     """Build the demo world, certify it, reject five commits that break it, promote the fixes."""
     from certifier import processes
@@ -569,7 +569,7 @@ def up(
     signal.signal(signal.SIGTERM, _stop)
     try:
         if world is not None:
-            _run_demo(settings, world, timeout=300.0)
+            _run_demo(settings, world, timeout=480.0)
             typer.echo("the demo pipeline keeps running; press Ctrl-C to stop")
         while not stopping and all(p.poll() is None for p in procs):
             time.sleep(0.5)

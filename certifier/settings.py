@@ -560,6 +560,38 @@ class EnvironmentConfig(_Strict):
                                  min_history=self.min_history, mad_k=self.mad_k,
                                  floors=dict(self.floors), ceilings=dict(self.ceilings))
 
+class AbConfig(_Strict):
+    """A/B runs with contemporaneous controls (issue #12): a run of a kind in ``run_kinds`` that
+    has a known-good to compare with also deploys that known-good on a twin testbed (the
+    *control*) and runs every enabled suite on both, interleaved in rounds whose order
+    alternates (candidate first in even rounds, control first in odd ones).
+
+    Gate and bisect runs measure ``min_rounds`` rounds, then one more while the statistics ask
+    for it, ``max_rounds`` at most; soak runs measure ``soak_rounds`` rounds. Baseline runs (the
+    known-good itself) and runs before the first known-good stay single-sided.
+
+    ``round_time``: ``split`` (default) gives each round its share of the suites' configured
+    measuring time (ping ``count``, bandwidth ``duration_s``, storage ``runtime_s``, divided by
+    ``min_rounds``, or ``soak_rounds`` in soak runs, in whole pings or seconds rounded down; at
+    least 5 pings, 1 s), so the first rounds measure each side about as long as a single-sided
+    run does and an A/B gate costs about twice a single-sided one, not ``2 * min_rounds``
+    times; ``full`` runs every round at the configured time.
+    """
+
+    enabled: bool = True
+    run_kinds: tuple[Literal["gate", "soak", "bisect"], ...] = ("gate", "soak", "bisect")
+    min_rounds: int = Field(default=2, ge=1, le=50)
+    max_rounds: int = Field(default=6, ge=1, le=50)
+    soak_rounds: int = Field(default=2, ge=1, le=50)
+    round_time: Literal["split", "full"] = "split"
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AbConfig:
+        if self.min_rounds > self.max_rounds:
+            raise ValueError(f"min_rounds ({self.min_rounds}) is more than max_rounds "
+                             f"({self.max_rounds})")
+        return self
+
 
 class SchedulerConfig(_Strict):
     reconcile_interval: Duration = timedelta(seconds=10)
@@ -726,6 +758,7 @@ class CertifierConfig(_Strict):
     detector: DetectorConfig = DetectorConfig()
     environment: EnvironmentConfig = EnvironmentConfig()
     suites: SuitesConfig = SuitesConfig()
+    ab: AbConfig = AbConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     bisection: BisectionConfig = BisectionConfig()
     dashboard: DashboardConfig = DashboardConfig()

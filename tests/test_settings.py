@@ -53,6 +53,10 @@ def test_short_durations_let_a_demo_soak_in_seconds() -> None:
         ("environment:\n  min_history: 10\n  window: 5\n",
          r"window \(5\) is smaller than min_history \(10\)"),
         ("environment:\n  mad_k: 0\n", r"environment\.mad_k \(line 2\)"),
+        ("ab:\n  min_rounds: 4\n  max_rounds: 3\n",
+         r"ab \(line 1\): min_rounds \(4\) is more than max_rounds \(3\)"),
+        ("ab:\n  run_kinds: [gate, baseline]\n", r"ab\.run_kinds\.1 \(line 2\)"),
+        ("ab:\n  soak_rounds: 0\n", r"ab\.soak_rounds \(line 2\)"),
     ],
 )
 def test_bad_config_names_the_key_and_line(text: str, expected: str) -> None:

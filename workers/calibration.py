@@ -14,10 +14,10 @@ only, since nothing of ours runs yet:
 
 Then it tears the testbed down. The probe goes through :func:`create_testbed`, so it is
 recorded on disk before the first namespace exists, and a SIGKILL in the middle leaves a record
-that the janitor reaps (``workers/testbed/janitor.py``). Its tag is the run's tag prefix with a
-``0`` before the run id (:func:`workers.testbed.tags.probe_tag`), inside the prefix the
-janitor's orphan scan covers, and its testbed name is the run's testbed's, so the next claim of
-that testbed clears a probe left behind too.
+that the janitor reaps (``workers/testbed/janitor.py``). Its tag is the run's tag prefix with
+``00`` before the run id (:func:`workers.testbed.tags.probe_tag`; a control testbed's has one
+``0``), inside the prefix the janitor's orphan scan covers, and its testbed name is the run's
+testbed's, so the next claim of that testbed clears a probe left behind too.
 
 Per driver: ``netns`` builds namespaces; ``local`` (no root) runs the same tools on loopback —
 a machine-wide calibration, comparable only with itself; ``ssh`` testbeds are other machines,

@@ -17,6 +17,7 @@ from certifier.db import models
 from certifier.domain.environment import judged_figures
 from certifier.pipeline.bisection import BisectionView
 from certifier.pipeline.bisection import view as bisection_view
+from certifier.pipeline.runview import ab_series
 from certifier.settings import ComponentConfig
 
 SHA_PATTERN = r"^(?:[0-9a-fA-F]{40}|[0-9a-fA-F]{64})$"
@@ -180,6 +181,26 @@ class MeasurementOut(_Out):
     value: float
     unit: str
     better: str
+    side: str = Field(description="candidate, or control: the known-good measured beside it "
+                                  "in an A/B run")
+    round: int = Field(description="the A/B round that measured it (0 in a single-sided run)")
+    events: int | None = Field(description="for loss-type series: events lost (of trials)")
+    trials: int | None = Field(description="for loss-type series: trials (packets sent)")
+
+
+class SeriesOut(_Out):
+    """One series of the run, both sides round by round (null where a side did not measure it
+    in that round)."""
+
+    key: str
+    suite: str
+    metric: str
+    labels: dict[str, str]
+    unit: str
+    better: str
+    rounds: list[int]
+    candidate: list[float | None]
+    control: list[float | None]
 
 
 class StateChangeOut(_Out):
@@ -220,10 +241,13 @@ class RunDetail(RunOut):
     worker: str | None
     dispatched_at: datetime | None
     tool_versions: dict[str, Any]
+    rounds: int = Field(description="A/B rounds measured (candidate and control interleaved); "
+                                    "0: a single-sided run")
     checks: list[CheckOut]
     measurements: list[MeasurementOut]
     state_diff: list[StateDiffOut] = Field(
         description="the upgrade suite's diff of each component's state snapshots")
+    series: list[SeriesOut] = Field(description="the measurements per series, by side and round")
     log: str
     environment: dict[str, Any] | None = Field(
         default=None, description="the host during the run: pressure per suite and combined "
@@ -241,12 +265,18 @@ class RunDetail(RunOut):
             tool_versions=dict(run.tool_versions),
             checks=[CheckOut(suite=c.suite, name=c.name, passed=c.passed, message=c.message)
                     for c in run.checks],
+            rounds=run.rounds,
             measurements=[
                 MeasurementOut(suite=m.suite, metric=m.metric, labels=dict(m.labels),
-                               value=m.value, unit=m.unit, better=m.better)
+                               value=m.value, unit=m.unit, better=m.better, side=m.side,
+                               round=m.round, events=m.events, trials=m.trials)
                 for m in run.measurements
             ],
             state_diff=StateDiffOut.many(run.state_diff),
+            series=[SeriesOut(key=s.key, suite=s.suite, metric=s.metric, labels=dict(s.labels),
+                              unit=s.unit, better=s.better, rounds=list(s.rounds),
+                              candidate=list(s.candidate), control=list(s.control))
+                    for s in ab_series(run.measurements)],
             log=run.log,
             environment=(None if run.environment is None
                          else {**run.environment, "judged": judged_figures(run.environment)}),

@@ -192,6 +192,9 @@ class Run(Base):
     # The environment check found the testbed out of its usual range: the run is infra_error
     # (unless a check failed), and its figures never join the testbed's usual range.
     too_busy: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # A/B rounds measured: the suites ran on the candidate and on a control deployment of the
+    # known-good this many times, interleaved. 0: a single-sided run (no control).
+    rounds: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     candidate: Mapped[Candidate] = relationship(back_populates="runs")
     combination: Mapped[Combination | None] = relationship()
@@ -223,6 +226,13 @@ class MeasurementRow(Base):
     value: Mapped[float] = mapped_column(Float)
     unit: Mapped[str] = mapped_column(String(16))
     better: Mapped[str] = mapped_column(String(8))
+    # Which deployment measured it (candidate, or the known-good's control in an A/B run), in
+    # which round; for loss-type series the counts behind the rate (events of trials).
+    side: Mapped[str] = mapped_column(String(16), default="candidate",
+                                      server_default="candidate")
+    round: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    events: Mapped[int | None] = mapped_column(Integer)
+    trials: Mapped[int | None] = mapped_column(Integer)
 
 
 class KnownGood(Base):

@@ -717,6 +717,9 @@ def build(root: Path, *, driver: str = "netns", subnet: str = "198.18.0.0/24",
         # The upstream repositories are folders on this machine: the source policy allows
         # local paths only under the folders it names (docs/architecture.md, Security).
         "sources:\n  local_paths: [upstream]\n"
+        # Gate runs measure the candidate and the known-good's control side by side (A/B); a
+        # soak of seconds gets one A/B round per soak run instead of two.
+        "ab:\n  soak_rounds: 1\n"
         # Seconds, not minutes: one direction of TCP; writes at queue depth 1 (a database's
         # commit path, where a synchronous write costs the most), random writes first, on a
         # fresh file, where a write also allocates until the file is covered; the upgrade suite

@@ -33,7 +33,7 @@ from certifier.domain.judgement import (
     Verdict,
     judge_run,
 )
-from certifier.domain.results import SuiteResult
+from certifier.domain.results import Better, Measurement, Side, SuiteResult
 from certifier.pipeline import knowngood, runstats
 from certifier.pipeline.errors import NotFound
 
@@ -198,8 +198,31 @@ def plan(session: Session, run_id: int) -> RunPlan:
                    base_version if base else None, base)
 
 
+# A run's own measurements: in an A/B run the control rows are the known-good's, measured beside
+# it, so every reader of a run's (or the known-good's) own numbers keeps to this side.
+CANDIDATE_SIDE = models.MeasurementRow.side == Side.CANDIDATE.value
+
+
+def measurement_of(row: models.MeasurementRow) -> Measurement:
+    """A stored measurement as the domain's record again (side, round and counts included)."""
+    return Measurement(suite=row.suite, metric=row.metric, value=row.value, unit=row.unit,
+                       better=Better(row.better), labels={str(k): str(v) for k, v in
+                                                          (row.labels or {}).items()},
+                       side=Side(row.side), round=row.round, events=row.events,
+                       trials=row.trials)
+
+
+def measurements(session: Session, run_id: int) -> list[Measurement]:
+    """Everything run ``run_id`` measured, both sides, in the order it was stored."""
+    rows = session.scalars(select(models.MeasurementRow)
+                           .where(models.MeasurementRow.run_id == run_id)
+                           .order_by(models.MeasurementRow.id))
+    return [measurement_of(row) for row in rows]
+
+
 def baseline(session: Session) -> Baseline | None:
-    """The current known-good's samples from its passing runs, per series."""
+    """The current known-good's samples from its passing runs, per series (their own side
+    only: a control row in one of them would be an older known-good's)."""
     kg = knowngood.current(session)
     if kg is None:
         return None
@@ -207,7 +230,8 @@ def baseline(session: Session) -> Baseline | None:
         select(models.MeasurementRow.series, models.MeasurementRow.value)
         .join(models.Run, models.Run.id == models.MeasurementRow.run_id)
         .where(models.Run.candidate_id == kg.candidate_id, models.Run.verdict == Verdict.PASSED,
-               models.Run.combination_hash.is_(None))  # bisect runs test other combinations
+               models.Run.combination_hash.is_(None),  # bisect runs test other combinations
+               CANDIDATE_SIDE)
     ).all()
     samples: dict[str, list[float]] = defaultdict(list)
     for series, value in rows:
@@ -224,7 +248,7 @@ def _per_run_values(session: Session, run_ids: list[int]) -> dict[str, tuple[flo
     for run_id, series, value in session.execute(
             select(models.MeasurementRow.run_id, models.MeasurementRow.series,
                    models.MeasurementRow.value)
-            .where(models.MeasurementRow.run_id.in_(run_ids))):
+            .where(models.MeasurementRow.run_id.in_(run_ids), CANDIDATE_SIDE)):
         values[(series, run_id)].append(value)
     order = {run_id: i for i, run_id in enumerate(run_ids)}
     per_series: dict[str, list[tuple[int, float]]] = defaultdict(list)
@@ -306,6 +330,7 @@ def finish(
     setup_error: str | None = None,
     environment: Mapping[str, Any] | None = None,
     environment_policy: EnvironmentPolicy | None = None,
+    rounds: int = 0,
 ) -> RunJudgement:
     """Store a run's checks and measurements, judge it against the baseline, release its testbed.
 
@@ -313,6 +338,8 @@ def finish(
     unless it was the candidate's own deploy hook that failed (then it is a failed check, which
     the caller reports as a result instead). ``environment`` (the host's state during the run)
     is stored, and judged against the testbed's history when ``environment_policy`` is given.
+    ``rounds``: the A/B rounds measured (0: single-
+    sided); every measurement is stored with its side, round and counts.
     """
     run = get_run(session, run_id)
     if run.state == RunState.FINISHED:
@@ -334,13 +361,15 @@ def finish(
         for m in result.measurements:
             session.add(models.MeasurementRow(
                 run_id=run_id, suite=m.suite, metric=m.metric, series=m.key[:400],
-                labels=dict(m.labels), value=m.value, unit=m.unit, better=str(m.better)))
+                labels=dict(m.labels), value=m.value, unit=m.unit, better=str(m.better),
+                side=str(m.side), round=m.round, events=m.events, trials=m.trials))
     run.state = RunState.FINISHED
     run.verdict = judgement.verdict
     run.excuses = [e.as_dict() for e in judgement.excuses]
     run.tool_versions = versions
     diffs = [d.as_dict() for result in results for d in result.state_diffs]
     run.state_diff = diffs or None
+    run.rounds = rounds
     run.log = log[-200_000:]
     run.finished_at = clock.now()
     runstats.record_finished(session, run)

@@ -37,6 +37,7 @@ from certifier.domain.promotion import (
 )
 from certifier.pipeline import bisection, knowngood, waivers
 from certifier.pipeline.errors import NotFound
+from certifier.pipeline.runs import CANDIDATE_SIDE
 
 DEFAULT_STALE_AFTER = timedelta(days=3)
 ACTIVE_STATES = (CandidateState.GATING.value, CandidateState.SOAKING.value)
@@ -519,15 +520,20 @@ class SeriesView:
 
     @property
     def title(self) -> str:
-        labels = dict(self.labels)
-        src = labels.pop("src", None) or labels.pop("source", None)
-        dst = labels.pop("dst", None) or labels.pop("destination", None)
-        text = f"{self.suite} {self.metric}"
-        if src and dst:
-            text += f" {src}→{dst}"
-        if labels:
-            text += " (" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())) + ")"
-        return text
+        return series_title(self.suite, self.metric, self.labels)
+
+
+def series_title(suite: str, metric: str, labels: Mapping[str, str]) -> str:
+    """A series in words: "ping rtt_avg_ms h1→h2 (net=data)"."""
+    rest = dict(labels)
+    src = rest.pop("src", None) or rest.pop("source", None)
+    dst = rest.pop("dst", None) or rest.pop("destination", None)
+    text = f"{suite} {metric}"
+    if src and dst:
+        text += f" {src}→{dst}"
+    if rest:
+        text += " (" + ",".join(f"{k}={v}" for k, v in sorted(rest.items())) + ")"
+    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -646,14 +652,15 @@ def _base_items(session: Session, version: int | None) -> dict[str, models.Combi
 def _series(
     session: Session, runs: Sequence[models.Run], base_version: int | None
 ) -> tuple[tuple[SeriesView, ...], str | None]:
-    """The candidate's measurement series, each with the base known-good's band."""
+    """The candidate's measurement series, each with the base known-good's band (both from
+    their own side: the control rows of an A/B run are on the run page)."""
     by_id = {r.id: r for r in runs}
     rows = session.execute(
         select(models.MeasurementRow.run_id, models.MeasurementRow.suite,
                models.MeasurementRow.metric, models.MeasurementRow.series,
                models.MeasurementRow.labels, models.MeasurementRow.value,
                models.MeasurementRow.unit, models.MeasurementRow.better)
-        .where(models.MeasurementRow.run_id.in_(list(by_id)))
+        .where(models.MeasurementRow.run_id.in_(list(by_id)), CANDIDATE_SIDE)
         .order_by(models.MeasurementRow.run_id, models.MeasurementRow.id)).all() if by_id else []
     flagged = {str(e.get("subject")) for r in runs for e in r.excuses
                 if isinstance(e, dict) and e.get("kind") in ("regression", "limit")}
@@ -669,7 +676,7 @@ def _series(
             select(models.MeasurementRow.series, models.MeasurementRow.value)
             .join(models.Run, models.Run.id == models.MeasurementRow.run_id)
             .where(models.Run.candidate_id == kg.candidate_id,
-                   models.Run.verdict == Verdict.PASSED,
+                   models.Run.verdict == Verdict.PASSED, CANDIDATE_SIDE,
                    models.MeasurementRow.series.in_(list(grouped)))):
             samples[series].append(value)
     out = []

@@ -1,6 +1,7 @@
 """The dashboard: server-rendered pages over the same read services as the API, kept live by SSE.
 
-Pages: the overview (``/``), candidates (``/candidates``, ``/candidates/{id}``), components
+Pages: the overview (``/``), candidates (``/candidates``, ``/candidates/{id}``), runs
+(``/runs/{id}``: checks, and measurements by side and round for an A/B run), components
 (``/components``, ``/components/{name}``), known-good history and diffs (``/known-good``), the
 audit log (``/audit``) and webhook deliveries (``/deliveries``). Every page reads fully without
 JavaScript; with it, ``live.js`` listens on ``/events`` and swaps the page's ``data-live`` parts
@@ -21,15 +22,17 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, StreamingResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, pass_context
 from jinja2.runtime import Context
 from sqlalchemy.orm import Session
 
 from certifier.api.deps import AppContext, ContextDep, SessionDep
+from certifier.api.schemas import DB_ID_MAX
 from certifier.domain.durations import format_duration
 from certifier.domain.lifecycle import CandidateState
-from certifier.pipeline import views
+from certifier.pipeline import runview, views
 from certifier.pipeline.errors import NotFound
 from certifier.web import events
 from certifier.web.assets import IMMUTABLE, Assets
@@ -193,6 +196,15 @@ def create_router() -> APIRouter:
             return not_found(request, context, session, exc)
         return render(request, context, session, "candidate.html", nav="candidates", c=page,
                       charts=_chart_data(page), actions=available_actions(request))
+
+    @router.get("/runs/{run_id}", response_class=HTMLResponse)
+    def run(request: Request, context: ContextDep, session: SessionDep,
+            run_id: int = PathParam(ge=1, le=DB_ID_MAX)) -> HTMLResponse:
+        try:
+            page = runview.run_page(session, run_id)
+        except NotFound as exc:
+            return not_found(request, context, session, exc)
+        return render(request, context, session, "run.html", nav="candidates", p=page)
 
     @router.get("/components", response_class=HTMLResponse)
     def components(request: Request, context: ContextDep, session: SessionDep) -> HTMLResponse:

@@ -26,14 +26,17 @@ from certifier.domain.lifecycle import CandidateState
 from certifier.pipeline import components, knowngood, runs, scheduler
 from certifier.pipeline.dispatch import RecordingDispatcher
 from certifier.settings import (
+    AbConfig,
     CertifierConfig,
     ComponentConfig,
     EnvironmentConfig,
+    PingSuiteConfig,
     SchedulerConfig,
     Settings,
     SoakConfig,
     SuitesConfig,
     TestbedConfig,
+    ThresholdsConfig,
     UpgradeSuiteConfig,
 )
 from workers import runner
@@ -118,7 +121,8 @@ def harness(tmp_path: Path, comps: dict[str, tuple[Path, Path | None]], *,
             hook_timeout: timedelta = timedelta(seconds=30),
             upgrade: UpgradeSuiteConfig | None = None, run_in: str = "controller",
             environment: EnvironmentConfig | None = None,
-            **settings_args: Any) -> Harness:
+            ping: PingSuiteConfig | None = None, ab: AbConfig | None = None,
+            thresholds: ThresholdsConfig | None = None, **settings_args: Any) -> Harness:
     """A migrated SQLite database with ``comps`` (name → (repo, recipe)) and one testbed.
 
     The environment check is off unless ``environment`` is given: these runs test recipes and
@@ -133,7 +137,10 @@ def harness(tmp_path: Path, comps: dict[str, tuple[Path, Path | None]], *,
                                 subnet=unique_subnet()),),
         soak=SoakConfig(infra_backoff=timedelta(seconds=1)),
         suites=SuitesConfig(enabled=suites,  # type: ignore[arg-type]
-                            upgrade=upgrade or UpgradeSuiteConfig(settle_s=0.2)),
+                            upgrade=upgrade or UpgradeSuiteConfig(settle_s=0.2),
+                            ping=ping or PingSuiteConfig()),
+        ab=ab or AbConfig(),
+        thresholds=thresholds or ThresholdsConfig(),
         scheduler=SchedulerConfig(hook_timeout=hook_timeout),
         environment=environment or EnvironmentConfig(enabled=False),
     )

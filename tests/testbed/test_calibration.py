@@ -18,7 +18,7 @@ from workers import calibration
 from workers.environment import Recorder
 from workers.testbed import janitor, records
 from workers.testbed.process import pid_alive
-from workers.testbed.tags import probe_tag, run_tag, run_tag_prefix
+from workers.testbed.tags import control_tag, probe_tag, run_tag, run_tag_prefix
 
 from .conftest import our_namespaces
 
@@ -108,10 +108,12 @@ def test_a_probe_killed_midway_is_reaped_from_its_record(tmp_path: Path, tag: st
     assert not pid_alive(server_pid)
 
 
-def test_probe_tags_are_this_instances_and_never_a_runs(tmp_path: Path) -> None:
+def test_probe_tags_are_this_instances_and_never_a_runs_nor_a_control_testbeds(
+        tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path)
     tags = {probe_tag(settings, run_id) for run_id in range(1, 2000)}
     runs = {run_tag(settings, run_id) for run_id in range(1, 80000)}
-    assert None not in tags and not tags & runs
+    controls = {control_tag(settings, run_id) for run_id in range(1, 80000)}
+    assert None not in tags and not tags & runs and not tags & controls
     assert all(str(t).startswith(run_tag_prefix(settings)) for t in tags)
-    assert probe_tag(settings, 36**6 - 1) is not None and probe_tag(settings, 36**6) is None
+    assert probe_tag(settings, 36**5 - 1) is not None and probe_tag(settings, 36**5) is None

@@ -54,7 +54,7 @@ from certifier.domain.environment import FIGURES, judged_figures
 from certifier.domain.judgement import RunKind, Verdict
 from certifier.domain.lifecycle import CandidateState
 from certifier.pipeline import knowngood, runstats
-from certifier.pipeline.runs import RunState
+from certifier.pipeline.runs import CANDIDATE_SIDE, RunState
 
 log = logging.getLogger(__name__)
 
@@ -302,13 +302,14 @@ def _last_measurements(
     """Per series, the newest row from the candidate's passing runs.
 
     Rows are written when a run finishes, so the highest id of a series is its latest value.
+    Only the runs' own side: a control row is an older known-good's, measured beside them.
     """
     m = models.MeasurementRow
     newest = (
         select(func.max(m.id))
         .join(models.Run, models.Run.id == m.run_id)
         .where(models.Run.candidate_id == candidate_id,
-               models.Run.verdict == Verdict.PASSED.value)
+               models.Run.verdict == Verdict.PASSED.value, CANDIDATE_SIDE)
         .group_by(m.series)
     )
     rows = session.execute(
