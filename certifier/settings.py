@@ -37,6 +37,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from certifier.domain.absoak import SoakPolicy as ABSoakPolicy
+from certifier.domain.abtest import ABPolicy
 from certifier.domain.bisection import BisectPolicy
 from certifier.domain.combination import NAME_RE
 from certifier.domain.detector import DetectorPolicy
@@ -327,16 +329,23 @@ class SoakConfig(_Strict):
     max_infra_retries: int = Field(default=2, ge=0, le=20)
     infra_backoff: Duration = timedelta(seconds=30)  # first retry; doubles per retry after
     infra_backoff_max: Duration = timedelta(minutes=10)
-    # Runs of the same kind a failed check gets before it rejects (0: none); a check that
-    # passes on its recheck is flaky and blocks promotion until waived.
+    # Runs of the same kind a failed check or a regression gets before it rejects (0: none); a
+    # check that passes on its recheck is flaky and blocks promotion until waived.
     recheck_failed: int = Field(default=1, ge=0, le=5)
+    # Soak runs added after the planned soak while the A/B statistics cannot decide some series
+    # yet (too few runs for the level): the soak is extended, never cut short (0: no extension).
+    max_extra_runs: int = Field(default=8, ge=0, le=100)
+
+    def planned_runs(self) -> int:
+        return max(1, math.ceil(self.duration / self.interval), self.min_runs)
 
     def policy(self) -> SoakPolicy:
         return SoakPolicy(duration=self.duration, interval=self.interval, min_runs=self.min_runs,
                           max_infra_retries=self.max_infra_retries,
                           infra_backoff=self.infra_backoff,
                           infra_backoff_max=self.infra_backoff_max,
-                          recheck_failed=self.recheck_failed)
+                          recheck_failed=self.recheck_failed,
+                          max_extra_runs=self.max_extra_runs)
 
 
 class MarginConfig(_Strict):
@@ -591,6 +600,21 @@ class AbConfig(_Strict):
             raise ValueError(f"min_rounds ({self.min_rounds}) is more than max_rounds "
                              f"({self.max_rounds})")
         return self
+
+    def gate_policy(self, detector: DetectorConfig) -> ABPolicy:
+        """The gate's statistics (rounds, floors) for gate and bisect runs."""
+        return ABPolicy(min_rounds=self.min_rounds, max_rounds=self.max_rounds,
+                        floor_pct=detector.floor_pct, floors=dict(detector.floors))
+
+    def soak_policy(self, detector: DetectorConfig, soak: SoakConfig) -> ABSoakPolicy:
+        """The soak's statistics: calibrated for the planned soak and its extension, with the
+        rounds a soak run measures."""
+        return ABSoakPolicy(false_reject_target=detector.false_reject_target,
+                            planned_runs=soak.planned_runs(),
+                            max_extra_runs=soak.max_extra_runs,
+                            min_runs=detector.min_candidate_runs,
+                            rounds_per_run=self.soak_rounds, floor_pct=detector.floor_pct,
+                            floors=dict(detector.floors))
 
 
 class SchedulerConfig(_Strict):
@@ -858,8 +882,13 @@ class Settings(BaseSettings):
         return self.config.bisection.policy(self.config.soak)
 
     def judgement_policy(self) -> JudgementPolicy:
-        detector = self.config.detector.policy(self.config.soak)
-        return replace(self.config.thresholds.policy(), detector=detector)
+        config = self.config
+        detector = config.detector.policy(config.soak)
+        policy = replace(config.thresholds.policy(), detector=detector)
+        if not config.ab.enabled:
+            return policy
+        return replace(policy, ab=config.ab.gate_policy(config.detector),
+                       ab_soak=config.ab.soak_policy(config.detector, config.soak))
 
 
 class _EnvWithoutConfig(EnvSettingsSource):

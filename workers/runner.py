@@ -27,7 +27,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from certifier.db.session import session_scope
-from certifier.domain.abtest import ABPolicy, needs_more_rounds
+from certifier.domain.abtest import NoiseHistory, needs_more_rounds
 from certifier.domain.judgement import Verdict
 from certifier.domain.results import Measurement, Side, SuiteResult
 from certifier.domain.snapshots import Snapshot
@@ -327,13 +327,13 @@ def _probe(ctx: WorkerContext, plan: runs.RunPlan, recorder: Recorder, which: st
     out.add(calibration.describe(which, recorder.probes[which]))
 
 
-def _statistics(settings: Settings) -> abrounds.MoreRounds:
-    """Another round while the A/B statistics leave some series undecided."""
-    ab = settings.config.ab
-    policy = ABPolicy(min_rounds=ab.min_rounds, max_rounds=ab.max_rounds)
+def _statistics(settings: Settings, noise: NoiseHistory) -> abrounds.MoreRounds:
+    """Another round while the A/B statistics leave some series undecided (judged as the run
+    will be: the same policy, the same noise history of the testbed)."""
+    policy = settings.config.ab.gate_policy(settings.config.detector)
 
     def more(measurements: list[Measurement], rounds_done: int) -> bool:
-        return needs_more_rounds(measurements, rounds_done, policy)
+        return needs_more_rounds(measurements, rounds_done, policy, noise)
 
     return more
 
@@ -347,7 +347,6 @@ def execute(ctx: WorkerContext, run_id: int,
     (``certifier/domain/abtest.py``: some series still undecided).
     """
     settings = ctx.settings
-    more_rounds = more_rounds or _statistics(settings)
     lease = ctx.scheduler_policy.run_timeout + timedelta(minutes=5)
     with session_scope(ctx.session_factory) as session:
         claim = runs.claim(session, run_id, ctx.worker_id, ctx.clock, lease,
@@ -356,6 +355,9 @@ def execute(ctx: WorkerContext, run_id: int,
         return claim
     with session_scope(ctx.session_factory) as session:
         plan = runs.plan(session, run_id)
+        if more_rounds is None:
+            more_rounds = _statistics(settings, runs.noise_history(session, plan.testbed,
+                                                                   exclude=run_id))
 
     out = RunLog()
     out.add(f"run {run_id} ({plan.kind}) of candidate {plan.candidate_id} on {plan.testbed}, "

@@ -19,11 +19,13 @@ from sqlalchemy import CursorResult, Result, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from certifier.db import models
+from certifier.domain.abtest import NoiseHistory, PairedSeries, paired_series
 from certifier.domain.clock import Clock
 from certifier.domain.detector import DetectorPolicy
 from certifier.domain.environment import EnvironmentPolicy, judge_environment, judged_figures
 from certifier.domain.environment import apply as apply_environment
 from certifier.domain.judgement import (
+    ABEvidence,
     Baseline,
     Excuse,
     JudgementPolicy,
@@ -314,9 +316,53 @@ def judge(
         # and fixed limits count, so that a drifting testbed moves the baseline instead of being
         # rejected by it.
         return judge_run(results, None, policy)
+    evidence = ab_evidence(session, run) if policy.ab is not None else None
     if run.kind == RunKind.SOAK and policy.detector is not None:
-        return judge_run(results, baseline(session), policy, history(session, run, policy.detector))
-    return judge_run(results, baseline(session), policy)
+        return judge_run(results, baseline(session), policy, history(session, run, policy.detector),
+                         ab=evidence)
+    return judge_run(results, baseline(session), policy, ab=evidence)
+
+
+NOISE_RUNS = 5  # earlier A/B runs on a testbed that tell each series' short-term spread
+
+
+def _paired_runs(session: Session, run_ids: list[int]) -> tuple[tuple[PairedSeries, ...], ...]:
+    return tuple(tuple(paired_series(measurements(session, run_id))) for run_id in run_ids)
+
+
+def noise_history(session: Session, testbed: str | None, exclude: int | None = None,
+                  ) -> NoiseHistory:
+    """Each series' values side by side and round by round in the newest finished A/B runs
+    on ``testbed`` (any candidate's: the spread belongs to the testbed and the metric)."""
+    if testbed is None:
+        return NoiseHistory()
+    ids = list(session.scalars(
+        select(models.Run.id)
+        .where(models.Run.testbed == testbed, models.Run.rounds > 0,
+               models.Run.state == RunState.FINISHED,
+               models.Run.verdict.in_((Verdict.PASSED, Verdict.REGRESSED)),
+               models.Run.id != (exclude or -1))
+        .order_by(models.Run.finished_at.desc(), models.Run.id.desc()).limit(NOISE_RUNS)))
+    return NoiseHistory.from_runs(_paired_runs(session, ids[::-1]))
+
+
+def ab_evidence(session: Session, run: models.Run) -> ABEvidence | None:
+    """What an A/B run is judged with besides its own rounds (None: a baseline run, which has
+    no controls). A soak run takes the candidate's earlier A/B soak runs on its testbed that
+    were judged (passed or regressed), oldest first."""
+    if run.kind == RunKind.BASELINE:
+        return None
+    noise = noise_history(session, run.testbed, exclude=run.id)
+    if run.kind != RunKind.SOAK:
+        return ABEvidence(noise)
+    earlier = list(session.scalars(
+        select(models.Run.id)
+        .where(models.Run.candidate_id == run.candidate_id, models.Run.kind == RunKind.SOAK,
+               models.Run.testbed == run.testbed, models.Run.rounds > 0,
+               models.Run.verdict.in_((Verdict.PASSED, Verdict.REGRESSED)),
+               models.Run.id != run.id)
+        .order_by(models.Run.finished_at, models.Run.id)))
+    return ABEvidence(noise, _paired_runs(session, earlier))
 
 
 def finish(
