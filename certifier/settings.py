@@ -21,7 +21,6 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -40,20 +39,23 @@ from pydantic_settings import (
 from certifier.domain.bisection import BisectPolicy
 from certifier.domain.combination import NAME_RE
 from certifier.domain.detector import DetectorPolicy
-from certifier.domain.durations import DurationError, parse_duration
 from certifier.domain.judgement import FixedLimit, JudgementPolicy, Margin
 from certifier.domain.notifications import ALL_EVENTS, Event, RetryPolicy
 from certifier.domain.promotion import SoakPolicy
+from certifier.limits import BRANCH_MAX, PROJECT_MAX, PROJECT_SEGMENTS_MAX, URL_MAX, Duration
 from certifier.topology import TopologyConfig, TopologyError
 from certifier.topology import load as load_topology
 from certifier.topology import plan as plan_topology
 
 TESTBED_NETWORK = ipaddress.IPv4Network("198.18.0.0/15")
-BRANCH_RE = re.compile(r"^(?!.*\.\.)(?!/)(?!.*//)[A-Za-z0-9._/-]{1,200}(?<![./])\Z")
+BRANCH_RE = re.compile(
+    rf"^(?!.*\.\.)(?!/)(?!.*//)[A-Za-z0-9._/-]{{1,{BRANCH_MAX}}}(?<![./])\Z")
 HOST_RE = re.compile(r"^[a-z][a-z0-9]{0,7}\Z")
-# A forge project path (``group/sub/name``): no ``..``, no leading '-', no shell metacharacters.
+# A forge project path (``group/sub/name``): no ``..``, no leading '-', no shell metacharacters,
+# and no longer than the columns that store it (certifier/limits.py).
 PROJECT_RE = re.compile(
-    r"^(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_][A-Za-z0-9_.-]*){0,19}\Z"
+    rf"^(?=.{{1,{PROJECT_MAX}}}\Z)(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9_.-]*"
+    rf"(?:/[A-Za-z0-9_][A-Za-z0-9_.-]*){{0,{PROJECT_SEGMENTS_MAX - 1}}}\Z", re.DOTALL
 )
 # Names of environment variables that hold a token or a webhook secret. The suffix keeps a config
 # (or an API client creating a component) from pointing a forge at, say, the database URL.
@@ -65,20 +67,10 @@ class ConfigError(Exception):
     """A configuration problem, already phrased for the operator."""
 
 
-def _duration(value: Any) -> timedelta:
-    try:
-        return parse_duration(value)
-    except DurationError as exc:
-        raise ValueError(str(exc)) from None
-
-
 def _safe_name(value: str) -> str:
     if not NAME_RE.match(value):
         raise ValueError("must be lower-case letters, digits, '-' or '_', starting with a letter")
     return value
-
-
-Duration = Annotated[timedelta, BeforeValidator(_duration)]
 
 
 class _Strict(BaseModel):
@@ -115,8 +107,9 @@ class ComponentConfig(_Strict):
     @field_validator("api_url")
     @classmethod
     def _api_url(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(r"https?://[^\s\x00]+", v):
-            raise ValueError(f"api_url must be an http(s) URL: {v!r}")
+        if v is not None and not re.fullmatch(rf"https?://[^\s\x00]{{1,{URL_MAX - 8}}}", v):
+            raise ValueError(f"api_url must be an http(s) URL of at most {URL_MAX} characters: "
+                             f"{v[:80]!r}")
         return v.rstrip("/") if v else v
 
     @field_validator("poll_interval")
@@ -150,6 +143,8 @@ class ComponentConfig(_Strict):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
+        if len(v) > URL_MAX:
+            raise ValueError(f"a repository URL or path is at most {URL_MAX} characters")
         if not v or v.startswith("-") or any(c in v for c in "\x00\n\r"):
             raise ValueError(f"not a usable repository URL or path: {v!r}")
         if GIT_REMOTE_HELPER_RE.match(v):  # ext::<command> would run a command

@@ -11,9 +11,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from certifier.db import models
+from certifier.limits import ID_MAX, CommitTime, DbId
 from certifier.pipeline.bisection import BisectionView
 from certifier.pipeline.bisection import view as bisection_view
 from certifier.settings import ComponentConfig
@@ -28,8 +29,20 @@ class _Out(BaseModel):
     model_config = ConfigDict(frozen=True)
 
 
+class FieldError(_Out):
+    """One invalid field of a request; its value is never echoed back."""
+
+    loc: list[str | int] = Field(description="where: path, query, header or body, then the keys")
+    msg: str
+    type: str = Field(description="pydantic's error type, e.g. missing, string_too_long")
+
+
 class ErrorOut(_Out):
-    detail: str
+    """Every 4xx (and 5xx) answer: one sentence, plus the invalid fields of a 422."""
+
+    detail: str = Field(description="what went wrong, in words")
+    errors: list[FieldError] = Field(default_factory=list,
+                                     description="the invalid fields (validation errors only)")
 
 
 class HealthOut(_Out):
@@ -87,7 +100,8 @@ class CommitReport(BaseModel):
                        description="stored up to 500 characters")
     author: str = Field(default="", max_length=1_000, pattern=NO_NUL,
                         description="stored up to 200 characters")
-    committed_at: AwareDatetime | None = None
+    committed_at: CommitTime | None = Field(
+        default=None, description="with a UTC offset; from 1970 to before 3000")
 
 
 class CommitReported(_Out):
@@ -600,7 +614,7 @@ class HoldRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    candidate_id: int | None = Field(default=None, ge=1)
+    candidate_id: DbId | None = None
     component: str | None = Field(default=None, max_length=63, pattern=r"^[a-z][a-z0-9_-]*$")
     duration: str = Field(default="2h", max_length=32,
                           description="how long a caught testbed is kept, e.g. 30m, 2h, 1d")
@@ -643,7 +657,7 @@ class HoldList(_Out):
 
 # A database id in a path: at least 1 and within a 32-bit INTEGER column, so an absurd id is a
 # 422 from validation (or a 404), never an overflow inside the database driver.
-DB_ID_MAX = 2**31 - 1
+DB_ID_MAX = ID_MAX
 
 
 def json_error(description: str) -> dict[str, Any]:
