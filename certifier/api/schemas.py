@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from certifier.db import models
-from certifier.limits import ID_MAX, CommitTime, DbId
+from certifier.limits import ID_MAX, MAX_DURATION, PROJECT_MAX, URL_MAX, CommitTime, DbId
 from certifier.pipeline.bisection import BisectionView
 from certifier.pipeline.bisection import view as bisection_view
 from certifier.settings import ComponentConfig
@@ -90,6 +90,10 @@ class CommitList(_Out):
     items: list[CommitOut]
 
 
+# JSON Schema cannot compare times: this pattern names the years in range at any UTC offset.
+_SAFE_YEARS = r"^(?:197[1-9]|19[89][0-9]|2[0-8][0-9]{2}|29[0-8][0-9])-"
+
+
 class CommitReport(BaseModel):
     """A commit seen on a component's branch, reported by a script or a CI job."""
 
@@ -101,12 +105,46 @@ class CommitReport(BaseModel):
     author: str = Field(default="", max_length=1_000, pattern=NO_NUL,
                         description="stored up to 200 characters")
     committed_at: CommitTime | None = Field(
-        default=None, description="with a UTC offset; from 1970 to before 3000")
+        default=None, description="with a UTC offset; from 1970 to before 3000",
+        json_schema_extra=lambda schema: schema["anyOf"][0].update(pattern=_SAFE_YEARS))
 
 
 class CommitReported(_Out):
     commit: CommitOut
     created: bool
+
+
+# What the validators of ComponentConfig accept, as JSON Schema (ECMA regexes), so that the
+# published schema says which bodies are valid; each is as strict as its validator or stricter.
+_COMPONENT_FIELDS: dict[str, dict[str, Any]] = {
+    "name": {"pattern": r"^[a-z][a-z0-9_-]{0,62}$"},
+    "url": {"minLength": 1, "maxLength": URL_MAX, "pattern":
+            r"^(?![A-Za-z][A-Za-z0-9+.-]*::)(?!-)"
+            r"(?!(?:[A-Za-z][A-Za-z0-9+.-]*:)?//[^/?#]*:[^/?#]*@)[^\u0000\r\n]+$"},
+    "branch": {"pattern": r"^(?!.*\.\.)(?!/)(?!-)(?!.*//)[A-Za-z0-9._/-]{0,199}[A-Za-z0-9_-]$"},
+    "project": {"maxLength": PROJECT_MAX,
+                "pattern": r"^[A-Za-z0-9_][A-Za-z0-9_-]*(?:/[A-Za-z0-9_][A-Za-z0-9_-]*){0,23}$"},
+    "api_url": {"maxLength": URL_MAX - 8, "pattern": r"^https?://[!-~]+$"},
+    "webhook_secret_env": {"pattern": r"^[A-Z][A-Z0-9_]{0,93}_SECRET$"},
+}
+# Durations as JSON Schema can say them: 5 s to 999 d in short form, or seconds.
+_POLL_INTERVAL = [
+    {"type": "string", "pattern": r"^(?:[5-9]|[1-9][0-9]{1,2})s$|^[1-9][0-9]{0,2}[mhd]$"},
+    {"type": "integer", "minimum": 5, "maximum": int(MAX_DURATION.total_seconds())},
+    {"type": "null"},
+]
+
+
+def _document_component(schema: dict[str, Any]) -> None:
+    properties = schema["properties"]
+    for hidden in ("recipe", "token_env"):  # refused over the API: not part of its contract
+        properties.pop(hidden, None)
+    for name, constraints in _COMPONENT_FIELDS.items():
+        field = properties[name]
+        target = next((a for a in field.get("anyOf", ()) if a.get("type") == "string"), field)
+        target.update(constraints)
+    properties["poll_interval"]["anyOf"] = _POLL_INTERVAL
+    properties["poll_interval"]["default"] = "5m"
 
 
 class ComponentRequest(ComponentConfig):
@@ -116,6 +154,8 @@ class ComponentRequest(ComponentConfig):
     (``recipe``: a folder of executables) nor which forge token goes where (``token_env``, with
     ``api_url`` pointing anywhere). Both are the operator's, in the config file.
     """
+
+    model_config = ConfigDict(json_schema_extra=_document_component)
 
     @model_validator(mode="after")
     def _operator_only(self) -> ComponentRequest:
