@@ -91,3 +91,16 @@ def test_the_detector_is_planned_for_the_whole_soak() -> None:
     assert detector.floor_for("bandwidth", "throughput_gbps", counts=False) == 1.0
     off = load_settings(config=parse_config_text("detector:\n  enabled: false\n"))
     assert off.judgement_policy().detector is None
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ("components:\n  - name: nova\n    url: https://git.example/nova.git\n"
+     "    poll_interval: 3000000d\n", "components.0.poll_interval (line 4)"),
+    ("components:\n  - name: nova\n    url: https://git.example/nova.git\n"
+     "    poll_interval: {}\n", "components.0.poll_interval (line 4)"),
+    ("soak:\n  duration: 99999999999d\n", "soak.duration (line 2)"),
+    ("tracking:\n  poll_tick: 1e20\n", "tracking.poll_tick (line 2)"),
+])
+def test_a_duration_out_of_bounds_is_a_config_error_naming_the_key(text: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace("(", r"\(").replace(")", r"\)")):
+        parse_config_text(text, "certifier.yaml")

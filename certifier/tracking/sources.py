@@ -27,6 +27,7 @@ import requests
 from gitlab.exceptions import GitlabError, GitlabGetError
 
 from certifier.domain.combination import NAME_RE, SHA_RE
+from certifier.limits import commit_time
 from certifier.settings import BRANCH_RE, PROJECT_RE
 
 
@@ -115,9 +116,9 @@ def parse_time(value: object) -> datetime | None:
         text = text[:26].replace(" ", "T") + "+00:00"
     try:
         parsed = datetime.fromisoformat(text)
-    except ValueError:
+        return commit_time(parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC))
+    except ValueError:  # unreadable, or out of range (certifier/limits.py): unknown
         return None
-    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def project_of(spec: SourceSpec) -> str:

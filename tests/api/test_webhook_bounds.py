@@ -55,3 +55,12 @@ def test_a_push_from_a_deep_gitlab_group_is_stored(
     assert (answer.status_code, answer.json()["status"]) == (202, "accepted")
     with session_scope(db_factory) as session:
         assert session.scalar(select(models.Delivery.project)) == project
+
+
+def test_a_signed_push_with_a_commit_dated_year_9999_is_accepted_not_a_500(
+    client: TestClient, tracked: None, db_factory: sessionmaker[Session],
+) -> None:
+    payload = gitlab_push("openstack/nova", sha("late"))
+    payload["commits"][0]["timestamp"] = "9999-12-31T23:00:00-05:00"
+    answer = post_gitlab(client, payload)
+    assert (answer.status_code, answer.json()["status"]) == (202, "accepted")
