@@ -90,6 +90,13 @@ class CommitList(_Out):
     items: list[CommitOut]
 
 
+def _string_part(schema: dict[str, Any]) -> dict[str, Any]:
+    """The string alternative of a nullable field's schema (or the schema itself)."""
+    parts = [p for p in schema.get("anyOf", ())
+             if isinstance(p, dict) and p.get("type") == "string"]
+    return parts[0] if parts else schema
+
+
 # JSON Schema cannot compare times: this pattern names the years in range at any UTC offset.
 _SAFE_YEARS = r"^(?:197[1-9]|19[89][0-9]|2[0-8][0-9]{2}|29[0-8][0-9])-"
 
@@ -106,7 +113,7 @@ class CommitReport(BaseModel):
                         description="stored up to 200 characters")
     committed_at: CommitTime | None = Field(
         default=None, description="with a UTC offset; from 1970 to before 3000",
-        json_schema_extra=lambda schema: schema["anyOf"][0].update(pattern=_SAFE_YEARS))
+        json_schema_extra=lambda schema: _string_part(schema).update(pattern=_SAFE_YEARS))
 
 
 class CommitReported(_Out):
@@ -140,9 +147,7 @@ def _document_component(schema: dict[str, Any]) -> None:
     for hidden in ("recipe", "token_env"):  # refused over the API: not part of its contract
         properties.pop(hidden, None)
     for name, constraints in _COMPONENT_FIELDS.items():
-        field = properties[name]
-        target = next((a for a in field.get("anyOf", ()) if a.get("type") == "string"), field)
-        target.update(constraints)
+        _string_part(properties[name]).update(constraints)
     properties["poll_interval"]["anyOf"] = _POLL_INTERVAL
     properties["poll_interval"]["default"] = "5m"
 
