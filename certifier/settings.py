@@ -521,6 +521,14 @@ class DashboardConfig(_Strict):
     stale_after: Duration = timedelta(days=3)
 
 
+class ManifestConfig(_Strict):
+    """How long a signed manifest is valid: its ``expires_at`` is at most ``validity`` after its
+    ``issued_at``, and the API signs it again every ``validity / 2``, so a copy fetched now is
+    valid for at least half of it (``certifier/pipeline/knowngood.py``)."""
+
+    validity: Duration = Field(default=timedelta(days=7), ge=timedelta(minutes=1))
+
+
 class TrackingConfig(_Strict):
     """Webhooks and polling of upstream sources (docs/tracking.md).
 
@@ -674,6 +682,7 @@ class CertifierConfig(_Strict):
     scheduler: SchedulerConfig = SchedulerConfig()
     bisection: BisectionConfig = BisectionConfig()
     dashboard: DashboardConfig = DashboardConfig()
+    manifest: ManifestConfig = ManifestConfig()
     tracking: TrackingConfig = TrackingConfig()
     notifications: NotificationsConfig = NotificationsConfig()
 

@@ -492,7 +492,11 @@ class Manifest(_Out):
     promoted_at: str
     combination: str
     candidate: int
-    revoked_at: str | None
+    revoked_at: str | None = Field(description="set once revoked: do not deploy it")
+    issued_at: str = Field(description="when these bytes were signed")
+    expires_at: str = Field(description="the signature is not to be trusted after this; fetch "
+                                        "the manifest again (it is re-signed every half of "
+                                        "manifest.validity)")
     components: list[ManifestComponent]
 
 
