@@ -79,9 +79,8 @@ def _prepare(settings: Settings) -> None:
 
 @app.command()
 def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve the REST API and the dashboard."""
-    import uvicorn
-
+    """Serve the REST API and the dashboard (uvicorn with the limits of certifier/api/server)."""
+    from certifier.api import server
     from certifier.api.app import create_app
     from workers.celery_app import create_celery
     from workers.dispatch import CeleryDispatcher
@@ -89,7 +88,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
     settings = _settings()
     _prepare(settings)
     api = create_app(settings, dispatcher=CeleryDispatcher(create_celery(settings)))
-    uvicorn.run(api, host=host, port=port, log_level=settings.log_level.lower())
+    server.serve(api, host=host, port=port, log_level=settings.log_level.lower())
 
 
 @app.command()
