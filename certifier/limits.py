@@ -30,6 +30,7 @@ PROJECT_MAX = 2048
 PROJECT_SEGMENTS_MAX = 24
 URL_MAX = 4096
 BRANCH_MAX = 200
+RECIPE_PATH_MAX = 1000  # a recipe folder, as the config file names it (resolved, it is stored)
 # Request bodies, JSON nesting and request heads.
 BODY_BYTES_MAX = 1024 * 1024
 JSON_DEPTH_MAX = 64  # forge payloads nest about 6 deep; Python's parser recurses per level

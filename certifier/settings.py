@@ -42,7 +42,14 @@ from certifier.domain.detector import DetectorPolicy
 from certifier.domain.judgement import FixedLimit, JudgementPolicy, Margin
 from certifier.domain.notifications import ALL_EVENTS, Event, RetryPolicy
 from certifier.domain.promotion import SoakPolicy
-from certifier.limits import BRANCH_MAX, PROJECT_MAX, PROJECT_SEGMENTS_MAX, URL_MAX, Duration
+from certifier.limits import (
+    BRANCH_MAX,
+    PROJECT_MAX,
+    PROJECT_SEGMENTS_MAX,
+    RECIPE_PATH_MAX,
+    URL_MAX,
+    Duration,
+)
 from certifier.topology import TopologyConfig, TopologyError
 from certifier.topology import load as load_topology
 from certifier.topology import plan as plan_topology
@@ -159,6 +166,8 @@ class ComponentConfig(_Strict):
     def _recipe(cls, v: Path | None) -> Path | None:
         if v is not None and any(c in str(v) for c in "\x00\n\r"):
             raise ValueError(f"not a usable recipe folder: {str(v)!r}")
+        if v is not None and len(str(v)) > RECIPE_PATH_MAX:
+            raise ValueError(f"a recipe folder path is at most {RECIPE_PATH_MAX} characters")
         return v
 
 

@@ -104,3 +104,9 @@ def test_the_detector_is_planned_for_the_whole_soak() -> None:
 def test_a_duration_out_of_bounds_is_a_config_error_naming_the_key(text: str, key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace("(", r"\(").replace(")", r"\)")):
         parse_config_text(text, "certifier.yaml")
+
+
+def test_a_recipe_path_longer_than_its_column_is_a_config_error() -> None:
+    text = "components:\n  - name: nova\n    url: u\n    recipe: " + "r/" * 600 + "x\n"
+    with pytest.raises(ConfigError, match=r"components.0.recipe \(line 4\): .*at most 1000"):
+        parse_config_text(text, "certifier.yaml")

@@ -28,7 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from certifier.limits import PROJECT_MAX, URL_MAX
+from certifier.limits import PROJECT_MAX, RECIPE_PATH_MAX, URL_MAX
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -72,7 +72,7 @@ class Component(Base):
     source: Mapped[str] = mapped_column(String(16))
     url: Mapped[str] = mapped_column(String(URL_MAX))
     branch: Mapped[str] = mapped_column(String(200))
-    recipe: Mapped[str | None] = mapped_column(String(1000))
+    recipe: Mapped[str | None] = mapped_column(String(RECIPE_PATH_MAX))
     run_in: Mapped[str] = mapped_column(String(16), default="controller")
     paused: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime]

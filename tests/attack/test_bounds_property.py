@@ -165,6 +165,8 @@ config_texts = st.one_of(
     st.builds(lambda url, project: "components:\n  - name: nova\n    source: gitlab\n"
                                    f"    url: {json.dumps(url)}\n    project: "
                                    f"{json.dumps(project)}\n", long_text, long_text),
+    st.builds(lambda recipe: "components:\n  - name: nova\n    url: https://git.example/n.git\n"
+                             f"    recipe: {json.dumps(recipe)}\n", long_text),
     st.builds(lambda d: f"soak: {nested(d).decode()}\n", st.integers(1, 400)),
 )
 
