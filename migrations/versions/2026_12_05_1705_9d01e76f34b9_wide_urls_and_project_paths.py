@@ -5,6 +5,10 @@
 ``path_with_namespace`` under nested groups is legitimately longer than 300 characters, and a
 delivery for one was lost: PostgreSQL refused the INSERT. Downgrading cuts longer values short.
 
+PostgreSQL only: SQLite does not enforce VARCHAR lengths, and changing one there rebuilds the
+table, which with foreign keys on would cascade a delete to every commit of every component
+(``certifier.db.migrate.compare_type`` ignores lengths on SQLite accordingly).
+
 Revision ID: 9d01e76f34b9
 Revises: 8e3f1a2b4c5d
 Create Date: 2026-12-05 17:05:00+00:00
@@ -32,16 +36,21 @@ WIDENED = (  # (table, column, old width, new width)
 )
 
 
+def _postgresql() -> bool:
+    return op.get_bind().dialect.name == "postgresql"
+
+
 def upgrade() -> None:
+    if not _postgresql():
+        return
     for table, column, old, new in WIDENED:
-        with op.batch_alter_table(table, schema=None) as batch_op:
-            batch_op.alter_column(column, existing_type=sa.String(length=old),
-                                  type_=sa.String(length=new))
+        op.alter_column(table, column, existing_type=sa.String(length=old),
+                        type_=sa.String(length=new))
 
 
 def downgrade() -> None:
+    if not _postgresql():
+        return
     for table, column, old, new in reversed(WIDENED):
-        with op.batch_alter_table(table, schema=None) as batch_op:
-            batch_op.alter_column(column, existing_type=sa.String(length=new),
-                                  type_=sa.String(length=old),
-                                  postgresql_using=f"left({column}, {old})")
+        op.alter_column(table, column, existing_type=sa.String(length=new),
+                        type_=sa.String(length=old), postgresql_using=f"left({column}, {old})")

@@ -78,7 +78,7 @@ def env_lines(document: dict[str, Any]) -> str:
         f"CERTIFIER_MANIFEST_VERSION={int(document['version'])}",
         f"CERTIFIER_MANIFEST_COMBINATION={document['combination']}",
         # ISO times (digits, '-', ':', '+', 'T'): shell-safe; empty when not revoked
-        *(f"CERTIFIER_MANIFEST_{key.upper()}={document[key] or ''}"
+        *(f"CERTIFIER_MANIFEST_{key.upper()}={document.get(key) or ''}"
           for key in knowngood.ENVELOPE),
     ]
     for comp in document["components"]:
@@ -102,7 +102,7 @@ def csv_rows(document: dict[str, Any]) -> str:
         writer.writerow((comp["name"], _cell(comp["url"]), _cell(comp["branch"]), comp["sha"],
                          comp["committed_at"] or "", document["promoted_at"],
                          document["version"],
-                         *(document[key] or "" for key in knowngood.ENVELOPE)))
+                         *(document.get(key) or "" for key in knowngood.ENVELOPE)))
     return out.getvalue()
 
 
