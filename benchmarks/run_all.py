@@ -285,17 +285,18 @@ def parse_testbed_bench(out: str) -> list[Figure]:
     return figures
 
 
-_DETECTOR_TARGET = re.compile(r"^\s+(pre|soak)\s+\[[^\]]+\] (.+?): (MET|MISSED by \S+|not measured)"
-                              r"(?: \(([^)]*)\))?$")
+_TARGET_LINE = re.compile(r"^\s+(\w+)\s+\[[^\]]+\] (.+?): (MET|MISSED by \S+|not measured)"
+                          r"(?: \(([^)]*)\))?$")
 
 
-def parse_detector_accuracy(out: str) -> list[Figure]:
-    _, _, section = out.partition("Targets (issue 5")
+def _parse_targets(out: str, marker: str) -> list[Figure]:
+    """The target lines after ``marker`` (up to the first blank line), with their verdicts."""
+    _, _, section = out.partition(marker)
     figures = []
     for line in section.splitlines()[1:]:
         if not line.strip():
             break  # the required targets end at the first blank line
-        m = _DETECTOR_TARGET.match(line)
+        m = _TARGET_LINE.match(line)
         if m is None:
             raise ParseError(f"unreadable target line {line.strip()!r}")
         scenario, text, verdict, shown = m.groups()
@@ -308,6 +309,14 @@ def parse_detector_accuracy(out: str) -> list[Figure]:
     if not figures:
         raise ParseError("no targets printed")
     return figures
+
+
+def parse_detector_accuracy(out: str) -> list[Figure]:
+    return _parse_targets(out, "Targets (issue 5")
+
+
+def parse_ab_accuracy(out: str) -> list[Figure]:
+    return _parse_targets(out, "Targets (issue 12")
 
 
 # -- the benchmarks and their sizes ------------------------------------------------------------
@@ -398,6 +407,12 @@ BENCHMARKS = [
         "the regression detector on seeded generated series (accuracy: not sized)",
         lambda quick: one("--quick") if quick else one(),
         parse_detector_accuracy, "detector ("),
+    Benchmark(
+        "ab_accuracy", "ab_accuracy.py",
+        "A/B judgement (gate and soak against contemporaneous controls) on seeded generated "
+        "candidates of 50 series, beside the history-only detector (accuracy: not sized)",
+        lambda quick: one("--quick") if quick else one("--candidates", "1000", "--old", "60"),
+        parse_ab_accuracy, "ab accuracy (", timeout_s=2400),
     Benchmark(
         "testbed_bench", "testbed_bench.py",
         "bandwidth suite beside bare iperf3, small-cloud setup + teardown, a full gate run "

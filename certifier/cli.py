@@ -36,6 +36,10 @@ app.add_typer(token_app, name="token")
 candidate_app = typer.Typer(no_args_is_help=True,
                             help="Operator actions on a candidate that the API also offers.")
 app.add_typer(candidate_app, name="candidate")
+component_app = typer.Typer(no_args_is_help=True,
+                            help="Operator actions on a component that the API also offers "
+                                 "(register one in the config file).")
+app.add_typer(component_app, name="component")
 
 DEMO_MARKER = ".certifier-demo"
 
@@ -296,13 +300,18 @@ def hold_release(hold_id: int) -> None:
     except ServiceError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
-    try:  # ask for the pass now rather than at beat's next tick
+    _ask_for_pass(settings, "tears it down")
+
+
+def _ask_for_pass(settings: Settings, what: str) -> None:
+    """Ask for a reconcile pass now rather than at beat's next tick; ``what`` the pass does."""
+    try:
         from workers.celery_app import create_celery
         from workers.dispatch import CeleryDispatcher
 
         CeleryDispatcher(create_celery(settings)).request_reconcile()
-    except Exception as exc:  # any broker trouble: the periodic pass tears it down anyway
-        typer.echo(f"(could not reach the broker: {exc}; the next periodic pass tears it down)",
+    except Exception as exc:  # any broker trouble: the periodic pass does it anyway
+        typer.echo(f"(could not reach the broker: {exc}; the next periodic pass {what})",
                    err=True)
 
 
@@ -340,6 +349,36 @@ def candidate_mark_bad(
     _mark(candidate_id, reason, bad=True)
 
 
+@candidate_app.command("retry")
+def candidate_retry(
+    candidate_id: Annotated[int, typer.Argument(help="the candidate's id")],
+    reason: Annotated[str, typer.Option(help="why: kept in the audit log")],
+) -> None:
+    """Retry a candidate whose infra retries ran out: its infra streak restarts now, and the
+    next pass runs it again. Exit 1 when there is nothing to retry."""
+    import getpass
+
+    from certifier.db.session import session_scope
+    from certifier.domain.clock import SystemClock
+    from certifier.pipeline import actions
+    from certifier.pipeline.errors import ServiceError
+
+    if not reason.strip():
+        typer.echo("--reason must say why", err=True)
+        raise typer.Exit(2)
+    settings = _settings()
+    try:
+        with session_scope(_session_factory(settings)) as session:
+            cand = actions.retry(session, SystemClock(), candidate_id,
+                                 f"cli:{getpass.getuser()}", reason, settings.soak_policy())
+            typer.echo(f"candidate {cand.id}: {cand.state}; retried, its infra retries start "
+                       "again")
+    except ServiceError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    _ask_for_pass(settings, "runs it")
+
+
 @candidate_app.command("unmark-bad")
 def candidate_unmark_bad(
     candidate_id: Annotated[int, typer.Argument(help="the candidate's id")],
@@ -347,6 +386,56 @@ def candidate_unmark_bad(
 ) -> None:
     """Lift the mark; a candidate it cancelled stays cancelled."""
     _mark(candidate_id, reason, bad=False)
+
+
+def _component_action(action: str, name: str, reason: str) -> None:
+    """Pause, resume or remove a component as ``cli:<user>``, audited like the API's."""
+    import getpass
+
+    from certifier.db.session import session_scope
+    from certifier.domain.clock import SystemClock
+    from certifier.pipeline import components
+    from certifier.pipeline.errors import ServiceError
+
+    if not reason.strip():
+        typer.echo("--reason must say why", err=True)
+        raise typer.Exit(2)
+    change = {"pause": components.pause, "resume": components.resume,
+              "remove": components.remove}[action]
+    try:
+        with session_scope(_session_factory(_settings())) as session:
+            row = change(session, SystemClock(), name, f"cli:{getpass.getuser()}", reason)
+            state = "removed" if row.removed_at else "paused" if row.paused else "tracked"
+            typer.echo(f"component {row.name}: {state}")
+    except ServiceError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+
+
+@component_app.command("pause")
+def component_pause(
+    name: str, reason: Annotated[str, typer.Option(help="why: kept in the audit log")],
+) -> None:
+    """Hold a component at its known-good commit: new candidates do not move it."""
+    _component_action("pause", name, reason)
+
+
+@component_app.command("resume")
+def component_resume(
+    name: str, reason: Annotated[str, typer.Option(help="why: kept in the audit log")],
+) -> None:
+    """Let a paused component take part in candidates again."""
+    _component_action("resume", name, reason)
+
+
+@component_app.command("remove")
+def component_remove(
+    name: str, reason: Annotated[str, typer.Option(help="why: kept in the audit log")],
+) -> None:
+    """Stop tracking a component and leave it out of candidates; its history stays. Refused
+    while the current known-good or an open candidate has it. Take it out of the config file
+    too, or the next start brings it back."""
+    _component_action("remove", name, reason)
 
 
 @app.command()
@@ -426,9 +515,9 @@ def _run_demo(settings: Settings, world: Any, timeout: float) -> int:
 def demo(
     root: Annotated[Path, typer.Option(help="Folder for the demo world (recreated)")] = Path(
         "certifier-demo"),
-    timeout: Annotated[float, typer.Option(help="Seconds before the demo gives up")] = 240.0,
+    timeout: Annotated[float, typer.Option(help="Seconds before the demo gives up")] = 300.0,
 ) -> None:
-    """Build the demo world, certify it, reject four commits that break it, promote the fixes."""
+    """Build the demo world, certify it, reject five commits that break it, promote the fixes."""
     from certifier import processes
 
     root = _fresh_demo_root(root)

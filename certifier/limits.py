@@ -38,10 +38,11 @@ HEAD_BYTES_MAX = 32 * 1024  # request line and headers together
 HEAD_TIMEOUT_S = 10.0  # a request's line and headers must arrive within this, from its first byte
 BODY_TIMEOUT_S = 30.0  # and its body within this after the headers (1 MiB: ≥ 35 KB/s)
 KEEPALIVE_TIMEOUT_S = 5.0  # an idle kept-alive connection is closed after this
-# Commit times: git itself cannot record a time before 1970; after 3000 is a broken clock, and
-# far-future times overflow as soon as anything adds a duration to them.
-COMMIT_TIME_MIN = datetime(1970, 1, 1, tzinfo=UTC)
-COMMIT_TIME_MAX = datetime(3000, 1, 1, tzinfo=UTC)
+# Commit times: no real commit is older or newer (far dates are broken clocks), and dates near
+# year 1 or 9999 overflow as soon as an offset or a duration is applied. Over the API such a
+# time is a 422; from a forge or git it is stored as unknown with a note (tracking/sources.py).
+COMMIT_TIME_MIN = datetime(1900, 1, 1, tzinfo=UTC)
+COMMIT_TIME_MAX = datetime(2200, 1, 1, tzinfo=UTC)
 
 __all__ = ["MAX_DURATION"]  # re-exported: the duration bound lives with the duration parser
 

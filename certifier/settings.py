@@ -50,6 +50,7 @@ from certifier.limits import (
     URL_MAX,
     Duration,
 )
+from certifier.sourcepolicy import SourcePolicy, SourceRefused
 from certifier.topology import TopologyConfig, TopologyError
 from certifier.topology import load as load_topology
 from certifier.topology import plan as plan_topology
@@ -507,11 +508,14 @@ class BisectionConfig(_Strict):
 
     enabled: bool = True
     max_steps: int = Field(default=16, ge=1, le=200)
+    # A failing step counts only once a second run of the same combination fails the same way.
+    confirm_failures: bool = True
 
     def policy(self, soak: SoakConfig) -> BisectPolicy | None:
         if not self.enabled:
             return None
-        return BisectPolicy(max_steps=self.max_steps, max_infra_retries=soak.max_infra_retries,
+        return BisectPolicy(max_steps=self.max_steps, confirm_failures=self.confirm_failures,
+                            max_infra_retries=soak.max_infra_retries,
                             infra_backoff=soak.infra_backoff,
                             infra_backoff_max=soak.infra_backoff_max)
 
@@ -694,6 +698,7 @@ class CertifierConfig(_Strict):
     manifest: ManifestConfig = ManifestConfig()
     tracking: TrackingConfig = TrackingConfig()
     notifications: NotificationsConfig = NotificationsConfig()
+    sources: SourcePolicy = SourcePolicy()  # which URLs components may name (sourcepolicy.py)
 
     @model_validator(mode="after")
     def _unique(self) -> CertifierConfig:
@@ -731,6 +736,9 @@ class Settings(BaseSettings):
     signing_key_file: Path | None = None
     # The one testbed this worker may claim (`certifier worker --testbed`); None: any of them.
     worker_testbed: str | None = None
+    # Where known-goods' sources are archived (git bundles); default <data_dir>/archive. Point
+    # every worker at one shared folder and any of them deploys any known-good without upstream.
+    archive_dir: Path | None = None
     config: CertifierConfig = CertifierConfig()
 
     @classmethod
@@ -763,6 +771,15 @@ class Settings(BaseSettings):
     @property
     def repos_dir(self) -> Path:
         return self.data_dir / "repos"
+
+    @property
+    def archive_path(self) -> Path:
+        return self.archive_dir or self.data_dir / "archive"
+
+    @property
+    def tracking_dir(self) -> Path:
+        """Tracking's own mirrors (plain-git sources), one per component."""
+        return self.data_dir / "tracking"
 
     @property
     def records_dir(self) -> Path:
@@ -815,8 +832,12 @@ def _line_of(root: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
     return line
 
 
-def parse_config_text(text: str, source: str = "<config>") -> CertifierConfig:
-    """Validate YAML text into a config, or raise ConfigError naming the key and line."""
+def parse_config_text(text: str, source: str = "<config>", base: Path | None = None
+                      ) -> CertifierConfig:
+    """Validate YAML text into a config, or raise ConfigError naming the key and line.
+
+    ``base``: the config file's folder, which relative ``sources.local_paths`` are under.
+    """
     try:
         raw = yaml.safe_load(text)
         root = yaml.compose(text)
@@ -830,7 +851,7 @@ def parse_config_text(text: str, source: str = "<config>") -> CertifierConfig:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{source}: the top level must be a mapping of sections")
     try:
-        return CertifierConfig.model_validate(raw)
+        config = CertifierConfig.model_validate(raw)
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
@@ -841,6 +862,24 @@ def parse_config_text(text: str, source: str = "<config>") -> CertifierConfig:
             msg = err["msg"].removeprefix("Value error, ")
             lines.append(f"{source}: {key}{where}: {msg}")
         raise ConfigError("\n".join(lines)) from None
+    if base is not None:
+        config = config.model_copy(update={"sources": config.sources.under(base)})
+    _check_sources(config, root, source)
+    return config
+
+
+def _check_sources(config: CertifierConfig, root: yaml.Node | None, source: str) -> None:
+    """Every component's URLs against the ``sources`` policy, as for the API."""
+    refused = []
+    for i, component in enumerate(config.components):
+        try:
+            config.sources.check_component(component.url, component.api_url)
+        except SourceRefused as exc:
+            line = _line_of(root, ("components", i, str(exc).split(":", 1)[0]))
+            where = f" (line {line})" if line else ""
+            refused.append(f"{source}: components.{i}{where}: {exc}")
+    if refused:
+        raise ConfigError("\n".join(refused))
 
 
 def load_config_file(path: Path) -> CertifierConfig:
@@ -850,9 +889,9 @@ def load_config_file(path: Path) -> CertifierConfig:
         raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: the config file is not UTF-8 text") from None
-    config = parse_config_text(text, str(path))
-    # Recipe folders are written relative to the config file.
     base = path.resolve().parent
+    config = parse_config_text(text, str(path), base)
+    # Recipe folders are written relative to the config file.
     comps = tuple(
         c.model_copy(update={"recipe": base / c.recipe})
         if c.recipe and not c.recipe.is_absolute()

@@ -168,6 +168,18 @@ otava: not measured (no --otava-python given)
 """
 
 
+AB = """ab accuracy (quick): 50 series per candidate; gate level per series at the last look 6.7e-05
+
+cell                   figure                       A/B (new)
+independent/none       gate false rejects             0.0 [ 0.0-  2.5] n=150
+
+Targets (issue 12, per candidate with 50 series):
+  gate [independent] false rejects per candidate <= 1 %: MET (0.0%)
+  pre  [independent] catch of a 5 % step >= 95 %: MISSED by 3.7 (91.3%)
+  soak [bursty] false rejects per candidate <= 10 %: not measured
+"""
+
+
 def test_manifest_figures_are_ratios_to_the_bare_app() -> None:
     plain, conditional, p99 = run_all.parse_api_manifest(API_MANIFEST)
     assert (plain.value, plain.ratio, plain.met) == (4044, pytest.approx(4044 / 4278), True)
@@ -203,11 +215,19 @@ def test_detector_targets_are_read_with_their_verdicts() -> None:
         (97.5, "%", True), (5.2, "%", False), (5.0, "runs", True)]
 
 
+def test_ab_accuracy_targets_are_read_with_their_verdicts() -> None:
+    figures = run_all.parse_ab_accuracy(AB)
+    assert [(f.name, f.value, f.met) for f in figures[:2]] == [
+        ("gate: false rejects per candidate", 0.0, True),
+        ("pre: catch of a 5 % step", 91.3, False)]
+    assert figures[2].met is None
+
+
 def test_output_without_a_table_is_a_parse_error_not_a_crash() -> None:
     for parse in (run_all.parse_api_manifest, run_all.parse_dashboard_scale,
                   run_all.parse_webhook_ingest, run_all.parse_webhook_latency,
                   run_all.parse_testbed_bench, run_all.parse_detector_accuracy,
-                  run_all.parse_promotion_eval):
+                  run_all.parse_ab_accuracy, run_all.parse_promotion_eval):
         with pytest.raises(run_all.ParseError):
             parse("Traceback (most recent call last):\n  boom\n")
 

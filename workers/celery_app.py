@@ -23,9 +23,10 @@ from certifier.pipeline import notify, runs, scheduler
 from certifier.settings import Settings
 from certifier.tracking import deliveries, polling
 from certifier.tracking.sources import source_factory
-from workers import broker, janitor, runner
+from workers import archive, broker, janitor, runner
 from workers.context import WorkerContext
 from workers.dispatch import (
+    ARCHIVE_TASK,
     DELIVER_NOTIFICATIONS_TASK,
     POLL_COMPONENT_TASK,
     POLL_DUE_TASK,
@@ -161,8 +162,18 @@ def create_celery(settings: Settings, ctx: WorkerContext | None = None) -> Celer
                                          context.dispatcher)
         released = janitor.sweep_holds(context)  # autoholds: expire, tear down released ones
         janitor.sweep_dead(context)  # testbeds of runs that died while this worker lives on
+        try:  # known-goods' sources, bundled once per archive; the work has its own task
+            if archive.missing(context):
+                app.send_task(ARCHIVE_TASK, retry=False)
+        except Exception:  # the pass is committed: a later one asks again
+            log.exception("cannot check or request the known-good archive")
         return {**{k: v for k, v in vars(report).items() if v},
                 **({"holds_torn_down": released} if released else {})}
+
+    @app.task(name=ARCHIVE_TASK, acks_late=True, time_limit=1800, soft_time_limit=1740)
+    def archive_known_goods() -> dict[str, Any]:
+        kept = archive.keep_known_goods(context)
+        return {"written": {str(v): b for v, b in kept.written.items()}, "failed": kept.failed}
 
     _tracking_tasks(app, context, settings)
 
@@ -190,9 +201,9 @@ def create_celery(settings: Settings, ctx: WorkerContext | None = None) -> Celer
 def _tracking_tasks(app: Celery, context: WorkerContext, settings: Settings) -> None:
     """Upstream tracking: process stored webhook deliveries, poll components, sweep lost ones."""
     tracking = settings.config.tracking
-    sources = source_factory((settings.data_dir / "tracking").resolve(),
+    sources = source_factory(settings.tracking_dir.resolve(),
                              tracking.http_timeout.total_seconds(),
-                             tracking.git_timeout.total_seconds())
+                             tracking.git_timeout.total_seconds(), settings.config.sources)
     source_time = 3 * tracking.git_timeout.total_seconds() + 60
 
     @app.task(name=PROCESS_DELIVERY_TASK, bind=True, acks_late=True, max_retries=5,

@@ -3,13 +3,22 @@
 Git gets argument lists with ``--`` before anything that came from outside, URLs and shas are
 validated before they get here, and extraction uses tarfile's ``data`` filter so an upstream tree
 cannot write outside the run's folder.
+
+Nothing a run used is ever lost to upstream: every commit checked out is pinned in the mirror
+(``refs/certifier/keep/<sha>``, which a fetch never prunes and ``git gc`` keeps), and a commit
+that neither the mirror nor upstream has any more is taken from the archive of known-good
+sources (``workers/archive.py``: one ``git bundle`` per component commit), so a worker with an
+empty mirror still deploys a known-good whose commit was force-pushed away and collected.
 """
 
 from __future__ import annotations
 
 import fcntl
+import os
 import subprocess
 import tarfile
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from certifier.domain.combination import NAME_RE, SHA_RE
@@ -38,25 +47,129 @@ def _has_commit(mirror: Path, sha: str) -> bool:
     return probe.returncode == 0
 
 
-def ensure_commit(repos_dir: Path, name: str, url: str, sha: str) -> Path:
-    """A bare mirror of ``url`` that contains ``sha``; fetches only when the commit is missing."""
+KEEP_PREFIX = "refs/certifier/keep/"
+
+
+class Origin(StrEnum):
+    """Where a checked-out commit came from."""
+
+    MIRROR = "mirror"  # already in this worker's mirror
+    UPSTREAM = "upstream"  # fetched from the component's URL
+    ARCHIVE = "archive"  # from the known-good archive: upstream no longer has it
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A mirror holding the commit, and how it got there. ``upstream_lacks``: upstream answered
+    and does not have the commit (not merely unreachable): it is gone upstream."""
+
+    mirror: Path
+    origin: Origin
+    upstream_lacks: bool = False
+    note: str = ""
+
+
+def bundle_path(archive_dir: Path, name: str, sha: str) -> Path:
+    """The archive's bundle of ``name`` at ``sha`` (validated names only: a path in the data
+    folder is never spelt by upstream)."""
+    if not NAME_RE.match(name) or not SHA_RE.match(sha):
+        raise InfraError(f"refusing unsafe component name or sha: {name!r} {sha!r}")
+    return archive_dir / name / f"{sha}.bundle"
+
+
+def pin(mirror: Path, sha: str) -> bool:
+    """Keep ``sha`` in ``mirror`` for good (a ref that fetch never prunes and gc keeps); False
+    when the mirror does not exist or lacks the commit."""
+    if not SHA_RE.match(sha):
+        raise InfraError(f"refusing unsafe sha: {sha!r}")
+    if not (mirror / "HEAD").exists() or not _has_commit(mirror, sha):
+        return False
+    done = _git(["--git-dir", str(mirror), "update-ref", f"{KEEP_PREFIX}{sha}", sha])
+    if done.returncode != 0:
+        raise InfraError(f"cannot pin {sha} in {mirror}: {done.stderr.strip()[-300:]}")
+    return True
+
+
+def write_bundle(mirror: Path, sha: str, target: Path) -> Path:
+    """A self-contained ``git bundle`` of ``sha`` (pinned in ``mirror``) at ``target``, written
+    atomically: a reader never sees half a file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    done = _git(["--git-dir", str(mirror), "bundle", "create", "--quiet",
+                 str(partial.resolve()), f"{KEEP_PREFIX}{sha}"])
+    if done.returncode != 0:
+        partial.unlink(missing_ok=True)
+        raise InfraError(f"git bundle of {sha} in {mirror.name}: {done.stderr.strip()[-300:]}")
+    partial.replace(target)
+    return target
+
+
+def _from_bundle(mirror: Path, bundle: Path, sha: str) -> bool:
+    """Fetch ``sha`` from an archived bundle into ``mirror``; False if the bundle lacks it."""
+    ref = f"{KEEP_PREFIX}{sha}"
+    done = _git(["--git-dir", str(mirror), "fetch", "--quiet", "--no-tags", "--",
+                 str(bundle.resolve()), f"+{ref}:{ref}"])
+    return done.returncode == 0 and _has_commit(mirror, sha)
+
+
+def _new_mirror(mirror: Path, url: str) -> str | None:
+    """Clone ``url`` as a bare mirror; without upstream, an empty repository with ``url`` as
+    its origin (the archive may still fill it). The clone's error, if it failed."""
+    done = _git(["clone", "--mirror", "--quiet", "--", url, str(mirror)])
+    if done.returncode == 0:
+        return None
+    error = done.stderr.strip()[-500:]
+    for args in (["init", "--quiet", "--bare", "--", str(mirror)],
+                 ["--git-dir", str(mirror), "remote", "add", "--mirror=fetch", "--", "origin",
+                  url]):
+        made = _git(args)
+        if made.returncode != 0:
+            raise InfraError(f"cannot clone {url}: {error}; nor make an empty mirror: "
+                             f"{made.stderr.strip()[-300:]}")
+    return error
+
+
+def ensure_commit(repos_dir: Path, name: str, url: str, sha: str,
+                  archive_dir: Path | None = None) -> Found:
+    """A bare mirror of ``url`` that contains ``sha``, pinned there; fetches only when the commit
+    is missing, and falls back to the archive when upstream cannot give it.
+
+    The mirror's fetch never prunes, so the ``refs/certifier/keep/*`` pins (absent upstream)
+    survive every fetch.
+    """
     if not NAME_RE.match(name) or not SHA_RE.match(sha):
         raise InfraError(f"refusing unsafe component name or sha: {name!r} {sha!r}")
     repos_dir.mkdir(parents=True, exist_ok=True)
     mirror = repos_dir / f"{name}.git"
     with (repos_dir / f"{name}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (mirror / "HEAD").exists():
-            done = _git(["clone", "--mirror", "--quiet", "--", url, str(mirror)])
-            if done.returncode != 0:
-                raise InfraError(f"cannot clone {url}: {done.stderr.strip()[-500:]}")
-        if not _has_commit(mirror, sha):
-            done = _git(["--git-dir", str(mirror), "fetch", "--quiet", "--prune", "origin"])
-            if done.returncode != 0:
-                raise InfraError(f"cannot fetch {url}: {done.stderr.strip()[-500:]}")
-        if not _has_commit(mirror, sha):
-            raise InfraError(f"commit {sha} of {name} is not in {url}")
-    return mirror
+        fresh, error = not (mirror / "HEAD").exists(), None
+        if fresh:
+            error = _new_mirror(mirror, url)
+        found = _locate(mirror, name, url, sha, archive_dir, fresh, error)
+        pin(mirror, sha)
+    return found
+
+
+def _locate(mirror: Path, name: str, url: str, sha: str, archive_dir: Path | None,
+            fresh: bool, clone_error: str | None) -> Found:
+    if _has_commit(mirror, sha):  # a fresh mirror has only what its clone just fetched
+        return Found(mirror, Origin.UPSTREAM if fresh else Origin.MIRROR)
+    error = clone_error
+    if error is None:
+        done = _git(["--git-dir", str(mirror), "fetch", "--quiet", "origin"])
+        error = done.stderr.strip()[-500:] if done.returncode != 0 else None
+        if error is None and _has_commit(mirror, sha):
+            return Found(mirror, Origin.UPSTREAM)
+    lacks = error is None  # upstream answered, and has no such commit
+    verb = "clone" if clone_error is not None else "fetch"
+    why = f"cannot {verb} {url}: {error}" if error else f"commit {sha} of {name} is not in {url}"
+    bundle = bundle_path(archive_dir, name, sha) if archive_dir is not None else None
+    if bundle is not None and bundle.is_file() and _from_bundle(mirror, bundle, sha):
+        return Found(mirror, Origin.ARCHIVE, lacks, f"{why}; taken from the archive {bundle}")
+    if bundle is not None:
+        why += f" (and the archive has no {bundle.name})"
+    raise InfraError(why)
 
 
 def extract(mirror: Path, sha: str, dest: Path) -> Path:
@@ -81,5 +194,13 @@ def extract(mirror: Path, sha: str, dest: Path) -> Path:
     return dest
 
 
-def checkout(repos_dir: Path, name: str, url: str, sha: str, dest: Path) -> Path:
-    return extract(ensure_commit(repos_dir, name, url, sha), sha, dest)
+def checkout(repos_dir: Path, name: str, url: str, sha: str, dest: Path,
+             archive_dir: Path | None = None) -> Path:
+    return checkout_from(repos_dir, name, url, sha, dest, archive_dir)[0]
+
+
+def checkout_from(repos_dir: Path, name: str, url: str, sha: str, dest: Path,
+                  archive_dir: Path | None = None) -> tuple[Path, Found]:
+    """:func:`checkout`, and where the commit came from (the run log says so)."""
+    found = ensure_commit(repos_dir, name, url, sha, archive_dir)
+    return extract(found.mirror, sha, dest), found

@@ -11,6 +11,7 @@ POLL_COMPONENT_TASK = "certifier.poll_component"
 POLL_DUE_TASK = "certifier.poll_due"
 SWEEP_DELIVERIES_TASK = "certifier.sweep_deliveries"
 DELIVER_NOTIFICATIONS_TASK = "certifier.deliver_notifications"
+ARCHIVE_TASK = "certifier.archive_known_goods"
 
 
 class CeleryDispatcher:

@@ -1,7 +1,9 @@
 """The recipe contract: the hooks a recipe may hold, how they are called, and what they mean.
 
-A recipe is an operator's folder of executables (``docs/recipes.md``): ``deploy``, ``upgrade`` and
-``resources`` (called with ``create``, ``verify`` or ``destroy``, as OpenStack Grenade does). This
+A recipe is an operator's folder of executables (``docs/recipes.md``): ``deploy``, ``upgrade``,
+``resources`` (called with ``create``, ``verify`` or ``destroy``, as OpenStack Grenade does) and
+``snapshot`` (the component's effective state as ``key value`` lines, see
+:mod:`workers.snapshots`). This
 module is the one place that knows the contract — the environment a hook gets, the per-component
 state folder that lives from ``deploy`` through ``upgrade``, and how an exit status and the hook's
 ``ok NAME`` / ``not ok NAME`` lines become checks — so the runner's deploy step and the upgrade
@@ -21,7 +23,7 @@ from certifier.domain.results import Check
 from workers.testbed.base import Testbed
 from workers.testbed.hooks import HookResult, run_hook
 
-Hook = Literal["deploy", "upgrade", "resources"]
+Hook = Literal["deploy", "upgrade", "resources", "snapshot"]
 Action = Literal["create", "verify", "destroy"]
 
 EXIT_INFRA = 75  # EX_TEMPFAIL (sysexits.h): the testbed failed, not the candidate — retried
@@ -142,9 +144,11 @@ class Recipes:
             folder.mkdir(parents=True, exist_ok=True)
 
     def env(self, comp: Deployable, hook: Hook, action: Action | None = None,
-            previous: Deployable | None = None) -> dict[str, str]:
+            previous: Deployable | None = None,
+            extra: dict[str, str] | None = None) -> dict[str, str]:
         env = {
             **self.extra_env,
+            **(extra or {}),
             "CERTIFIER_HOOK": hook,
             "CERTIFIER_COMPONENT": comp.name,
             "CERTIFIER_COMMIT": comp.sha,
@@ -164,7 +168,8 @@ class Recipes:
 
     def call(self, comp: Deployable, hook: Hook, *, suite: str, check: str,
              action: Action | None = None, previous: Deployable | None = None,
-             executable: Path | None = None) -> list[Outcome]:
+             executable: Path | None = None,
+             extra_env: dict[str, str] | None = None) -> list[Outcome]:
         """Run ``hook`` (or ``executable``) for ``comp`` on each of its targets.
 
         Returns one outcome per invocation; an empty list when the recipe has no such hook.
@@ -174,7 +179,7 @@ class Recipes:
         if path is None:
             return []
         self._prepare(comp.name)
-        env = self.env(comp, hook, action, previous)
+        env = self.env(comp, hook, action, previous, extra_env)
         targets: list[str | None] = (
             [h.name for h in self.bed.hosts] if comp.run_in == "hosts" else [None])
         outcomes = []

@@ -14,6 +14,7 @@ to hold keeps its last testbed, and the run's log says how to enter it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -24,12 +25,14 @@ from pathlib import Path
 from certifier.db.session import session_scope
 from certifier.domain.judgement import Verdict
 from certifier.domain.results import SuiteResult
+from certifier.domain.snapshots import Snapshot
 from certifier.pipeline import autohold, runs
 from certifier.pipeline.dispatch import reconcile_after_commit
 from certifier.settings import Settings, TestbedConfig
 from certifier.topology import TopologyError
 from certifier.topology import load as load_topology
-from workers import checkout, janitor
+from certifier.tracking import events
+from workers import checkout, janitor, snapshots
 from workers.context import WorkerContext
 from workers.recipes import Deployable, Recipes, RunInfo
 from workers.suites import SUITES, upgrade
@@ -88,20 +91,42 @@ def _suite_options(settings: Settings, name: str) -> object:
 
 
 def _checkout(settings: Settings, plans: tuple[runs.ComponentPlan, ...], dest: Path, out: RunLog,
-              reuse: tuple[Deployable, ...] = ()) -> tuple[Deployable, ...]:
+              reuse: tuple[Deployable, ...] = (), gone: list[tuple[str, str, str]] | None = None
+              ) -> tuple[Deployable, ...]:
     """Extract each component's commit under ``dest``; a tree in ``reuse`` at the same sha is
-    used as it is."""
+    used as it is. Each commit is pinned in the mirrors; one upstream has lost is taken from the
+    known-good archive and added to ``gone`` (name, sha, why) for the database."""
     have = {(d.name, d.sha): d.checkout for d in reuse}
     found = []
     for comp in plans:
         tree = have.get((comp.name, comp.sha))
         if tree is None:
-            tree = checkout.checkout(settings.repos_dir, comp.name, comp.url, comp.sha,
-                                     dest / comp.name)
-            out.add(f"checkout {comp.name} at {comp.sha[:12]}")
+            tree, source = checkout.checkout_from(settings.repos_dir, comp.name, comp.url,
+                                                  comp.sha, dest / comp.name,
+                                                  settings.archive_path)
+            with contextlib.suppress(InfraError):  # tracking's mirror: a bonus, not a duty
+                checkout.pin(settings.tracking_dir / f"{comp.name}.git", comp.sha)
+            if source.origin is checkout.Origin.ARCHIVE:
+                out.add(f"checkout {comp.name} at {comp.sha[:12]} from the archive: "
+                        f"{source.note}")
+                if source.upstream_lacks and gone is not None:
+                    gone.append((comp.name, comp.sha, source.note))
+            else:
+                out.add(f"checkout {comp.name} at {comp.sha[:12]}")
         found.append(Deployable(comp.name, comp.sha, tree,
                                 Path(comp.recipe) if comp.recipe else None, comp.run_in))
     return tuple(found)
+
+
+def _record_gone(ctx: WorkerContext, gone: list[tuple[str, str, str]], out: RunLog) -> None:
+    """Mark the commits this run found gone upstream, as tracking marks force-pushed ones."""
+    if not gone:
+        return
+    with session_scope(ctx.session_factory) as session:
+        for name, sha, why in gone:
+            if events.notice_gone(session, name, sha, ctx.clock, f"worker:{ctx.worker_id}",
+                                  why):
+                out.add(f"{name} {sha[:12]} is gone upstream: marked in the manifest")
 
 
 def _build(settings: Settings, spec: TestbedSpec, run_id: int, state_dir: Path,
@@ -143,8 +168,34 @@ def _upgrade_wanted(settings: Settings, plan: runs.RunPlan, results: list[SuiteR
     return True
 
 
+def _upgrade_planned(settings: Settings, plan: runs.RunPlan) -> bool:
+    """Will this run have an upgrade suite, if nothing fails first? (Quiet: no log lines.)"""
+    cfg = settings.config.suites.upgrade
+    return cfg.enabled and plan.kind in cfg.run_kinds and bool(plan.base)
+
+
+def _fresh_snapshots(recipes: Recipes, comps: tuple[Deployable, ...],
+                     out: RunLog) -> dict[str, Snapshot]:
+    """The candidate's state as a fresh deployment has it, for the upgrade suite's diff to show
+    next to the upgraded values (a reset to the new default reads as such). Informative only:
+    a snapshot that fails here is noted, never held against the run."""
+    taken = {}
+    for comp in comps:
+        if comp.hook_path("snapshot") is None:
+            continue
+        try:
+            snap = snapshots.take(recipes, comp, "fresh", "deploy")
+        except (InfraError, snapshots.SnapshotInfraError) as exc:
+            out.add(f"snapshot {comp.name} of the fresh deployment not taken: {exc}")
+            continue
+        if snap.problem:
+            out.add(f"{snap.problem} (shown with the upgrade's diff, not judged)")
+        taken[comp.name] = snap
+    return taken
+
+
 def _upgrade(ctx: WorkerContext, plan: runs.RunPlan, bed: Testbed, comps: tuple[Deployable, ...],
-             base: tuple[Deployable, ...]) -> SuiteResult:
+             base: tuple[Deployable, ...], fresh: dict[str, Snapshot]) -> SuiteResult:
     cfg = ctx.settings.config.suites.upgrade
     assert plan.base_version is not None  # plan.base is only filled with its version
     options = upgrade.UpgradeOptions(
@@ -152,7 +203,7 @@ def _upgrade(ctx: WorkerContext, plan: runs.RunPlan, bed: Testbed, comps: tuple[
         known_good_version=plan.base_version, known_good=base, candidate=comps,
         hook_timeout=ctx.settings.config.scheduler.hook_timeout.total_seconds(),
         ping_interval=cfg.ping_interval, ping_from=cfg.ping_from, ping_to=cfg.ping_to,
-        settle_s=cfg.settle_s, max_outage_s=cfg.max_outage_s)
+        settle_s=cfg.settle_s, max_outage_s=cfg.max_outage_s, fresh=fresh)
     return upgrade.run(bed, options)
 
 
@@ -207,6 +258,7 @@ def execute(ctx: WorkerContext, run_id: int) -> runs.Claim:
     run_dir = settings.runs_dir / f"run-{run_id}"
     bed: Testbed | None = None
     info = RunInfo(run_id, str(plan.kind), plan.candidate_id)
+    gone: list[tuple[str, str, str]] = []  # commits upstream has lost, found by the checkout
     timeout = settings.config.scheduler.hook_timeout.total_seconds()
     try:
         reaped = janitor.clear_testbed(ctx, plan.testbed, run_id)  # a dead earlier run's leftovers
@@ -214,14 +266,18 @@ def execute(ctx: WorkerContext, run_id: int) -> runs.Claim:
             out.add(f"janitor: removed what earlier runs left on {plan.testbed}: "
                     + ", ".join(reaped))
         shutil.rmtree(run_dir, ignore_errors=True)
-        comps = _checkout(settings, plan.components, run_dir / "src", out)
+        comps = _checkout(settings, plan.components, run_dir / "src", out, gone=gone)
         spec = _spec(settings, plan.testbed, out)
         bed = _build(settings, spec, run_id, run_dir / "state", out)
-        deployed = _deploy(Recipes(bed, info, timeout, out.add), comps)
+        recipes = Recipes(bed, info, timeout, out.add)
+        deployed = _deploy(recipes, comps)
         results.append(deployed)
+        fresh: dict[str, Snapshot] = {}
         if _failed([deployed]):
             out.add("deploy failed: suites skipped")
         else:
+            if _upgrade_planned(settings, plan):
+                fresh = _fresh_snapshots(recipes, comps, out)
             for name in settings.config.suites.enabled:
                 run_suite, _ = SUITES[name]
                 suite_result = run_suite(bed, _suite_options(settings, name))
@@ -231,7 +287,7 @@ def execute(ctx: WorkerContext, run_id: int) -> runs.Claim:
                 results.append(suite_result)
             if _upgrade_wanted(settings, plan, results, out):
                 base = _checkout(settings, plan.base, run_dir / "src-known-good", out,
-                                 reuse=comps)
+                                 reuse=comps, gone=gone)
                 error = _teardown(bed)  # one testbed per run at a time
                 bed = None
                 if error:
@@ -239,7 +295,7 @@ def execute(ctx: WorkerContext, run_id: int) -> runs.Claim:
                 bed = _build(settings, spec, run_id, run_dir / "upgrade", out)
                 out.add(f"suite upgrade: known-good #{plan.base_version} deployed, then "
                         "upgraded in place to this candidate")
-                upgraded = _upgrade(ctx, plan, bed, comps, base)
+                upgraded = _upgrade(ctx, plan, bed, comps, base, fresh)
                 out.add(_suite_line("upgrade", upgraded))
                 if upgraded.log:
                     out.add(upgraded.log)
@@ -254,6 +310,10 @@ def execute(ctx: WorkerContext, run_id: int) -> runs.Claim:
         _teardown(bed)
         raise
 
+    try:
+        _record_gone(ctx, gone, out)
+    except Exception:  # a note for the manifest must never cost the run its verdict
+        log.exception("run %s: cannot mark commits gone upstream", run_id)
     kept = _finish(ctx, plan, results, setup_error, bed, out)
     if not kept:
         shutil.rmtree(run_dir / "src", ignore_errors=True)

@@ -78,11 +78,17 @@ class CommitOut(_Out):
     committed_at: datetime | None
     first_seen_at: datetime
     seen_via: str
+    gone_upstream: bool = Field(
+        default=False, description="upstream no longer has it (a force-push took it off the "
+        "branch, or a worker found it missing)")
+    gone_upstream_at: datetime | None = Field(default=None,
+                                              description="when Certifier noticed it was gone")
 
     @classmethod
     def of(cls, commit: models.Commit, component: str) -> CommitOut:
         return cls(component=component, sha=commit.sha, title=commit.title, author=commit.author,
                    committed_at=commit.committed_at, first_seen_at=commit.first_seen_at,
+                   gone_upstream=commit.gone_at is not None, gone_upstream_at=commit.gone_at,
                    seen_via=commit.seen_via)
 
 
@@ -98,7 +104,7 @@ def _string_part(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 # JSON Schema cannot compare times: this pattern names the years in range at any UTC offset.
-_SAFE_YEARS = r"^(?:197[1-9]|19[89][0-9]|2[0-8][0-9]{2}|29[0-8][0-9])-"
+_SAFE_YEARS = r"^(?:190[1-9]|19[1-9][0-9]|20[0-9]{2}|21[0-8][0-9]|219[0-8])-"
 
 
 class CommitReport(BaseModel):
@@ -112,7 +118,7 @@ class CommitReport(BaseModel):
     author: str = Field(default="", max_length=1_000, pattern=NO_NUL,
                         description="stored up to 200 characters")
     committed_at: CommitTime | None = Field(
-        default=None, description="with a UTC offset; from 1970 to before 3000",
+        default=None, description="with a UTC offset; from 1900 to before 2200",
         json_schema_extra=lambda schema: _string_part(schema).update(pattern=_SAFE_YEARS))
 
 
@@ -155,9 +161,11 @@ def _document_component(schema: dict[str, Any]) -> None:
 class ComponentRequest(ComponentConfig):
     """A component registered over the API: the config file's fields, minus two.
 
-    Registering needs no token, so a body must not choose what runs as root on a worker
-    (``recipe``: a folder of executables) nor which forge token goes where (``token_env``, with
-    ``api_url`` pointing anywhere). Both are the operator's, in the config file.
+    Registering needs an ``admin`` token, but a token is not a root login: a body must not
+    choose what runs as root on a worker (``recipe``: a folder of executables) nor which forge
+    token goes where (``token_env``, with ``api_url`` pointing anywhere). Both are the
+    operator's, in the config file. Its ``url`` and ``api_url`` must pass the config's
+    ``sources`` policy.
     """
 
     model_config = ConfigDict(json_schema_extra=_document_component)
@@ -232,6 +240,39 @@ class MeasurementOut(_Out):
     better: str
 
 
+class StateChangeOut(_Out):
+    key: str
+    kind: str = Field(description="changed, removed or added")
+    before: str | None = Field(description="the value before the upgrade (known-good)")
+    after: str | None = Field(description="the value after the upgrade")
+    fresh: str | None = Field(description="the value on a fresh deployment of the candidate")
+    note: str | None = Field(description="the candidate's upgrade note that declares it, if any")
+
+
+class FileChangeOut(_Out):
+    path: str = Field(description="relative to the component's state folder")
+    kind: str = Field(description="changed, removed or added")
+    before: str | None = Field(description="sha256 prefix before the upgrade")
+    after: str | None = Field(description="sha256 prefix after the upgrade")
+    diff: list[str] = Field(description="changed lines of a text file (-old, +new)")
+
+
+class StateDiffOut(_Out):
+    """One component's state across the upgrade (docs/recipes.md, "State snapshots")."""
+
+    component: str
+    source: str = Field(description="hook (the recipe's snapshot hook: judged), files "
+                                    "(configuration-like files: shown, not judged) or none")
+    changes: list[StateChangeOut]
+    files: list[FileChangeOut]
+    unchanged: int
+    problems: list[str]
+
+    @classmethod
+    def many(cls, stored: list[Any] | None) -> list[StateDiffOut]:
+        return [cls.model_validate(item) for item in stored or [] if isinstance(item, dict)]
+
+
 class RunDetail(RunOut):
     candidate_id: int
     worker: str | None
@@ -239,6 +280,8 @@ class RunDetail(RunOut):
     tool_versions: dict[str, Any]
     checks: list[CheckOut]
     measurements: list[MeasurementOut]
+    state_diff: list[StateDiffOut] = Field(
+        description="the upgrade suite's diff of each component's state snapshots")
     log: str
 
     @classmethod
@@ -254,6 +297,7 @@ class RunDetail(RunOut):
                                value=m.value, unit=m.unit, better=m.better)
                 for m in run.measurements
             ],
+            state_diff=StateDiffOut.many(run.state_diff),
             log=run.log,
         )
 
@@ -269,6 +313,9 @@ class CandidateOut(_Out):
     gating_started_at: datetime | None
     soak_started_at: datetime | None
     finished_at: datetime | None
+    retried_at: datetime | None = Field(
+        default=None, description="when a person last retried it after its infra retries ran "
+        "out; infra errors before count no more")
     excuses: list[ExcuseOut]
 
     @classmethod
@@ -278,7 +325,7 @@ class CandidateOut(_Out):
                    created_at=cand.created_at, updated_at=cand.updated_at,
                    gating_started_at=cand.gating_started_at,
                    soak_started_at=cand.soak_started_at, finished_at=cand.finished_at,
-                   excuses=ExcuseOut.many(cand.excuses))
+                   retried_at=cand.retried_at, excuses=ExcuseOut.many(cand.excuses))
 
 
 class CandidateList(_Out):
@@ -421,6 +468,10 @@ class CancelRequest(_Action):
     pass
 
 
+class ComponentAction(_Action):
+    """Pause or resume a component."""
+
+
 class WaiveRequest(_Action):
     subject: str = Field(min_length=1, max_length=400,
                          description="the subject of a failing check or metric excuse")
@@ -429,6 +480,10 @@ class WaiveRequest(_Action):
 
 
 class MarkBadRequest(_Action):
+    pass
+
+
+class RetryRequest(_Action):
     pass
 
 
@@ -483,6 +538,11 @@ class ManifestComponent(_Out):
     sha: str
     title: str
     committed_at: str | None
+    gone_upstream: bool = Field(
+        default=False, description="upstream no longer has the commit (force-pushed away); "
+        "Certifier's archive still deploys it")
+    gone_upstream_at: str | None = Field(default=None,
+                                         description="when Certifier noticed it was gone")
 
 
 class Manifest(_Out):

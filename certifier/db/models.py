@@ -83,6 +83,9 @@ class Component(Base):
     token_env: Mapped[str | None] = mapped_column(String(100))
     webhook_secret_env: Mapped[str | None] = mapped_column(String(100))
     paused_reason: Mapped[str | None] = mapped_column(String(300))  # None: paused by an operator
+    # Removed by an operator: kept for the history that names it, never listed, tracked or formed.
+    removed_at: Mapped[datetime | None]
+    removed_by: Mapped[str | None] = mapped_column(String(200))
 
     commits: Mapped[list[Commit]] = relationship(back_populates="component")
 
@@ -152,6 +155,8 @@ class Candidate(Base):
     finished_at: Mapped[datetime | None]
     # Culprit finding after a rejection (see pipeline/bisection.py): its steps and its result.
     bisection: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # A person's retry after the infra retries ran out: the infra streak counts from here on.
+    retried_at: Mapped[datetime | None]
 
     combination: Mapped[Combination] = relationship()
     runs: Mapped[list[Run]] = relationship(back_populates="candidate", order_by="Run.id")
@@ -172,6 +177,8 @@ class Run(Base):
     excuses: Mapped[list[Any]] = mapped_column(default=list)
     tool_versions: Mapped[dict[str, Any]] = mapped_column(default=dict)
     log: Mapped[str] = mapped_column(Text, default="")
+    # The upgrade suite's diff of each component's state snapshots (domain/snapshots.py).
+    state_diff: Mapped[list[Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime]
     dispatched_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]

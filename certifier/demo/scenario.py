@@ -1,6 +1,7 @@
-"""The demo scenario: certify the demo's upstream heads, then push four commits that each break
-something for real — bandwidth, reachability, storage writes, state across an upgrade — and
-watch each be rejected with the right excuse, then push the fixes and watch them promoted.
+"""The demo scenario: certify the demo's upstream heads, then push five commits that each break
+something for real — bandwidth, reachability, storage writes, data across an upgrade, an
+operator's setting across an upgrade — and watch each be rejected with the right excuse, then push
+the fixes and watch them promoted.
 
 It drives the *real* pipeline: a real worker process on the configured broker, real namespaces
 and tools; the scenario itself only reports commits (as the API or a webhook would) and watches

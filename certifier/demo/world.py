@@ -15,6 +15,10 @@ Four upstream components, each with a real mechanism a bad commit can break for 
   the whole contract (``deploy``, ``upgrade``, ``resources create|verify|destroy``): the upgrade
   suite stores keys and configuration in the running service, upgrades it in place and checks
   they are still there. A commit whose migration "starts from a clean layout" drops the data.
+  Its ``snapshot`` hook prints what kvd runs with (version, every setting, data layout), so
+  Certifier diffs it across the upgrade: kvd 2, whose new defaults override the operator's
+  ``max_clients = 512`` in ``local.conf`` (the data and the file itself untouched), is caught
+  though ``resources verify`` checks only the data and the quota settings.
 
 :data:`BAD_COMMITS` and :data:`FIX_COMMITS` are what the scenario pushes; the recipes are the
 operator's and never change.
@@ -144,7 +148,8 @@ from pathlib import Path
 STATE = Path(os.environ.get("CERTIFIER_COMPONENT_STATE_DIR", "."))
 HOSTS = os.environ.get("CERTIFIER_HOSTS", "h1").split()
 KEYS = 50
-LOCAL_CONF = {"quota_instances": "20", "default_flavor": "m1.small"}
+LOCAL_CONF = {"quota_instances": "20", "default_flavor": "m1.small"}  # verify checks these
+TUNING = {"max_clients": "512"}  # the operator's tuning: in local.conf too, not verified
 INSIDE = "KVCTL_CLIENT_SIDE"
 
 
@@ -263,7 +268,8 @@ def resources(action):
                for i in range(KEYS)))
         (STATE / "etc" / "local.conf").write_text(
             "# operator settings, kept across upgrades\n"
-            + "".join(f"{k} = {v}\n" for k, v in LOCAL_CONF.items()))
+            + "".join(f"{k} = {v}\n" for k, v in {**LOCAL_CONF, **TUNING}.items()))
+        call("RELOAD")  # the operator's settings take effect now, not at the next restart
         count, digest = snapshot()
         record.write_text(json.dumps({"pid": pid(), "keys": count, "checksum": digest}))
         print(f"ok service: kvd answering, pid {pid()}")
@@ -308,6 +314,18 @@ def resources(action):
     return 2
 
 
+def state():
+    """The snapshot hook: what kvd runs with, as `key value` lines, asked of kvd itself."""
+    on_client_side(["snapshot"])
+    print(f"service.version {call('PING')[0].split()[2].removeprefix('v')}")
+    config = json.loads(call("CONFIG")[0].removeprefix("CONFIG "))
+    for key, value in sorted(config.items()):
+        print(f"config.{key} {value}")
+    layout = STATE / "data" / ".layout"
+    print(f"data.layout {layout.read_text().strip() if layout.exists() else 'none'}")
+    return 0
+
+
 def main():
     command, args = sys.argv[1], sys.argv[2:]
     if command == "start":
@@ -318,7 +336,10 @@ def main():
         return stop()
     if command == "resources":
         return resources(args[0])
-    print(f"usage: kvctl start|stop|resources ACTION (not {command!r})", file=sys.stderr)
+    if command == "snapshot":
+        return state()
+    print(f"usage: kvctl start|stop|resources ACTION|snapshot (not {command!r})",
+          file=sys.stderr)
     return 2
 
 
@@ -331,12 +352,20 @@ API_RESOURCES = """#!/bin/sh
 exec "$CERTIFIER_RECIPE_DIR/kvctl" resources "$1"
 """
 
+API_SNAPSHOT = """#!/bin/sh
+# snapshot: kvd's effective state (version, every setting in effect, data layout) as key value
+# lines, for Certifier to diff across the upgrade.
+exec "$CERTIFIER_RECIPE_DIR/kvctl" snapshot
+"""
+
 KVD = r'''#!/usr/bin/env python3
 """kvd: a small key-value service over TCP that keeps one file per key in its data folder.
 
-Commands, one per line: PING, PUT key value, GET key, DEL key, KEYS, CONF name.
+Commands, one per line: PING, PUT key value, GET key, DEL key, KEYS, CONF name, CONFIG (every
+setting in effect, as JSON), RELOAD (read the configuration files again).
 """
 import argparse
+import json
 import os
 import re
 import socketserver
@@ -357,6 +386,11 @@ def read_config(paths):
     return values
 
 
+def settings(paths):
+    """Every setting in effect: the files in order, a later one winning."""
+    return read_config(paths)
+
+
 class Handler(socketserver.StreamRequestHandler):
     def handle(self):
         for raw in self.rfile:
@@ -369,9 +403,10 @@ class Server(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
     daemon_threads = True
 
-    def __init__(self, address, data, config):
+    def __init__(self, address, data, config_paths):
         self.data = data
-        self.config = config
+        self.config_paths = config_paths
+        self.config = settings(config_paths)
         super().__init__(address, Handler)
 
     def answer(self, words):
@@ -383,6 +418,11 @@ class Server(socketserver.ThreadingTCPServer):
                                              if KEY.match(p.name)))
         if op == "CONF" and len(args) == 1:
             return "CONF " + self.config.get(args[0], "")
+        if op == "CONFIG":
+            return "CONFIG " + json.dumps(self.config, sort_keys=True)
+        if op == "RELOAD":
+            self.config = settings(self.config_paths)
+            return "OK"
         if not args or not KEY.match(args[0]):
             return "ERR bad request"
         path = self.data / args[0]
@@ -407,7 +447,7 @@ def main():
     parser.add_argument("--port", type=int, default=8774)
     parser.add_argument("--pidfile", type=Path)
     opts = parser.parse_args()
-    server = Server((opts.listen, opts.port), opts.data, read_config(opts.config))
+    server = Server((opts.listen, opts.port), opts.data, opts.config)
     if opts.pidfile:
         opts.pidfile.write_text(str(os.getpid()))
     server.serve_forever()
@@ -416,6 +456,25 @@ def main():
 if __name__ == "__main__":
     main()
 '''
+
+# kvd 2 gives every setting a default. The bad release applies the defaults *over* the files
+# read (dict.update), so the operator's max_clients = 512 in local.conf silently becomes 64 —
+# the data and local.conf itself stay as they were. The fix applies them under the files.
+_KVD_SETTINGS = "    return read_config(paths)\n"
+_KVD_DEFAULTS = 'DEFAULTS = {"max_clients": "64", "idle_timeout_s": "30"}\n\n\ndef settings('
+KVD_V2_RESETS = KVD.replace('VERSION = "1"', 'VERSION = "2"').replace(
+    "def settings(", _KVD_DEFAULTS).replace(
+    _KVD_SETTINGS, "    config = read_config(paths)\n"
+                   "    config.update(DEFAULTS)  # every setting gets a default\n"
+                   "    return config\n")
+KVD_V2_FIXED = KVD.replace('VERSION = "1"', 'VERSION = "2"').replace(
+    "def settings(", _KVD_DEFAULTS).replace(
+    _KVD_SETTINGS, "    return {**DEFAULTS, **read_config(paths)}  # the files win\n")
+UPGRADE_NOTES = """# What an upgrade to this release may change (docs/recipes.md in Certifier).
+upgrade:
+  - key: service.version
+    note: kvd 2 gives every setting a default (max_clients 64, idle_timeout_s 30).
+"""
 
 MIGRATE_GOOD = r'''#!/usr/bin/env python3
 """Bring kvd's data folder to this release's layout (v1: one file per key)."""
@@ -505,6 +564,15 @@ BAD_COMMITS: tuple[Push, ...] = (
          "Prepare the data folder for the v2 layout",
          ("upgrade", "verify api/data"),
          "drops state on upgrade: the migration empties the data folder"),
+    # On top of the data-dropping commit (api's history is linear), so it fixes the migration
+    # too: the data survives, and only the configuration reset is left to catch.
+    Push("api", {"kvd.py": KVD_V2_RESETS, "migrate.py": MIGRATE_FIXED,
+                 ".certifier/upgrade-notes.yaml": UPGRADE_NOTES},
+         "kvd 2: give every setting a default; keep every key when preparing the data folder",
+         ("upgrade changed api config.max_clients: 512 → 64",
+          "not declared in the candidate's upgrade notes"),
+         "resets an operator setting on upgrade: kvd 2's defaults override local.conf "
+         "(max_clients 512 -> 64); the data is kept"),
 )
 
 FIX_COMMITS: tuple[Push, ...] = (
@@ -514,8 +582,8 @@ FIX_COMMITS: tuple[Push, ...] = (
          "Revert the route for the retired host: h2 is still in service"),
     Push("storage", {"storage.conf": "backend = file\ncache = writeback\n"},
          "Back to write-back caching; durability comes from the journal"),
-    Push("api", {"migrate.py": MIGRATE_FIXED},
-         "Keep every key when preparing the data folder"),
+    Push("api", {"kvd.py": KVD_V2_FIXED},
+         "Let the operator's settings override kvd's defaults again"),
 )
 
 
@@ -540,6 +608,7 @@ def _git(repo: Path, *args: str) -> str:
 def commit(repo: Path, files: dict[str, str], message: str) -> str:
     """Write files into an upstream repository and commit them; returns the new sha."""
     for name, text in files.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
         (repo / name).write_text(text)
     _git(repo, "add", "--", *files)
     _git(repo, "commit", "-q", "-m", message)
@@ -563,7 +632,7 @@ def _recipe(folder: Path, hooks: dict[str, str]) -> Path:
 RECIPES: dict[str, dict[str, str]] = {
     "netpolicy": {"deploy": NETPOLICY_DEPLOY},
     "api": {"deploy": API_DEPLOY, "upgrade": API_UPGRADE, "resources": API_RESOURCES,
-            "kvctl": KVCTL},
+            "snapshot": API_SNAPSHOT, "kvctl": KVCTL},
     "routing": {"deploy": ROUTING_DEPLOY},
     "storage": {"deploy": STORAGE_DEPLOY},
 }
@@ -641,6 +710,13 @@ def build(root: Path, *, driver: str = "netns", subnet: str = "198.18.0.0/24",
         # The statistical detector wants 20 known-good runs per testbed; a demo of minutes has
         # a handful, so the margin above judges and control runs would only cost time.
         "detector:\n  baseline_every: 0\n"
+        # The fifth bad commit sits on top of the fourth in api's history: culprit finding would
+        # re-test that range and name the fourth (which fails for its own reason) after minutes
+        # of bisect runs. Each bad commit here is judged alone, so the holds need no search.
+        "bisection:\n  enabled: false\n"
+        # The upstream repositories are folders on this machine: the source policy allows
+        # local paths only under the folders it names (docs/architecture.md, Security).
+        "sources:\n  local_paths: [upstream]\n"
         # Seconds, not minutes: one direction of TCP; writes at queue depth 1 (a database's
         # commit path, where a synchronous write costs the most), random writes first, on a
         # fresh file, where a write also allocates until the file is covered; the upgrade suite

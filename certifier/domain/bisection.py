@@ -64,11 +64,14 @@ class Phase(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class BisectPolicy:
-    """How far culprit finding may go: ``max_steps`` runs in all (retries included), and each
-    step's infra errors retried ``max_infra_retries`` times, the n-th after
-    ``infra_backoff * 2**(n-1)`` (at most ``infra_backoff_max``), as gate runs are."""
+    """How far culprit finding may go: ``max_steps`` runs in all (retries and confirmations
+    included), and each step's infra errors retried ``max_infra_retries`` times, the n-th after
+    ``infra_backoff * 2**(n-1)`` (at most ``infra_backoff_max``), as gate runs are.
+    ``confirm_failures``: a failing step counts only once a second run of the same combination
+    fails on the same thing (the gate's confirmation rule), so noise never names a culprit."""
 
     max_steps: int = 16
+    confirm_failures: bool = True
     max_infra_retries: int = 2
     infra_backoff: timedelta = timedelta(seconds=30)
     infra_backoff_max: timedelta = timedelta(minutes=10)
@@ -128,12 +131,14 @@ class Problem:
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """One run of culprit finding: the combination it tests and, once finished, its verdict."""
+    """One run of culprit finding: the combination it tests and, once finished, its verdict and
+    what it failed on (``kind:subject`` of each failure excuse)."""
 
     run_id: int
     combination: Combination
     verdict: Verdict | None = None
     finished_at: datetime | None = None
+    failures: frozenset[str] = frozenset()  # "check:<subject>", "regression:<subject>", …
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +249,8 @@ def _answer(probe: Probe, steps: Sequence[Step], policy: BisectPolicy,
     """The recorded verdict for ``probe``, or what must happen before there is one."""
     mine = [s for s in steps if s.combination == probe.combination]
     decisive = [s for s in mine if s.verdict not in (None, Verdict.INFRA_ERROR)]
-    if decisive:
+    if decisive and (decisive[-1].verdict is Verdict.PASSED
+                     or _confirmed_failure(decisive, policy)):
         return _Answer(decisive[-1].verdict is Verdict.PASSED, decisive[-1].run_id)
     if mine and mine[-1].verdict is None:
         return Wait(probe, run_id=mine[-1].run_id)
@@ -262,6 +268,27 @@ def _answer(probe: Probe, steps: Sequence[Step], policy: BisectPolicy,
         return Inconclusive(f"the limit of {policy.max_steps} runs was reached before the "
                             f"culprit was found (next: {probe.describe()})")
     return Try(probe, retry=len(errors))
+
+
+def _confirmed_failure(decisive: Sequence[Step], policy: BisectPolicy) -> bool:
+    """Whether the failures at the end of ``decisive`` (one combination's finished runs) are
+    confirmed: the newest two share a failed check or a regressed series, or three failed in a
+    row. A lone failure is one observation, and a busy testbed can make one look bad."""
+    if not policy.confirm_failures:
+        return True
+    failing: list[Step] = []
+    for step in reversed(decisive):
+        if step.verdict is Verdict.PASSED:
+            break
+        failing.append(step)
+    if len(failing) >= 3:
+        return True
+    if len(failing) < 2:
+        return False
+    newest, before = failing[0].failures, failing[1].failures
+    checks = {f for f in newest if f.startswith("check:")}
+    return bool(newest & before) or (bool(checks) and any(f.startswith("check:")
+                                                         for f in before))
 
 
 def _search(problem: Problem) -> _Search:

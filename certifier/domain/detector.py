@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -554,7 +554,18 @@ def _fmt_p(p: float) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
-def describe(series: Series) -> str:
+class Described(Protocol):
+    """Anything that names a series: a :class:`Series` or an A/B ``PairedSeries``."""
+
+    @property
+    def suite(self) -> str: ...
+    @property
+    def metric(self) -> str: ...
+    @property
+    def labels(self) -> Mapping[str, str]: ...
+
+
+def describe(series: Described) -> str:
     """"bandwidth throughput_gbps h1→h2 (streams=1)": suite, metric, pair, other labels."""
     labels = dict(series.labels)
     text = f"{series.suite} {series.metric}"

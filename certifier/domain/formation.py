@@ -21,12 +21,16 @@ the next candidate holds that component at the *last good* commit bisection foun
 necessarily the known-good's), for as long as its head is one of the commits that carry the
 culprit (the culprit up to the rejected candidate's commit); a newer head ends the hold. While
 culprit finding runs, nothing isolates. When it is off or inconclusive, isolation is as above.
+
+A hold at a commit that upstream no longer has (``gone``: a force-push took it off the branch) is
+*released*: the component takes its head again. Holding it there would pin the train to a commit
+nobody upstream can build on, and only archived known-goods can deploy it at all.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from certifier.domain.combination import Combination
 from certifier.domain.lifecycle import CandidateState
@@ -104,6 +108,7 @@ class Desired:
     combination: Combination | None
     holds: tuple[Hold, ...] = ()
     isolating: str | None = None  # the one component advanced to find a culprit
+    released: tuple[Hold, ...] = ()  # holds let go: the commit they held at is gone upstream
 
 
 def culprits(history: Iterable[PastCandidate]) -> dict[tuple[str, str], int]:
@@ -135,12 +140,34 @@ def holds(
     heads: Mapping[str, str],
     known_good: Mapping[str, str] | None,
     history: Iterable[PastCandidate],
+    gone: Collection[tuple[str, str]] = (),
 ) -> dict[str, Hold]:
     """Components whose head is a blamed commit, held at the known-good commit (or at the last
-    good commit culprit finding named).
+    good commit culprit finding named); a hold whose commit is in ``gone`` is left out (see
+    :func:`released_holds`).
 
     Without a known-good there is no last good commit to hold at, so nothing is held.
     """
+    return {name: hold for name, hold in _all_holds(heads, known_good, history).items()
+            if (name, hold.at) not in gone}
+
+
+def released_holds(
+    heads: Mapping[str, str],
+    known_good: Mapping[str, str] | None,
+    history: Iterable[PastCandidate],
+    gone: Collection[tuple[str, str]],
+) -> tuple[Hold, ...]:
+    """The holds :func:`holds` lets go because the commit they hold at is gone upstream."""
+    return tuple(hold for name, hold in sorted(_all_holds(heads, known_good, history).items())
+                 if (name, hold.at) in gone)
+
+
+def _all_holds(
+    heads: Mapping[str, str],
+    known_good: Mapping[str, str] | None,
+    history: Iterable[PastCandidate],
+) -> dict[str, Hold]:
     if known_good is None:
         return {}
     blamed = _blames(history)
@@ -157,10 +184,26 @@ def next_desired(
     known_good: Mapping[str, str] | None,
     known_good_version: int | None,
     history: Iterable[PastCandidate],
+    gone: Collection[tuple[str, str]] = (),
 ) -> Desired:
-    """The combination the train should test next: heads, minus holds, isolating if needed."""
+    """The combination the train should test next: heads, minus holds, isolating if needed.
+
+    ``gone``: ``(component, sha)`` pairs upstream no longer has; a hold at one is released.
+    """
     past = list(history)
-    held = holds(heads, known_good, past)
+    held = holds(heads, known_good, past, gone)
+    released = released_holds(heads, known_good, past, gone) if gone else ()
+    return replace(_next_desired(heads, known_good, known_good_version, past, held),
+                   released=released)
+
+
+def _next_desired(
+    heads: Mapping[str, str],
+    known_good: Mapping[str, str] | None,
+    known_good_version: int | None,
+    past: list[PastCandidate],
+    held: dict[str, Hold],
+) -> Desired:
     desired = desired_combination(heads, known_good, {n: h.at for n, h in held.items()})
     if desired is None or known_good is None:
         return Desired(desired, tuple(held.values()))

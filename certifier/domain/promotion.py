@@ -5,12 +5,20 @@ out the answer: create the next run, move the candidate on, or leave it waiting.
 comes with excuses — the plain-words reasons the candidate is not (yet) known-good — so the
 dashboard and the API can explain every state without re-deriving it.
 
-A failed check is not believed at once: the same kind of run is repeated (a *recheck*, up to
-``SoakPolicy.recheck_failed`` times). A recheck that fails too rejects the candidate with every
-failed run's excuses. A recheck that passes makes the checks that failed *flaky*: the candidate goes
-on, but each flaky check stays in its excuses, visible, and keeps it from being promoted until a
-person waives it — a recheck never hides a failure. Regressions and broken limits are judged on
-numbers already, so they are never rechecked.
+No failure is final on one observation, except a broken fixed limit. The same kind of run is
+repeated first (up to ``SoakPolicy.recheck_failed`` times), with fresh controls of the known-good:
+
+* a failed **check** is *rechecked*: failing again rejects; passing makes the check *flaky* — the
+  candidate goes on, but the flaky check stays in its excuses, visible, and keeps it from being
+  promoted until a person waives it (a recheck never hides a failure);
+* a **regression** is *confirmed*: it rejects only when the next run regresses on the same
+  series again. One that does not reproduce is reported as noise (an ``unconfirmed`` excuse that
+  names both runs and stays visible) and blocks nothing: a dip the interleaved controls did not
+  share was seen once, and is shown, but one run is not proof.
+
+A run that fails on other series than the one before it starts a confirmation of its own; a
+streak of ``recheck_failed + 2`` failing runs rejects whatever their subjects. The rejection
+lists each failure once, naming every run it was seen in.
 """
 
 from __future__ import annotations
@@ -76,19 +84,21 @@ class Decision:
     data: dict[str, float] = field(default_factory=dict)
 
 
-def _infra_streak(runs: list[RunSummary]) -> list[RunSummary]:
-    """The consecutive infra-error runs at the end of ``runs``, newest first."""
+def _infra_streak(runs: list[RunSummary], since: datetime | None = None) -> list[RunSummary]:
+    """The consecutive infra-error runs at the end of ``runs``, newest first; only runs created
+    at or after ``since`` count (a person's retry restarts the streak, and its budget)."""
     streak: list[RunSummary] = []
     for run in reversed(runs):
-        if run.verdict is not Verdict.INFRA_ERROR:
+        if run.verdict is not Verdict.INFRA_ERROR or (since is not None and run.created_at < since):
             break
         streak.append(run)
     return streak
 
 
-def _retry_wait(runs: list[RunSummary], now: datetime, policy: SoakPolicy) -> timedelta:
+def _retry_wait(runs: list[RunSummary], now: datetime, policy: SoakPolicy,
+                since: datetime | None = None) -> timedelta:
     """How much longer the next retry must wait (zero: due now, or no infra error to retry)."""
-    streak = _infra_streak(runs)
+    streak = _infra_streak(runs, since)
     if not streak:
         return timedelta(0)
     last = streak[0]
@@ -96,9 +106,11 @@ def _retry_wait(runs: list[RunSummary], now: datetime, policy: SoakPolicy) -> ti
     return max(ended + policy.retry_delay(len(streak)) - now, timedelta(0))
 
 
-def _infra_exhausted(runs: list[RunSummary], policy: SoakPolicy) -> Excuse | None:
-    """Consecutive infra errors at the end of ``runs`` beyond the retry budget, as an excuse."""
-    streak = _infra_streak(runs)
+def _infra_exhausted(runs: list[RunSummary], policy: SoakPolicy,
+                     since: datetime | None = None) -> Excuse | None:
+    """Consecutive infra errors at the end of ``runs`` (since a person's retry, if any) beyond
+    the retry budget, as an excuse."""
+    streak = _infra_streak(runs, since)
     if len(streak) <= policy.max_infra_retries:
         return None
     last = streak[0]
@@ -107,14 +119,14 @@ def _infra_exhausted(runs: list[RunSummary], policy: SoakPolicy) -> Excuse | Non
         "infra_error",
         f"run {last.id}",
         f"{len(streak)} {last.kind} runs in a row hit testbed or tool errors; retries exhausted, "
-        f"an operator must look (last: {detail})",
+        f"an operator must look, then retry it (last: {detail})",
         {"runs": [r.id for r in streak]},
     )
 
 
 def _backing_off(stage: str, runs: list[RunSummary], wait: timedelta,
-                 policy: SoakPolicy) -> Excuse:
-    streak = _infra_streak(runs)
+                 policy: SoakPolicy, since: datetime | None = None) -> Excuse:
+    streak = _infra_streak(runs, since)
     detail = "; ".join(e.message for e in streak[0].excuses) or "no detail"
     return Excuse(
         "infra_retry", f"run {streak[0].id}",
@@ -130,68 +142,125 @@ flaky check (its subject is the check's, so one waiver covers both)."""
 
 BLOCKING_KINDS = frozenset({"flaky", "recheck"})
 """Excuse kinds of a waiting candidate that still refuse its promotion: an unwaived flaky check,
-and a failed check whose recheck has not passed yet."""
+and a failure still waiting for its recheck or confirmation. ``unconfirmed`` (a regression that
+did not reproduce) does not block: it is shown, not held against the candidate."""
+
+_REPEATABLE_KINDS = frozenset({"check", "regression"})  # a limit is final on one run
 
 
 @dataclass(frozen=True, slots=True)
 class _Reading:
-    """One kind's runs read in order, with the recheck rule applied.
+    """One kind's runs read in order, with the recheck and confirmation rules applied.
 
-    ``rejection``: the excuses that reject the candidate (a failure that is not a failed check,
-    or a failed check whose rechecks failed too). ``flaky``: one excuse per check that failed and
-    then passed on a recheck. ``failing``: failed runs still waiting for their recheck to pass,
+    ``rejection``: the excuses that reject the candidate (a broken limit, a failed check whose
+    recheck failed too, a regression confirmed by the next run). ``flaky``: one excuse per check
+    that failed and then passed on a recheck. ``unconfirmed``: one per regression the next run
+    did not reproduce. ``failing``: failed runs still waiting for their recheck or confirmation,
     oldest first (empty: none).
     """
 
     rejection: tuple[Excuse, ...] | None
     flaky: tuple[Excuse, ...]
     failing: tuple[RunSummary, ...]
+    unconfirmed: tuple[Excuse, ...] = ()
 
 
 def _failures(run: RunSummary) -> list[Excuse]:
     return [e for e in run.excuses if e.kind in WAIVABLE_KINDS]
 
 
-def _recheckable(run: RunSummary) -> bool:
-    """A failed run whose every failure is a failed check; numbers (regressions, limits) are
-    judged already, and a run with no excuse says too little to be rechecked."""
+def _repeatable(run: RunSummary) -> bool:
+    """A failed run whose every failure is a failed check or a regression: both are observed
+    once more before they count. A broken limit is final, and a run with no excuse says too
+    little to be repeated."""
     failures = _failures(run)
-    return (run.verdict is Verdict.FAILED and bool(failures)
-            and all(e.kind == "check" for e in failures))
+    return (run.verdict in (Verdict.FAILED, Verdict.REGRESSED) and bool(failures)
+            and all(e.kind in _REPEATABLE_KINDS for e in failures))
+
+
+def _subjects(run: RunSummary, kind: str) -> set[str]:
+    return {e.subject for e in run.excuses if e.kind == kind}
+
+
+def _confirms(earlier: list[RunSummary], run: RunSummary) -> bool:
+    """Whether ``run`` repeats a failure of the runs before it: any failed check again (a host
+    that stays unreachable; checks are functional, one failing after another is not noise), or
+    a regression of the same series."""
+    if _subjects(run, "check") and any(_subjects(r, "check") for r in earlier):
+        return True
+    return any(_subjects(run, "regression") & _subjects(r, "regression") for r in earlier)
 
 
 def _read(runs: list[RunSummary], policy: SoakPolicy) -> _Reading:
     """Walk one kind's runs, oldest first: every finished run after a failed one is its recheck
-    (an infra error in between is retried as usual and proves nothing either way)."""
-    failing: list[RunSummary] = []
+    or confirmation (an infra error in between is retried as usual and proves nothing)."""
+    failing: list[RunSummary] = []  # failures waiting for their recheck or confirmation
+    streak: list[RunSummary] = []  # failed runs in a row, whatever they failed on
     flaky: list[Excuse] = []
+    unconfirmed: list[Excuse] = []
+
+    def reading(rejection: list[RunSummary] | None) -> _Reading:
+        return _Reading(_rejection(rejection) if rejection else None, tuple(flaky),
+                        () if rejection else tuple(failing), tuple(unconfirmed))
+
     for run in runs:
         if run.verdict in (None, Verdict.INFRA_ERROR):
             continue
         if run.verdict is Verdict.PASSED:
             flaky.extend(_flaky(failing, run))
-            failing = []
+            unconfirmed.extend(_unconfirmed(failing, run))
+            failing, streak = [], []
             continue
-        failing.append(run)
-        if not _recheckable(run) or len(failing) > policy.recheck_failed:
-            return _Reading(_rejection(failing), tuple(flaky), ())
-    return _Reading(None, tuple(flaky), tuple(failing))
+        streak.append(run)
+        if not _repeatable(run) or policy.recheck_failed == 0:
+            return reading([*failing, run])
+        if failing and _confirms(failing, run):
+            if not _subjects(run, "check") or len(failing) >= policy.recheck_failed:
+                return reading([*failing, run])
+            failing.append(run)  # a check failed again, and rechecks are left
+            continue
+        if failing:  # nothing repeated: what the earlier runs saw was not seen again
+            if not _subjects(run, "check"):
+                flaky.extend(_flaky(failing, run))
+            unconfirmed.extend(_unconfirmed(failing, run))
+        failing = [run]
+        if len(streak) >= policy.recheck_failed + 2:
+            return reading(streak)
+    return reading(None)
 
 
 def _rejection(failed: list[RunSummary]) -> tuple[Excuse, ...]:
-    """Every failed run's excuses, and when rechecks were made, a last line saying so."""
-    excuses: list[Excuse] = []
+    """Each failure once, naming every run it was seen in, and when the failure was seen again,
+    a last line saying so."""
+    merged: dict[tuple[str, str], tuple[Excuse, list[RunSummary]]] = {}
     for run in failed:
-        excuses.extend(run.excuses or (
-            Excuse(str(run.verdict), f"run {run.id}", f"{run.kind} run {run.id} {run.verdict}"),))
+        excuses = run.excuses or (
+            Excuse(str(run.verdict), f"run {run.id}", f"{run.kind} run {run.id} {run.verdict}"),)
+        for e in excuses:
+            _, seen = merged.get((e.kind, e.subject), (e, []))
+            merged[(e.kind, e.subject)] = (e, [*seen, run])
+    out: list[Excuse] = []
+    for e, seen in merged.values():
+        if len(seen) == 1:
+            out.append(e)
+            continue
+        ids = [r.id for r in seen]
+        out.append(Excuse(e.kind, e.subject,
+                          f"{e.message} (seen in {seen[0].kind} runs {_and(ids)})",
+                          {**e.data, "runs": ids}))
     if len(failed) > 1:
         first, last = failed[0], failed[-1]
-        rechecks = ", ".join(str(r.id) for r in failed[1:])
-        excuses.append(Excuse(
+        again = ", ".join(str(r.id) for r in failed[1:])
+        out.append(Excuse(
             "rechecked", f"run {last.id}",
-            f"{first.kind} run {first.id} failed and its recheck (run {rechecks}) failed too: "
-            "not flaky", {"runs": [r.id for r in failed]}))
-    return tuple(excuses)
+            f"{first.kind} run {first.id} failed and the run after it (run {again}) failed "
+            "too: confirmed, not noise", {"runs": [r.id for r in failed]}))
+    return tuple(out)
+
+
+def _and(ids: list[int]) -> str:
+    text = [str(i) for i in ids]
+    return text[0] if len(text) == 1 else f"{', '.join(text[:-1])} and {text[-1]}"
 
 
 def _flaky(failed: list[RunSummary], passed: RunSummary) -> list[Excuse]:
@@ -215,14 +284,37 @@ def _flaky(failed: list[RunSummary], passed: RunSummary) -> list[Excuse]:
     ]
 
 
+def _unconfirmed(failed: list[RunSummary], then: RunSummary) -> list[Excuse]:
+    """One excuse per regression seen in ``failed`` that ``then`` did not reproduce."""
+    again = _subjects(then, "regression")
+    seen: dict[str, tuple[RunSummary, Excuse]] = {}
+    for run in failed:
+        for e in run.excuses:
+            if e.kind == "regression" and e.subject not in again:
+                seen.setdefault(e.subject, (run, e))
+    return [
+        Excuse(
+            "unconfirmed", subject,
+            f"not confirmed, treated as noise: {e.message} — seen in {run.kind} run {run.id}, "
+            f"not in {then.kind} run {then.id} with fresh controls",
+            {"seen_run": run.id, "checked_run": then.id, "regression": dict(e.data)})
+        for subject, (run, e) in seen.items()
+    ]
+
+
 def _recheck(stage: str, failing: tuple[RunSummary, ...], policy: SoakPolicy) -> Excuse:
     first, last = failing[0], failing[-1]
     checks = ", ".join(dict.fromkeys(e.subject for e in last.excuses if e.kind == "check"))
+    series = ", ".join(dict.fromkeys(e.subject for e in last.excuses if e.kind == "regression"))
+    what = "; ".join(x for x in (checks, f"regressed: {series}" if series else "") if x)
+    purpose = ("to tell a flaky check from a real failure" if checks
+               else "to confirm the regression with fresh controls before it rejects")
     return Excuse(
         "recheck", f"run {last.id}",
-        f"{stage}: {first.kind} run {last.id} failed ({checks}); recheck {len(failing)} of "
-        f"{policy.recheck_failed}, to tell a flaky check from a real failure",
-        {"runs": [r.id for r in failing], "checks": checks.split(", ") if checks else []})
+        f"{stage}: {first.kind} run {last.id} failed ({what}); recheck {len(failing)} of "
+        f"{policy.recheck_failed}, {purpose}",
+        {"runs": [r.id for r in failing], "checks": checks.split(", ") if checks else [],
+         "regressions": series.split(", ") if series else []})
 
 
 def blocking(decision: Decision) -> tuple[Excuse, ...]:
@@ -264,57 +356,69 @@ def decide(
     now: datetime,
     policy: SoakPolicy,
     soak_started_at: datetime | None = None,
+    retried_at: datetime | None = None,
 ) -> Decision:
-    """The next step for one candidate. Pure: the same inputs always give the same decision."""
+    """The next step for one candidate. Pure: the same inputs always give the same decision.
+
+    ``retried_at``: when a person last retried the candidate; infra errors before it no longer
+    count, so a candidate whose retries ran out gets a fresh budget (``actions.retry``).
+    """
     runs = sorted(runs, key=lambda r: (r.created_at, r.id))
     if state is CandidateState.QUEUED:
         return Decision(Action.WAIT, (Excuse("queued", "pipeline",
                                              "queued: waiting for the testbed"),))
     gate_runs = [r for r in runs if r.kind is RunKind.GATE]
     if state is CandidateState.GATING:
-        return _decide_gating(gate_runs, now, policy)
+        return _decide_gating(gate_runs, now, policy, retried_at)
     if state is CandidateState.SOAKING:
         if soak_started_at is None:
             raise ValueError("a soaking candidate needs soak_started_at")
         # Flaky checks of the gate still count against promotion while it soaks.
-        gate_flaky = _read(gate_runs, policy).flaky
+        gate = _read(gate_runs, policy)
         return _decide_soaking([r for r in runs if r.kind is RunKind.SOAK], now, policy,
-                               soak_started_at, gate_flaky)
+                               soak_started_at, gate.flaky, gate.unconfirmed, retried_at)
     return Decision(Action.WAIT, (Excuse("final", "lifecycle", f"{state}: no further steps"),))
 
 
-def _decide_gating(gate_runs: list[RunSummary], now: datetime, policy: SoakPolicy) -> Decision:
+def _decide_gating(gate_runs: list[RunSummary], now: datetime, policy: SoakPolicy,
+                   retried_at: datetime | None = None) -> Decision:
     reading = _read(gate_runs, policy)
     if reading.rejection is not None:
         return Decision(Action.REJECT, reading.rejection)
+    seen = (*reading.flaky, *reading.unconfirmed)  # shown while the gate goes on
     if not reading.failing and any(r.verdict is Verdict.PASSED for r in gate_runs):
-        return Decision(Action.START_SOAK, reading.flaky)
-    rechecking = (_recheck("gating", reading.failing, policy),) if reading.failing else ()
+        return Decision(Action.START_SOAK, seen)
+    rechecking = (*seen, _recheck("gating", reading.failing, policy)) if reading.failing else seen
     if any(r.verdict is None for r in gate_runs):
-        if rechecking:
+        if reading.failing:
             return Decision(Action.WAIT, rechecking)
-        return Decision(Action.WAIT, (Excuse("gating", "gate", "gating: gate run in progress"),))
-    exhausted = _infra_exhausted(gate_runs, policy)
+        return Decision(Action.WAIT, (*seen, Excuse("gating", "gate",
+                                                    "gating: gate run in progress")))
+    exhausted = _infra_exhausted(gate_runs, policy, retried_at)
     if exhausted is not None:
         return Decision(Action.WAIT, (*rechecking, exhausted))
-    wait = _retry_wait(gate_runs, now, policy)
+    wait = _retry_wait(gate_runs, now, policy, retried_at)
     if wait > timedelta(0):
-        return Decision(Action.WAIT, (*rechecking, _backing_off("gating", gate_runs, wait, policy)))
-    if rechecking:
+        return Decision(Action.WAIT, (*rechecking, _backing_off("gating", gate_runs, wait, policy,
+                                                                retried_at)))
+    if reading.failing:
         return Decision(Action.WAIT, rechecking, next_run=RunKind.GATE)
     retrying = bool(gate_runs)
     message = "gating: retrying after a testbed error" if retrying else "gating: gate run queued"
-    return Decision(Action.WAIT, (Excuse("gating", "gate", message),), next_run=RunKind.GATE)
+    return Decision(Action.WAIT, (*seen, Excuse("gating", "gate", message)),
+                    next_run=RunKind.GATE)
 
 
 def _decide_soaking(
     soak_runs: list[RunSummary], now: datetime, policy: SoakPolicy, started: datetime,
-    gate_flaky: tuple[Excuse, ...] = (),
+    gate_flaky: tuple[Excuse, ...] = (), gate_unconfirmed: tuple[Excuse, ...] = (),
+    retried_at: datetime | None = None,
 ) -> Decision:
     reading = _read(soak_runs, policy)
     if reading.rejection is not None:
         return Decision(Action.REJECT, reading.rejection)
     flaky = (*gate_flaky, *reading.flaky)
+    noise = (*gate_unconfirmed, *reading.unconfirmed)
     elapsed = max(now - started, timedelta(0))
     passing = sum(1 for r in soak_runs if r.verdict is Verdict.PASSED)
     pending = any(r.verdict is None for r in soak_runs)
@@ -324,8 +428,9 @@ def _decide_soaking(
     complete = elapsed >= policy.duration and passing >= policy.min_runs and not pending
     if complete and not reading.failing:
         if flaky:
-            return Decision(Action.WAIT, (*flaky, _awaiting_waiver(flaky)), data=progress)
-        return Decision(Action.PROMOTE, data=progress)
+            return Decision(Action.WAIT, (*flaky, *noise, _awaiting_waiver(flaky)),
+                            data=progress)
+        return Decision(Action.PROMOTE, noise, data=progress)
 
     excuses: list[Excuse] = []
     if elapsed < policy.duration:
@@ -341,20 +446,21 @@ def _decide_soaking(
             {"passing": passing, "min_runs": policy.min_runs},
         ))
     excuses.extend(flaky)
+    excuses.extend(noise)
     if reading.failing:
         excuses.append(_recheck("soaking", reading.failing, policy))
     if pending:
         excuses.append(Excuse("soaking", "soak", "soak run in progress"))
         return Decision(Action.WAIT, tuple(excuses), data=progress)
-    exhausted = _infra_exhausted(soak_runs, policy)
+    exhausted = _infra_exhausted(soak_runs, policy, retried_at)
     if exhausted is not None:
         return Decision(Action.WAIT, (*excuses, exhausted), data=progress)
     last = soak_runs[-1] if soak_runs else None
     retry = last is not None and last.verdict is Verdict.INFRA_ERROR
-    wait = _retry_wait(soak_runs, now, policy)
+    wait = _retry_wait(soak_runs, now, policy, retried_at)
     if retry and wait > timedelta(0):
-        return Decision(Action.WAIT, (*excuses, _backing_off("soaking", soak_runs, wait, policy)),
-                        data=progress)
+        return Decision(Action.WAIT, (*excuses, _backing_off("soaking", soak_runs, wait, policy,
+                                                             retried_at)), data=progress)
     due = (last is None or retry or bool(reading.failing)
            or now >= last.created_at + policy.interval)
     if passing < policy.min_runs and elapsed >= policy.duration:

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from certifier.domain.snapshots import StateDiff
 
 
 class Better(StrEnum):
@@ -28,9 +32,27 @@ class Check:
     message: str = ""
 
 
+class Side(StrEnum):
+    """Which deployment a measurement was taken on, in a run that measures both side by side.
+
+    A run of a candidate also deploys the current known-good on a twin testbed (the *control*)
+    and runs every suite on both, interleaved in rounds, so that a busy host slows both alike
+    and the comparison is made within the same minutes, not against history alone.
+    """
+
+    CANDIDATE = "candidate"
+    CONTROL = "control"
+
+
 @dataclass(frozen=True, slots=True)
 class Measurement:
-    """One number a suite measured, e.g. bandwidth from h1 to h2 in Gbit/s."""
+    """One number a suite measured, e.g. bandwidth from h1 to h2 in Gbit/s.
+
+    ``side`` and ``round`` place it in an A/B run (round 0 is the first pair). ``events`` and
+    ``trials`` are set for loss-type metrics whose value is a rate of countable events (ping
+    packets lost of sent, UDP datagrams lost of sent): those are judged as counts, not as
+    percentages against a median of zero.
+    """
 
     suite: str
     metric: str
@@ -38,6 +60,10 @@ class Measurement:
     unit: str
     better: Better
     labels: dict[str, str] = field(default_factory=dict)
+    side: Side = Side.CANDIDATE
+    round: int = 0
+    events: int | None = None
+    trials: int | None = None
 
     @property
     def key(self) -> str:
@@ -65,3 +91,4 @@ class SuiteResult:
     infra_error: str | None = None
     tool_versions: dict[str, str] = field(default_factory=dict)
     log: str = ""
+    state_diffs: list[StateDiff] = field(default_factory=list)  # the upgrade suite's

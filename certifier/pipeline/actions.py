@@ -1,4 +1,5 @@
-"""People's controls: cancel, waive, promote and mark bad a candidate; revoke a known-good.
+"""People's controls: cancel, waive, retry, promote and mark bad a candidate; revoke a
+known-good.
 
 Each action checks the candidate's state through the lifecycle, changes it, and writes one audit
 event naming the actor (``token:<name>`` over the API, ``cli:<user>`` on the server). They only
@@ -10,6 +11,10 @@ the pipeline is free, like any queued candidate, is re-based on the known-good o
 and its earlier runs count with the waivers applied — a gate whose only failures are waived
 counts as passed, so it goes straight to soak, and the soak clock starts again from zero. Like
 any queued candidate it is superseded if newer heads form a newer candidate before it boards.
+
+A retry gives a candidate whose infra retries ran out (it waits, holding the pipeline, with an
+``infra_error`` excuse) a fresh retry budget: ``candidates.retried_at`` is when, and the policy
+counts the infra streak only from then (``promotion.decide``).
 
 Marking a candidate's combination bad records who and why on the combination: formation never
 forms it again and ``knowngood.promote`` refuses it, even when forced. An open candidate is
@@ -129,6 +134,34 @@ def waive(session: Session, clock: Clock, candidate_id: int, actor: str, subject
     return waiver, requeued
 
 
+def retry(session: Session, clock: Clock, candidate_id: int, actor: str, reason: str,
+          soak: SoakPolicy) -> models.Candidate:
+    """Give a candidate whose infra retries ran out a fresh budget; the next pass runs it again.
+
+    It keeps its place and its runs: only the infra-error streak restarts from now
+    (``decide(…, retried_at)``), so the fixed testbed gets ``max_infra_retries`` more tries.
+    Anything else (queued, backing off, a run in progress, a final state) has nothing to retry.
+    """
+    cand = _candidate(session, candidate_id)
+    state = CandidateState(cand.state)
+    exhausted: list[Excuse] = []
+    if state in (CandidateState.GATING, CandidateState.SOAKING) and (
+            state is CandidateState.GATING or cand.soak_started_at is not None):
+        waived = waivers.active_subjects(session, cand.id, clock.now())
+        decision = decide(state, scheduler.run_summaries(cand, waived), clock.now(), soak,
+                          cand.soak_started_at, cand.retried_at)
+        exhausted = [e for e in decision.excuses if e.kind == "infra_error"]
+    if not exhausted:
+        raise Conflict(f"candidate {cand.id} is {cand.state} and has nothing to retry: only a "
+                       "gating or soaking candidate whose infra retries ran out can be retried")
+    cand.retried_at = clock.now()
+    cand.updated_at = clock.now()
+    scheduler.audit(session, clock, actor, "retry", _subject(cand), reason=reason,
+                    state=cand.state, after=exhausted[0].message,
+                    runs=exhausted[0].data.get("runs", []))
+    return cand
+
+
 def promote(session: Session, clock: Clock, candidate_id: int, actor: str, reason: str,
             soak: SoakPolicy, force: bool = False,
             notifier: notify.Notifier | None = None) -> models.KnownGood:
@@ -145,7 +178,7 @@ def promote(session: Session, clock: Clock, candidate_id: int, actor: str, reaso
                        "promoted")
     waived = waivers.active_subjects(session, cand.id, clock.now())
     decision = decide(CandidateState.SOAKING, scheduler.run_summaries(cand, waived), clock.now(),
-                      soak, cand.soak_started_at)
+                      soak, cand.soak_started_at, cand.retried_at)
     blockers = blocking(decision)
     if blockers and not force:
         excuses = "; ".join(e.message for e in blockers)

@@ -61,6 +61,7 @@ from certifier.domain.clock import Clock
 from certifier.domain.combination import Combination
 from certifier.domain.judgement import Excuse, RunKind, Verdict
 from certifier.domain.lifecycle import CandidateState
+from certifier.domain.promotion import WAIVABLE_KINDS
 from certifier.pipeline import components, knowngood, runs, scheduler
 from certifier.pipeline.dispatch import Dispatcher, enqueue_run_after_commit
 
@@ -232,6 +233,8 @@ def _synced(raw: Mapping[str, Any], run: models.Run | None) -> dict[str, Any]:
     elif run.verdict is not None:
         step["verdict"] = run.verdict
         step["finished_at"] = run.finished_at.isoformat() if run.finished_at else None
+        step["failures"] = sorted({f"{e['kind']}:{e['subject']}" for e in run.excuses or []
+                                   if e.get("kind") in WAIVABLE_KINDS})
     return step
 
 
@@ -240,7 +243,8 @@ def _step(raw: Mapping[str, Any]) -> Step:
     ended = raw.get("finished_at")
     return Step(int(raw["run"]), Combination.of(raw["combination"]),
                 Verdict(verdict) if verdict else None,
-                datetime.fromisoformat(ended) if ended else None)
+                datetime.fromisoformat(ended) if ended else None,
+                frozenset(str(f) for f in raw.get("failures") or ()))
 
 
 def _problem(session: Session, cand: models.Candidate, state: Mapping[str, Any]) -> Problem:

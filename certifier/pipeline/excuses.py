@@ -93,5 +93,7 @@ def for_candidate(session: Session, candidate_id: int, policy: SoakPolicy, now: 
         stored = tuple(Excuse.from_dict(e) for e in cand.excuses)
         return Excuses(cand.id, state, at, stored, tuple(sorted(waived)))
     soak_started = cand.soak_started_at if state is CandidateState.SOAKING else None
-    decision = decide(state, apply_waivers(_runs_at(cand, at), waived), at, policy, soak_started)
+    retried = cand.retried_at if cand.retried_at is not None and cand.retried_at <= at else None
+    decision = decide(state, apply_waivers(_runs_at(cand, at), waived), at, policy, soak_started,
+                      retried)
     return Excuses(cand.id, state, at, decision.excuses, tuple(sorted(waived)))

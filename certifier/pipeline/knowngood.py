@@ -25,6 +25,7 @@ import csv
 import hashlib
 import io
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -73,6 +74,33 @@ def combination_of(session: Session, combination_hash: str) -> Combination:
         .where(models.CombinationItem.combination_hash == combination_hash)
     ).all()
     return Combination.of({str(name): str(sha) for name, sha in rows})
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRef:
+    """One component commit of a known-good: what the archive keeps (``workers/archive.py``)."""
+
+    name: str
+    url: str
+    sha: str
+
+
+def sources(session: Session) -> list[tuple[int, tuple[SourceRef, ...]]]:
+    """Every known-good's component commits, newest version first (revoked ones too: they stay
+    in the history, and ``?at=`` still serves them)."""
+    rows = session.execute(
+        select(models.KnownGood.version, models.Component.name, models.Component.url,
+               models.Commit.sha)
+        .join(models.CombinationItem,
+              models.CombinationItem.combination_hash == models.KnownGood.combination_hash)
+        .join(models.Component, models.Component.id == models.CombinationItem.component_id)
+        .join(models.Commit, models.Commit.id == models.CombinationItem.commit_id)
+        .order_by(models.KnownGood.version.desc(), models.Component.name)
+    ).all()
+    found: dict[int, list[SourceRef]] = {}
+    for version, name, url, sha in rows:
+        found.setdefault(int(version), []).append(SourceRef(str(name), str(url), str(sha)))
+    return [(version, tuple(refs)) for version, refs in found.items()]
 
 
 class MarkedBad(Conflict):
@@ -192,6 +220,11 @@ def manifest(session: Session, kg: models.KnownGood, now: datetime,
                 "title": item.commit.title,
                 "committed_at": item.commit.committed_at.isoformat()
                 if item.commit.committed_at else None,
+                # Upstream lost the commit (a force-push took it off the branch, or a worker
+                # found it missing): still deployable from Certifier's archive (workers/archive).
+                "gone_upstream": item.commit.gone_at is not None,
+                "gone_upstream_at": item.commit.gone_at.isoformat()
+                if item.commit.gone_at else None,
             }
             for item in combo.items
         ),

@@ -327,6 +327,8 @@ def finish(
     run.verdict = judgement.verdict
     run.excuses = [e.as_dict() for e in judgement.excuses]
     run.tool_versions = versions
+    diffs = [d.as_dict() for result in results for d in result.state_diffs]
+    run.state_diff = diffs or None
     run.log = log[-200_000:]
     run.finished_at = clock.now()
     runstats.record_finished(session, run)

@@ -154,6 +154,16 @@ def _audit_refused(session: Session, clock: Clock, combination_hash: str) -> Non
               reason=f"{knowngood.bad_message(combo)}; waiting for a new head")
 
 
+def _gone_hold_targets(session: Session, kg_combo: Combination | None,
+                       history: list[formation.PastCandidate]) -> frozenset[tuple[str, str]]:
+    """Which commits a hold could hold at (the known-good's, culprit finding's last good ones)
+    are gone upstream: formation releases such a hold."""
+    targets = set(kg_combo.items()) if kg_combo is not None else set()
+    targets.update((p.bisected.component, p.bisected.last_good) for p in history
+                   if p.bisected is not None)
+    return components.gone_among(session, targets)
+
+
 def _form(session: Session, clock: Clock, report: ReconcileReport) -> None:
     kg = knowngood.current(session)
     kg_combo = knowngood.combination_of(session, kg.combination_hash) if kg else None
@@ -169,7 +179,8 @@ def _form(session: Session, clock: Clock, report: ReconcileReport) -> None:
         bisecting=bisection.is_running(c.bisection), bisected=bisection.bisected(c.bisection))
         for c in rejected]
     wanted = formation.next_desired({name: c.sha for name, c in head_commits.items()},
-                                    kg_combo, kg.version if kg else None, history)
+                                    kg_combo, kg.version if kg else None, history,
+                                    gone=_gone_hold_targets(session, kg_combo, history))
     desired = wanted.combination
     open_cands = list(session.scalars(select(models.Candidate).where(
         models.Candidate.state.in_([s.value for s in CandidateState if not s.is_final]))))
@@ -186,11 +197,7 @@ def _form(session: Session, clock: Clock, report: ReconcileReport) -> None:
     if the_plan.refused_bad is not None:
         _audit_refused(session, clock, the_plan.refused_bad)
     by_id = {c.id: c for c in open_cands}
-    for cid in the_plan.supersede:
-        move(session, by_id[cid], CandidateState.SUPERSEDED, clock)
-        by_id[cid].excuses = [Excuse("superseded", "pipeline",
-                                     "superseded by a newer combination of heads").as_dict()]
-        report.superseded.append(cid)
+    formed: models.Candidate | None = None
     if the_plan.create is not None:
         ensure_combination(session, the_plan.create, clock)
         now = clock.now()
@@ -201,6 +208,7 @@ def _form(session: Session, clock: Clock, report: ReconcileReport) -> None:
         session.add(cand)
         session.flush()
         report.formed.append(cand.id)
+        formed = cand
         for hold in wanted.holds:
             audit(session, clock, "scheduler", "hold", f"component {hold.component}",
                   candidate=cand.id, culprit=hold.culprit, held_at=hold.at,
@@ -208,6 +216,43 @@ def _form(session: Session, clock: Clock, report: ReconcileReport) -> None:
         if wanted.isolating is not None:
             audit(session, clock, "scheduler", "isolate", f"component {wanted.isolating}",
                   candidate=cand.id)
+    for cid in the_plan.supersede:
+        _supersede(session, clock, by_id[cid], formed)
+        report.superseded.append(cid)
+    _audit_released(session, clock, wanted.released)
+
+
+def _supersede(session: Session, clock: Clock, cand: models.Candidate,
+               by: models.Candidate | None) -> None:
+    """Supersede a queued candidate, naming its successor. One a person waived back into the
+    queue says that its waivers stay behind (they were for its runs), and the audit log says
+    so too: a person's decision never vanishes silently."""
+    move(session, cand, CandidateState.SUPERSEDED, clock)
+    successor = f"candidate {by.id}" if by is not None else "a newer candidate"
+    waived = sorted({w.subject for w in waivers.for_candidate(session, cand.id)})
+    message = f"superseded by {successor}, a newer combination of heads"
+    data: dict[str, object] = {"by": by.id if by is not None else None}
+    if waived:
+        message += (f", before it ran again; its waivers ({', '.join(waived)}) stay with it: "
+                    "waive on the new candidate if the failure shows again")
+        data["waived"] = waived
+        audit(session, clock, "scheduler", "supersede", f"candidate {cand.id}",
+              by=data["by"], waived=waived)
+    cand.excuses = [Excuse("superseded", "pipeline", message, data).as_dict()]
+
+
+def _audit_released(session: Session, clock: Clock,
+                    released: tuple[formation.Hold, ...]) -> None:
+    """Say once per hold that it was released because its commit is gone upstream."""
+    for hold in released:
+        subject = f"component {hold.component}"
+        said = session.scalars(select(models.AuditEvent.detail).where(
+            models.AuditEvent.action == "release_hold", models.AuditEvent.subject == subject))
+        if any(d.get("held_at") == hold.at and d.get("culprit") == hold.culprit for d in said):
+            continue
+        audit(session, clock, "scheduler", "release_hold", subject, culprit=hold.culprit,
+              held_at=hold.at, blamed_by=hold.blamed_by,
+              reason=f"the commit it held at, {hold.at[:12]}, is gone upstream")
 
 
 def _board(session: Session, clock: Clock, report: ReconcileReport,
@@ -265,7 +310,7 @@ def _advance(session: Session, cand: models.Candidate, clock: Clock, policy: Sch
     for _ in range(3):  # a state change may call for a run at once (gate passed → first soak run)
         waived = waivers.active_subjects(session, cand.id, clock.now())
         decision = decide(CandidateState(cand.state), run_summaries(cand, waived), clock.now(),
-                          policy.soak, cand.soak_started_at)
+                          policy.soak, cand.soak_started_at, cand.retried_at)
         cand.excuses = [e.as_dict() for e in decision.excuses]
         if decision.next_run is not None:
             run = _create_run(session, cand, decision.next_run, clock, dispatcher)

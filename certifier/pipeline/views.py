@@ -118,6 +118,7 @@ class RunView:
     started_at: datetime | None
     finished_at: datetime | None
     excuses: tuple[ExcuseView, ...] = ()
+    state_diff: tuple[dict[str, Any], ...] = ()  # the upgrade suite's, as stored
 
     @property
     def outcome(self) -> str:
@@ -230,7 +231,8 @@ def _run_view(run: models.Run) -> RunView:
     return RunView(id=run.id, kind=run.kind, attempt=run.attempt, state=run.state,
                    verdict=run.verdict, testbed=run.testbed, created_at=run.created_at,
                    started_at=run.started_at, finished_at=run.finished_at,
-                   excuses=_excuses(run.excuses))
+                   excuses=_excuses(run.excuses),
+                   state_diff=tuple(d for d in run.state_diff or () if isinstance(d, dict)))
 
 
 def _summaries(runs: Iterable[models.Run]) -> list[RunSummary]:
@@ -300,7 +302,7 @@ def live_excuses(
                                               == bisection.WAIT_KIND for e in cand.excuses):
         return _excuses(cand.excuses)  # held back while culprit finding runs
     decision = decide(state, apply_waivers(_summaries(cand.runs), waived), now, policy,
-                      cand.soak_started_at)
+                      cand.soak_started_at, cand.retried_at)
     if decision.action is Action.START_SOAK:
         # The gate passed but the scheduler left it gating: another candidate holds the soak
         # testbed (scheduler.parallel_gates > 1), and the stored excuse says which.
@@ -582,6 +584,11 @@ class CandidatePage:
         return not CandidateState(self.state).is_final
 
     @property
+    def state_run(self) -> RunView | None:
+        """The newest run with a state diff across the upgrade, shown on the page."""
+        return next((r for r in reversed(self.runs) if r.state_diff), None)
+
+    @property
     def waivers(self) -> tuple[AuditView, ...]:
         return tuple(e for e in self.events if e.action.startswith("waive"))
 
@@ -776,8 +783,9 @@ class Tag:
 class CommitStatus:
     commit: CommitRef
     seen_via: str
-    gone: bool
+    gone: bool  # gone upstream (force-pushed away, or found missing by a worker)
     tags: tuple[Tag, ...]
+    gone_at: datetime | None = None  # when Certifier noticed
 
 
 @dataclass(frozen=True, slots=True)
@@ -791,6 +799,10 @@ class ComponentPage:
     known_good_sha: str | None
     commits: tuple[CommitStatus, ...]
     more: bool
+    # Tracking's health: failed polls in a row and the last error (a poll's or a delivery's).
+    poll_failures: int = 0
+    last_error: str = ""
+    last_polled_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -812,7 +824,8 @@ def component_list(session: Session) -> list[ComponentRow]:
     kg = knowngood.current(session)
     in_kg = _base_items(session, kg.version) if kg else {}
     out = []
-    for comp in session.scalars(select(models.Component).order_by(models.Component.name)):
+    for comp in session.scalars(select(models.Component).where(
+            models.Component.removed_at.is_(None)).order_by(models.Component.name)):
         head = heads.get(comp.id)
         kg_item = in_kg.get(comp.name)
         out.append(ComponentRow(comp.name, comp.source, comp.url, comp.branch, comp.paused,
@@ -869,9 +882,13 @@ def component_page(session: Session, name: str, limit: int = 100) -> ComponentPa
             else:
                 tags.append(Tag(state, f"{state} #{cand_id}", f"/candidates/{cand_id}"))
         out.append(CommitStatus(_ref(commit, comp), commit.seen_via, commit.gone_at is not None,
-                                tuple(tags)))
+                                tuple(tags), commit.gone_at))
+    tracking = session.get(models.TrackingState, comp.id)
     return ComponentPage(comp.name, comp.source, comp.url, comp.branch, comp.paused,
-                         comp.paused_reason, kg_sha, tuple(out), len(commits) > limit)
+                         comp.paused_reason, kg_sha, tuple(out), len(commits) > limit,
+                         tracking.poll_failures if tracking else 0,
+                         tracking.last_error if tracking else "",
+                         tracking.last_polled_at if tracking else None)
 
 
 # Known-good history ---------------------------------------------------------------------------
@@ -895,6 +912,8 @@ class HistoryEntry:
     reason: str
     previous: int | None
     diff: tuple[ComponentDiff, ...]
+    # Its commits upstream no longer has, and when that was noticed: the archive deploys them.
+    gone_upstream: tuple[tuple[CommitRef, datetime], ...] = ()
 
 
 def _combination_items(session: Session,
@@ -983,8 +1002,11 @@ def known_good_history(session: Session, before: int | None = None, limit: int =
         prev = kgs[i + 1] if i + 1 < len(kgs) else None
         diff = _diff(items[prev.combination_hash] if prev else {}, items[kg.combination_hash],
                      between)
+        gone = tuple((_ref(item.commit, item.component), item.commit.gone_at)
+                     for _, item in sorted(items[kg.combination_hash].items())
+                     if item.commit.gone_at is not None)
         out.append(HistoryEntry(kg.version, kg.promoted_at, kg.revoked_at, kg.candidate_id,
-                                kg.reason, prev.version if prev else None, diff))
+                                kg.reason, prev.version if prev else None, diff, gone))
     return out, (kgs[limit - 1].version if len(kgs) > limit else None)
 
 

@@ -46,8 +46,9 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
-ACTIONS = ("waive", "promote", "cancel", "mark-bad")
-_ACTION_PATH = re.compile(r"^/api/v1/candidates/\{[^}]+\}/(waive|promote|cancel|mark-bad)$")
+ACTIONS = ("waive", "promote", "cancel", "mark-bad", "retry")
+_ACTION_PATH = re.compile(
+    r"^/api/v1/candidates/\{[^}]+\}/(waive|promote|cancel|mark-bad|retry)$")
 STATES = tuple(s.value for s in CandidateState)
 
 

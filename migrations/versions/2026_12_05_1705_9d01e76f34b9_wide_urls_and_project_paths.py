@@ -10,7 +10,7 @@ table, which with foreign keys on would cascade a delete to every commit of ever
 (``certifier.db.migrate.compare_type`` ignores lengths on SQLite accordingly).
 
 Revision ID: 9d01e76f34b9
-Revises: 8e3f1a2b4c5d
+Revises: c4a7e2d91b35
 Create Date: 2026-12-05 17:05:00+00:00
 """
 
@@ -23,7 +23,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision: str = "9d01e76f34b9"
-down_revision: str | Sequence[str] | None = "8e3f1a2b4c5d"
+down_revision: str | Sequence[str] | None = "c4a7e2d91b35"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

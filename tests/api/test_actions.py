@@ -1,23 +1,32 @@
-"""People's controls over the API: cancel, waive, promote, revoke, and the audit log."""
+"""People's controls over the API: cancel, waive, retry, promote, revoke, and the audit log."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from certifier.api.app import create_app
+from certifier.db import migrate, models
+from certifier.db.session import make_engine, make_session_factory, session_scope
 from certifier.domain.clock import FakeClock
+from certifier.domain.judgement import JudgementPolicy
 from certifier.domain.results import Check, SuiteResult
+from certifier.pipeline import runs, scheduler
 from certifier.pipeline.dispatch import RecordingDispatcher
 from certifier.settings import Settings
 
-from .factories import World
+from .factories import SOAK, World
 
 OPERATE = "operator-secret-0123456789"
 ADMIN = "admin-secret-0123456789abc"
@@ -249,3 +258,117 @@ def test_the_audit_log_pages_newest_first(client: TestClient, world: World) -> N
     assert [e["detail"]["reason"] for e in older["items"]] == ["one"]
     assert older["next_before"] is None
     assert client.get("/api/v1/audit?limit=0").status_code == 422
+
+
+# Retry (issue #13, item 4): a candidate whose infra retries ran out ---------------------------
+
+# The app's policy is the default config's (two infra retries, 30 s backoff): the world's too.
+RETRY_POLICY = scheduler.SchedulerPolicy(soak=replace(SOAK, max_infra_retries=2,
+                                                      infra_backoff=timedelta(seconds=30)))
+
+
+def _infra_error(world: World, run_id: int) -> None:
+    world.claim(run_id)
+    with session_scope(world.factory) as session:
+        runs.finish(session, run_id, [], world.clock, JudgementPolicy(),
+                    setup_error=f"commit {'a' * 40} of nova is not in https://git.example/nova")
+
+
+def exhausted(world: World) -> int:
+    """A gating candidate whose three gate runs all hit infra errors: it waits for a person."""
+    world.policy = RETRY_POLICY
+    cid, run_id = _formed(world)
+    for _ in range(3):
+        _infra_error(world, run_id)
+        world.clock.advance(timedelta(minutes=10))
+        created = world.reconcile().runs_created
+        run_id = created[-1] if created else run_id
+    assert not world.reconcile().runs_created
+    assert [e["kind"] for e in _candidate(world, cid).excuses] == ["infra_error"]
+    return cid
+
+
+def _candidate(world: World, cid: int) -> models.Candidate:
+    with session_scope(world.factory) as session:
+        cand = session.get_one(models.Candidate, cid)
+        session.expunge(cand)
+        return cand
+
+
+def test_a_retry_gives_the_candidate_its_runs_back_at_the_next_pass(
+    client: TestClient, world: World, dispatcher: RecordingDispatcher,
+) -> None:
+    cid = exhausted(world)
+    response = client.post(f"/api/v1/candidates/{cid}/retry", json={"reason": "disk replaced"},
+                           headers=bearer(OPERATE))
+    assert response.status_code == 200, response.text
+    assert response.json()["retried_at"] is not None
+    assert dispatcher.reconciles >= 1
+
+    report = world.reconcile()
+
+    assert len(report.runs_created) == 1
+    assert [e["kind"] for e in _candidate(world, cid).excuses] == ["gating"]
+
+
+def test_a_retry_is_audited_with_the_runs_it_gave_up_on(client: TestClient, world: World) -> None:
+    cid = exhausted(world)
+    client.post(f"/api/v1/candidates/{cid}/retry", json={"reason": "disk replaced"},
+                headers=bearer(OPERATE))
+    with session_scope(world.factory) as session:
+        [event] = session.scalars(select(models.AuditEvent).where(
+            models.AuditEvent.action == "retry")).all()
+        gate_runs = session.scalars(select(models.Run.id).where(
+            models.Run.candidate_id == cid)).all()
+    assert (event.actor, event.subject) == ("token:olga", f"candidate {cid}")
+    assert event.detail["reason"] == "disk replaced"
+    assert sorted(event.detail["runs"]) == sorted(gate_runs)
+    assert "retries exhausted" in event.detail["after"]
+
+
+def test_nothing_to_retry_is_a_409(client: TestClient, world: World) -> None:
+    cid = _queued(world)  # boarded: gating, its gate run pending, nothing has failed
+    response = client.post(f"/api/v1/candidates/{cid}/retry", json={"reason": "why not"},
+                           headers=bearer(OPERATE))
+    assert response.status_code == 409
+    assert "has nothing to retry" in response.json()["detail"]
+
+
+def test_a_retry_needs_an_operate_token(client: TestClient, world: World) -> None:
+    cid = exhausted(world)
+    none = client.post(f"/api/v1/candidates/{cid}/retry", json={"reason": "x"})
+    read = client.post(f"/api/v1/candidates/{cid}/retry", json={"reason": "x"},
+                       headers=bearer(READ))
+    assert (none.status_code, read.status_code) == (401, 403)
+    assert _candidate(world, cid).retried_at is None
+
+
+def test_a_retry_without_a_reason_is_a_422(client: TestClient, world: World) -> None:
+    cid = exhausted(world)
+    response = client.post(f"/api/v1/candidates/{cid}/retry", json={"reason": " "},
+                           headers=bearer(OPERATE))
+    assert response.status_code == 422
+
+
+def test_an_operator_retries_from_the_command_line(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'certifier.sqlite'}"
+    migrate.upgrade(url)
+    engine = make_engine(url)
+    world = World(make_session_factory(engine), FakeClock())
+    cid = exhausted(world)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("CERTIFIER_")}
+    environ["CERTIFIER_DATA_DIR"] = str(tmp_path)
+
+    def certifier(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "certifier", "candidate", "retry", *args],
+                              capture_output=True, text=True, env=environ, timeout=60,
+                              check=False)
+
+    done = certifier(str(cid), "--reason", "lab network is back")
+    again = certifier(str(cid), "--reason", "twice")
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"candidate {cid}: gating; retried")
+    assert _candidate(world, cid).retried_at is not None
+    assert again.returncode == 1 and "nothing to retry" in again.stderr
+    engine.dispose()

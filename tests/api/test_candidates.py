@@ -6,6 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from certifier.domain.results import Check, SuiteResult
+from certifier.domain.snapshots import diff_keys
 
 from .factories import World
 
@@ -106,6 +107,29 @@ def test_a_run_shows_checks_measurements_tools_and_log(client: TestClient, world
     assert body["log"] == f"log of run {gate_run}\n"
     assert body["excuses"] == []
     assert body["finished_at"] is not None
+
+
+def test_a_run_shows_the_state_diff_across_the_upgrade(client: TestClient, world: World) -> None:
+    _, gate_run = gating_candidate(world)
+    diff = diff_keys("api", {"config.max_clients": "512"}, {"config.max_clients": "64"},
+                     fresh={"config.max_clients": "64"})
+    world.finish(gate_run, [SuiteResult("upgrade", checks=diff.checks("upgrade"),
+                                        state_diffs=[diff])])
+    body = client.get(f"/api/v1/runs/{gate_run}").json()
+    assert body["state_diff"] == [{
+        "component": "api", "source": "hook", "unchanged": 0, "files": [], "problems": [],
+        "changes": [{"key": "config.max_clients", "kind": "changed", "before": "512",
+                     "after": "64", "fresh": "64", "note": None}]}]
+    assert body["excuses"][0]["message"] == (
+        "upgrade check 'state api/config.max_clients' failed: upgrade changed api "
+        "config.max_clients: 512 → 64 (not declared in the candidate's upgrade notes)")
+
+
+def test_a_run_without_an_upgrade_has_an_empty_state_diff(client: TestClient,
+                                                          world: World) -> None:
+    _, gate_run = gating_candidate(world)
+    world.finish(gate_run)
+    assert client.get(f"/api/v1/runs/{gate_run}").json()["state_diff"] == []
 
 
 def test_an_unknown_run_is_a_404(client: TestClient) -> None:

@@ -12,6 +12,7 @@ from certifier.domain.clock import FakeClock
 from certifier.pipeline import components
 from certifier.pipeline.dispatch import RecordingDispatcher
 
+from .conftest import ADMIN
 from .factories import World, sha
 
 NOVA = {"name": "nova", "source": "gitlab", "url": "https://git.example/nova.git",
@@ -19,7 +20,7 @@ NOVA = {"name": "nova", "source": "gitlab", "url": "https://git.example/nova.git
 
 
 def test_creating_a_component_answers_201_with_it(client: TestClient) -> None:
-    response = client.post("/api/v1/components", json=NOVA)
+    response = client.post("/api/v1/components", json=NOVA, headers=ADMIN)
     assert response.status_code == 201
     body = response.json()
     assert {k: body[k] for k in NOVA} == NOVA
@@ -29,8 +30,8 @@ def test_creating_a_component_answers_201_with_it(client: TestClient) -> None:
 
 
 def test_creating_a_component_twice_is_a_409(client: TestClient) -> None:
-    assert client.post("/api/v1/components", json=NOVA).status_code == 201
-    response = client.post("/api/v1/components", json=NOVA)
+    assert client.post("/api/v1/components", json=NOVA, headers=ADMIN).status_code == 201
+    response = client.post("/api/v1/components", json=NOVA, headers=ADMIN)
     assert response.status_code == 409
     assert "already exists" in response.json()["detail"]
 
@@ -49,7 +50,7 @@ def test_creating_a_component_twice_is_a_409(client: TestClient) -> None:
 def test_an_invalid_component_is_a_422_listing_the_invalid_fields(
     client: TestClient, body: dict[str, str]
 ) -> None:
-    response = client.post("/api/v1/components", json=body)
+    response = client.post("/api/v1/components", json=body, headers=ADMIN)
     assert response.status_code == 422
     errors = response.json()["errors"]
     assert errors and {"loc", "msg", "type"} == set(errors[0])

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from certifier.api.errors import MAX_BODY_BYTES
 from certifier.pipeline.dispatch import RecordingDispatcher
 
+from .conftest import ADMIN
 from .factories import World, sha
 
 
@@ -28,7 +29,7 @@ def test_a_wrong_method_is_a_json_405(client: TestClient) -> None:
 
 def test_a_body_that_is_not_json_is_a_json_422(client: TestClient) -> None:
     response = client.post("/api/v1/components", content=b"{not json",
-                           headers={"Content-Type": "application/json"})
+                           headers={"Content-Type": "application/json", **ADMIN})
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/json"
     assert response.json()["errors"]

@@ -52,7 +52,8 @@ def test_the_manifest_is_json_by_default(
     nova = next(c for c in doc["components"] if c["name"] == "my-nova")
     assert nova == {"name": "my-nova", "source": "git", "url": "https://git.example/my-nova.git",
                     "branch": "main", "sha": one_known_good["my-nova"],
-                    "title": "nova: <b>bold</b>", "committed_at": None}
+                    "title": "nova: <b>bold</b>", "committed_at": None,
+                    "gone_upstream": False, "gone_upstream_at": None}
 
 
 def test_the_manifest_as_yaml_is_the_same_document(

@@ -31,7 +31,7 @@ from certifier.domain.judgement import Verdict
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 FAILED_RUN = 7  # the gate run that rejected the candidate
-DEFAULT = BisectPolicy()
+DEFAULT = BisectPolicy(confirm_failures=False)  # the search's shape; confirmation: at the end
 World = Callable[[Combination], Verdict]
 
 
@@ -71,14 +71,21 @@ def passes_everywhere(combo: Combination) -> Verdict:
 
 def drive(prob: Problem, world: World, policy: BisectPolicy = DEFAULT,
           now: datetime = T0) -> tuple[Found | Inconclusive, list[Step]]:
+    return drive_runs(prob, lambda combo, run_id: Step(run_id, combo, world(combo), T0), policy,
+                      now)
+
+
+def drive_runs(prob: Problem, run: Callable[[Combination, int], Step],
+               policy: BisectPolicy, now: datetime = T0,
+               ) -> tuple[Found | Inconclusive, list[Step]]:
+    """Ask, run what the search names (``run`` gives the finished step), record, ask again."""
     steps: list[Step] = []
     for run_id in range(100, 200):
         decision = next_step(prob, steps, policy, now)
         if not isinstance(decision, Try):
             assert isinstance(decision, Found | Inconclusive), decision
             return decision, steps
-        steps.append(Step(run_id, decision.probe.combination,
-                          world(decision.probe.combination), T0))
+        steps.append(run(decision.probe.combination, run_id))
     raise AssertionError("culprit finding never concluded")
 
 
@@ -122,7 +129,7 @@ def test_bisecting_one_changed_component_finds_the_first_bad_commit(
     if first_bad == length:  # the candidate's own commit: the reproducing run is the evidence
         assert steps[0].run_id in decision.culprit.evidence
     assert FAILED_RUN not in decision.culprit.evidence
-    assert worth_starting(prob, BisectPolicy(), T0)
+    assert worth_starting(prob, DEFAULT, T0)
 
 
 def test_a_seven_commit_range_costs_one_reproducing_run_and_at_most_three_probes() -> None:
@@ -137,15 +144,15 @@ def test_a_seven_commit_range_costs_one_reproducing_run_and_at_most_three_probes
 
 def test_one_changed_commit_leaves_nothing_to_search() -> None:
     prob = problem({"neutron": 1}, unchanged=("nova",))
-    decision = next_step(prob, [], BisectPolicy(), T0)
+    decision = next_step(prob, [], DEFAULT, T0)
     assert isinstance(decision, Inconclusive)
     assert f"run {FAILED_RUN} already names neutron {sha('neutron', 1)[:12]}" in decision.reason
-    assert not worth_starting(prob, BisectPolicy(), T0)
+    assert not worth_starting(prob, DEFAULT, T0)
 
 
 def test_every_search_first_tests_the_candidates_own_combination() -> None:
     for prob in (problem({"neutron": 7}), problem({"cinder": 1, "neutron": 2})):
-        decision = next_step(prob, [], BisectPolicy(), T0)
+        decision = next_step(prob, [], DEFAULT, T0)
         assert isinstance(decision, Try)
         assert decision.probe.phase is Phase.REPRODUCE
         assert decision.probe.combination == prob.candidate
@@ -155,7 +162,7 @@ def test_every_search_first_tests_the_candidates_own_combination() -> None:
 def test_the_first_probe_after_reproducing_is_the_middle_of_a_single_components_range() -> None:
     prob = problem({"neutron": 7})
     steps = [Step(100, prob.candidate, Verdict.FAILED, T0)]
-    decision = next_step(prob, steps, BisectPolicy(), T0)
+    decision = next_step(prob, steps, DEFAULT, T0)
     assert isinstance(decision, Try)
     assert decision.probe.phase is Phase.BISECT
     assert decision.probe.sha == sha("neutron", 3)
@@ -195,10 +202,10 @@ def test_a_search_recorded_without_a_reproducing_step_asks_for_one_first() -> No
     prob = problem({"neutron": 3})
     older = [Step(100, prob.candidate.replace(neutron=sha("neutron", 1)), Verdict.PASSED, T0),
              Step(101, prob.candidate.replace(neutron=sha("neutron", 2)), Verdict.PASSED, T0)]
-    decision = next_step(prob, older, BisectPolicy(), T0)
+    decision = next_step(prob, older, DEFAULT, T0)
     assert isinstance(decision, Try) and decision.probe.phase is Phase.REPRODUCE
     done = next_step(prob, [*older, Step(102, prob.candidate, Verdict.FAILED, T0)],
-                     BisectPolicy(), T0)
+                     DEFAULT, T0)
     assert isinstance(done, Found) and done.culprit.sha == sha("neutron", 3)
     assert done.culprit.evidence == (101, 102)
 
@@ -235,16 +242,17 @@ def test_components_that_break_it_independently_leave_the_search_inconclusive() 
 
 def test_a_step_in_progress_waits_for_its_run() -> None:
     prob = problem({"neutron": 7})
-    first = next_step(prob, [], BisectPolicy(), T0)
+    first = next_step(prob, [], DEFAULT, T0)
     assert isinstance(first, Try)
     pending = [Step(100, first.probe.combination)]
-    decision = next_step(prob, pending, BisectPolicy(), T0)
+    decision = next_step(prob, pending, DEFAULT, T0)
     assert decision == Wait(first.probe, run_id=100)
 
 
 def test_an_infra_error_is_retried_after_a_backoff_and_its_retry_counts() -> None:
     prob = problem({"neutron": 2})
-    policy = BisectPolicy(max_infra_retries=2, infra_backoff=timedelta(seconds=30))
+    policy = BisectPolicy(confirm_failures=False, max_infra_retries=2,
+                          infra_backoff=timedelta(seconds=30))
     first = next_step(prob, [], policy, T0)
     assert isinstance(first, Try)
     steps = [Step(100, first.probe.combination, Verdict.INFRA_ERROR, T0)]
@@ -265,7 +273,7 @@ def test_an_infra_error_is_retried_after_a_backoff_and_its_retry_counts() -> Non
 
 def test_infra_errors_beyond_the_retries_stop_the_search_inconclusive() -> None:
     prob = problem({"cinder": 1, "neutron": 3})
-    policy = BisectPolicy(max_infra_retries=2)
+    policy = BisectPolicy(confirm_failures=False, max_infra_retries=2)
     later = T0 + timedelta(hours=1)  # past every backoff
     decision, steps = drive(prob, lambda combo: Verdict.INFRA_ERROR, policy, later)
     assert isinstance(decision, Inconclusive)
@@ -277,7 +285,8 @@ def test_infra_errors_beyond_the_retries_stop_the_search_inconclusive() -> None:
 
 def test_the_step_limit_stops_a_long_search_inconclusive() -> None:
     prob = problem({"neutron": 64})
-    decision, steps = drive(prob, broken_from("neutron", 40), BisectPolicy(max_steps=3))
+    decision, steps = drive(prob, broken_from("neutron", 40),
+                            BisectPolicy(confirm_failures=False, max_steps=3))
     assert isinstance(decision, Inconclusive)
     assert len(steps) == 3
     assert "limit of 3 runs" in decision.reason
@@ -291,13 +300,13 @@ def test_a_combination_already_tested_is_not_tested_again() -> None:
     decision, steps = drive(prob, world)
     assert isinstance(decision, Found)
     assert len({s.combination for s in steps}) == len(steps)
-    assert next_step(prob, steps, BisectPolicy(), T0) == decision  # replaying changes nothing
+    assert next_step(prob, steps, DEFAULT, T0) == decision  # replaying changes nothing
 
 
 def test_only_new_components_changed_leaves_nothing_to_go_back_to() -> None:
     kg = Combination.of({"nova": sha("nova", 0)})
     cand = Combination.of({"nova": sha("nova", 0), "ironic": sha("ironic", 1)})
-    decision = next_step(Problem(kg, cand, {}, FAILED_RUN), [], BisectPolicy(), T0)
+    decision = next_step(Problem(kg, cand, {}, FAILED_RUN), [], DEFAULT, T0)
     assert isinstance(decision, Inconclusive)
     assert "known-good commit to go back to" in decision.reason
 
@@ -313,3 +322,70 @@ def test_the_carriers_of_a_culprit_are_it_and_every_later_commit_of_the_range() 
     rng = commits("neutron", 5)
     assert carriers(rng, rng[2]) == rng[2:]
     assert carriers(rng, sha("neutron", 9)) == (sha("neutron", 9),)
+
+
+# Confirmation: a failing step is believed only when a second run of it fails the same way --------
+
+def noisy(world: World, flukes: set[int]) -> Callable[[Combination, int], Step]:
+    """Runs in ``world`` where the runs numbered in ``flukes`` regress on a series whatever the
+    combination: a busy testbed, not the code."""
+    def run(combo: Combination, run_id: int) -> Step:
+        if run_id in flukes:
+            return Step(run_id, combo, Verdict.REGRESSED, T0,
+                        frozenset({"regression:ping.rtt_avg_ms{dst=h2,src=h1}"}))
+        verdict = world(combo)
+        failures = frozenset({"check:ping.reachable h1→h2"}) if verdict is Verdict.FAILED else (
+            frozenset())
+        return Step(run_id, combo, verdict, T0, failures)
+    return run
+
+
+CONFIRMING = BisectPolicy()
+
+
+def test_a_failing_step_is_run_again_and_counts_once_the_same_check_fails_twice() -> None:
+    prob = problem({"neutron": 4})
+    decision, steps = drive_runs(prob, noisy(broken_from("neutron", 3), set()), CONFIRMING)
+    assert isinstance(decision, Found) and decision.culprit.sha == sha("neutron", 3)
+    failing = [s for s in steps if s.verdict is Verdict.FAILED]
+    by_combo: dict[Combination, int] = {}
+    for s in failing:
+        by_combo[s.combination] = by_combo.get(s.combination, 0) + 1
+    assert set(by_combo.values()) == {2}  # every failing combination was seen to fail twice
+    assert all(s.verdict is Verdict.PASSED for s in steps if s.combination not in by_combo)
+
+
+def test_noise_in_a_bisect_run_never_names_a_harmless_commit() -> None:
+    # neutron breaks at its commit 4 (the candidate's); the probe of commit 2 hits a fluke.
+    prob = problem({"neutron": 4})
+    world = broken_from("neutron", 4)
+    first = next_step(prob, [], BisectPolicy(), T0)
+    assert isinstance(first, Try)
+    flukes = {102}  # the reproduce run passes its check twice; run 102 probes commit 2
+    decision, steps = drive_runs(prob, noisy(world, flukes), CONFIRMING)
+    assert isinstance(decision, Found)
+    assert decision.culprit.sha == sha("neutron", 4)  # not commit 2, which only hit noise
+    fluke = next(s for s in steps if s.run_id == 102)
+    assert fluke.verdict is Verdict.REGRESSED
+    assert any(s.combination == fluke.combination and s.verdict is Verdict.PASSED
+               for s in steps)  # its confirmation passed, so the fluke was set aside
+
+
+def test_a_reproduce_step_whose_failure_does_not_repeat_ends_inconclusive() -> None:
+    prob = problem({"neutron": 3, "nova": 2})
+    decision, steps = drive_runs(prob, noisy(passes_everywhere, {100}), CONFIRMING)
+    assert isinstance(decision, Inconclusive)
+    assert [s.verdict for s in steps] == [Verdict.REGRESSED, Verdict.PASSED]
+    assert "did not reproduce" in decision.reason
+
+
+def test_regressions_of_different_series_confirm_each_other_only_on_a_third_failure() -> None:
+    prob = problem({"neutron": 2})
+    combo = prob.candidate
+    one = Step(1, combo, Verdict.REGRESSED, T0, frozenset({"regression:a"}))
+    two = Step(2, combo, Verdict.REGRESSED, T0, frozenset({"regression:b"}))
+    three = Step(3, combo, Verdict.REGRESSED, T0, frozenset({"regression:c"}))
+    again = next_step(prob, [one, two], BisectPolicy(), T0)
+    assert isinstance(again, Try) and again.probe.combination == combo  # not confirmed yet
+    onward = next_step(prob, [one, two, three], BisectPolicy(), T0)
+    assert isinstance(onward, Try) and onward.probe.phase is Phase.BISECT

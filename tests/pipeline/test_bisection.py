@@ -37,7 +37,11 @@ from tests.api.factories import SOAK, World, passing_results
 from tests.pipeline import test_detector_pipeline as detector
 from workers.context import WorkerContext
 
-BISECT = BisectPolicy(max_steps=12, max_infra_retries=1, infra_backoff=timedelta(seconds=30))
+# The search's shape, one run per step; the confirmation of failing steps is tested on its own.
+BISECT = BisectPolicy(max_steps=12, confirm_failures=False, max_infra_retries=1,
+                      infra_backoff=timedelta(seconds=30))
+CONFIRMING = scheduler.SchedulerPolicy(
+    soak=SOAK, bisection=BisectPolicy(max_steps=20, infra_backoff=timedelta(seconds=30)))
 ON = scheduler.SchedulerPolicy(soak=SOAK, bisection=BISECT)
 OFF = scheduler.SchedulerPolicy(soak=SOAK, bisection=None)
 PARALLEL = scheduler.SchedulerPolicy(soak=SOAK, bisection=BISECT, parallel_gates=2)
@@ -196,6 +200,26 @@ def test_a_rejection_is_bisected_to_the_first_bad_commit_with_evidence(up: Upstr
     culprit = up.audit("culprit")
     assert [(e.subject, e.detail["status"], e.detail["sha"]) for e in culprit] == [
         (f"candidate {cid}", "found", neutron[2])]
+
+
+def test_with_confirmation_every_failing_step_is_seen_twice_before_it_counts(
+        up: Upstreams) -> None:
+    cid, neutron, rejecting = _reject(up, CONFIRMING)
+    up.execute(rejecting.runs_created)
+    up.until_quiet(CONFIRMING)
+
+    state = up.candidate(cid).bisection
+    assert state is not None and state["status"] == "found"
+    assert (state["result"]["sha"], state["result"]["last_good"]) == (neutron[2], neutron[1])
+    failed: dict[str, list[list[str]]] = {}
+    for step in state["steps"]:
+        key = repr(sorted(step["combination"].items()))
+        if step["verdict"] == "failed":
+            failed.setdefault(key, []).append(step["failures"])
+        else:
+            assert key not in failed  # a combination that failed never passed after
+    assert failed and all(len(seen) == 2 for seen in failed.values())
+    assert all(seen[0] == seen[1] == ["check:ping.h1 reaches h2"] for seen in failed.values())
 
 
 def test_the_next_candidate_waits_for_culprit_finding_then_holds_the_last_good_commit(

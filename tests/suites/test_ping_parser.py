@@ -77,3 +77,16 @@ def test_full_size_packet_with_fragmentation_off() -> None:
 def test_one_byte_too_large_is_refused_locally() -> None:
     stats = parse_ping(data("ping_mtu_too_big.txt"))
     assert (stats.transmitted, stats.received, stats.errors) == (1, 0, 1)
+
+
+def test_the_longest_outage_is_timed_between_the_answers_around_the_losses() -> None:
+    stats = parse_ping(data("ping_partial_loss.txt"))
+    # seq 6 answered at …730.676822 and seq 13 at …731.068847: 0.392 s apart, less the one
+    # interval any two answers have between them. Six losses x 0.05 s would say 0.30 s.
+    assert stats.longest_outage_s(0.05) == pytest.approx(0.342, abs=0.001)
+
+
+def test_without_timestamps_the_outage_is_the_lost_count_times_the_interval() -> None:
+    text = "\n".join(line.split("] ", 1)[-1] for line in
+                     data("ping_partial_loss.txt").splitlines())
+    assert parse_ping(text).longest_outage_s(0.05) == pytest.approx(0.30)

@@ -12,6 +12,8 @@ from datetime import timedelta
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.testclient import TestClient
 
+from certifier.domain.results import SuiteResult
+from certifier.domain.snapshots import diff_keys
 from certifier.web.dashboard import available_actions
 from tests.api.factories import World
 from tests.web.scenes import EVIL, Scene, busy_pipeline, suite_results
@@ -155,7 +157,8 @@ def test_the_actions_are_offered_only_when_the_api_has_them(
 
     with TestClient(bare) as probe:
         assert probe.get("/offered").json() == {"waive": False, "promote": False,
-                                                "cancel": False, "mark-bad": False}
+                                                "cancel": False, "mark-bad": False,
+                                                "retry": False}
         router = APIRouter(prefix="/api/v1")
 
         @router.post("/candidates/{candidate_id}/cancel")
@@ -266,3 +269,24 @@ def test_a_failing_run_shows_on_the_rejected_candidate(client: TestClient, world
     page = client.get(f"/candidates/{rejected}").text
     assert "ping check &#39;reach h1-&gt;h2&#39; failed: 100 % loss" in page
     assert '<span class="badge failed">failed</span>' in page
+
+
+def test_the_candidate_page_shows_the_state_diff_across_the_upgrade(
+    client: TestClient, world: World
+) -> None:
+    scene = _scene(world)
+    scene.component("api")
+    scene.testbed("gate1")
+    scene.commit("api", "a1")
+    gate = scene.reconcile().runs_created[-1]
+    diff = diff_keys("api", {"config.max_clients": "512", "config.port": "8774"},
+                     {"config.max_clients": "64", "config.port": "8774"},
+                     fresh={"config.max_clients": "64"})
+    scene.run(gate, [SuiteResult("upgrade", checks=diff.checks("upgrade"), state_diffs=[diff])])
+    (rejected,) = scene.reconcile().rejected
+    page = client.get(f"/candidates/{rejected}").text
+    section = page.split('id="state-title"')[1].split("</section>")[0]
+    row = section.split("<code>config.max_clients</code>")[1].split("</tr>")[0]
+    assert "<code>512</code>" in row and "<code>64</code>" in row
+    assert "not declared in the candidate's upgrade notes" in row
+    assert "1 unchanged" in section

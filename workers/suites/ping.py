@@ -3,7 +3,8 @@
 Each target — an ordered pair of hosts on a network they share, or reaching each other through a
 router (:meth:`Testbed.targets`) — is pinged from the source with ``ping -D -O``: timestamps and
 "no answer yet" lines give per-packet RTTs and which sequence numbers were lost, so the parser
-reports p50, p99 and the longest outage, not only the summary line. Targets are pinged
+reports p50, p99 and the longest outage (measured between the timestamps of the answers around
+it, not counted in lost packets), not only the summary line. Targets are pinged
 concurrently (``concurrency`` at a time): ping is light, and a big topology would otherwise take
 minutes. Where the testbed knows the MTU of a network, one full-size ``ping -M do`` must get
 through and one byte more must not: a host with a wrong MTU still answers 64-byte pings.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -30,6 +32,10 @@ _TRANSMITTED = re.compile(
     r"(?:, \+(\d+) duplicates)?(?:, \+(\d+) errors)?, ([\d.]+)% packet loss")
 _REPLY = re.compile(r"icmp_seq=(\d+) ttl=\d+ time=([\d.]+) ms")
 _SUMMARY = re.compile(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms")
+# ``ping -D``: every line starts with the Unix time it was printed, "[1733412345.123456] 64 by…"
+_STAMP = re.compile(r"^\[(\d+(?:\.\d+)?)\]", re.MULTILINE)
+_STAMPED_REPLY = re.compile(r"^\[(\d+(?:\.\d+)?)\] [^\n]*?icmp_seq=(\d+) ttl=\d+ time=",
+                            re.MULTILINE)
 _NETWORK_ERRORS = ("Network is unreachable", "No route to host", "Destination Host Unreachable",
                    "Destination Net Unreachable")
 
@@ -75,17 +81,16 @@ class PingStats:
     errors: int = 0
     error: str | None = None  # e.g. "Network is unreachable" when no packet could be sent
     summary_ms: tuple[float, float, float, float] | None = None  # min/avg/max/mdev
+    reply_stamps: Mapping[int, float] = field(default_factory=dict)  # seq -> ``-D`` time
+    last_stamp: float | None = None
 
     @property
     def longest_loss_run(self) -> int:
-        """Most consecutive lost packets; times the interval, it is the longest outage."""
-        best = run = 0
-        previous = None
-        for seq in self.lost_seqs:
-            run = run + 1 if previous is not None and seq == previous + 1 else 1
-            best = max(best, run)
-            previous = seq
-        return best
+        """Most consecutive lost packets."""
+        return max((last - first + 1 for first, last in loss_runs(self.lost_seqs)), default=0)
+
+    def longest_outage_s(self, interval: float) -> float:
+        return longest_outage_s(self.lost_seqs, interval, self.reply_stamps, self.last_stamp)
 
     @property
     def rtt_avg_ms(self) -> float | None:
@@ -108,6 +113,56 @@ class PingStats:
         ordered = sorted(self.rtts_ms)
         rank = max(1, math.ceil(pct / 100 * len(ordered)))
         return ordered[rank - 1]
+
+
+def reply_stamps(text: str) -> dict[int, float]:
+    """When each answered packet's (first) reply was printed, from ``ping -D`` output."""
+    found: dict[int, float] = {}
+    for match in _STAMPED_REPLY.finditer(text):
+        found.setdefault(int(match.group(2)), float(match.group(1)))
+    return found
+
+
+def last_stamp(text: str) -> float | None:
+    """The time of the last ``-D`` line: how long a trailing loss lasted at least."""
+    stamps = _STAMP.findall(text)
+    return float(stamps[-1]) if stamps else None
+
+
+def loss_runs(lost: Sequence[int]) -> list[tuple[int, int]]:
+    """Consecutive lost sequence numbers as (first, last) pairs."""
+    runs: list[tuple[int, int]] = []
+    for seq in sorted(lost):
+        if runs and seq == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], seq)
+        else:
+            runs.append((seq, seq))
+    return runs
+
+
+def longest_outage_s(lost: Sequence[int], interval: float, stamps: Mapping[int, float],
+                     end: float | None = None) -> float:
+    """The longest time the target did not answer, in seconds, from ``ping -D`` timestamps.
+
+    For a run of lost packets between two answers: the time between those answers, less the
+    one interval any two consecutive answers are apart anyway. Counting lost packets times the
+    nominal interval instead under-measures: ping sends less often than ``-i`` asks (each
+    round costs time), so a 3.0 s cut loses fewer than 3.0 / interval packets. A run at the
+    start (no answer before it) falls back to the count; one at the end lasts at least until
+    the last line ping printed. Without timestamps (no ``-D``), the count times the interval.
+    """
+    best = 0.0
+    for first, last in loss_runs(lost):
+        counted = (last - first + 1) * interval
+        before, after = stamps.get(first - 1), stamps.get(last + 1)
+        if before is not None and after is not None:
+            span = after - before - interval
+        elif before is not None and end is not None:
+            span = max(counted, end - before)
+        else:
+            span = counted
+        best = max(best, span)
+    return max(best, 0.0)
 
 
 def parse_ping(text: str) -> PingStats:
@@ -133,7 +188,7 @@ def parse_ping(text: str) -> PingStats:
         transmitted=transmitted, received=received, loss_pct=float(stats.group(5)),
         rtts_ms=tuple(rtts[s] for s in sorted(rtts)), lost_seqs=lost,
         errors=int(stats.group(4) or 0), error=error,
-        summary_ms=rtt_summary)
+        summary_ms=rtt_summary, reply_stamps=reply_stamps(text), last_stamp=last_stamp(text))
 
 
 def _labels(target: Target) -> dict[str, str]:
@@ -168,7 +223,7 @@ def _pair_result(target: Target, stats: PingStats, interval: float) -> tuple[
                                             dict(labels)))
     if stats.received:
         measurements.append(Measurement(SUITE, "longest_outage_ms",
-                                        stats.longest_loss_run * interval * 1000, "ms",
+                                        stats.longest_outage_s(interval) * 1000, "ms",
                                         Better.LOWER, dict(labels)))
     return check, measurements
 

@@ -7,12 +7,18 @@ commit (``upgrade``, or ``deploy`` again where a recipe has no ``upgrade``) whil
 ``ping -D -O`` crosses the data plane, and finally ask every recipe whether its resources survived
 (``resources verify``) and clean them up (``resources destroy``).
 
+Around the upgrade, each component's state is snapshot (its recipe's ``snapshot`` hook, else
+its configuration-like files: :mod:`workers.snapshots`) and diffed: a value the upgrade changed
+that the candidate's upgrade notes do not declare fails, so a silent reset of an operator's
+setting is caught even by a ``verify`` that only checks the data.
+
 What counts against whom: the known-good's own deploy and ``resources create`` failing say nothing
 about the candidate (it has not been touched yet), so they are infra errors; a failing
 ``upgrade``, ``verify`` or ``destroy`` is the candidate's doing and becomes a failed check, one
 per resource a recipe reports (``ok NAME`` / ``not ok NAME`` lines, see ``docs/recipes.md``).
 
-Measurements: ``outage_s`` (the longest run of unanswered pings times the interval),
+Measurements: ``outage_s`` (the longest time between two answered pings with losses between
+them, from ``ping -D`` timestamps, less one interval),
 ``lost_packets`` and ``duration_s`` (all upgrade hooks, wall time). The ping is read line by line,
 so its numbers survive even if it has to be killed instead of interrupted.
 """
@@ -29,7 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from certifier.domain.results import Better, Check, Measurement, SuiteResult
+from certifier.domain.snapshots import Snapshot, StateDiff, compare, new_notes
+from workers import snapshots
 from workers.recipes import Deployable, Outcome, Recipes, RunInfo
+from workers.suites.ping import last_stamp, longest_outage_s, loss_runs, reply_stamps
 from workers.testbed.base import Host, InfraError, Testbed
 
 SUITE = "upgrade"
@@ -55,6 +64,7 @@ class UpgradeOptions:
     settle_s: float = 0.5
     max_outage_s: float | None = None
     first_reply_timeout_s: float = 5.0
+    fresh: dict[str, Snapshot] = field(default_factory=dict)  # from the run's own deployment
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,18 +73,20 @@ class PingTrace:
 
     transmitted: int
     answered: frozenset[int] = field(default_factory=frozenset)
+    stamps: dict[int, float] = field(default_factory=dict)  # seq -> when its reply came (-D)
+    last_stamp: float | None = None
 
     @property
     def lost(self) -> list[int]:
         # The last packet may still have been in flight when ping was stopped: not a loss.
         return [s for s in range(1, self.transmitted) if s not in self.answered]
 
-    def longest_loss_run(self, after: int = 0) -> int:
-        best = run = 0
-        for seq in range(after + 1, self.transmitted):
-            run = 0 if seq in self.answered else run + 1
-            best = max(best, run)
-        return best
+    def longest_loss_run(self) -> int:
+        return max((last - first + 1 for first, last in loss_runs(self.lost)), default=0)
+
+    def outage_s(self, interval: float) -> float:
+        """The longest time without an answer, from the replies' timestamps."""
+        return longest_outage_s(self.lost, interval, self.stamps, self.last_stamp)
 
     def answered_after(self, seq: int) -> bool:
         return any(s > seq for s in self.answered)
@@ -86,7 +98,8 @@ def parse_trace(text: str) -> PingTrace:
     seen = [*answered, *(int(m.group(1)) for m in _NO_ANSWER.finditer(text))]
     summary = _TRANSMITTED.search(text)
     transmitted = int(summary.group(1)) if summary else max(seen, default=0)
-    return PingTrace(transmitted=transmitted, answered=answered)
+    return PingTrace(transmitted=transmitted, answered=answered, stamps=reply_stamps(text),
+                     last_stamp=last_stamp(text))
 
 
 class BackgroundPing:
@@ -181,6 +194,7 @@ def run(testbed: Testbed, options: UpgradeOptions) -> SuiteResult:
             if problem:
                 raise _InfraStop(f"resources create on known-good #{version} failed "
                                  f"({problem})")
+        before_state = _snapshot_known_good(recipes, options)
         # 3. The data plane, watched for the whole upgrade.
         pair = _ping_pair(testbed, options)
         if pair is None:
@@ -215,8 +229,10 @@ def run(testbed: Testbed, options: UpgradeOptions) -> SuiteResult:
             time.sleep(options.settle_s)
             logs.append(_measure_ping(result, pinger, pinger.stop(), upgraded_at, options))
             pinger = None
-        # 5. Did everything survive? Then clean up, through the candidate's code.
+        # 5. Did everything survive? The state as Certifier sees it, then the recipes' verify;
+        # then clean up, through the candidate's code.
         after = {c.name: c for c in options.candidate}
+        _diff_state(result, recipes, options, before_state, after)
         for name, previous in before.items():
             comp = after.get(name, previous)
             _collect(result, recipes.call(comp, "resources", action="verify", suite=SUITE,
@@ -227,7 +243,7 @@ def run(testbed: Testbed, options: UpgradeOptions) -> SuiteResult:
                                           check=f"destroy {name}"))
     except _InfraStop as exc:
         result.infra_error = str(exc)
-    except InfraError as exc:
+    except (InfraError, snapshots.SnapshotInfraError) as exc:
         result.infra_error = str(exc)
     finally:
         if pinger is not None:
@@ -247,7 +263,7 @@ def _measure_ping(result: SuiteResult, pinger: BackgroundPing, trace: PingTrace,
                   upgraded_at: int, options: UpgradeOptions) -> str:
     """Outage and loss measurements (and checks); returns a line for the log."""
     labels = {"src": pinger.src.name, "dst": pinger.dst.name}
-    outage = trace.longest_loss_run() * options.ping_interval
+    outage = trace.outage_s(options.ping_interval)
     lost = len(trace.lost)
     result.measurements += [
         Measurement(SUITE, "outage_s", outage, "s", Better.LOWER, dict(labels)),
@@ -267,3 +283,55 @@ def _measure_ping(result: SuiteResult, pinger: BackgroundPing, trace: PingTrace,
             f"limit {options.max_outage_s:g} s"))
     return (f"ping {where} every {options.ping_interval:g} s during the upgrade: "
             f"{trace.transmitted} sent, {lost} lost, longest outage {outage:.2f} s")
+
+
+def _snapshot_known_good(recipes: Recipes, options: UpgradeOptions) -> dict[str, Snapshot]:
+    """Every known-good component's state before the upgrade. A snapshot hook that fails here
+    says nothing about the candidate (not touched yet): like ``resources create``, an infra
+    error — the operator's recipe needs a look."""
+    taken = {}
+    for comp in options.known_good:
+        snap = snapshots.take(recipes, comp, "before", SUITE)
+        if snap.problem is not None and snap.source == "hook":
+            raise _InfraStop(f"{snap.problem} (on known-good #{options.known_good_version})")
+        taken[comp.name] = snap
+    return taken
+
+
+def _diff_state(result: SuiteResult, recipes: Recipes, options: UpgradeOptions,
+                before: dict[str, Snapshot], after: dict[str, Deployable]) -> None:
+    """Snapshot each component again and judge the diff against the candidate's upgrade notes
+    (only the notes the candidate brings: see :func:`new_notes`)."""
+    old = {c.name: c for c in options.known_good}
+    for name, snap in before.items():
+        comp = after.get(name, old[name])
+        now = snapshots.take(recipes, comp, "after", SUITE)
+        mine, problem = snapshots.notes(comp.checkout)
+        theirs, _ = snapshots.notes(old[name].checkout)
+        diff = compare(name, snap, now, options.fresh.get(name), new_notes(mine, theirs),
+                       problem)
+        if diff.source == "none" and not diff.problems:
+            continue
+        if diff.source == "files" and not (diff.files or diff.unchanged or diff.problems):
+            continue  # nothing that looks like configuration: nothing to show
+        result.state_diffs.append(diff)
+        result.checks.extend(diff.checks(SUITE))
+        recipes.log(_describe(diff))
+
+
+def _describe(diff: StateDiff) -> str:
+    """The diff in the run log, as the dashboard shows it."""
+    head = f"state of {diff.component} across the upgrade ({diff.source})"
+    lines = [f"{head}: {diff.unchanged} unchanged"
+             + (f", {len(diff.changes) + len(diff.files)} changed" if diff.changes
+                or diff.files else "")]
+    for change in diff.changes:
+        lines.append(f"  {change.describe(diff.component)}"
+                     + (f" (fresh deployment: {change.fresh})" if change.fresh is not None
+                        else "")
+                     + (f" — upgrade note: {change.note}" if change.note else ""))
+    for item in diff.files:
+        lines.append(f"  {item.path}: {item.kind}"
+                     + "".join(f"\n    {line}" for line in item.diff))
+    lines += [f"  note: {p}" for p in diff.problems]
+    return "\n".join(lines)

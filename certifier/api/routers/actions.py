@@ -1,5 +1,5 @@
-"""People's controls over the API: cancel, waive, promote and mark bad a candidate, revoke a
-known-good, and the audit log they all write to.
+"""People's controls over the API: cancel, waive, retry, promote and mark bad a candidate,
+revoke a known-good, and the audit log they all write to.
 
 Each needs a bearer token of the scope named in its description (``certifier/api/auth.py``);
 the services are in ``certifier/pipeline/actions.py``. After the commit the scheduler is asked
@@ -28,6 +28,7 @@ from certifier.api.schemas import (
     MarkBadRequest,
     PromoteAnswer,
     PromoteRequest,
+    RetryRequest,
     RevokeAnswer,
     RevokeRequest,
     WaiveAnswer,
@@ -59,6 +60,21 @@ def cancel_candidate(candidate_id: Id, body: CancelRequest, session: SessionDep,
                      who: OperatorDep) -> CandidateOut:
     """Cancel a queued, gating or soaking candidate (operate scope)."""
     cand = actions.cancel(session, clock, candidate_id, who.actor, body.reason)
+    reconcile_after_commit(session, dispatcher)
+    return CandidateOut.of(cand)
+
+
+@router.post("/candidates/{candidate_id}/retry", response_model=CandidateOut, responses=AUTH)
+def retry_candidate(candidate_id: Id, body: RetryRequest, session: SessionDep, clock: ClockDep,
+                    context: ContextDep, dispatcher: DispatcherDep,
+                    who: OperatorDep) -> CandidateOut:
+    """Retry a gating or soaking candidate whose infra retries ran out (operate scope).
+
+    Its infra-error streak restarts now, so the next pass (asked for after the commit) creates
+    its run again with the full retry budget. 409 when there is nothing to retry.
+    """
+    cand = actions.retry(session, clock, candidate_id, who.actor, body.reason,
+                         context.settings.soak_policy())
     reconcile_after_commit(session, dispatcher)
     return CandidateOut.of(cand)
 

@@ -63,7 +63,7 @@ FormatQuery = Annotated[
           "(one row per component, in the manner of DLRN's versions.csv)"),
 ]
 CSV_COLUMNS = ("component", "source_url", "branch", "sha", "commit_time", "promoted_at",
-               "version", *knowngood.ENVELOPE)
+               "version", "gone_upstream", "gone_upstream_at", *knowngood.ENVELOPE)
 DOCUMENT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/yaml": {}, "text/plain": {}, "text/csv": {}},
           "description": "the manifest, in the requested format"},
@@ -73,7 +73,8 @@ DOCUMENT_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def env_lines(document: dict[str, Any]) -> str:
-    """``CERTIFIER_<NAME>_SHA=<sha>`` per component, safe to ``source`` from a shell."""
+    """``CERTIFIER_<NAME>_SHA=<sha>`` per component (and ``…_GONE_UPSTREAM=0|1``), safe to
+    ``source`` from a shell."""
     lines = [
         f"CERTIFIER_MANIFEST_VERSION={int(document['version'])}",
         f"CERTIFIER_MANIFEST_COMBINATION={document['combination']}",
@@ -85,6 +86,11 @@ def env_lines(document: dict[str, Any]) -> str:
         # Component names are [a-z][a-z0-9_-]*: upper-cased with '-' as '_' they are shell-safe.
         key = str(comp["name"]).upper().replace("-", "_")
         lines.append(f"CERTIFIER_{key}_SHA={comp['sha']}")
+        # 1: upstream lost the commit (deploy it from Certifier's archive); the time is ISO
+        # 8601 UTC, shell-safe as it stands.
+        lines.append(f"CERTIFIER_{key}_GONE_UPSTREAM={1 if comp.get('gone_upstream') else 0}")
+        if comp.get("gone_upstream_at"):
+            lines.append(f"CERTIFIER_{key}_GONE_UPSTREAM_AT={comp['gone_upstream_at']}")
     return "\n".join(lines) + "\n"
 
 
@@ -101,7 +107,8 @@ def csv_rows(document: dict[str, Any]) -> str:
     for comp in document["components"]:
         writer.writerow((comp["name"], _cell(comp["url"]), _cell(comp["branch"]), comp["sha"],
                          comp["committed_at"] or "", document["promoted_at"],
-                         document["version"],
+                         document["version"], "true" if comp.get("gone_upstream") else "false",
+                         comp.get("gone_upstream_at") or "",
                          *(document.get(key) or "" for key in knowngood.ENVELOPE)))
     return out.getvalue()
 

@@ -101,6 +101,7 @@ class PipelineCollector(Collector):
         yield _run_durations(session)
         yield _soak_left(session, now, self._context.settings.config.soak.duration)
         yield _testbeds(session, now)
+        yield from _tracking(session)
         yield from _known_good(session, now)
 
 
@@ -202,6 +203,39 @@ def _testbeds(session: Session, now: datetime) -> Metric:
         leased = run_id is not None and (expires is None or expires >= now)
         family.add_metric([name], 1 if leased else 0)
     return family
+
+
+def _tracking(session: Session) -> Iterable[Metric]:
+    """Tracking failures, so that no component stops being tracked unnoticed (an alert on
+    ``certifier_tracking_poll_failures > 0`` for a while, or on failing deliveries)."""
+    failures = GaugeMetricFamily(
+        "certifier_tracking_poll_failures",
+        "Polls of the component that failed in a row (0: the last poll worked).",
+        labels=["component"])
+    erring = GaugeMetricFamily(
+        "certifier_tracking_error",
+        "1 while the component's tracking shows an error (a failed poll or delivery), else 0.",
+        labels=["component"])
+    for name, count, error in session.execute(
+        select(models.Component.name, models.TrackingState.poll_failures,
+               models.TrackingState.last_error)
+        .outerjoin(models.TrackingState,
+                   models.TrackingState.component_id == models.Component.id)
+        .where(models.Component.removed_at.is_(None)).order_by(models.Component.name)
+    ):
+        failures.add_metric([name], count or 0)
+        erring.add_metric([name], 1 if error else 0)
+    failing = GaugeMetricFamily(
+        "certifier_webhook_deliveries_failing",
+        "Webhook deliveries whose processing raised an error: still being retried (pending) "
+        "or given up (processed).", labels=["state"])
+    counts = dict(session.execute(
+        select(models.Delivery.state, func.count())
+        .where(models.Delivery.outcome.like("error (%") | models.Delivery.outcome.like("failed:%"))
+        .group_by(models.Delivery.state)).all())
+    for state in ("pending", "processed"):
+        failing.add_metric([state], counts.get(state, 0))
+    return failures, erring, failing
 
 
 def _known_good(session: Session, now: datetime) -> Iterable[Metric]:

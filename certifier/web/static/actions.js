@@ -1,7 +1,7 @@
-// Operator actions on the candidate page: cancel, promote, waive, mark bad.
+// Operator actions on the candidate page: cancel, promote, waive, mark bad, retry.
 //
 // They are the REST API's own endpoints (POST /api/v1/candidates/{id}/cancel|promote|waive|
-// mark-bad) with a bearer token. The token is pasted once and kept in this browser's
+// mark-bad|retry) with a bearer token. The token is pasted once and kept in this browser's
 // localStorage, never sent anywhere but this origin's API. A form the server does not offer (data-unavailable, or an
 // answer 404/405 from the API) stays disabled. After an action the page refreshes its live parts.
 (function () {

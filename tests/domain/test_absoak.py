@@ -1,0 +1,148 @@
+"""A/B judgement over a soak: paired runs, signed ranks, calibration per candidate (absoak.py)."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from certifier.domain.absoak import (
+    SoakPolicy,
+    detector_config_warnings,
+    first_alarms,
+    judge_soak,
+    runs_needed,
+    signed_rank_p,
+    soak_config_warnings,
+    soak_series,
+)
+from certifier.domain.abtest import Outcome, PairedSeries
+from certifier.domain.detector import Counts, DetectorPolicy
+from certifier.domain.results import Better
+
+PAIR = {"src": "h1", "dst": "h2"}
+# a short plan and a small simulation keep the calibration to a fraction of a second
+POLICY = SoakPolicy(planned_runs=12, max_extra_runs=0, calibration_trials=4000)
+
+
+def run(rng: np.random.Generator, *, step: float = 0.0, env: float = 1.0, rounds: int = 4,
+        key: str = "0") -> PairedSeries:
+    """One soak run of one throughput series: 3 % noise per side, ``env`` shared by both."""
+    cand = tuple(10 * env * (1 - step) * (1 + 0.03 * rng.standard_normal(rounds)))
+    ctrl = tuple(10 * env * (1 + 0.03 * rng.standard_normal(rounds)))
+    return PairedSeries("bandwidth", "throughput_gbps", "Gbit/s", Better.HIGHER,
+                        {**PAIR, "n": key}, tuple(range(rounds)), cand, ctrl)
+
+
+def loss_run(cand_events: int, ctrl_events: int) -> PairedSeries:
+    return PairedSeries("ping", "loss_pct", "%", Better.LOWER, PAIR, (0,),
+                        (cand_events / 4,), (ctrl_events / 4,), (Counts(cand_events, 400),),
+                        (Counts(ctrl_events, 400),))
+
+
+def test_the_exact_signed_rank_p_value_matches_scipy() -> None:
+    d = np.array([1.3, -0.4, 2.2, 0.9, 1.7, -0.2, 0.6, 1.1])
+    want = stats.wilcoxon(d, alternative="greater", method="exact").pvalue
+    assert signed_rank_p(d) == pytest.approx(want)
+
+
+def test_a_good_series_is_flagged_over_the_whole_plan_at_most_at_its_share() -> None:
+    policy = SoakPolicy(planned_runs=12, max_extra_runs=0, calibration_trials=4000,
+                        false_reject_target=0.10, calibration_headroom=1.0)
+    rng = np.random.default_rng(42)
+    diffs = rng.standard_normal((3000, 12, policy.units_per_run))
+    alarms = first_alarms(diffs, policy.level(1), 0.0, policy.min_runs)
+    assert float(np.mean(alarms > 0)) <= 0.10 + 0.02  # simulation error of 3000 draws
+
+
+def test_the_per_check_level_shrinks_with_the_number_of_series() -> None:
+    assert POLICY.level(50) < POLICY.level(5) < POLICY.level(1)
+
+
+def test_a_5_percent_step_is_regressed_after_ten_runs() -> None:
+    rng = np.random.default_rng(1)
+    runs = [[run(rng, step=0.05)] for _ in range(10)]
+    (v,) = judge_soak(runs, POLICY).verdicts
+    assert v.outcome is Outcome.REGRESSED and v.method == "signed-rank"
+
+
+def test_a_soak_regression_excuse_names_both_medians_and_the_interval() -> None:
+    rng = np.random.default_rng(1)
+    (excuse,) = judge_soak([[run(rng, step=0.05)] for _ in range(10)], POLICY).excuses()
+    assert excuse.kind == "regression"
+    assert "in the controls (medians)" in excuse.message and "95 % CI" in excuse.message
+
+
+def test_a_slow_day_on_both_sides_is_not_a_regression() -> None:
+    rng = np.random.default_rng(2)
+    env = [1.0, 0.9, 0.8, 0.8, 0.85, 0.9, 0.95, 0.7, 0.7, 0.75]  # drift and a dip, shared
+    (v,) = judge_soak([[run(rng, env=e)] for e in env], POLICY).verdicts
+    assert v.outcome is Outcome.OK
+
+
+def test_pooled_loss_counts_regress_with_absolute_figures() -> None:
+    runs = [[loss_run(6, 0)] for _ in range(6)]
+    (v,) = judge_soak(runs, POLICY).verdicts
+    assert v.outcome is Outcome.REGRESSED and v.method == "binomial"
+    assert "36 of 2400 packets lost vs 0 of 2400 in the controls" in v.sentence
+    assert "inf" not in v.sentence
+
+
+def test_fewer_runs_than_the_minimum_cannot_decide_and_say_how_many_more() -> None:
+    rng = np.random.default_rng(3)
+    (v,) = judge_soak([[run(rng)] for _ in range(3)], POLICY).verdicts
+    assert v.outcome is Outcome.UNDECIDED and v.runs_needed == 2
+    assert v.sentence.endswith("needs ≥ 2 more runs")
+    assert v.excuse() is not None and v.excuse().kind == "undecidable"  # type: ignore[union-attr]
+
+
+def test_a_shift_the_runs_so_far_cannot_resolve_is_undecidable_with_the_runs_needed() -> None:
+    # one difference per run: 6 runs all worse give p = 1/64, far above the level
+    policy = SoakPolicy(planned_runs=12, max_extra_runs=0, calibration_trials=4000, unit="run")
+    rng = np.random.default_rng(4)
+    runs = [[run(rng, step=0.05)] for _ in range(6)]
+    (v,) = judge_soak(runs, policy).verdicts
+    assert v.outcome is Outcome.UNDECIDED and v.runs_needed > 0
+    assert f"needs ≥ {v.runs_needed} more run" in v.sentence
+    assert runs_needed(soak_series(runs)[0], policy) == v.runs_needed
+
+
+def test_a_decided_series_needs_no_more_runs() -> None:
+    rng = np.random.default_rng(5)
+    runs = [[run(rng)] for _ in range(10)]
+    assert runs_needed(soak_series(runs)[0], POLICY) == 0
+
+
+def test_the_config_check_warns_when_min_runs_can_never_reach_the_level() -> None:
+    policy = SoakPolicy(planned_runs=10, max_extra_runs=0, calibration_trials=4000, unit="run")
+    (warning, never) = soak_config_warnings(policy, series=50)
+    assert "can never reject on its own" in warning
+    assert "the soak can never reject" in never
+
+
+def test_the_default_soak_plan_raises_no_warning() -> None:
+    assert soak_config_warnings(POLICY, series=50) == []
+
+
+def test_the_history_detector_config_check_warns_on_tiny_samples() -> None:
+    (warning,) = detector_config_warnings(
+        DetectorPolicy.soak(min_runs=2, min_baseline=3, calibration_trials=2000), series=50)
+    assert "can never reach the level" in warning
+
+
+def test_judge_soak_and_the_vectorised_rule_agree() -> None:
+    rng = np.random.default_rng(6)
+    runs = [run(rng, step=0.04 * (k >= 4)) for k in range(12)]
+    diffs = np.array([[-100 * (np.log(r.candidate) - np.log(r.control)) for r in runs]])
+    floor = -100 * math.log(0.99)
+    first = int(first_alarms(diffs, POLICY.level(1), floor, POLICY.min_runs)[0])
+    by_judge = next((k for k in range(1, 13)
+                     if judge_soak([[r] for r in runs[:k]], POLICY).regressed), 0)
+    assert first == by_judge
+
+
+def test_a_soak_series_that_never_moves_is_ok() -> None:
+    still = PairedSeries("upgrade", "lost_packets", "count", Better.LOWER, {}, (0, 1),
+                         (0.0, 0.0), (0.0, 0.0))
+    (v,) = judge_soak([[still]] * 8, POLICY).verdicts
+    assert v.outcome is Outcome.OK and "inf" not in v.sentence
