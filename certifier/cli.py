@@ -83,9 +83,8 @@ def _prepare(settings: Settings) -> None:
 
 @app.command()
 def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve the REST API and the dashboard."""
-    import uvicorn
-
+    """Serve the REST API and the dashboard (uvicorn with the limits of certifier/api/server)."""
+    from certifier.api import server
     from certifier.api.app import create_app
     from workers.celery_app import create_celery
     from workers.dispatch import CeleryDispatcher
@@ -93,7 +92,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
     settings = _settings()
     _prepare(settings)
     api = create_app(settings, dispatcher=CeleryDispatcher(create_celery(settings)))
-    uvicorn.run(api, host=host, port=port, log_level=settings.log_level.lower())
+    server.serve(api, host=host, port=port, log_level=settings.log_level.lower())
 
 
 @app.command()
@@ -185,6 +184,7 @@ def manifest_show(
 ) -> None:
     """Print the current (or a given) known-good manifest."""
     from certifier.db.session import make_engine, make_session_factory, session_scope
+    from certifier.domain.clock import SystemClock
     from certifier.pipeline import knowngood
     from certifier.pipeline.errors import NotFound
 
@@ -199,7 +199,8 @@ def manifest_show(
         if kg is None:
             typer.echo("no known-good yet", err=True)
             raise typer.Exit(1)
-        doc = knowngood.manifest(session, kg)
+        doc = knowngood.manifest(session, kg, SystemClock().now(),
+                                 settings.config.manifest.validity)
     if fmt == "yaml":
         typer.echo(yaml.safe_dump(doc, sort_keys=False), nl=False)
     elif fmt == "env":
@@ -676,18 +677,41 @@ def manifest_verify(
     signature: Annotated[Path, typer.Argument(help="its detached signature (manifest.sig)")],
     key: Annotated[Path | None, typer.Option(
         help="public key PEM (GET /api/v1/signing-key); default: this server's own key")] = None,
+    at: Annotated[str | None, typer.Option(
+        help="judge expiry as of this ISO 8601 time (an audit); default: now")] = None,
 ) -> None:
-    """Check a manifest against its detached Ed25519 signature."""
-    from certifier.pipeline import signing
+    """Check a manifest against its detached Ed25519 signature, and that it is still valid.
+
+    A good signature is not enough: a manifest whose ``expires_at`` has passed, or that says
+    its known-good was revoked, is refused too (exit status 1), as TUF refuses a stale
+    timestamp. Fetch a fresh copy: the API signs the current state again.
+    """
+    from datetime import UTC, datetime
+
+    from certifier.pipeline import knowngood, signing
 
     own = _settings().signing_key_path
     if key is None and not own.exists():
         typer.echo(f"no signing key at {own}: pass --key with the server's public key", err=True)
         raise typer.Exit(2)
+    try:
+        when = datetime.fromisoformat(at) if at else datetime.now(UTC)
+        when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    except ValueError:
+        typer.echo(f"--at: not an ISO 8601 time: {at!r}", err=True)
+        raise typer.Exit(2) from None
     pem = key.read_text() if key is not None else signing.Signer(own).public_pem()
-    if signing.verify(manifest.read_bytes(), signature.read_text(), pem):
-        typer.echo(f"{manifest}: good signature")
-        return
-    typer.echo(f"{manifest}: BAD signature — the file was changed after signing, or it was "
-               "signed by another key", err=True)
-    raise typer.Exit(1)
+    body = manifest.read_bytes()
+    if not signing.verify(body, signature.read_text(), pem):
+        typer.echo(f"{manifest}: BAD signature — the file was changed after signing, or it was "
+                   "signed by another key", err=True)
+        raise typer.Exit(1)
+    try:
+        problem = knowngood.freshness_problem(knowngood.envelope_of(body), when)
+    except (ValueError, yaml.YAMLError):
+        problem = "the signed bytes are not a manifest"
+    if problem is not None:
+        typer.echo(f"{manifest}: good signature, but {problem}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{manifest}: good signature, valid until "
+               f"{knowngood.envelope_of(body).get('expires_at')}")

@@ -21,7 +21,6 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -42,23 +41,33 @@ from certifier.domain.abtest import ABPolicy
 from certifier.domain.bisection import BisectPolicy
 from certifier.domain.combination import NAME_RE
 from certifier.domain.detector import DetectorPolicy
-from certifier.domain.durations import DurationError, parse_duration
 from certifier.domain.environment import FIGURES as ENVIRONMENT_FIGURES
 from certifier.domain.environment import EnvironmentPolicy
 from certifier.domain.judgement import FixedLimit, JudgementPolicy, Margin
 from certifier.domain.notifications import ALL_EVENTS, Event, RetryPolicy
 from certifier.domain.promotion import SoakPolicy
+from certifier.limits import (
+    BRANCH_MAX,
+    PROJECT_MAX,
+    PROJECT_SEGMENTS_MAX,
+    RECIPE_PATH_MAX,
+    URL_MAX,
+    Duration,
+)
 from certifier.sourcepolicy import SourcePolicy, SourceRefused
 from certifier.topology import TopologyConfig, TopologyError
 from certifier.topology import load as load_topology
 from certifier.topology import plan as plan_topology
 
 TESTBED_NETWORK = ipaddress.IPv4Network("198.18.0.0/15")
-BRANCH_RE = re.compile(r"^(?!.*\.\.)(?!/)(?!.*//)[A-Za-z0-9._/-]{1,200}(?<![./])\Z")
+BRANCH_RE = re.compile(
+    rf"^(?!.*\.\.)(?!/)(?!.*//)[A-Za-z0-9._/-]{{1,{BRANCH_MAX}}}(?<![./])\Z")
 HOST_RE = re.compile(r"^[a-z][a-z0-9]{0,7}\Z")
-# A forge project path (``group/sub/name``): no ``..``, no leading '-', no shell metacharacters.
+# A forge project path (``group/sub/name``): no ``..``, no leading '-', no shell metacharacters,
+# and no longer than the columns that store it (certifier/limits.py).
 PROJECT_RE = re.compile(
-    r"^(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_][A-Za-z0-9_.-]*){0,19}\Z"
+    rf"^(?=.{{1,{PROJECT_MAX}}}\Z)(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9_.-]*"
+    rf"(?:/[A-Za-z0-9_][A-Za-z0-9_.-]*){{0,{PROJECT_SEGMENTS_MAX - 1}}}\Z", re.DOTALL
 )
 # Names of environment variables that hold a token or a webhook secret. The suffix keeps a config
 # (or an API client creating a component) from pointing a forge at, say, the database URL.
@@ -70,20 +79,10 @@ class ConfigError(Exception):
     """A configuration problem, already phrased for the operator."""
 
 
-def _duration(value: Any) -> timedelta:
-    try:
-        return parse_duration(value)
-    except DurationError as exc:
-        raise ValueError(str(exc)) from None
-
-
 def _safe_name(value: str) -> str:
     if not NAME_RE.match(value):
         raise ValueError("must be lower-case letters, digits, '-' or '_', starting with a letter")
     return value
-
-
-Duration = Annotated[timedelta, BeforeValidator(_duration)]
 
 
 class _Strict(BaseModel):
@@ -120,8 +119,9 @@ class ComponentConfig(_Strict):
     @field_validator("api_url")
     @classmethod
     def _api_url(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(r"https?://[^\s\x00]+", v):
-            raise ValueError(f"api_url must be an http(s) URL: {v!r}")
+        if v is not None and not re.fullmatch(rf"https?://[^\s\x00]{{1,{URL_MAX - 8}}}", v):
+            raise ValueError(f"api_url must be an http(s) URL of at most {URL_MAX} characters: "
+                             f"{v[:80]!r}")
         return v.rstrip("/") if v else v
 
     @field_validator("poll_interval")
@@ -155,6 +155,8 @@ class ComponentConfig(_Strict):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
+        if len(v) > URL_MAX:
+            raise ValueError(f"a repository URL or path is at most {URL_MAX} characters")
         if not v or v.startswith("-") or any(c in v for c in "\x00\n\r"):
             raise ValueError(f"not a usable repository URL or path: {v!r}")
         if GIT_REMOTE_HELPER_RE.match(v):  # ext::<command> would run a command
@@ -169,6 +171,8 @@ class ComponentConfig(_Strict):
     def _recipe(cls, v: Path | None) -> Path | None:
         if v is not None and any(c in str(v) for c in "\x00\n\r"):
             raise ValueError(f"not a usable recipe folder: {str(v)!r}")
+        if v is not None and len(str(v)) > RECIPE_PATH_MAX:
+            raise ValueError(f"a recipe folder path is at most {RECIPE_PATH_MAX} characters")
         return v
 
 
@@ -631,6 +635,14 @@ class DashboardConfig(_Strict):
     stale_after: Duration = timedelta(days=3)
 
 
+class ManifestConfig(_Strict):
+    """How long a signed manifest is valid: its ``expires_at`` is at most ``validity`` after its
+    ``issued_at``, and the API signs it again every ``validity / 2``, so a copy fetched now is
+    valid for at least half of it (``certifier/pipeline/knowngood.py``)."""
+
+    validity: Duration = Field(default=timedelta(days=7), ge=timedelta(minutes=1))
+
+
 class TrackingConfig(_Strict):
     """Webhooks and polling of upstream sources (docs/tracking.md).
 
@@ -786,6 +798,7 @@ class CertifierConfig(_Strict):
     scheduler: SchedulerConfig = SchedulerConfig()
     bisection: BisectionConfig = BisectionConfig()
     dashboard: DashboardConfig = DashboardConfig()
+    manifest: ManifestConfig = ManifestConfig()
     tracking: TrackingConfig = TrackingConfig()
     notifications: NotificationsConfig = NotificationsConfig()
     sources: SourcePolicy = SourcePolicy()  # which URLs components may name (sourcepolicy.py)

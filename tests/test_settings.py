@@ -110,3 +110,22 @@ def test_the_environment_section_becomes_the_checks_policy() -> None:
     policy = config.environment.policy()
     assert policy.window == 10 and policy.ceiling("background_cpu_pressure_pct") is None
     assert policy.floor("probe_tcp_gbps") == 25 and policy.floor("cpu_steal_pct") == 5
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ("components:\n  - name: nova\n    url: https://git.example/nova.git\n"
+     "    poll_interval: 3000000d\n", "components.0.poll_interval (line 4)"),
+    ("components:\n  - name: nova\n    url: https://git.example/nova.git\n"
+     "    poll_interval: {}\n", "components.0.poll_interval (line 4)"),
+    ("soak:\n  duration: 99999999999d\n", "soak.duration (line 2)"),
+    ("tracking:\n  poll_tick: 1e20\n", "tracking.poll_tick (line 2)"),
+])
+def test_a_duration_out_of_bounds_is_a_config_error_naming_the_key(text: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace("(", r"\(").replace(")", r"\)")):
+        parse_config_text(text, "certifier.yaml")
+
+
+def test_a_recipe_path_longer_than_its_column_is_a_config_error() -> None:
+    text = "components:\n  - name: nova\n    url: u\n    recipe: " + "r/" * 600 + "x\n"
+    with pytest.raises(ConfigError, match=r"components.0.recipe \(line 4\): .*at most 1000"):
+        parse_config_text(text, "certifier.yaml")

@@ -11,10 +11,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from certifier.db import models
 from certifier.domain.environment import judged_figures
+from certifier.limits import ID_MAX, MAX_DURATION, PROJECT_MAX, URL_MAX, CommitTime, DbId
 from certifier.pipeline.bisection import BisectionView
 from certifier.pipeline.bisection import view as bisection_view
 from certifier.pipeline.runview import ab_series
@@ -30,8 +31,20 @@ class _Out(BaseModel):
     model_config = ConfigDict(frozen=True)
 
 
+class FieldError(_Out):
+    """One invalid field of a request; its value is never echoed back."""
+
+    loc: list[str | int] = Field(description="where: path, query, header or body, then the keys")
+    msg: str
+    type: str = Field(description="pydantic's error type, e.g. missing, string_too_long")
+
+
 class ErrorOut(_Out):
-    detail: str
+    """Every 4xx (and 5xx) answer: one sentence, plus the invalid fields of a 422."""
+
+    detail: str = Field(description="what went wrong, in words")
+    errors: list[FieldError] = Field(default_factory=list,
+                                     description="the invalid fields (validation errors only)")
 
 
 class HealthOut(_Out):
@@ -85,6 +98,17 @@ class CommitList(_Out):
     items: list[CommitOut]
 
 
+def _string_part(schema: dict[str, Any]) -> dict[str, Any]:
+    """The string alternative of a nullable field's schema (or the schema itself)."""
+    parts = [p for p in schema.get("anyOf", ())
+             if isinstance(p, dict) and p.get("type") == "string"]
+    return parts[0] if parts else schema
+
+
+# JSON Schema cannot compare times: this pattern names the years in range at any UTC offset.
+_SAFE_YEARS = r"^(?:190[1-9]|19[1-9][0-9]|20[0-9]{2}|21[0-8][0-9]|219[0-8])-"
+
+
 class CommitReport(BaseModel):
     """A commit seen on a component's branch, reported by a script or a CI job."""
 
@@ -95,12 +119,45 @@ class CommitReport(BaseModel):
                        description="stored up to 500 characters")
     author: str = Field(default="", max_length=1_000, pattern=NO_NUL,
                         description="stored up to 200 characters")
-    committed_at: AwareDatetime | None = None
+    committed_at: CommitTime | None = Field(
+        default=None, description="with a UTC offset; from 1900 to before 2200",
+        json_schema_extra=lambda schema: _string_part(schema).update(pattern=_SAFE_YEARS))
 
 
 class CommitReported(_Out):
     commit: CommitOut
     created: bool
+
+
+# What the validators of ComponentConfig accept, as JSON Schema (ECMA regexes), so that the
+# published schema says which bodies are valid; each is as strict as its validator or stricter.
+_COMPONENT_FIELDS: dict[str, dict[str, Any]] = {
+    "name": {"pattern": r"^[a-z][a-z0-9_-]{0,62}$"},
+    "url": {"minLength": 1, "maxLength": URL_MAX, "pattern":
+            r"^(?![A-Za-z][A-Za-z0-9+.-]*::)(?!-)"
+            r"(?!(?:[A-Za-z][A-Za-z0-9+.-]*:)?//[^/?#]*:[^/?#]*@)[^\u0000\r\n]+$"},
+    "branch": {"pattern": r"^(?!.*\.\.)(?!/)(?!-)(?!.*//)[A-Za-z0-9._/-]{0,199}[A-Za-z0-9_-]$"},
+    "project": {"maxLength": PROJECT_MAX,
+                "pattern": r"^[A-Za-z0-9_][A-Za-z0-9_-]*(?:/[A-Za-z0-9_][A-Za-z0-9_-]*){0,23}$"},
+    "api_url": {"maxLength": URL_MAX - 8, "pattern": r"^https?://[!-~]+$"},
+    "webhook_secret_env": {"pattern": r"^[A-Z][A-Z0-9_]{0,93}_SECRET$"},
+}
+# Durations as JSON Schema can say them: 5 s to 999 d in short form, or seconds.
+_POLL_INTERVAL = [
+    {"type": "string", "pattern": r"^(?:[5-9]|[1-9][0-9]{1,2})s$|^[1-9][0-9]{0,2}[mhd]$"},
+    {"type": "integer", "minimum": 5, "maximum": int(MAX_DURATION.total_seconds())},
+    {"type": "null"},
+]
+
+
+def _document_component(schema: dict[str, Any]) -> None:
+    properties = schema["properties"]
+    for hidden in ("recipe", "token_env"):  # refused over the API: not part of its contract
+        properties.pop(hidden, None)
+    for name, constraints in _COMPONENT_FIELDS.items():
+        _string_part(properties[name]).update(constraints)
+    properties["poll_interval"]["anyOf"] = _POLL_INTERVAL
+    properties["poll_interval"]["default"] = "5m"
 
 
 class ComponentRequest(ComponentConfig):
@@ -112,6 +169,8 @@ class ComponentRequest(ComponentConfig):
     operator's, in the config file. Its ``url`` and ``api_url`` must pass the config's
     ``sources`` policy.
     """
+
+    model_config = ConfigDict(json_schema_extra=_document_component)
 
     @model_validator(mode="after")
     def _operator_only(self) -> ComponentRequest:
@@ -534,7 +593,11 @@ class Manifest(_Out):
     promoted_at: str
     combination: str
     candidate: int
-    revoked_at: str | None
+    revoked_at: str | None = Field(description="set once revoked: do not deploy it")
+    issued_at: str = Field(description="when these bytes were signed")
+    expires_at: str = Field(description="the signature is not to be trusted after this; fetch "
+                                        "the manifest again (it is re-signed every half of "
+                                        "manifest.validity)")
     components: list[ManifestComponent]
 
 
@@ -701,7 +764,7 @@ class HoldRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    candidate_id: int | None = Field(default=None, ge=1)
+    candidate_id: DbId | None = None
     component: str | None = Field(default=None, max_length=63, pattern=r"^[a-z][a-z0-9_-]*$")
     duration: str = Field(default="2h", max_length=32,
                           description="how long a caught testbed is kept, e.g. 30m, 2h, 1d")
@@ -744,7 +807,7 @@ class HoldList(_Out):
 
 # A database id in a path: at least 1 and within a 32-bit INTEGER column, so an absurd id is a
 # 422 from validation (or a 404), never an overflow inside the database driver.
-DB_ID_MAX = 2**31 - 1
+DB_ID_MAX = ID_MAX
 
 
 def json_error(description: str) -> dict[str, Any]:

@@ -29,6 +29,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.sql.expression import false
 
+from certifier.limits import PROJECT_MAX, RECIPE_PATH_MAX, URL_MAX
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -69,15 +71,15 @@ class Component(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(63), unique=True)
     source: Mapped[str] = mapped_column(String(16))
-    url: Mapped[str] = mapped_column(String(1000))
+    url: Mapped[str] = mapped_column(String(URL_MAX))
     branch: Mapped[str] = mapped_column(String(200))
-    recipe: Mapped[str | None] = mapped_column(String(1000))
+    recipe: Mapped[str | None] = mapped_column(String(RECIPE_PATH_MAX))
     run_in: Mapped[str] = mapped_column(String(16), default="controller")
     paused: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime]
     # Upstream tracking (certifier/tracking): where the forge API is and how often to poll it.
-    project: Mapped[str | None] = mapped_column(String(300))
-    api_url: Mapped[str | None] = mapped_column(String(1000))
+    project: Mapped[str | None] = mapped_column(String(PROJECT_MAX))
+    api_url: Mapped[str | None] = mapped_column(String(URL_MAX))
     poll_interval_s: Mapped[int | None] = mapped_column(Integer)
     token_env: Mapped[str | None] = mapped_column(String(100))
     webhook_secret_env: Mapped[str | None] = mapped_column(String(100))
@@ -306,7 +308,7 @@ class Delivery(Base):
     received_at: Mapped[datetime] = mapped_column(index=True)
     state: Mapped[str] = mapped_column(String(16), index=True)  # pending, processed
     outcome: Mapped[str] = mapped_column(String(500), default="")
-    project: Mapped[str | None] = mapped_column(String(300))
+    project: Mapped[str | None] = mapped_column(String(PROJECT_MAX))
     ref: Mapped[str | None] = mapped_column(String(300))
     component_id: Mapped[int | None] = mapped_column(
         ForeignKey("components.id", ondelete="SET NULL")

@@ -154,7 +154,7 @@ def _say_known_good(factory: sessionmaker[Session], watcher: Watcher,
         kg = knowngood.current(session)
         assert kg is not None
         say(f"{watcher.stamp()} known-good #{kg.version} promoted:")
-        for comp in knowngood.manifest(session, kg)["components"]:
+        for comp in knowngood.manifest(session, kg, SystemClock().now())["components"]:
             say(f"      {comp['name']:<10} {comp['sha'][:12]}  {comp['title']}")
         return kg.version
 

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 from certifier.db import models
 from certifier.db.session import after_commit, session_scope
 from certifier.domain.clock import Clock
+from certifier.limits import load_json
 from certifier.pipeline.dispatch import Dispatcher, reconcile_after_commit
 from certifier.settings import TrackingConfig
 from certifier.tracking import events, webhooks
@@ -129,7 +130,7 @@ def receive(session: Session, forge: Forge, headers: Mapping[str, str], body: by
                   else "missing or invalid webhook signature")
         return Receipt(401, {"detail": detail})
     try:
-        payload = json.loads(body.decode("utf-8"))
+        payload = load_json(body)  # refuses nesting that would exhaust the parser's recursion
         if not isinstance(payload, dict):
             raise ValueError("the payload is not a JSON object")
     except (UnicodeDecodeError, ValueError) as exc:

@@ -34,14 +34,15 @@ import requests
 from gitlab.exceptions import GitlabError, GitlabGetError
 
 from certifier.domain.combination import NAME_RE, SHA_RE
+from certifier.limits import COMMIT_TIME_MAX, COMMIT_TIME_MIN
 from certifier.settings import BRANCH_RE, PROJECT_RE
 from certifier.sourcepolicy import SourcePolicy, SourceRefused
 
 log = logging.getLogger(__name__)
 # Commit dates outside this range are stored as unknown: far dates overflow datetime arithmetic
-# (0001-01-01 east of UTC) and no real commit has them.
-EARLIEST_DATE = datetime(1900, 1, 1, tzinfo=UTC)
-LATEST_DATE = datetime(2200, 1, 1, tzinfo=UTC)
+# (0001-01-01 east of UTC) and no real commit has them. The range is the API's too (limits.py).
+EARLIEST_DATE = COMMIT_TIME_MIN
+LATEST_DATE = COMMIT_TIME_MAX
 
 
 class SourceError(Exception):

@@ -89,7 +89,8 @@ def test_a_rejected_candidate_carries_the_failing_runs_excuses(
 
 def test_an_unknown_candidate_is_a_404(client: TestClient) -> None:
     response = client.get("/api/v1/candidates/999")
-    assert (response.status_code, response.json()) == (404, {"detail": "no candidate 999"})
+    assert (response.status_code, response.json()) == (
+        404, {"detail": "no candidate 999", "errors": []})
 
 
 def test_a_run_shows_checks_measurements_tools_and_log(client: TestClient, world: World) -> None:
@@ -149,7 +150,8 @@ def test_an_ab_run_shows_each_series_by_side_and_round(client: TestClient, world
 
 def test_an_unknown_run_is_a_404(client: TestClient) -> None:
     response = client.get("/api/v1/runs/12345")
-    assert (response.status_code, response.json()) == (404, {"detail": "no run 12345"})
+    assert (response.status_code, response.json()) == (
+        404, {"detail": "no run 12345", "errors": []})
 
 
 @pytest.mark.parametrize("path", ["/api/v1/runs/abc", "/api/v1/candidates/0"])

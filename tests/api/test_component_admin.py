@@ -89,7 +89,7 @@ def test_a_local_path_outside_the_allowed_folders_is_refused_the_same_whether_it
                          headers=ADMIN)
     assert answer.status_code == 422
     assert answer.json() == {"detail": "url: the path is not under a folder the config's "
-                                       "sources.local_paths allows"}
+                                       "sources.local_paths allows", "errors": []}
     assert names(client) == []
 
 

@@ -2,7 +2,7 @@
 environment check refused them as too busy.
 
 Revision ID: b7e4c1d2a9f3
-Revises: c4a7e2d91b35
+Revises: 9d01e76f34b9
 Create Date: 2026-12-05 17:05:00+00:00
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision: str = "b7e4c1d2a9f3"
-down_revision: str | Sequence[str] | None = "c4a7e2d91b35"
+down_revision: str | Sequence[str] | None = "9d01e76f34b9"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
