@@ -70,7 +70,13 @@ def test_manifest_show_without_a_known_good_says_so(tmp_path: Path) -> None:
     assert "no known-good yet" in done.stderr
 
 
-def test_up_starts_api_worker_and_beat_and_ctrl_c_stops_them_all(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_up_starts_api_worker_and_beat_and_a_stop_signal_ends_them_all_within_10_s(
+    tmp_path: Path, stop_signal: signal.Signals,
+) -> None:
+    """SIGINT is what Ctrl-C sends; SIGTERM is what a script, systemd or a container runtime
+    sends. Children get SIGTERM and, after ``processes.STOP_GRACE_S``, SIGKILL: the 10 s bound
+    is that contract, not a speed target."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -91,12 +97,14 @@ def test_up_starts_api_worker_and_beat_and_ctrl_c_stops_them_all(tmp_path: Path)
             pytest.fail("the API of `certifier up` never answered")
         children = _processes_with(str(tmp_path))
         assert len(children) >= 3  # api, worker (and its pool), beat
-        up.send_signal(signal.SIGINT)  # what Ctrl-C sends to the foreground process
-        output, _ = up.communicate(timeout=60)
+        up.send_signal(stop_signal)
+        limit = time.monotonic() + 10
+        output, _ = up.communicate(timeout=10)
     finally:
         if up.poll() is None:
             up.kill()
     assert up.returncode == 0, output
     assert "stopping" in output
-    time.sleep(0.5)
-    assert _processes_with(str(tmp_path)) == []
+    while (left := _processes_with(str(tmp_path))) and time.monotonic() < limit:
+        time.sleep(0.1)  # a SIGKILLed pool process may take a moment to vanish
+    assert left == []
