@@ -108,3 +108,18 @@ def test_up_starts_api_worker_and_beat_and_a_stop_signal_ends_them_all_within_10
     while (left := _processes_with(str(tmp_path))) and time.monotonic() < limit:
         time.sleep(0.1)  # a SIGKILLed pool process may take a moment to vanish
     assert left == []
+
+
+def test_a_demo_whose_first_candidate_is_stuck_exits_1_naming_the_reason(tmp_path: Path) -> None:
+    """A checkout that cannot work (the mirrors' folder is a file) makes every run of the first
+    candidate an infra error: the terminal shows each, then the exhausted retries, and the demo
+    ends at once instead of waiting for its timeout."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "repos").write_text("not a folder\n")
+    done = _certifier("demo", "--root", str(tmp_path / "demo"), data_dir=data, timeout=240)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout.count("infra_error: unexpected error in the runner: FileExistsError") == 3
+    assert "candidate 1 is stuck: 3 gate runs in a row" in done.stdout
+    assert "demo failed: cannot reach the first known-good: candidate 1 waits for an operator" \
+        in done.stderr
