@@ -99,7 +99,7 @@ class Watcher:
             self._tell(f"candidate {cand.id} [{', '.join(cand.changed)}]: "
                        f"{cand.state}{run_text}")
         exhausted = [m for e, m in zip(cand.excuses, _messages(cand.excuses), strict=True)
-                     if e.get("kind") == "infra_error"]
+                     if isinstance(e, dict) and e.get("kind") == "infra_error"]
         open_ = not CandidateState(cand.state).is_final
         if open_ and exhausted and cand.id not in self.stuck:
             self.stuck[cand.id] = exhausted[0]
