@@ -494,7 +494,8 @@ def up(
         pass
     finally:
         processes.ignore_stop_signals()
-        typer.echo("stopping…")
+        if procs:
+            typer.echo("stopping…")
         processes.stop(procs)
     # Every child is stopped and nothing is left to save: skip the interpreter's teardown, which
     # took 3-5 s of CPU on a busy host after the demo (numpy, scipy and friends) and would count
