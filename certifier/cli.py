@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
@@ -517,21 +516,30 @@ def demo(
         "certifier-demo"),
     timeout: Annotated[float, typer.Option(help="Seconds before the demo gives up")] = 480.0,
 ) -> None:
-    """Build the demo world, certify it, reject five commits that break it, promote the fixes."""
+    """Build the demo world, certify it, reject five commits that break it, promote the fixes.
+
+    Exits 1 with the reason as soon as the demo cannot go on (a candidate stuck on infra errors,
+    a rejected candidate that had to be promoted), 130 when stopped by SIGINT or SIGTERM."""
     from certifier import processes
 
-    root = _fresh_demo_root(root)
-    settings, world = _demo_settings(root)
-    _prepare(settings)
-    logs = settings.data_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    procs = [processes.spawn(["worker"], settings, logs / "worker.log"),
-             processes.spawn(["beat"], settings, logs / "beat.log")]
+    procs: list[Any] = []
+    processes.interrupt_on_stop_signals()
     try:
+        root = _fresh_demo_root(root)
+        settings, world = _demo_settings(root)
+        _prepare(settings)
+        logs = settings.data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        procs.append(processes.spawn(["worker"], settings, logs / "worker.log"))
+        procs.append(processes.spawn(["beat"], settings, logs / "beat.log"))
         code = _run_demo(settings, world, timeout)
+    except KeyboardInterrupt:
+        typer.echo("demo stopped by a signal", err=True)
+        code = 130
     finally:
+        processes.ignore_stop_signals()
         processes.stop(procs)
-    if code:
+    if code == 1:
         typer.echo(f"worker log: {logs / 'worker.log'}", err=True)
     raise typer.Exit(code)
 
@@ -543,45 +551,48 @@ def up(
     with_demo: Annotated[bool, typer.Option("--demo", help="Build and run the demo world")] = False,
     root: Path = Path("certifier-demo"),
 ) -> None:
-    """Start API, worker and beat together; Ctrl-C stops all of them."""
+    """Start API, worker and beat together; Ctrl-C or SIGTERM stops all of them within seconds."""
     from certifier import processes
 
-    world = None
-    if with_demo:
-        settings, world = _demo_settings(_fresh_demo_root(root))
-    else:
-        settings = _settings()
-    _prepare(settings)
-    logs = settings.data_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    procs = [
-        processes.spawn(["serve", "--host", host, "--port", str(port)], settings,
-                        logs / "api.log"),
-        processes.spawn(["worker"], settings, logs / "worker.log"),
-        processes.spawn(["beat"], settings, logs / "beat.log"),
-    ]
-    typer.echo(f"certifier is up: http://{host}:{port}/ (API docs at /docs); logs in {logs}")
-    stopping = False
-
-    def _stop(*_: Any) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, _stop)
+    procs: list[Any] = []
+    processes.interrupt_on_stop_signals()
     try:
+        world = None
+        if with_demo:
+            settings, world = _demo_settings(_fresh_demo_root(root))
+        else:
+            settings = _settings()
+        _prepare(settings)
+        logs = settings.data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        procs.append(processes.spawn(["serve", "--host", host, "--port", str(port)], settings,
+                                     logs / "api.log"))
+        procs.append(processes.spawn(["worker"], settings, logs / "worker.log"))
+        procs.append(processes.spawn(["beat"], settings, logs / "beat.log"))
+        typer.echo(f"certifier is up: http://{host}:{port}/ (API docs at /docs); logs in {logs}")
         if world is not None:
-            _run_demo(settings, world, timeout=480.0)
-            typer.echo("the demo pipeline keeps running; press Ctrl-C to stop")
-        while not stopping and all(p.poll() is None for p in procs):
+            if _run_demo(settings, world, timeout=480.0):
+                typer.echo(f"the service keeps running; worker log: {logs / 'worker.log'}; "
+                           "press Ctrl-C to stop", err=True)
+            else:
+                typer.echo("the demo pipeline keeps running; press Ctrl-C to stop")
+        while all(p.poll() is None for p in procs):
             time.sleep(0.5)
         dead = [p.args for p in procs if p.poll() is not None]
-        if dead and not stopping:
-            typer.echo(f"a process stopped unexpectedly: {dead}; see {logs}", err=True)
+        typer.echo(f"a process stopped unexpectedly: {dead}; see {logs}", err=True)
     except KeyboardInterrupt:
         pass
     finally:
-        typer.echo("stopping…")
+        processes.ignore_stop_signals()
+        if procs:
+            typer.echo("stopping…")
         processes.stop(procs)
+    # Every child is stopped and nothing is left to save: skip the interpreter's teardown, which
+    # took 3-5 s of CPU on a busy host after the demo (numpy, scipy and friends) and would count
+    # against the promise that a signal stops `up` within seconds.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def main() -> None:

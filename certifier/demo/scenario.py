@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -23,6 +24,7 @@ from certifier.db import models
 from certifier.db.session import session_scope
 from certifier.demo import world as demo_world
 from certifier.domain.clock import SystemClock
+from certifier.domain.judgement import Verdict
 from certifier.domain.lifecycle import CandidateState
 from certifier.pipeline import components, knowngood
 from certifier.pipeline.dispatch import Dispatcher, reconcile_after_commit
@@ -51,40 +53,105 @@ class DemoOutcome:
     elapsed_s: float = 0.0
 
 
-class Watcher:
-    """Prints each candidate's state changes and waits for a condition."""
+QUIET_AFTER_S = 60.0
+"""After this long without news, the watcher says what it is still waiting for."""
 
-    def __init__(self, factory: sessionmaker[Session], say: Callable[[str], None]) -> None:
+
+class Watcher:
+    """Prints each candidate's state changes and waits for a condition.
+
+    It fails loudly: a run's infra error is printed with its reason as it happens, a candidate
+    whose infra retries are exhausted (it waits for an operator, so the demo cannot go on) or a
+    candidate ``wait`` is told must not be rejected ends the wait at once with that reason, and a
+    minute without news prints what the wait is still waiting for.
+    """
+
+    def __init__(self, factory: sessionmaker[Session], say: Callable[[str], None],
+                 quiet_after: float = QUIET_AFTER_S) -> None:
         self.factory = factory
         self.say = say
+        self.quiet_after = quiet_after
         self.seen: dict[int, tuple[str, int]] = {}
+        self.stuck: dict[int, str] = {}  # candidate id -> why it waits for an operator
         self.start = time.monotonic()
+        self.last_news = self.start
 
     def stamp(self) -> str:
         return f"[{time.monotonic() - self.start:6.1f} s]"
 
+    def _tell(self, line: str) -> None:
+        self.last_news = time.monotonic()
+        self.say(f"{self.stamp()} {line}")
+
     def poll(self) -> None:
         with session_scope(self.factory) as session:
             for cand in session.scalars(select(models.Candidate).order_by(models.Candidate.id)):
-                runs_done = sum(1 for r in cand.runs if r.verdict)
-                key = (cand.state, runs_done)
-                if self.seen.get(cand.id) == key:
-                    continue
-                self.seen[cand.id] = key
-                last = next((r for r in reversed(cand.runs) if r.verdict), None)
-                run_text = f", run {last.id} ({last.kind}) {last.verdict}" if last else ""
-                self.say(f"{self.stamp()} candidate {cand.id} [{', '.join(cand.changed)}]: "
-                         f"{cand.state}{run_text}")
+                self._poll_candidate(cand)
 
-    def wait(self, what: str, done: Callable[[Session], bool], timeout: float) -> None:
+    def _poll_candidate(self, cand: models.Candidate) -> None:
+        runs_done = sum(1 for r in cand.runs if r.verdict)
+        key = (cand.state, runs_done)
+        if self.seen.get(cand.id) != key:
+            self.seen[cand.id] = key
+            last = next((r for r in reversed(cand.runs) if r.verdict), None)
+            run_text = f", run {last.id} ({last.kind}) {last.verdict}" if last else ""
+            if last is not None and last.verdict == Verdict.INFRA_ERROR:
+                run_text += ": " + ("; ".join(_messages(last.excuses)) or "no detail")
+            self._tell(f"candidate {cand.id} [{', '.join(cand.changed)}]: "
+                       f"{cand.state}{run_text}")
+        exhausted = [m for e, m in zip(cand.excuses, _messages(cand.excuses), strict=True)
+                     if isinstance(e, dict) and e.get("kind") == "infra_error"]
+        open_ = not CandidateState(cand.state).is_final
+        if open_ and exhausted and cand.id not in self.stuck:
+            self.stuck[cand.id] = exhausted[0]
+            self._tell(f"candidate {cand.id} is stuck: {exhausted[0]}")
+        elif not (open_ and exhausted):
+            self.stuck.pop(cand.id, None)
+
+    def _still_waiting(self, what: str, session: Session) -> None:
+        open_ = session.scalars(select(models.Candidate).where(
+            models.Candidate.state.not_in([str(s) for s in CandidateState if s.is_final]))
+            .order_by(models.Candidate.id)).all()
+        doing = "; ".join(
+            f"candidate {c.id} {c.state}"
+            + (f" ({' / '.join(_messages(c.excuses))})" if c.excuses else "") for c in open_)
+        self._tell(f"still waiting for {what}: {doing or 'no open candidate'}")
+
+    def wait(self, what: str, done: Callable[[Session], bool], timeout: float,
+             refused: Callable[[Session], str | None] = lambda _: None) -> None:
+        """Wait until ``done``; ``refused`` names a state that ``done`` can no longer follow."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.poll()
             with session_scope(self.factory) as session:
                 if done(session):
                     return
+                reason = next(iter(self.stuck.items()), None)
+                why = (f"candidate {reason[0]} waits for an operator: {reason[1]}" if reason
+                       else refused(session))
+                if why:
+                    raise DemoFailed(f"cannot reach {what}: {why}")
+                if time.monotonic() - self.last_news >= self.quiet_after:
+                    self._still_waiting(what, session)
             time.sleep(0.5)
         raise DemoFailed(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _messages(excuses: list[Any]) -> list[str]:
+    return [str(e.get("message", "")) if isinstance(e, dict) else str(e) for e in excuses]
+
+
+def _rejected(cand: models.Candidate | None) -> str | None:
+    if cand is None or cand.state != CandidateState.REJECTED:
+        return None
+    return (f"candidate {cand.id} was rejected: "
+            + ("; ".join(_messages(cand.excuses)) or "no excuse recorded"))
+
+
+def first_rejection(session: Session) -> str | None:
+    """Before the first known-good every candidate is one: any rejection ends the demo."""
+    return _rejected(session.scalar(select(models.Candidate).where(
+        models.Candidate.state == CandidateState.REJECTED).order_by(models.Candidate.id)))
 
 
 def report_heads(factory: sessionmaker[Session], world: demo_world.DemoWorld,
@@ -112,7 +179,8 @@ def run(factory: sessionmaker[Session], world: demo_world.DemoWorld, dispatcher:
 
     say(f"{watcher.stamp()} reporting the heads of {', '.join(world.repos)}")
     report_heads(factory, world, dispatcher)
-    watcher.wait("the first known-good", lambda s: knowngood.current(s) is not None, left())
+    watcher.wait("the first known-good", lambda s: knowngood.current(s) is not None, left(),
+                 refused=first_rejection)
     outcome.known_good = _say_known_good(factory, watcher, say)
 
     for push in bad_commits:
@@ -142,7 +210,11 @@ def run(factory: sessionmaker[Session], world: demo_world.DemoWorld, dispatcher:
             pinned = knowngood.combination_of(session, kg.combination_hash)
             return all(pinned.get(name) == sha for name, sha in shas.items())
 
-        watcher.wait("the fixes to be promoted", fixed, left())
+        def fix_rejected(session: Session) -> str | None:
+            return next(filter(None, (_rejected(_candidate_with(session, name, sha))
+                                      for name, sha in shas.items())), None)
+
+        watcher.wait("the fixes to be promoted", fixed, left(), refused=fix_rejected)
         outcome.final_known_good = _say_known_good(factory, watcher, say)
     outcome.elapsed_s = time.monotonic() - watcher.start
     return outcome
