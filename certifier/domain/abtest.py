@@ -534,7 +534,9 @@ def _gate_counts(s: PairedSeries, policy: ABPolicy, level: float) -> ABVerdict:
         outcome = Outcome.UNDECIDED
     elif p <= level and diff > floor:
         outcome = Outcome.REGRESSED
-    elif high < policy.count_equivalence_pp:
+    elif high < policy.count_equivalence_pp or diff <= floor:
+        # No worse than the controls by the floor: more rounds of a few packets each could not
+        # tell a small loss anyway, and the soak pools every run's counts for that.
         outcome = Outcome.OK
     else:
         outcome = Outcome.UNDECIDED
@@ -580,6 +582,8 @@ def _gate_values(s: PairedSeries, policy: ABPolicy, level: float,
     sequences = [*history, s.candidate, s.control]
     sigma, steps = noise_scale(sequences, scale, prior, policy.prior_weight, noise_floor)
     n = len(d)
+    if len(s.rounds) >= policy.min_rounds and _unmoved(s):
+        return _unchanged(s, policy, level, unit)
     if n == 0:
         return _no_data(s, policy, level, notes)
     df = max(1.0, steps + policy.prior_weight - 1.0)
@@ -623,6 +627,24 @@ def _gate_values(s: PairedSeries, policy: ABPolicy, level: float,
                      noise_shown, floor_shown, math.nan, level, None, 0, tuple(notes), sentence)
 
 
+def _unmoved(s: PairedSeries) -> bool:
+    """Every round measured the very same finite value on both sides (a longest outage of 0 ms,
+    a loss of 0 %): no difference at all, which more rounds would not change."""
+    values = {*s.candidate, *s.control}
+    return len(values) == 1 and all(math.isfinite(v) for v in values)
+
+
+def _unchanged(s: PairedSeries, policy: ABPolicy, level: float, unit: str) -> ABVerdict:
+    value = s.candidate[0]
+    n = len(s.rounds)
+    sentence = (f"{describe(s)}: ok, {fmt_value(value, s.unit)} on both sides in all {n} "
+                "rounds")
+    return ABVerdict(s.key, s.suite, s.metric, dict(s.labels), s.unit, s.better, "gate",
+                     "none", Outcome.OK, n, value, value, 0.0, 0.0, 0.0, unit, 0.0,
+                     policy.floor_for(s.suite, s.metric, policy.floor_pct), math.nan, level,
+                     None, 0, (), sentence)
+
+
 def _no_data(s: PairedSeries, policy: ABPolicy, level: float, notes: list[str]) -> ABVerdict:
     notes.append("no round with usable values on both sides")
     return ABVerdict(s.key, s.suite, s.metric, dict(s.labels), s.unit, s.better, "gate", "none",
@@ -657,12 +679,13 @@ def judge_gate(series: Iterable[PairedSeries], policy: ABPolicy | None = None,
 def needs_more_rounds(measurements: Iterable[Measurement], rounds_done: int,
                       policy: ABPolicy | None = None, noise: NoiseHistory | None = None) -> bool:
     """Whether the gate should run another round: some series is still undecided (or fewer
-    than ``min_rounds`` ran), and the cap ``max_rounds`` is not reached. A regressed series
-    does not stop the rounds early on its own; the caller may stop on it."""
+    than ``min_rounds`` ran), none has regressed yet, and the cap ``max_rounds`` is not reached.
+    A regression found stops the rounds: the run is judged on what it has, and a regression is
+    confirmed by a second run with fresh controls anyway, which costs less than more rounds."""
     policy = policy or ABPolicy()
     if rounds_done >= policy.max_rounds:
         return False
     if rounds_done < policy.min_rounds:
         return True
     verdict = judge_gate(paired_series(measurements), policy, noise)
-    return bool(verdict.undecided)
+    return bool(verdict.undecided) and not verdict.regressed

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from certifier.domain.absoak import SoakPolicy as ABSoakPolicy
-from certifier.domain.abtest import ABPolicy, paired_series
+from certifier.domain.abtest import ABPolicy, Outcome, judge_gate, needs_more_rounds, paired_series
 from certifier.domain.judgement import (
     ABEvidence,
     Baseline,
@@ -100,3 +100,28 @@ def test_a_soak_too_short_to_decide_says_so_without_failing() -> None:
     assert judged.verdict is Verdict.PASSED
     assert [e.kind for e in judged.excuses] == ["undecidable"]
     assert "more" in judged.excuses[0].message
+
+
+def _zero_loss_and_outage(rounds: int) -> list[Measurement]:
+    out = []
+    for r in range(rounds):
+        for side in (Side.CANDIDATE, Side.CONTROL):
+            out.append(Measurement("ping", "loss_pct", 0.0, "%", Better.LOWER,
+                                   {"src": "h1", "dst": "h2"}, side, r, 0, 20))
+            out.append(Measurement("ping", "longest_outage_ms", 0.0, "ms", Better.LOWER,
+                                   {"src": "h1", "dst": "h2"}, side, r))
+    return out
+
+
+def test_series_that_never_moved_are_decided_at_the_first_look_so_rounds_stop() -> None:
+    measured = _zero_loss_and_outage(2)
+    verdict = judge_gate(paired_series(measured), ABPolicy())
+    assert [v.outcome for v in verdict.verdicts] == [Outcome.OK, Outcome.OK]
+    assert not needs_more_rounds(measured, 2, ABPolicy())
+
+
+def test_a_regression_found_stops_the_rounds_before_the_cap() -> None:
+    rng = np.random.default_rng(7)
+    measured = ab_run(rng, 3, candidate=0.5)
+    assert judge_gate(paired_series(measured), ABPolicy()).regressed
+    assert not needs_more_rounds(measured, 3, ABPolicy())
