@@ -170,7 +170,9 @@ def create_celery(settings: Settings, ctx: WorkerContext | None = None) -> Celer
         return {**{k: v for k, v in vars(report).items() if v},
                 **({"holds_torn_down": released} if released else {})}
 
-    @app.task(name=ARCHIVE_TASK, acks_late=True, time_limit=1800, soft_time_limit=1740)
+    # Not shared, as below: a shared task would run with the first app's context (its database).
+    @app.task(name=ARCHIVE_TASK, acks_late=True, shared=False, time_limit=1800,
+              soft_time_limit=1740)
     def archive_known_goods() -> dict[str, Any]:
         kept = archive.keep_known_goods(context)
         return {"written": {str(v): b for v, b in kept.written.items()}, "failed": kept.failed}
