@@ -62,8 +62,10 @@ from certifier.domain.detector import (
     Counts,
     Scale,
     _fmt_signed,
+    _num,
     _wilson,
     describe,
+    series_fields,
 )
 from certifier.domain.results import Better, Measurement, Side, series_key
 
@@ -290,10 +292,9 @@ class ABVerdict:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "key": self.key, "suite": self.suite, "metric": self.metric,
-            "labels": dict(self.labels), "unit": self.unit, "better": str(self.better),
-            "stage": self.stage, "method": self.method, "outcome": str(self.outcome),
-            "n": self.n, "candidate_median": _num(self.candidate_median),
+            **series_fields(self), "stage": self.stage, "method": self.method,
+            "outcome": str(self.outcome), "n": self.n,
+            "candidate_median": _num(self.candidate_median),
             "control_median": _num(self.control_median), "shift": _num(self.shift),
             "shift_ci": [_num(self.low), _num(self.high)], "shift_unit": self.shift_unit,
             "noise": _num(self.noise), "floor": self.floor, "p_value": _num(self.p_value),
@@ -335,10 +336,6 @@ class ABJudgement:
         """Regressions first (they block), then the series that cannot be decided yet."""
         found = [v.excuse() for v in (*self.regressed, *self.undecided)]
         return [e for e in found if e is not None]
-
-
-def _num(x: float) -> float | None:
-    return x if math.isfinite(x) else None
 
 
 # --- shared arithmetic (the soak uses it too) -------------------------------------------------
