@@ -120,6 +120,11 @@ class PairedSeries:
         return series_key(self.suite, self.metric, dict(self.labels))
 
     @property
+    def names(self) -> tuple[str, str, str, dict[str, str], str, Better]:
+        """What its :class:`ABVerdict` begins with, whichever stage and method judged it."""
+        return self.key, self.suite, self.metric, dict(self.labels), self.unit, self.better
+
+    @property
     def counted(self) -> bool:
         return bool(self.rounds) and len(self.candidate_counts) == len(self.rounds) == len(
             self.control_counts)
@@ -509,7 +514,7 @@ def fmt_p(p: float) -> str:
 def informative_verdict(s: PairedSeries, stage: str) -> ABVerdict:
     sentence = (f"{describe(s)}: informative only, not judged (it follows the host's load "
                 "more than the candidate)")
-    return ABVerdict(s.key, s.suite, s.metric, dict(s.labels), s.unit, s.better, stage, "none",
+    return ABVerdict(*s.names, stage, "none",
                      Outcome.INFORMATIVE, len(s.rounds), median_of(s.candidate),
                      median_of(s.control), math.nan, math.nan, math.nan, "", math.nan, 0.0,
                      math.nan, 0.0, s.totals() if s.counted else None, 0, (), sentence)
@@ -546,7 +551,7 @@ def _gate_counts(s: PairedSeries, policy: ABPolicy, level: float) -> ABVerdict:
                     "the soak goes on")
     else:
         sentence = f"{describe(s)}: ok, {figures} over {rounds}"
-    return ABVerdict(s.key, s.suite, s.metric, dict(s.labels), s.unit, s.better, "gate",
+    return ABVerdict(*s.names, "gate",
                      "binomial", outcome, n, median_of(s.candidate), median_of(s.control), diff,
                      low, high, "pp", math.nan, floor, p, level, (cand, ctrl), 0, (), sentence)
 
@@ -615,14 +620,14 @@ def _gate_values(s: PairedSeries, policy: ABPolicy, level: float,
     else:
         sentence = (f"{describe(s)}: ok, {_fmt_signed(shift)} {unit} vs the controls over "
                     f"{rounds}")
-    return ABVerdict(s.key, s.suite, s.metric, dict(s.labels), s.unit, s.better, "gate",
+    return ABVerdict(*s.names, "gate",
                      "paired-huber", outcome, n, cand_med, ctrl_med, shift, low, high, unit,
                      noise_shown, floor_shown, math.nan, level, None, 0, tuple(notes), sentence)
 
 
 def _no_data(s: PairedSeries, policy: ABPolicy, level: float, notes: list[str]) -> ABVerdict:
     notes.append("no round with usable values on both sides")
-    return ABVerdict(s.key, s.suite, s.metric, dict(s.labels), s.unit, s.better, "gate", "none",
+    return ABVerdict(*s.names, "gate", "none",
                      Outcome.UNDECIDED, 0, math.nan, math.nan, math.nan, math.nan, math.nan, "",
                      math.nan, 0.0, math.nan, level, None, 0, tuple(notes),
                      f"{describe(s)}: cannot decide at the gate ({'; '.join(notes)})")
