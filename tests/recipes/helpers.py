@@ -39,8 +39,9 @@ from certifier.settings import (
     ThresholdsConfig,
     UpgradeSuiteConfig,
 )
-from workers import runner
+from workers import checkout, runner
 from workers.context import WorkerContext
+from workers.recipes import Deployable
 
 # 198.19.<n>.0/24 from the top, away from tests/testbed's counter that starts low.
 _subnets = itertools.count((os.getpid() * 13) % 100)
@@ -56,6 +57,14 @@ def write_hook(folder: Path, name: str, body: str) -> Path:
     path.write_text(body if body.startswith("#!") else "#!/bin/sh\n" + body + "\n")
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return path
+
+
+def deployable(tmp_path: Path, repo: Path, name: str, sha: str, recipe: Path) -> Deployable:
+    """Component ``name`` of ``repo`` checked out at ``sha`` under ``tmp_path``, as the runner
+    checks it out, with its recipe: what the upgrade suite deploys."""
+    tree = checkout.checkout(tmp_path / "mirrors", name, str(repo), sha,
+                             tmp_path / "src" / sha[:12] / name)
+    return Deployable(name, sha, tree, recipe)
 
 
 def git_repo(path: Path, files: dict[str, str], message: str = "first") -> tuple[Path, str]:
