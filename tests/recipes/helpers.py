@@ -67,6 +67,18 @@ def deployable(tmp_path: Path, repo: Path, name: str, sha: str, recipe: Path) ->
     return Deployable(name, sha, tree, recipe)
 
 
+def link_cut(tmp_path: Path, seconds: float) -> Deployable:
+    """Component ``net``, whose upgrade takes h2's data-plane link down for ``seconds``: an
+    outage of known length for the upgrade suite to measure."""
+    repo, sha = git_repo(tmp_path / "net", {"version": "1\n"})
+    recipe = tmp_path / "recipe"
+    write_hook(recipe, "deploy", "true")
+    write_hook(recipe, "upgrade", 'ip -n "$CERTIFIER_HOST_H2_NS" link set dev eth0 down\n'
+                                  f"sleep {seconds:g}\n"
+                                  'ip -n "$CERTIFIER_HOST_H2_NS" link set dev eth0 up')
+    return deployable(tmp_path, repo, "net", sha, recipe)
+
+
 def git_repo(path: Path, files: dict[str, str], message: str = "first") -> tuple[Path, str]:
     path.mkdir(parents=True, exist_ok=True)
     subprocess.run(["git", "-C", str(path), "init", "-q", "-b", "main"], check=True,

@@ -17,7 +17,7 @@ from workers.suites import upgrade
 from workers.suites.upgrade import UpgradeOptions
 from workers.testbed.base import Testbed
 
-from ..recipes.helpers import Harness, deployable, git_repo, harness, write_hook
+from ..recipes.helpers import Harness, deployable, git_repo, harness, link_cut, write_hook
 
 RUN = RunInfo(run_id=12, kind="gate", candidate_id=3)
 NOTE = "kvd 2 serves 64 clients unless local.conf says otherwise; set max_clients again."
@@ -144,13 +144,7 @@ def test_an_unreadable_snapshot_after_the_upgrade_is_a_failed_check_naming_the_l
 def test_a_three_second_link_cut_during_the_upgrade_is_measured_as_three_seconds(
     netns_bed: Testbed, tmp_path: Path,
 ) -> None:
-    repo, sha = git_repo(tmp_path / "net", {"version": "1\n"})
-    recipe = tmp_path / "recipe"
-    write_hook(recipe, "deploy", "true")
-    write_hook(recipe, "upgrade", 'ip -n "$CERTIFIER_HOST_H2_NS" link set dev eth0 down\n'
-                                  "sleep 3\n"
-                                  'ip -n "$CERTIFIER_HOST_H2_NS" link set dev eth0 up')
-    comp = deployable(tmp_path, repo, "net", sha, recipe)
+    comp = link_cut(tmp_path, 3)
 
     result = upgrade.run(netns_bed, _options(comp, comp, ping_interval=0.05))
 

@@ -16,7 +16,7 @@ from workers.suites.upgrade import UpgradeOptions, parse_trace
 from workers.testbed.base import Testbed
 from workers.testbed.process import pids_with_cookie
 
-from ..recipes.helpers import deployable, git_repo, harness, write_hook
+from ..recipes.helpers import deployable, git_repo, harness, link_cut, write_hook
 
 RUN = RunInfo(run_id=11, kind="gate", candidate_id=2)
 
@@ -104,13 +104,7 @@ def test_the_demo_service_keeps_or_loses_its_data_across_an_upgrade(
 def test_the_outage_of_the_data_plane_during_the_upgrade_is_measured(
     netns_bed: Testbed, tmp_path: Path,
 ) -> None:
-    repo, sha = git_repo(tmp_path / "net", {"version": "1\n"})
-    recipe = tmp_path / "recipe"
-    write_hook(recipe, "deploy", "true")
-    write_hook(recipe, "upgrade", 'ip -n "$CERTIFIER_HOST_H2_NS" link set eth0 down\n'
-                                  "sleep 0.6\n"
-                                  'ip -n "$CERTIFIER_HOST_H2_NS" link set eth0 up')
-    comp = deployable(tmp_path, repo, "net", sha, recipe)
+    comp = link_cut(tmp_path, 0.6)
 
     result = upgrade.run(netns_bed, _options((comp,), (comp,), max_outage_s=0.2))
 
