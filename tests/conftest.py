@@ -5,7 +5,8 @@
 gets ``session_factory`` on one connection inside an outer transaction that is rolled back when
 the test ends; sessions join it through SAVEPOINTs, so code under test may ``commit()`` as in
 production and still leave nothing behind. ``empty_database_url`` is a fresh, unmigrated database
-of its own for tests of the migrations themselves.
+of its own for tests of the migrations themselves. ``world`` is the usual starting point of a
+pipeline test on that database: one component and one gate testbed.
 
 PostgreSQL is ``postgresql://postgres@127.0.0.1:5432/test`` unless ``CERTIFIER_TEST_POSTGRES_URL``
 says otherwise; each test database is created there and dropped afterwards. If the server is not
@@ -30,6 +31,8 @@ from sqlalchemy.pool import NullPool
 
 from certifier.db import migrate
 from certifier.db.session import make_engine
+from certifier.domain.clock import FakeClock
+from tests.api.factories import World
 from tests.requirements import unavailable
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -181,3 +184,13 @@ def session_factory(db_connection: Connection) -> sessionmaker[Session]:
     return sessionmaker(
         bind=db_connection, join_transaction_mode="create_savepoint", expire_on_commit=False
     )
+
+
+@pytest.fixture
+def world(session_factory: sessionmaker[Session]) -> World:
+    """Component ``nova`` and gate testbed ``gate1`` on a clock of their own. A folder or module
+    that needs another world (tests/api, tests/web: a shared clock) defines its own ``world``."""
+    w = World(session_factory, FakeClock())
+    w.component("nova")
+    w.testbed("gate1")
+    return w

@@ -376,7 +376,7 @@ def _soak_counts(series: SoakSeries, policy: SoakPolicy, level: float) -> ABVerd
                     f"({figures}), needs more runs")
     else:
         sentence = f"{describe(s)}: ok, {figures} over {n} soak runs"
-    return ABVerdict(s.key, s.suite, s.metric, dict(s.labels), s.unit, s.better, "soak",
+    return ABVerdict(*s.names, "soak",
                      "binomial", outcome, n, *_medians(series), diff, low, high, "pp", math.nan,
                      floor, p, level, (cand, ctrl), 0, (), sentence)
 
@@ -403,7 +403,7 @@ def _soak_values(series: SoakSeries, policy: SoakPolicy, level: float) -> ABVerd
         needed = max(policy.min_runs - n, 1)
         sentence = (f"{describe(s)}: cannot decide yet after {n} soak run{'s' * (n != 1)}, "
                     f"needs ≥ {needed} more run{'s' * (needed != 1)}")
-        return ABVerdict(s.key, s.suite, s.metric, dict(s.labels), s.unit, s.better, "soak",
+        return ABVerdict(*s.names, "soak",
                          "signed-rank", Outcome.UNDECIDED, n, cand_med, ctrl_med, math.nan,
                          math.nan, math.nan, unit, math.nan, floor_shown, 1.0, level, None,
                          needed, tuple(notes), sentence)
@@ -431,7 +431,7 @@ def _soak_values(series: SoakSeries, policy: SoakPolicy, level: float) -> ABVerd
                     f"more run{'s' * (needed != 1)}")
     else:
         sentence = f"{describe(s)}: ok, {_fmt_signed(shift)} {unit} vs the controls ({runs_text})"
-    return ABVerdict(s.key, s.suite, s.metric, dict(s.labels), s.unit, s.better, "soak",
+    return ABVerdict(*s.names, "soak",
                      "signed-rank", outcome, n, cand_med, ctrl_med, shift, low, high, unit,
                      half, floor_shown, window.p, level, None, needed, tuple(notes), sentence)
 

@@ -62,8 +62,10 @@ from certifier.domain.detector import (
     Counts,
     Scale,
     _fmt_signed,
+    _num,
     _wilson,
     describe,
+    series_fields,
 )
 from certifier.domain.results import Better, Measurement, Side, series_key
 
@@ -116,6 +118,11 @@ class PairedSeries:
     @property
     def key(self) -> str:
         return series_key(self.suite, self.metric, dict(self.labels))
+
+    @property
+    def names(self) -> tuple[str, str, str, dict[str, str], str, Better]:
+        """What its :class:`ABVerdict` begins with, whichever stage and method judged it."""
+        return self.key, self.suite, self.metric, dict(self.labels), self.unit, self.better
 
     @property
     def counted(self) -> bool:
@@ -290,10 +297,9 @@ class ABVerdict:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "key": self.key, "suite": self.suite, "metric": self.metric,
-            "labels": dict(self.labels), "unit": self.unit, "better": str(self.better),
-            "stage": self.stage, "method": self.method, "outcome": str(self.outcome),
-            "n": self.n, "candidate_median": _num(self.candidate_median),
+            **series_fields(self), "stage": self.stage, "method": self.method,
+            "outcome": str(self.outcome), "n": self.n,
+            "candidate_median": _num(self.candidate_median),
             "control_median": _num(self.control_median), "shift": _num(self.shift),
             "shift_ci": [_num(self.low), _num(self.high)], "shift_unit": self.shift_unit,
             "noise": _num(self.noise), "floor": self.floor, "p_value": _num(self.p_value),
@@ -335,10 +341,6 @@ class ABJudgement:
         """Regressions first (they block), then the series that cannot be decided yet."""
         found = [v.excuse() for v in (*self.regressed, *self.undecided)]
         return [e for e in found if e is not None]
-
-
-def _num(x: float) -> float | None:
-    return x if math.isfinite(x) else None
 
 
 # --- shared arithmetic (the soak uses it too) -------------------------------------------------
@@ -512,7 +514,7 @@ def fmt_p(p: float) -> str:
 def informative_verdict(s: PairedSeries, stage: str) -> ABVerdict:
     sentence = (f"{describe(s)}: informative only, not judged (it follows the host's load "
                 "more than the candidate)")
-    return ABVerdict(s.key, s.suite, s.metric, dict(s.labels), s.unit, s.better, stage, "none",
+    return ABVerdict(*s.names, stage, "none",
                      Outcome.INFORMATIVE, len(s.rounds), median_of(s.candidate),
                      median_of(s.control), math.nan, math.nan, math.nan, "", math.nan, 0.0,
                      math.nan, 0.0, s.totals() if s.counted else None, 0, (), sentence)
@@ -551,7 +553,7 @@ def _gate_counts(s: PairedSeries, policy: ABPolicy, level: float) -> ABVerdict:
                     "the soak goes on")
     else:
         sentence = f"{describe(s)}: ok, {figures} over {rounds}"
-    return ABVerdict(s.key, s.suite, s.metric, dict(s.labels), s.unit, s.better, "gate",
+    return ABVerdict(*s.names, "gate",
                      "binomial", outcome, n, median_of(s.candidate), median_of(s.control), diff,
                      low, high, "pp", math.nan, floor, p, level, (cand, ctrl), 0, (), sentence)
 
@@ -622,7 +624,7 @@ def _gate_values(s: PairedSeries, policy: ABPolicy, level: float,
     else:
         sentence = (f"{describe(s)}: ok, {_fmt_signed(shift)} {unit} vs the controls over "
                     f"{rounds}")
-    return ABVerdict(s.key, s.suite, s.metric, dict(s.labels), s.unit, s.better, "gate",
+    return ABVerdict(*s.names, "gate",
                      "paired-huber", outcome, n, cand_med, ctrl_med, shift, low, high, unit,
                      noise_shown, floor_shown, math.nan, level, None, 0, tuple(notes), sentence)
 
@@ -647,7 +649,7 @@ def _unchanged(s: PairedSeries, policy: ABPolicy, level: float, unit: str) -> AB
 
 def _no_data(s: PairedSeries, policy: ABPolicy, level: float, notes: list[str]) -> ABVerdict:
     notes.append("no round with usable values on both sides")
-    return ABVerdict(s.key, s.suite, s.metric, dict(s.labels), s.unit, s.better, "gate", "none",
+    return ABVerdict(*s.names, "gate", "none",
                      Outcome.UNDECIDED, 0, math.nan, math.nan, math.nan, math.nan, math.nan, "",
                      math.nan, 0.0, math.nan, level, None, 0, tuple(notes),
                      f"{describe(s)}: cannot decide at the gate ({'; '.join(notes)})")

@@ -241,9 +241,8 @@ class SeriesVerdict:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "key": self.key, "suite": self.suite, "metric": self.metric,
-            "labels": dict(self.labels), "unit": self.unit, "better": str(self.better),
-            "scale": str(self.scale), "method": str(self.method), "outcome": str(self.outcome),
+            **series_fields(self), "scale": str(self.scale), "method": str(self.method),
+            "outcome": str(self.outcome),
             "baseline": _summary_dict(self.baseline), "candidate": _summary_dict(self.candidate),
             "window": list(self.window), "shift": _num(self.shift),
             "shift_ci": [_num(self.shift_low), _num(self.shift_high)],
@@ -278,7 +277,17 @@ class CandidateVerdict:
 
 
 def _num(x: float) -> float | None:
+    """JSON has no NaN or infinity: a number that is not finite is stored as null."""
     return x if math.isfinite(x) else None
+
+
+def series_fields(verdict: Judged) -> dict[str, Any]:
+    """What every verdict's dict starts with, the detector's and the A/B test's alike: the
+    names of the series it judged, in one place so that the two dicts cannot drift apart."""
+    return {
+        "key": verdict.key, "suite": verdict.suite, "metric": verdict.metric,
+        "labels": dict(verdict.labels), "unit": verdict.unit, "better": str(verdict.better),
+    }
 
 
 def _summary_dict(s: Summary) -> dict[str, Any]:
@@ -563,6 +572,17 @@ class Described(Protocol):
     def metric(self) -> str: ...
     @property
     def labels(self) -> Mapping[str, str]: ...
+
+
+class Judged(Described, Protocol):
+    """A verdict on one series: a :class:`SeriesVerdict` or an A/B ``ABVerdict``."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def unit(self) -> str: ...
+    @property
+    def better(self) -> Better: ...
 
 
 def describe(series: Described) -> str:

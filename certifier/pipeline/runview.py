@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from certifier.db import models
 from certifier.domain.results import Side
 from certifier.pipeline import queries
-from certifier.pipeline.views import RunView, _run_view, series_title
+from certifier.pipeline.views import NamedSeries, RunView, _run_view
 
 
 def _median(values: Sequence[float | None]) -> float | None:
@@ -27,23 +27,13 @@ def _median(values: Sequence[float | None]) -> float | None:
 
 
 @dataclass(frozen=True, slots=True)
-class AbSeries:
+class AbSeries(NamedSeries):
     """One series of one run: per round, the candidate's value and the control's (None where a
     side did not measure it in that round; the median where it measured it more than once)."""
 
-    key: str
-    suite: str
-    metric: str
-    labels: Mapping[str, str]
-    unit: str
-    better: str
     rounds: tuple[int, ...]
     candidate: tuple[float | None, ...]
     control: tuple[float | None, ...]
-
-    @property
-    def title(self) -> str:
-        return series_title(self.suite, self.metric, self.labels)
 
     @property
     def candidate_median(self) -> float | None:

@@ -496,13 +496,23 @@ class Point:
 
 
 @dataclass(frozen=True, slots=True)
-class SeriesView:
+class NamedSeries:
+    """What names a series on a page, the history's and a run's alike, and its title."""
+
     key: str
     suite: str
     metric: str
     labels: Mapping[str, str]
     unit: str
     better: str
+
+    @property
+    def title(self) -> str:
+        return series_title(self.suite, self.metric, self.labels)
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesView(NamedSeries):
     points: tuple[Point, ...]
     baseline: Band | None
     flagged: bool = False  # a run's regression or limit excuse names this series
@@ -517,10 +527,6 @@ class SeriesView:
         if self.baseline is None or self.baseline.median == 0:
             return None
         return 100.0 * (self.median - self.baseline.median) / abs(self.baseline.median)
-
-    @property
-    def title(self) -> str:
-        return series_title(self.suite, self.metric, self.labels)
 
 
 def series_title(suite: str, metric: str, labels: Mapping[str, str]) -> str:

@@ -14,7 +14,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from certifier.api.routers.metrics import _last_measurements
 from certifier.db import models
 from certifier.db.session import session_scope
-from certifier.domain.clock import FakeClock
 from certifier.domain.detector import DetectorPolicy
 from certifier.domain.promotion import SoakPolicy
 from certifier.domain.results import Side
@@ -23,14 +22,6 @@ from tests.api.factories import SOAK, World, ab_results
 
 KEY = "ping.loss_pct{dst=h2,src=h1}"
 OWN, CONTROL = 1.0, 99.0  # the run's own value, and the value its control measured
-
-
-@pytest.fixture
-def world(session_factory: sessionmaker[Session]) -> World:
-    w = World(session_factory, FakeClock())
-    w.component("nova")
-    w.testbed("gate1")
-    return w
 
 
 def _finish(world: World, run_id: int, rounds: int = 2) -> None:

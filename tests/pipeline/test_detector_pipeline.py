@@ -12,13 +12,10 @@ from __future__ import annotations
 import random
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
 
 from certifier.db import models
 from certifier.db.session import session_scope
-from certifier.domain.clock import FakeClock
 from certifier.domain.detector import DetectorPolicy
 from certifier.domain.judgement import JudgementPolicy, RunKind, Verdict
 from certifier.domain.promotion import SoakPolicy
@@ -31,14 +28,6 @@ DETECTOR = DetectorPolicy.soak(runs=28)
 JUDGE = JudgementPolicy(detector=DETECTOR)
 BASELINE_RUNS = 24
 NOISE_CV = 0.01
-
-
-@pytest.fixture
-def world(session_factory: sessionmaker[Session]) -> World:
-    w = World(session_factory, FakeClock())
-    w.component("nova")
-    w.testbed("gate1")
-    return w
 
 
 def _bandwidth(gbps: float) -> list[SuiteResult]:

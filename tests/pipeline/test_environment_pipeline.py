@@ -9,13 +9,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-import pytest
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
 
 from certifier.db import models
 from certifier.db.session import session_scope
-from certifier.domain.clock import FakeClock
 from certifier.domain.environment import EnvironmentPolicy
 from certifier.domain.judgement import JudgementPolicy, Verdict
 from certifier.domain.lifecycle import CandidateState
@@ -30,14 +27,6 @@ def busy(cpu: float) -> dict[str, Any]:
     """What the runner stores: here just the start probe's background pressure."""
     return {"version": 1, "host": {}, "spans": {},
             "probes": {"start": {"background": {"cpu_pressure_pct": cpu}}}}
-
-
-@pytest.fixture
-def world(session_factory: sessionmaker[Session]) -> World:
-    w = World(session_factory, FakeClock())
-    w.component("nova")
-    w.testbed("gate1")
-    return w
 
 
 def _finish(world: World, run_id: int, environment: dict[str, Any] | None,

@@ -8,12 +8,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
-from sqlalchemy.orm import Session, sessionmaker
-
 from certifier.db import models
 from certifier.db.session import session_scope
-from certifier.domain.clock import FakeClock
 from certifier.domain.judgement import JudgementPolicy
 from certifier.domain.promotion import SoakPolicy
 from certifier.pipeline import runs, scheduler
@@ -22,14 +18,6 @@ from tests.api.factories import World
 POLICY = SoakPolicy(duration=timedelta(hours=1), interval=timedelta(minutes=10), min_runs=1,
                     max_infra_retries=4, infra_backoff=timedelta(seconds=30),
                     infra_backoff_max=timedelta(seconds=100))
-
-
-@pytest.fixture
-def world(session_factory: sessionmaker[Session]) -> World:
-    w = World(session_factory, FakeClock())
-    w.component("nova")
-    w.testbed("gate1")
-    return w
 
 
 def _reconcile(world: World) -> scheduler.ReconcileReport:

@@ -39,8 +39,9 @@ from certifier.settings import (
     ThresholdsConfig,
     UpgradeSuiteConfig,
 )
-from workers import runner
+from workers import checkout, runner
 from workers.context import WorkerContext
+from workers.recipes import Deployable
 
 # 198.19.<n>.0/24 from the top, away from tests/testbed's counter that starts low.
 _subnets = itertools.count((os.getpid() * 13) % 100)
@@ -56,6 +57,26 @@ def write_hook(folder: Path, name: str, body: str) -> Path:
     path.write_text(body if body.startswith("#!") else "#!/bin/sh\n" + body + "\n")
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return path
+
+
+def deployable(tmp_path: Path, repo: Path, name: str, sha: str, recipe: Path) -> Deployable:
+    """Component ``name`` of ``repo`` checked out at ``sha`` under ``tmp_path``, as the runner
+    checks it out, with its recipe: what the upgrade suite deploys."""
+    tree = checkout.checkout(tmp_path / "mirrors", name, str(repo), sha,
+                             tmp_path / "src" / sha[:12] / name)
+    return Deployable(name, sha, tree, recipe)
+
+
+def link_cut(tmp_path: Path, seconds: float) -> Deployable:
+    """Component ``net``, whose upgrade takes h2's data-plane link down for ``seconds``: an
+    outage of known length for the upgrade suite to measure."""
+    repo, sha = git_repo(tmp_path / "net", {"version": "1\n"})
+    recipe = tmp_path / "recipe"
+    write_hook(recipe, "deploy", "true")
+    write_hook(recipe, "upgrade", 'ip -n "$CERTIFIER_HOST_H2_NS" link set dev eth0 down\n'
+                                  f"sleep {seconds:g}\n"
+                                  'ip -n "$CERTIFIER_HOST_H2_NS" link set dev eth0 up')
+    return deployable(tmp_path, repo, "net", sha, recipe)
 
 
 def git_repo(path: Path, files: dict[str, str], message: str = "first") -> tuple[Path, str]:

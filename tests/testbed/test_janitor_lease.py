@@ -26,11 +26,9 @@ from typing import Any
 
 import pytest
 from sqlalchemy import update
-from sqlalchemy.orm import Session, sessionmaker
 
 from certifier.db import models
 from certifier.db.session import session_scope
-from certifier.domain.clock import FakeClock
 from certifier.pipeline import runs
 from certifier.settings import UpgradeSuiteConfig
 from tests.api.factories import World
@@ -61,14 +59,6 @@ DEAD_RUN = textwrap.dedent("""
 
 
 # -- the claim: no root needed ----------------------------------------------------------------
-
-
-@pytest.fixture
-def world(session_factory: sessionmaker[Session]) -> World:
-    w = World(session_factory, FakeClock())
-    w.component("nova")
-    w.testbed("gate1")
-    return w
 
 
 def test_taking_over_an_expired_lease_finishes_the_run_that_held_it(world: World) -> None:

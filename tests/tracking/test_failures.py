@@ -30,7 +30,15 @@ from certifier.tracking.sources import source_factory
 from .conftest import Upstream
 from .fakes import FakeGitLab
 from .payloads import body_of, gitlab_headers, gitlab_push
-from .test_polling import add, commits, head, poll, state, store_gitlab_push
+from .test_polling import (
+    add,
+    commits,
+    gitlab_component,
+    head,
+    poll,
+    state,
+    store_gitlab_push,
+)
 
 SECRET = "gitlab-webhook-secret-for-failures"
 # 9999-12-31T23:59:59Z, the last second a datetime can hold (and 2200-01-01, the first refused).
@@ -81,9 +89,7 @@ def test_a_gitlab_commit_with_an_impossible_date_is_stored_undated_with_a_note(
     session_factory: sessionmaker[Session], clock: FakeClock, gitlab_fake: FakeGitLab,
     tmp_path: Path, date: str,
 ) -> None:
-    repo = gitlab_fake.repo("grp/comp")
-    repo.commit()
-    cid = add(session_factory, clock, source="gitlab", url=f"{gitlab_fake.url}/grp/comp")
+    repo, _, cid = gitlab_component(session_factory, clock, gitlab_fake)
     assert poll(session_factory, cid, clock, tmp_path).ok
     odd = repo.commit()
     repo.commits[odd].date_text = date
@@ -98,10 +104,8 @@ def test_a_gitlab_commit_dated_in_range_keeps_its_date_in_utc(
     session_factory: sessionmaker[Session], clock: FakeClock, gitlab_fake: FakeGitLab,
     tmp_path: Path,
 ) -> None:
-    repo = gitlab_fake.repo("grp/comp")
-    sha = repo.commit()
+    repo, sha, cid = gitlab_component(session_factory, clock, gitlab_fake)
     repo.commits[sha].date = datetime(2199, 12, 31, 22, 0, tzinfo=timezone(timedelta(hours=-1)))
-    cid = add(session_factory, clock, source="gitlab", url=f"{gitlab_fake.url}/grp/comp")
     assert poll(session_factory, cid, clock, tmp_path).ok
     assert commits(session_factory)[sha].committed_at == datetime(2199, 12, 31, 23, tzinfo=UTC)
 
@@ -219,8 +223,7 @@ def test_a_poll_error_never_repeats_the_forges_answer_body(
     session_factory: sessionmaker[Session], clock: FakeClock, gitlab_fake: FakeGitLab,
     tmp_path: Path,
 ) -> None:
-    gitlab_fake.repo("grp/comp").commit()
-    cid = add(session_factory, clock, source="gitlab", url=f"{gitlab_fake.url}/grp/comp")
+    _, _, cid = gitlab_component(session_factory, clock, gitlab_fake)
     gitlab_fake.limit_status, gitlab_fake.rate_limit_next = 500, 1  # answers {"message": …}
     assert not poll(session_factory, cid, clock, tmp_path).ok
     error = state(session_factory, cid).last_error
@@ -244,9 +247,7 @@ def test_a_delivery_outcome_never_repeats_the_forges_answer_body(
     session_factory: sessionmaker[Session], clock: FakeClock, gitlab_fake: FakeGitLab,
     tmp_path: Path,
 ) -> None:
-    repo = gitlab_fake.repo("grp/comp")
-    first = repo.commit()
-    add(session_factory, clock, source="gitlab", url=f"{gitlab_fake.url}/grp/comp")
+    repo, first, _ = gitlab_component(session_factory, clock, gitlab_fake)
     sources = source_factory(tmp_path, 5, 5)
     stored = store_gitlab_push(session_factory, clock, gitlab_push("grp/comp", first))
     deliveries.process(session_factory, stored, sources, clock, RecordingDispatcher())

@@ -25,7 +25,7 @@ from certifier.tracking.sources import source_factory
 from certifier.tracking.webhooks import dedup_key
 
 from .conftest import Upstream
-from .fakes import FakeGitLab
+from .fakes import FakeGitLab, FakeRepo
 from .payloads import body_of, gitlab_push
 
 
@@ -38,6 +38,16 @@ def add(factory: sessionmaker[Session], clock: FakeClock, **config: object) -> i
     with session_scope(factory) as session:
         return components.create_component(
             session, ComponentConfig.model_validate({"name": "comp", **config}), clock).id
+
+
+def gitlab_component(factory: sessionmaker[Session], clock: FakeClock, gitlab: FakeGitLab,
+                     url_suffix: str = "", **config: object) -> tuple[FakeRepo, str, int]:
+    """Project grp/comp on the fake GitLab with one commit, and component "comp" tracking it
+    (``url_suffix`` ".git" names it as a clone URL would): the project, the commit, the id."""
+    repo = gitlab.repo("grp/comp")
+    first = repo.commit()
+    cid = add(factory, clock, source="gitlab", url=f"{gitlab.url}/grp/comp{url_suffix}", **config)
+    return repo, first, cid
 
 
 def poll(factory: sessionmaker[Session], cid: int, clock: FakeClock, tmp_path: Path,
@@ -77,9 +87,7 @@ def test_polling_gitlab_finds_new_commits_and_asks_for_a_reconcile(
     session_factory: sessionmaker[Session], clock: FakeClock, gitlab_fake: FakeGitLab,
     tmp_path: Path,
 ) -> None:
-    repo = gitlab_fake.repo("grp/comp")
-    first = repo.commit()
-    cid = add(session_factory, clock, source="gitlab", url=f"{gitlab_fake.url}/grp/comp.git")
+    repo, first, cid = gitlab_component(session_factory, clock, gitlab_fake, ".git")
     dispatcher = RecordingDispatcher()
     result = poll(session_factory, cid, clock, tmp_path, dispatcher)
     assert result.ok and result.new_commits == [first] and dispatcher.reconciles == 1
@@ -95,9 +103,7 @@ def test_a_webhook_and_a_poll_seeing_the_same_commit_make_one_commit(
     session_factory: sessionmaker[Session], clock: FakeClock, gitlab_fake: FakeGitLab,
     tmp_path: Path,
 ) -> None:
-    repo = gitlab_fake.repo("grp/comp")
-    first = repo.commit()
-    cid = add(session_factory, clock, source="gitlab", url=f"{gitlab_fake.url}/grp/comp.git")
+    repo, first, cid = gitlab_component(session_factory, clock, gitlab_fake, ".git")
     poll(session_factory, cid, clock, tmp_path)
     second = repo.commit(title="pushed")
     delivery = store_gitlab_push(session_factory, clock, gitlab_push(
@@ -241,8 +247,7 @@ def test_a_rate_limited_poll_waits_for_the_retry_after_it_was_given(
     session_factory: sessionmaker[Session], clock: FakeClock, gitlab_fake: FakeGitLab,
     tmp_path: Path,
 ) -> None:
-    gitlab_fake.repo("grp/comp").commit()
-    cid = add(session_factory, clock, source="gitlab", url=f"{gitlab_fake.url}/grp/comp")
+    _, _, cid = gitlab_component(session_factory, clock, gitlab_fake)
     gitlab_fake.rate_limit_next, gitlab_fake.retry_after = 1, 900
     result = poll(session_factory, cid, clock, tmp_path)
     assert not result.ok and result.next_poll_in == timedelta(seconds=900)
@@ -253,9 +258,7 @@ def test_an_exhausted_rate_limit_window_delays_the_next_poll_to_its_reset(
     session_factory: sessionmaker[Session], clock: FakeClock, gitlab_fake: FakeGitLab,
     tmp_path: Path,
 ) -> None:
-    gitlab_fake.repo("grp/comp").commit()
-    cid = add(session_factory, clock, source="gitlab", url=f"{gitlab_fake.url}/grp/comp",
-              poll_interval="30s")
+    _, _, cid = gitlab_component(session_factory, clock, gitlab_fake, poll_interval="30s")
     gitlab_fake.remaining = 0
     result = poll(session_factory, cid, clock, tmp_path)
     assert result.ok and result.next_poll_in > timedelta(minutes=5)

@@ -5,7 +5,6 @@ and a data-plane link taken down for a known time.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,33 +12,17 @@ import pytest
 from certifier.api.schemas import RunDetail
 from certifier.demo import world as demo_world
 from tests.requirements import needs_binary, needs_root
-from workers import checkout
 from workers.recipes import Deployable, RunInfo
 from workers.suites import upgrade
 from workers.suites.upgrade import UpgradeOptions
-from workers.testbed.base import Testbed, TestbedSpec, create_testbed
+from workers.testbed.base import Testbed
 
-from ..recipes.helpers import Harness, git_repo, harness, unique_subnet, write_hook
+from ..recipes.helpers import Harness, deployable, git_repo, harness, link_cut, write_hook
 
 RUN = RunInfo(run_id=12, kind="gate", candidate_id=3)
 NOTE = "kvd 2 serves 64 clients unless local.conf says otherwise; set max_clients again."
 
 pytestmark = [pytest.mark.root, needs_root, needs_binary("ip", "ping", "git")]
-
-
-@pytest.fixture
-def netns_bed(tmp_path: Path) -> Iterator[Testbed]:
-    bed = create_testbed(TestbedSpec(name="t", driver="netns", subnet=unique_subnet()),
-                         tag=f"s{abs(hash(tmp_path)) % 10**8}", state_dir=tmp_path / "state",
-                         records_dir=tmp_path / "records")
-    yield bed
-    bed.teardown()
-
-
-def _deployable(tmp_path: Path, repo: Path, name: str, sha: str, recipe: Path) -> Deployable:
-    tree = checkout.checkout(tmp_path / "mirrors", name, str(repo), sha,
-                             tmp_path / "src" / sha[:12] / name)
-    return Deployable(name, sha, tree, recipe)
 
 
 def _options(old: Deployable, new: Deployable, **overrides: object) -> UpgradeOptions:
@@ -118,8 +101,8 @@ def test_a_recipe_without_a_snapshot_hook_still_gets_a_file_level_diff(
                'echo kept > "$CERTIFIER_COMPONENT_STATE_DIR/etc/site.ini"\n'
                'head -c 64 /dev/urandom > "$CERTIFIER_COMPONENT_STATE_DIR/data.bin"')
     write_hook(recipe, "deploy", install)
-    old = _deployable(tmp_path, repo, "app", first, recipe)
-    new = _deployable(tmp_path, repo, "app", second, recipe)
+    old = deployable(tmp_path, repo, "app", first, recipe)
+    new = deployable(tmp_path, repo, "app", second, recipe)
 
     result = upgrade.run(netns_bed, _options(old, new))
 
@@ -145,8 +128,8 @@ def test_an_unreadable_snapshot_after_the_upgrade_is_a_failed_check_naming_the_l
     write_hook(recipe, "snapshot", 'if [ "$(cat version)" = 1 ]; then echo "app.version 1"; '
                                    'else echo "app.version 2"; echo "WARNING: disk nearly full";'
                                    " fi")
-    old = _deployable(tmp_path, repo, "app", first, recipe)
-    new = _deployable(tmp_path, repo, "app", second, recipe)
+    old = deployable(tmp_path, repo, "app", first, recipe)
+    new = deployable(tmp_path, repo, "app", second, recipe)
 
     result = upgrade.run(netns_bed, _options(old, new))
 
@@ -161,13 +144,7 @@ def test_an_unreadable_snapshot_after_the_upgrade_is_a_failed_check_naming_the_l
 def test_a_three_second_link_cut_during_the_upgrade_is_measured_as_three_seconds(
     netns_bed: Testbed, tmp_path: Path,
 ) -> None:
-    repo, sha = git_repo(tmp_path / "net", {"version": "1\n"})
-    recipe = tmp_path / "recipe"
-    write_hook(recipe, "deploy", "true")
-    write_hook(recipe, "upgrade", 'ip -n "$CERTIFIER_HOST_H2_NS" link set dev eth0 down\n'
-                                  "sleep 3\n"
-                                  'ip -n "$CERTIFIER_HOST_H2_NS" link set dev eth0 up')
-    comp = _deployable(tmp_path, repo, "net", sha, recipe)
+    comp = link_cut(tmp_path, 3)
 
     result = upgrade.run(netns_bed, _options(comp, comp, ping_interval=0.05))
 

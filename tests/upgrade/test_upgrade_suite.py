@@ -4,38 +4,21 @@ background ping, resources verified — with real recipes, real processes and re
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from certifier.demo import world as demo_world
 from tests.requirements import needs_binary, needs_root
-from workers import checkout
 from workers.recipes import Deployable, RunInfo
 from workers.suites import upgrade
 from workers.suites.upgrade import UpgradeOptions, parse_trace
-from workers.testbed.base import Testbed, TestbedSpec, create_testbed
+from workers.testbed.base import Testbed
 from workers.testbed.process import pids_with_cookie
 
-from ..recipes.helpers import git_repo, harness, unique_subnet, write_hook
+from ..recipes.helpers import deployable, git_repo, harness, link_cut, write_hook
 
 RUN = RunInfo(run_id=11, kind="gate", candidate_id=2)
-
-
-@pytest.fixture
-def netns_bed(tmp_path: Path) -> Iterator[Testbed]:
-    bed = create_testbed(TestbedSpec(name="t", driver="netns", subnet=unique_subnet()),
-                         tag=f"u{abs(hash(tmp_path)) % 10**8}", state_dir=tmp_path / "state",
-                         records_dir=tmp_path / "records")
-    yield bed
-    bed.teardown()
-
-
-def _deployable(tmp_path: Path, repo: Path, name: str, sha: str, recipe: Path) -> Deployable:
-    tree = checkout.checkout(tmp_path / "mirrors", name, str(repo), sha,
-                             tmp_path / "src" / sha[:12] / name)
-    return Deployable(name, sha, tree, recipe)
 
 
 def _options(old: tuple[Deployable, ...], new: tuple[Deployable, ...],
@@ -92,8 +75,8 @@ def test_the_demo_service_keeps_or_loses_its_data_across_an_upgrade(
     old_sha, _ = demo_world.head(repo)
     new_sha = demo_world.commit(repo, {"migrate.py": migration}, "a new migration")
     recipe = world.root / "recipes" / "api"
-    old = _deployable(tmp_path, repo, "api", old_sha, recipe)
-    new = _deployable(tmp_path, repo, "api", new_sha, recipe)
+    old = deployable(tmp_path, repo, "api", old_sha, recipe)
+    new = deployable(tmp_path, repo, "api", new_sha, recipe)
 
     result = upgrade.run(netns_bed, _options((old,), (new,)))
 
@@ -121,13 +104,7 @@ def test_the_demo_service_keeps_or_loses_its_data_across_an_upgrade(
 def test_the_outage_of_the_data_plane_during_the_upgrade_is_measured(
     netns_bed: Testbed, tmp_path: Path,
 ) -> None:
-    repo, sha = git_repo(tmp_path / "net", {"version": "1\n"})
-    recipe = tmp_path / "recipe"
-    write_hook(recipe, "deploy", "true")
-    write_hook(recipe, "upgrade", 'ip -n "$CERTIFIER_HOST_H2_NS" link set eth0 down\n'
-                                  "sleep 0.6\n"
-                                  'ip -n "$CERTIFIER_HOST_H2_NS" link set eth0 up')
-    comp = _deployable(tmp_path, repo, "net", sha, recipe)
+    comp = link_cut(tmp_path, 0.6)
 
     result = upgrade.run(netns_bed, _options((comp,), (comp,), max_outage_s=0.2))
 
@@ -149,7 +126,7 @@ def test_an_upgrade_that_cuts_the_data_plane_for_good_fails(netns_bed: Testbed,
     recipe = tmp_path / "recipe"
     write_hook(recipe, "deploy", "true")
     write_hook(recipe, "upgrade", 'ip -n "$CERTIFIER_HOST_H2_NS" link set eth0 down')
-    comp = _deployable(tmp_path, repo, "net", sha, recipe)
+    comp = deployable(tmp_path, repo, "net", sha, recipe)
 
     result = upgrade.run(netns_bed, _options((comp,), (comp,)))
 
@@ -165,7 +142,7 @@ def test_a_known_good_that_does_not_deploy_is_an_infra_error(netns_bed: Testbed,
     repo, sha = git_repo(tmp_path / "app", {"version": "1\n"})
     recipe = tmp_path / "recipe"
     write_hook(recipe, "deploy", "echo 'no space left on device'; exit 1")
-    comp = _deployable(tmp_path, repo, "app", sha, recipe)
+    comp = deployable(tmp_path, repo, "app", sha, recipe)
 
     result = upgrade.run(netns_bed, _options((comp,), (comp,)))
 
