@@ -356,8 +356,8 @@ def execute(ctx: WorkerContext, run_id: int,
     with session_scope(ctx.session_factory) as session:
         plan = runs.plan(session, run_id)
         if more_rounds is None:
-            more_rounds = _statistics(settings, runs.noise_history(session, plan.testbed,
-                                                                   exclude=run_id))
+            more_rounds = _statistics(settings, runs.noise_history(
+                session, plan.testbed, exclude=run_id, candidate=plan.candidate_id))
 
     out = RunLog()
     out.add(f"run {run_id} ({plan.kind}) of candidate {plan.candidate_id} on {plan.testbed}, "

@@ -249,12 +249,16 @@ def _answer(probe: Probe, steps: Sequence[Step], policy: BisectPolicy,
     """The recorded verdict for ``probe``, or what must happen before there is one."""
     mine = [s for s in steps if s.combination == probe.combination]
     decisive = [s for s in mine if s.verdict not in (None, Verdict.INFRA_ERROR)]
-    if decisive and (decisive[-1].verdict is Verdict.PASSED
-                     or _confirmed_failure(decisive, policy)):
-        return _Answer(decisive[-1].verdict is Verdict.PASSED, decisive[-1].run_id)
+    passed = _settled(decisive, policy)
+    if passed is not None:
+        return _Answer(passed, decisive[-1].run_id)
     if mine and mine[-1].verdict is None:
         return Wait(probe, run_id=mine[-1].run_id)
-    errors = [s for s in mine if s.verdict is Verdict.INFRA_ERROR]
+    errors: list[Step] = []  # the infra errors since the last finished run of this combination
+    for step in reversed(mine):
+        if step.verdict is not Verdict.INFRA_ERROR:
+            break
+        errors.insert(0, step)
     if len(errors) > policy.max_infra_retries:
         runs = ", ".join(str(s.run_id) for s in errors)
         return Inconclusive(f"testing {probe.describe()} hit testbed or tool errors "
@@ -268,6 +272,26 @@ def _answer(probe: Probe, steps: Sequence[Step], policy: BisectPolicy,
         return Inconclusive(f"the limit of {policy.max_steps} runs was reached before the "
                             f"culprit was found (next: {probe.describe()})")
     return Try(probe, retry=len(errors))
+
+
+def _settled(decisive: Sequence[Step], policy: BisectPolicy) -> bool | None:
+    """Whether a combination passes (True) or fails (False) on its finished runs, or None
+    while it needs another run: a failure counts once confirmed (:func:`_confirmed_failure`),
+    a pass at once unless a failure was seen too — then the majority of three runs decides,
+    so neither a noisy failure nor a lucky pass moves the search."""
+    if not decisive:
+        return None
+    if not policy.confirm_failures:
+        return decisive[-1].verdict is Verdict.PASSED
+    passes = sum(1 for s in decisive if s.verdict is Verdict.PASSED)
+    fails = len(decisive) - passes
+    if fails == 0:
+        return True
+    if passes == 0:
+        return False if _confirmed_failure(decisive, policy) else None
+    if len(decisive) >= 3:
+        return passes > fails
+    return None
 
 
 def _confirmed_failure(decisive: Sequence[Step], policy: BisectPolicy) -> bool:

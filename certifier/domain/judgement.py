@@ -30,7 +30,7 @@ import re
 import statistics
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -297,6 +297,18 @@ def compare_with_controls(measurements: list[Measurement], evidence: ABEvidence,
     return [*regressions, *undecided]
 
 
+def _round_medians(measurements: list[Measurement]) -> list[Measurement]:
+    """An A/B run's candidate values, one per series: the median over its rounds. A fixed limit
+    holds for the candidate, not for one short round of it; a single-sided run is unchanged."""
+    if not any(m.round for m in measurements):
+        return measurements
+    grouped: dict[str, list[Measurement]] = defaultdict(list)
+    for m in measurements:
+        grouped[m.key].append(m)
+    return [replace(ms[0], value=statistics.median(m.value for m in ms))
+            for ms in grouped.values()]
+
+
 def judge_run(
     results: Iterable[SuiteResult], baseline: Baseline | None, policy: JudgementPolicy,
     history: RunHistory | None = None, ab: ABEvidence | None = None,
@@ -325,7 +337,7 @@ def judge_run(
         for c in r.checks
         if not c.passed
     ]
-    failed += check_limits(measurements, policy.limits)
+    failed += check_limits(_round_medians(measurements), policy.limits)
     infra_excuses = tuple(
         Excuse("infra_error", r.suite, f"{r.suite}: {r.infra_error}") for r in infra)
     if failed:

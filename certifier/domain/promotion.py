@@ -110,11 +110,23 @@ def _retry_wait(runs: list[RunSummary], now: datetime, policy: SoakPolicy,
     return max(ended + policy.retry_delay(len(streak)) - now, timedelta(0))
 
 
+def _busy(run: RunSummary) -> bool:
+    """An infra error whose only reason is the environment check ("testbed too busy")."""
+    return bool(run.excuses) and all(e.subject == "environment" for e in run.excuses)
+
+
+def _budgeted(streak: list[RunSummary]) -> list[RunSummary]:
+    """The runs of an infra streak that use up the retry budget: a testbed that was merely too
+    busy is retried with the same backoff (at most ``infra_backoff_max`` apart) for as long as
+    it stays busy, and the candidate waits, saying why; it never needs an operator for that."""
+    return [r for r in streak if not _busy(r)]
+
+
 def _infra_exhausted(runs: list[RunSummary], policy: SoakPolicy,
                      since: datetime | None = None) -> Excuse | None:
     """Consecutive infra errors at the end of ``runs`` (since a person's retry, if any) beyond
-    the retry budget, as an excuse."""
-    streak = _infra_streak(runs, since)
+    the retry budget, as an excuse (too-busy runs do not count: :func:`_budgeted`)."""
+    streak = _budgeted(_infra_streak(runs, since))
     if len(streak) <= policy.max_infra_retries:
         return None
     last = streak[0]
@@ -132,10 +144,16 @@ def _backing_off(stage: str, runs: list[RunSummary], wait: timedelta,
                  policy: SoakPolicy, since: datetime | None = None) -> Excuse:
     streak = _infra_streak(runs, since)
     detail = "; ".join(e.message for e in streak[0].excuses) or "no detail"
+    if _busy(streak[0]):
+        return Excuse(
+            "infra_retry", f"run {streak[0].id}",
+            f"{stage}: waiting for the testbed to calm down, next try in "
+            f"{format_duration(wait)} ({detail}); a busy testbed never counts against the "
+            "candidate", {"runs": [r.id for r in streak], "wait_s": wait.total_seconds()})
     return Excuse(
         "infra_retry", f"run {streak[0].id}",
-        f"{stage}: testbed or tool error, retry {len(streak)} of {policy.max_infra_retries} "
-        f"in {format_duration(wait)} (last: {detail})",
+        f"{stage}: testbed or tool error, retry {len(_budgeted(streak))} of "
+        f"{policy.max_infra_retries} in {format_duration(wait)} (last: {detail})",
         {"runs": [r.id for r in streak], "wait_s": wait.total_seconds()},
     )
 
@@ -203,8 +221,8 @@ def _read(runs: list[RunSummary], policy: SoakPolicy) -> _Reading:
     flaky: list[Excuse] = []
     unconfirmed: list[Excuse] = []
 
-    def reading(rejection: list[RunSummary] | None) -> _Reading:
-        return _Reading(_rejection(rejection) if rejection else None, tuple(flaky),
+    def reading(rejection: list[RunSummary] | None, in_a_row: bool = False) -> _Reading:
+        return _Reading(_rejection(rejection, in_a_row) if rejection else None, tuple(flaky),
                         () if rejection else tuple(failing), tuple(unconfirmed))
 
     for run in runs:
@@ -217,6 +235,12 @@ def _read(runs: list[RunSummary], policy: SoakPolicy) -> _Reading:
             continue
         streak.append(run)
         if not _repeatable(run) or policy.recheck_failed == 0:
+            if failing and not _confirms(failing, run):
+                # What the runs before saw was not seen again: not part of this rejection.
+                if not _subjects(run, "check"):
+                    flaky.extend(_flaky(failing, run))
+                unconfirmed.extend(_unconfirmed(failing, run))
+                failing = []
             return reading([*failing, run])
         if failing and _confirms(failing, run):
             if not _subjects(run, "check") or len(failing) >= policy.recheck_failed:
@@ -229,13 +253,14 @@ def _read(runs: list[RunSummary], policy: SoakPolicy) -> _Reading:
             unconfirmed.extend(_unconfirmed(failing, run))
         failing = [run]
         if len(streak) >= policy.recheck_failed + 2:
-            return reading(streak)
+            return reading(streak, in_a_row=True)
     return reading(None)
 
 
-def _rejection(failed: list[RunSummary]) -> tuple[Excuse, ...]:
-    """Each failure once, naming every run it was seen in, and when the failure was seen again,
-    a last line saying so."""
+def _rejection(failed: list[RunSummary], in_a_row: bool = False) -> tuple[Excuse, ...]:
+    """Each failure once, naming every run it was seen in, and when several runs failed, a last
+    line saying so: the failure was seen again (confirmed), or ``in_a_row`` runs failed on
+    different things each time."""
     merged: dict[tuple[str, str], tuple[Excuse, list[RunSummary]]] = {}
     for run in failed:
         excuses = run.excuses or (
@@ -255,10 +280,14 @@ def _rejection(failed: list[RunSummary]) -> tuple[Excuse, ...]:
     if len(failed) > 1:
         first, last = failed[0], failed[-1]
         again = ", ".join(str(r.id) for r in failed[1:])
-        out.append(Excuse(
-            "rechecked", f"run {last.id}",
-            f"{first.kind} run {first.id} failed and the run after it (run {again}) failed "
-            "too: confirmed, not noise", {"runs": [r.id for r in failed]}))
+        listed = _and([r.id for r in failed])
+        message = (f"{len(failed)} {first.kind} runs in a row failed ({listed}), each on "
+                   "something else: a candidate that fails every run is not noise"
+                   if in_a_row else
+                   f"{first.kind} run {first.id} failed and the run after it (run {again}) "
+                   "failed too: confirmed, not noise")
+        out.append(Excuse("rechecked", f"run {last.id}", message,
+                          {"runs": [r.id for r in failed]}))
     return tuple(out)
 
 
@@ -349,7 +378,10 @@ def apply_waivers(runs: list[RunSummary], waived: frozenset[str]) -> list[RunSum
         if any(e.kind in WAIVABLE_KINDS for e in kept) or not run.excuses:
             seen.append(replace(run, excuses=kept))
             continue
-        verdict = Verdict.INFRA_ERROR if kept else Verdict.PASSED
+        # Evidence is incomplete only where a suite had tool trouble; what the statistics could
+        # not decide yet (``undecided``) or saw once (``unconfirmed``) leaves the run passed.
+        verdict = (Verdict.INFRA_ERROR if any(e.kind == "infra_error" for e in kept)
+                   else Verdict.PASSED)
         seen.append(replace(run, verdict=verdict, excuses=kept))
     return seen
 
@@ -494,6 +526,8 @@ def _extension(soak_runs: list[RunSummary], started: datetime,
     if not undecided or extra >= policy.max_extra_runs:
         return None
     needed = max((int(e.data.get("runs_needed") or 0) for e in undecided), default=0)
+    if needed > policy.max_extra_runs - extra:
+        return None  # the extension could not decide them: no week of waiting for nothing
     subjects = [s for e in undecided for s in e.data.get("series", [e.subject])]
     return Excuse(
         "soak_extended", "soak",

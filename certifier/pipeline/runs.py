@@ -331,9 +331,11 @@ def _paired_runs(session: Session, run_ids: list[int]) -> tuple[tuple[PairedSeri
 
 
 def noise_history(session: Session, testbed: str | None, exclude: int | None = None,
-                  ) -> NoiseHistory:
+                  candidate: int | None = None) -> NoiseHistory:
     """Each series' values side by side and round by round in the newest finished A/B runs
-    on ``testbed`` (any candidate's: the spread belongs to the testbed and the metric)."""
+    on ``testbed`` (other candidates' too: the spread belongs to the testbed and the metric),
+    leaving out ``candidate``'s own runs, so that a breakage that makes the candidate jumpy
+    never widens the band of its own confirmation."""
     if testbed is None:
         return NoiseHistory()
     ids = list(session.scalars(
@@ -341,7 +343,8 @@ def noise_history(session: Session, testbed: str | None, exclude: int | None = N
         .where(models.Run.testbed == testbed, models.Run.rounds > 0,
                models.Run.state == RunState.FINISHED,
                models.Run.verdict.in_((Verdict.PASSED, Verdict.REGRESSED)),
-               models.Run.id != (exclude or -1))
+               models.Run.id != (exclude or -1),
+               models.Run.candidate_id != (candidate or -1))
         .order_by(models.Run.finished_at.desc(), models.Run.id.desc()).limit(NOISE_RUNS)))
     return NoiseHistory.from_runs(_paired_runs(session, ids[::-1]))
 
@@ -352,7 +355,7 @@ def ab_evidence(session: Session, run: models.Run) -> ABEvidence | None:
     were judged (passed or regressed), oldest first."""
     if run.kind == RunKind.BASELINE:
         return None
-    noise = noise_history(session, run.testbed, exclude=run.id)
+    noise = noise_history(session, run.testbed, exclude=run.id, candidate=run.candidate_id)
     if run.kind != RunKind.SOAK:
         return ABEvidence(noise)
     earlier = list(session.scalars(

@@ -334,7 +334,8 @@ def _advance(session: Session, cand: models.Candidate, clock: Clock, policy: Sch
             bisection.start(session, cand, clock, policy.bisection, dispatcher, report)
         elif decision.action is Action.PROMOTE:
             _promote(session, cand, clock, report, notify.Notifier(policy.notifications,
-                                                                   dispatcher))
+                                                                   dispatcher),
+                     decision.excuses)
         return
 
 
@@ -360,7 +361,10 @@ def _control_run(session: Session, cand: models.Candidate, clock: Clock,
 
 
 def _promote(session: Session, cand: models.Candidate, clock: Clock,
-             report: ReconcileReport, notifier: notify.Notifier) -> None:
+             report: ReconcileReport, notifier: notify.Notifier,
+             noted: tuple[Excuse, ...] = ()) -> None:
+    """Promote ``cand``; ``noted``: what the policy promoted it with, kept in its excuses
+    (regressions seen once and not confirmed, series the soak could not decide)."""
     try:
         with session.begin_nested():
             kg = knowngood.promote(session, cand, clock, reason="soak passed")
@@ -377,7 +381,7 @@ def _promote(session: Session, cand: models.Candidate, clock: Clock,
         cand.excuses = [Excuse("base_moved", "known-good", str(exc)).as_dict()]
         return
     move(session, cand, CandidateState.PROMOTED, clock)
-    cand.excuses = []
+    cand.excuses = [e.as_dict() for e in noted]
     audit(session, clock, "scheduler", "promote", f"candidate {cand.id}", version=kg.version)
     report.promoted.append(cand.id)
     notify.candidate_promoted(session, clock, notifier, cand, kg, "scheduler")

@@ -7,6 +7,8 @@ still fail at once, and a soak run is judged together with the candidate's earli
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from certifier.domain.absoak import SoakPolicy as ABSoakPolicy
@@ -125,3 +127,16 @@ def test_a_regression_found_stops_the_rounds_before_the_cap() -> None:
     measured = ab_run(rng, 3, candidate=0.5)
     assert judge_gate(paired_series(measured), ABPolicy()).regressed
     assert not needs_more_rounds(measured, 3, ABPolicy())
+
+
+def test_a_fixed_limit_holds_for_the_candidates_median_not_for_one_short_round() -> None:
+    rounds = [6.0, 4.9, 6.2, 6.1]
+    measured = [Measurement("bandwidth", "throughput_gbps", v, "Gbit/s", Better.HIGHER,
+                            {"src": "h1", "dst": "h2"}, side, r)
+                for r, v in enumerate(rounds) for side in (Side.CANDIDATE, Side.CONTROL)]
+    limited = JudgementPolicy(ab=ABPolicy(), limits=(FixedLimit.parse(
+        "bandwidth.throughput_gbps >= 5"),))
+    assert judge_run(result(measured), None, limited, ab=ABEvidence()).verdict is Verdict.PASSED
+    slow = [replace(m, value=m.value - 2) if m.side is Side.CANDIDATE else m for m in measured]
+    (broken,) = judge_run(result(slow), None, limited, ab=ABEvidence()).excuses
+    assert broken.kind == "limit" and "4.05" in broken.message

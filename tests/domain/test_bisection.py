@@ -375,7 +375,7 @@ def test_a_reproduce_step_whose_failure_does_not_repeat_ends_inconclusive() -> N
     prob = problem({"neutron": 3, "nova": 2})
     decision, steps = drive_runs(prob, noisy(passes_everywhere, {100}), CONFIRMING)
     assert isinstance(decision, Inconclusive)
-    assert [s.verdict for s in steps] == [Verdict.REGRESSED, Verdict.PASSED]
+    assert [s.verdict for s in steps] == [Verdict.REGRESSED, Verdict.PASSED, Verdict.PASSED]
     assert "did not reproduce" in decision.reason
 
 
@@ -389,3 +389,25 @@ def test_regressions_of_different_series_confirm_each_other_only_on_a_third_fail
     assert isinstance(again, Try) and again.probe.combination == combo  # not confirmed yet
     onward = next_step(prob, [one, two, three], BisectPolicy(), T0)
     assert isinstance(onward, Try) and onward.probe.phase is Phase.BISECT
+
+
+def test_a_pass_after_a_failure_is_settled_by_a_third_run_so_a_lucky_pass_moves_nothing() -> None:
+    prob = problem({"neutron": 4})
+    combo = prob.candidate
+    failed = Step(1, combo, Verdict.REGRESSED, T0, frozenset({"regression:a"}))
+    lucky = Step(2, combo, Verdict.PASSED, T0)
+    again = next_step(prob, [failed, lucky], CONFIRMING, T0)
+    assert isinstance(again, Try) and again.probe.combination == combo
+    fails_too = Step(3, combo, Verdict.REGRESSED, T0, frozenset({"regression:a"}))
+    onward = next_step(prob, [failed, lucky, fails_too], CONFIRMING, T0)
+    assert isinstance(onward, Try) and onward.probe.phase is Phase.BISECT  # it fails: 2 of 3
+
+
+def test_infra_errors_before_a_finished_run_do_not_count_against_later_retries() -> None:
+    prob = problem({"neutron": 4})
+    combo = prob.candidate
+    infra = [Step(i, combo, Verdict.INFRA_ERROR, T0) for i in (1, 2)]
+    failed = Step(3, combo, Verdict.FAILED, T0, frozenset({"check:reach"}))
+    later = [*infra, failed, Step(4, combo, Verdict.INFRA_ERROR, T0)]
+    decision = next_step(prob, later, CONFIRMING, T0 + timedelta(hours=1))
+    assert isinstance(decision, Try) and decision.retry == 1

@@ -17,6 +17,7 @@ from certifier.domain.promotion import (
     Decision,
     RunSummary,
     SoakPolicy,
+    apply_waivers,
     blocking,
     decide,
 )
@@ -120,3 +121,37 @@ def test_unconfirmed_noise_stays_visible_through_the_soak_and_does_not_stop_prom
     d = soaking(runs, 25)
     assert d.action is Action.PROMOTE
     assert [e.kind for e in d.excuses] == ["unconfirmed"]
+
+
+def test_a_broken_limit_after_an_unrepeated_regression_rejects_on_the_limit_alone() -> None:
+    limit = Excuse("limit", "storage.iops{job=randwrite}", "900 IOPS breaks '>= 1000'")
+    d = gating([gate(1, Verdict.REGRESSED, slower()), gate(2, Verdict.FAILED, limit)])
+    assert d.action is Action.REJECT
+    assert [e.kind for e in d.excuses] == ["limit"]
+
+
+def test_failing_runs_in_a_row_say_so_rather_than_confirmed() -> None:
+    runs = [gate(1, Verdict.REGRESSED, slower()), gate(2, Verdict.REGRESSED, slower(RTT)),
+            gate(3, Verdict.REGRESSED, slower("storage.iops{job=randwrite}"))]
+    last = gating(runs).excuses[-1]
+    assert "3 gate runs in a row failed (1, 2 and 3)" in last.message
+    assert "confirmed" not in last.message
+
+
+def test_a_waived_regression_leaves_an_ab_run_passed_despite_its_undecided_series() -> None:
+    undecided = Excuse("undecided", RTT, f"{RTT}: cannot decide at the gate after 6 rounds")
+    runs = [gate(1, Verdict.REGRESSED, slower(), undecided),
+            gate(2, Verdict.REGRESSED, slower(), undecided)]
+    seen = apply_waivers(runs, frozenset({BW}))
+    assert [r.verdict for r in seen] == [Verdict.PASSED, Verdict.PASSED]
+    assert gating(seen).action is Action.START_SOAK
+
+
+def test_a_testbed_that_stays_too_busy_never_exhausts_the_retries() -> None:
+    busy = Excuse("infra_error", "environment", "testbed too busy: cpu pressure 63 % vs 2 %")
+    runs = [gate(i, Verdict.INFRA_ERROR, busy) for i in range(1, 6)]
+    d = decide(CandidateState.GATING, runs, T0 + timedelta(hours=5), POLICY)
+    assert (d.action, d.next_run) == (Action.WAIT, RunKind.GATE)
+    assert "infra_error" not in [e.kind for e in d.excuses]
+    waiting = decide(CandidateState.GATING, runs, T0 + timedelta(minutes=6), POLICY)
+    assert "waiting for the testbed to calm down" in waiting.excuses[-1].message

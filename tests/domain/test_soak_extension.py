@@ -17,8 +17,8 @@ T0 = datetime(2026, 3, 1, tzinfo=UTC)
 POLICY = SoakPolicy(duration=timedelta(days=1), interval=timedelta(hours=6), min_runs=4,
                     max_extra_runs=2)
 BW = "bandwidth.throughput_gbps{dst=h2,src=h1}"
-UNDECIDABLE = Excuse("undecidable", BW, f"{BW}: cannot decide yet, needs ≥ 3 more runs",
-                     {"runs_needed": 3})
+UNDECIDABLE = Excuse("undecidable", BW, f"{BW}: cannot decide yet, needs ≥ 1 more run",
+                     {"runs_needed": 1})
 
 
 def soak(i: int, hours: float, *excuses: Excuse) -> RunSummary:
@@ -44,7 +44,7 @@ def test_undecided_series_at_the_end_extend_the_soak_by_a_run_at_the_interval() 
     assert (d.action, d.next_run) == (Action.WAIT, RunKind.SOAK)
     (extended,) = [e for e in d.excuses if e.kind == "soak_extended"]
     assert BW in extended.message and "extra run 1 of at most 2" in extended.message
-    assert extended.data["runs_needed"] == 3
+    assert extended.data["runs_needed"] == 1
 
 
 def test_the_extension_is_bounded_and_then_promotes_naming_what_it_could_not_decide() -> None:
@@ -59,3 +59,10 @@ def test_the_extension_is_bounded_and_then_promotes_naming_what_it_could_not_dec
 def test_a_later_run_that_decides_ends_the_extension() -> None:
     runs = [*week(UNDECIDABLE), soak(5, 24)]
     assert soaking(runs, 25).action is Action.PROMOTE
+
+
+def test_no_extension_when_even_the_longest_could_not_decide() -> None:
+    hopeless = Excuse("undecidable", BW, f"{BW}: cannot decide yet, needs ≥ 5 more runs",
+                      {"runs_needed": 5})
+    d = soaking(week(hopeless), 25)
+    assert d.action is Action.PROMOTE and [e.kind for e in d.excuses] == ["undecidable"]
