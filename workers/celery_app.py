@@ -144,8 +144,11 @@ def create_celery(settings: Settings, ctx: WorkerContext | None = None) -> Celer
     context = ctx or WorkerContext(settings)
     context.dispatcher = CeleryDispatcher(app)
     app.certifier = context
+    # Every task closes over this app's context (its database, its clock), so none is shared:
+    # a shared task is registered once per process, and a second app (tests, benchmarks) would
+    # run the first app's closure against the first app's database.
 
-    @app.task(name=RUN_TASK, bind=True, acks_late=True, max_retries=720,
+    @app.task(name=RUN_TASK, bind=True, acks_late=True, shared=False, max_retries=720,
               # The task is killed before the scheduler may expire the run (at run_timeout) and
               # hand its testbed to another run: never two runs on one testbed.
               time_limit=max(run_limit - 30, 60), soft_time_limit=max(run_limit - 90, 30))
@@ -155,7 +158,7 @@ def create_celery(settings: Settings, ctx: WorkerContext | None = None) -> Celer
             raise self.retry(countdown=5)
         return str(claim)
 
-    @app.task(name=RECONCILE_TASK, acks_late=True, time_limit=300)
+    @app.task(name=RECONCILE_TASK, acks_late=True, shared=False, time_limit=300)
     def reconcile() -> dict[str, list[int]]:
         with session_scope(context.session_factory) as session:
             report = scheduler.reconcile(session, context.clock, context.scheduler_policy,
@@ -170,7 +173,6 @@ def create_celery(settings: Settings, ctx: WorkerContext | None = None) -> Celer
         return {**{k: v for k, v in vars(report).items() if v},
                 **({"holds_torn_down": released} if released else {})}
 
-    # Not shared, as below: a shared task would run with the first app's context (its database).
     @app.task(name=ARCHIVE_TASK, acks_late=True, shared=False, time_limit=1800,
               soft_time_limit=1740)
     def archive_known_goods() -> dict[str, Any]:
@@ -208,7 +210,7 @@ def _tracking_tasks(app: Celery, context: WorkerContext, settings: Settings) -> 
                              tracking.git_timeout.total_seconds(), settings.config.sources)
     source_time = 3 * tracking.git_timeout.total_seconds() + 60
 
-    @app.task(name=PROCESS_DELIVERY_TASK, bind=True, acks_late=True, max_retries=5,
+    @app.task(name=PROCESS_DELIVERY_TASK, bind=True, acks_late=True, shared=False, max_retries=5,
               time_limit=source_time + 30, soft_time_limit=source_time)
     def process_delivery(self: Any, delivery_id: int) -> str:
         try:
@@ -218,7 +220,7 @@ def _tracking_tasks(app: Celery, context: WorkerContext, settings: Settings) -> 
         except SQLAlchemyError as exc:  # the row stays pending: a retry, else the sweep
             raise self.retry(countdown=5, exc=exc) from exc
 
-    @app.task(name=POLL_COMPONENT_TASK, acks_late=True, time_limit=source_time + 30,
+    @app.task(name=POLL_COMPONENT_TASK, acks_late=True, shared=False, time_limit=source_time + 30,
               soft_time_limit=source_time)
     def poll_component(component_id: int) -> str:
         result = polling.poll(context.session_factory, component_id, sources, context.clock,
@@ -226,7 +228,7 @@ def _tracking_tasks(app: Celery, context: WorkerContext, settings: Settings) -> 
                               max_backoff=tracking.poll_max_backoff)
         return result.outcome
 
-    @app.task(name=POLL_DUE_TASK, acks_late=True, time_limit=120)
+    @app.task(name=POLL_DUE_TASK, acks_late=True, shared=False, time_limit=120)
     def poll_due() -> list[int]:
         with session_scope(context.session_factory) as session:
             due = polling.due(session, context.clock)
@@ -238,7 +240,7 @@ def _tracking_tasks(app: Celery, context: WorkerContext, settings: Settings) -> 
                 poll_component(component_id)
         return due
 
-    @app.task(name=SWEEP_DELIVERIES_TASK, acks_late=True, time_limit=120)
+    @app.task(name=SWEEP_DELIVERIES_TASK, acks_late=True, shared=False, time_limit=120)
     def sweep_deliveries() -> list[int]:
         with session_scope(context.session_factory) as session:
             return deliveries.sweep(session, context.clock, tracking.redispatch_after,
