@@ -168,6 +168,7 @@ and a failure still waiting for its recheck or confirmation. ``unconfirmed`` (a 
 did not reproduce) does not block: it is shown, not held against the candidate."""
 
 _REPEATABLE_KINDS = frozenset({"check", "regression"})  # a limit is final on one run
+UNDECIDED_KINDS = frozenset({"undecided", "undecidable"})  # a run's notes, never its failures
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,7 +264,8 @@ def _rejection(failed: list[RunSummary], in_a_row: bool = False) -> tuple[Excuse
     different things each time."""
     merged: dict[tuple[str, str], tuple[Excuse, list[RunSummary]]] = {}
     for run in failed:
-        excuses = run.excuses or (
+        # What a run could not decide is no reason to reject: only its failures are listed.
+        excuses = tuple(e for e in run.excuses if e.kind not in UNDECIDED_KINDS) or (
             Excuse(str(run.verdict), f"run {run.id}", f"{run.kind} run {run.id} {run.verdict}"),)
         for e in excuses:
             _, seen = merged.get((e.kind, e.subject), (e, []))

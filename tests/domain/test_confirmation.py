@@ -155,3 +155,11 @@ def test_a_testbed_that_stays_too_busy_never_exhausts_the_retries() -> None:
     assert "infra_error" not in [e.kind for e in d.excuses]
     waiting = decide(CandidateState.GATING, runs, T0 + timedelta(minutes=6), POLICY)
     assert "waiting for the testbed to calm down" in waiting.excuses[-1].message
+
+
+def test_a_rejection_lists_failures_only_not_what_the_runs_could_not_decide() -> None:
+    undecided = Excuse("undecided", RTT, f"{RTT}: cannot decide at the gate after 2 rounds")
+    d = gating([gate(1, Verdict.REGRESSED, slower(), undecided),
+                gate(2, Verdict.REGRESSED, slower(), undecided)])
+    assert d.action is Action.REJECT
+    assert [e.kind for e in d.excuses] == ["regression", "rechecked"]
