@@ -514,7 +514,7 @@ def _run_demo(settings: Settings, world: Any, timeout: float) -> int:
 def demo(
     root: Annotated[Path, typer.Option(help="Folder for the demo world (recreated)")] = Path(
         "certifier-demo"),
-    timeout: Annotated[float, typer.Option(help="Seconds before the demo gives up")] = 480.0,
+    timeout: Annotated[float, typer.Option(help="Seconds before the demo gives up")] = 900.0,
 ) -> None:
     """Build the demo world, certify it, reject five commits that break it, promote the fixes.
 
@@ -571,7 +571,7 @@ def up(
         procs.append(processes.spawn(["beat"], settings, logs / "beat.log"))
         typer.echo(f"certifier is up: http://{host}:{port}/ (API docs at /docs); logs in {logs}")
         if world is not None:
-            if _run_demo(settings, world, timeout=480.0):
+            if _run_demo(settings, world, timeout=900.0):
                 typer.echo(f"the service keeps running; worker log: {logs / 'worker.log'}; "
                            "press Ctrl-C to stop", err=True)
             else:

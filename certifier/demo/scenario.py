@@ -166,7 +166,7 @@ def report_heads(factory: sessionmaker[Session], world: demo_world.DemoWorld,
 
 
 def run(factory: sessionmaker[Session], world: demo_world.DemoWorld, dispatcher: Dispatcher,
-        say: Callable[[str], None] = print, timeout: float = 480.0,
+        say: Callable[[str], None] = print, timeout: float = 900.0,
         bad_commits: tuple[demo_world.Push, ...] = demo_world.BAD_COMMITS,
         fixes: tuple[demo_world.Push, ...] = demo_world.FIX_COMMITS) -> DemoOutcome:
     """Drive the scenario; raises DemoFailed if the pipeline does not behave."""
