@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import json
 import os
 import random
@@ -190,17 +191,27 @@ class SkipClock:
         self.offset += delta
 
 
+def _die_with_parent() -> None:
+    """In the load generator's child: SIGTERM when this process dies, even by SIGKILL."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+PR_SET_PDEATHSIG = 1
+
+
 @contextlib.contextmanager
 def load(level: int, scratch: Path, budget_s: float) -> Iterator[str]:
-    """``stress-ng --cpu N --hdd N`` for the block (nothing at 0); killed on the way out, and
-    bounded by its own ``--timeout`` should this process die without a chance to."""
+    """``stress-ng --cpu N --hdd N`` for the block (nothing at 0); killed on the way out (an
+    error, Ctrl-C, SIGTERM), told to stop should this process die without a chance to, and
+    bounded by its own ``--timeout`` besides."""
     if level == 0:
         yield "none"
         return
     argv = ["stress-ng", "--cpu", str(level), "--hdd", str(level), "--hdd-bytes", "128M",
             "--temp-path", str(scratch), "--timeout", f"{int(budget_s)}s", "--quiet"]
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+                            stderr=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=_die_with_parent)
     try:
         time.sleep(1.0)
         yield " ".join(argv[:5])
@@ -528,6 +539,11 @@ def main() -> int:
 
     def say(text: str) -> None:
         print(text, flush=True)
+
+    def stop(signum: int, _frame: object) -> None:
+        raise SystemExit(f"stopped by signal {signum}")  # unwinds: the load is killed
+
+    signal.signal(signal.SIGTERM, stop)
 
     with contextlib.ExitStack() as stack:
         root = opts.keep or Path(stack.enter_context(

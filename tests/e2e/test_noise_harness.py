@@ -20,7 +20,8 @@ from benchmarks import noise_harness
 from tests.recipes.helpers import unique_subnet
 from tests.requirements import unavailable
 
-pytestmark = [pytest.mark.e2e, pytest.mark.root]
+# Real runs: about one gate and ten soak runs per candidate, a few seconds each.
+pytestmark = [pytest.mark.e2e, pytest.mark.root, pytest.mark.timeout(2400)]
 
 
 def _require() -> None:
