@@ -9,6 +9,14 @@ Rows
                  networks, a router, a VXLAN overlay), built and torn down; median (target < 2 s).
   gate run       ping, bandwidth and storage with the default (short) options of SuitesConfig on
                  that topology, testbed build and teardown included; median (target < 60 s).
+  A/B gate run   the same as an A/B run measures it (issue 12): the candidate's testbed and a twin
+                 control testbed built at once, the suites on both in rounds of alternating order
+                 (ab.min_rounds, 2, then more while the A/B statistics leave a series undecided,
+                 up to ab.max_rounds, 6), each round with its share of the measuring time (the
+                 default ab.round_time: split; workers/abrounds.py, as the runner runs them),
+                 both torn down; the row names the rounds each run took;
+                 median, interleaved with the gate runs (target: at most 2.5 x the gate run's).
+                 Deploy hooks are left out of both, as a recipe's cost is not Certifier's.
 
 Needs root, iproute2, iperf3 and fio. Usage:
   python benchmarks/testbed_bench.py [--rounds 5] [--setups 7] [--gates 3] [--duration 3]
@@ -26,16 +34,21 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from certifier.settings import SuitesConfig
+from certifier.domain.abtest import ABPolicy, needs_more_rounds
+from certifier.domain.results import Measurement, Side, SuiteResult
+from certifier.settings import AbConfig, SuitesConfig
 from certifier.topology import load as load_topology
+from workers import abrounds
 from workers.suites import SUITES, bandwidth
 from workers.testbed.base import Testbed, TestbedSpec, create_testbed
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_CLOUD = ROOT / "examples" / "topologies" / "small-cloud.yaml"
 RUN = secrets.token_hex(3)  # in every tag: a crashed earlier run cannot be in the way
+AB_ROUNDS: list[int] = []  # rounds each A/B gate run measured
 
 
 def _bare_iperf3(bed: Testbed, seconds: int, port: int) -> float:
@@ -112,26 +125,72 @@ def setup_teardown(work: Path, count: int) -> list[float]:
     return times
 
 
-def gate_run(work: Path, count: int) -> list[float]:
-    spec = TestbedSpec(name="bench", topology=load_topology(SMALL_CLOUD))
+def _suite(bed: Testbed, name: str, share: int = 1) -> SuiteResult:
     config = SuitesConfig()
-    times = []
+    run_suite, options_cls = SUITES[name]
+    options = options_cls(**getattr(config, name).model_dump())
+    result = run_suite(bed, abrounds.round_options(name, options, share))
+    if result.infra_error:
+        raise RuntimeError(f"{name}: {result.infra_error}")
+    failed = [c.name for c in result.checks if not c.passed]
+    if failed:
+        raise RuntimeError(f"{name}: failed checks {failed}")
+    return result
+
+
+def _gate(work: Path, i: int) -> None:
+    spec = TestbedSpec(name="bench", topology=load_topology(SMALL_CLOUD))
+    with create_testbed(spec, tag=f"bg{RUN}{i}", state_dir=work / f"gate{i}",
+                        records_dir=work / "records") as bed:
+        for name in SuitesConfig().enabled:
+            _suite(bed, name)
+
+
+def _more_rounds(measurements: list[Measurement], rounds_done: int) -> bool:
+    ab = AbConfig()
+    policy = ABPolicy(min_rounds=ab.min_rounds, max_rounds=ab.max_rounds)
+    return needs_more_rounds(measurements, rounds_done, policy)
+
+
+def _ab_gate(work: Path, i: int) -> int:
+    spec = TestbedSpec(name="bench", topology=load_topology(SMALL_CLOUD))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = [pool.submit(create_testbed, spec, tag=f"b{side}{RUN}{i}",
+                               state_dir=work / f"ab{side}{i}", records_dir=work / "records")
+                   for side in ("a", "c")]
+        beds = [f.result() for f in futures]
+    try:
+        sides = {Side.CANDIDATE: beds[0], Side.CONTROL: beds[1]}
+        rounds = abrounds.rounds_for(AbConfig(), "gate", _more_rounds)
+        _, done = abrounds.measure(SuitesConfig().enabled,
+                                   lambda name, side: _suite(sides[side], name, rounds.share),
+                                   rounds, lambda _: None)
+    finally:
+        for bed in beds:
+            bed.teardown()
+    return done
+
+
+def _timed_rounds(run: Callable[[Path, int], int | None], work: Path, i: int) -> float:
+    started = time.perf_counter()
+    done = run(work, i)
+    if done is not None:
+        AB_ROUNDS.append(done)
+    return time.perf_counter() - started
+
+
+def gate_runs(work: Path, count: int) -> tuple[list[float], list[float]]:
+    """Single-sided and A/B gate runs, interleaved (which goes first alternates)."""
+    single: list[float] = []
+    ab: list[float] = []
     for i in range(count):
-        def gate(i: int = i) -> None:
-            with create_testbed(spec, tag=f"bg{RUN}{i}", state_dir=work / f"gate{i}",
-                                records_dir=work / "records") as bed:
-                for name in config.enabled:
-                    run_suite, options_cls = SUITES[name]
-                    options = options_cls(**getattr(config, name).model_dump())
-                    result = run_suite(bed, options)
-                    if result.infra_error:
-                        raise RuntimeError(f"{name}: {result.infra_error}")
-                    failed = [c.name for c in result.checks if not c.passed]
-                    if failed:
-                        raise RuntimeError(f"{name}: failed checks {failed}")
-        times.append(_timed(gate))
-        print(f"  gate run {i + 1}: {times[-1]:.1f} s", flush=True)
-    return times
+        order = ((single, _gate), (ab, _ab_gate)) if i % 2 == 0 else ((ab, _ab_gate),
+                                                                      (single, _gate))
+        for times, run in order:
+            times.append(_timed_rounds(run, work, i))
+        print(f"  gate run {i + 1}: {single[-1]:.1f} s; A/B gate run {i + 1}: {ab[-1]:.1f} s",
+              flush=True)
+    return single, ab
 
 
 def main() -> int:
@@ -150,10 +209,12 @@ def main() -> int:
         suite, bare, ratio = iperf3_ratio(work, args.rounds, args.duration)
         print("setup + teardown of small-cloud", flush=True)
         cycles = setup_teardown(work, args.setups)
-        print("full gate run (ping, bandwidth, storage; default options) on small-cloud",
-              flush=True)
-        gates = gate_run(work, args.gates)
+        print("full gate run (ping, bandwidth, storage; default options) on small-cloud, "
+              "single-sided and A/B", flush=True)
+        gates, ab_gates = gate_runs(work, args.gates)
     setup_median, gate_median = statistics.median(cycles), statistics.median(gates)
+    ab_median = statistics.median(ab_gates)
+    ab_ratio = ab_median / gate_median
     rows = [
         ("iperf3: suite / bare (median Gbit/s)", f"{suite:.2f} / {bare:.2f}", f"{ratio:.3f}",
          ">= 0.95", f"{ratio / 0.95:.2f}", ratio >= 0.95),
@@ -161,6 +222,10 @@ def main() -> int:
          f"{setup_median:.3f}", "< 2 s", f"{setup_median / 2:.2f}", setup_median < 2),
         (f"gate run small-cloud (median of {len(gates)})", f"{gate_median:.1f} s",
          f"{gate_median:.1f}", "< 60 s", f"{gate_median / 60:.2f}", gate_median < 60),
+        (f"A/B gate run small-cloud, rounds {'/'.join(map(str, AB_ROUNDS))} (median of "
+         f"{len(ab_gates)})",
+         f"{ab_median:.1f} s = {ab_ratio:.2f} x gate run", f"{ab_median:.1f}",
+         "<= 2.5 x gate run", f"{ab_ratio / 2.5:.2f}", ab_ratio <= 2.5),
     ]
     header = ("benchmark", "measured", "value", "target", "value/target", "met")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
@@ -172,7 +237,8 @@ def main() -> int:
         print(" | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)))
     print(f"\nload average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; "
           f"setup+teardown times {', '.join(f'{t:.2f}' for t in cycles)} s; "
-          f"gate runs {', '.join(f'{t:.1f}' for t in gates)} s")
+          f"gate runs {', '.join(f'{t:.1f}' for t in gates)} s; "
+          f"A/B gate runs {', '.join(f'{t:.1f}' for t in ab_gates)} s")
     return 0 if all(row[-1] for row in rows) else 1
 
 

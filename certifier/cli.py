@@ -36,6 +36,10 @@ app.add_typer(token_app, name="token")
 candidate_app = typer.Typer(no_args_is_help=True,
                             help="Operator actions on a candidate that the API also offers.")
 app.add_typer(candidate_app, name="candidate")
+component_app = typer.Typer(no_args_is_help=True,
+                            help="Operator actions on a component that the API also offers "
+                                 "(register one in the config file).")
+app.add_typer(component_app, name="component")
 
 DEMO_MARKER = ".certifier-demo"
 
@@ -79,9 +83,8 @@ def _prepare(settings: Settings) -> None:
 
 @app.command()
 def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve the REST API and the dashboard."""
-    import uvicorn
-
+    """Serve the REST API and the dashboard (uvicorn with the limits of certifier/api/server)."""
+    from certifier.api import server
     from certifier.api.app import create_app
     from workers.celery_app import create_celery
     from workers.dispatch import CeleryDispatcher
@@ -89,7 +92,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
     settings = _settings()
     _prepare(settings)
     api = create_app(settings, dispatcher=CeleryDispatcher(create_celery(settings)))
-    uvicorn.run(api, host=host, port=port, log_level=settings.log_level.lower())
+    server.serve(api, host=host, port=port, log_level=settings.log_level.lower())
 
 
 @app.command()
@@ -181,6 +184,7 @@ def manifest_show(
 ) -> None:
     """Print the current (or a given) known-good manifest."""
     from certifier.db.session import make_engine, make_session_factory, session_scope
+    from certifier.domain.clock import SystemClock
     from certifier.pipeline import knowngood
     from certifier.pipeline.errors import NotFound
 
@@ -195,7 +199,8 @@ def manifest_show(
         if kg is None:
             typer.echo("no known-good yet", err=True)
             raise typer.Exit(1)
-        doc = knowngood.manifest(session, kg)
+        doc = knowngood.manifest(session, kg, SystemClock().now(),
+                                 settings.config.manifest.validity)
     if fmt == "yaml":
         typer.echo(yaml.safe_dump(doc, sort_keys=False), nl=False)
     elif fmt == "env":
@@ -383,6 +388,56 @@ def candidate_unmark_bad(
     _mark(candidate_id, reason, bad=False)
 
 
+def _component_action(action: str, name: str, reason: str) -> None:
+    """Pause, resume or remove a component as ``cli:<user>``, audited like the API's."""
+    import getpass
+
+    from certifier.db.session import session_scope
+    from certifier.domain.clock import SystemClock
+    from certifier.pipeline import components
+    from certifier.pipeline.errors import ServiceError
+
+    if not reason.strip():
+        typer.echo("--reason must say why", err=True)
+        raise typer.Exit(2)
+    change = {"pause": components.pause, "resume": components.resume,
+              "remove": components.remove}[action]
+    try:
+        with session_scope(_session_factory(_settings())) as session:
+            row = change(session, SystemClock(), name, f"cli:{getpass.getuser()}", reason)
+            state = "removed" if row.removed_at else "paused" if row.paused else "tracked"
+            typer.echo(f"component {row.name}: {state}")
+    except ServiceError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+
+
+@component_app.command("pause")
+def component_pause(
+    name: str, reason: Annotated[str, typer.Option(help="why: kept in the audit log")],
+) -> None:
+    """Hold a component at its known-good commit: new candidates do not move it."""
+    _component_action("pause", name, reason)
+
+
+@component_app.command("resume")
+def component_resume(
+    name: str, reason: Annotated[str, typer.Option(help="why: kept in the audit log")],
+) -> None:
+    """Let a paused component take part in candidates again."""
+    _component_action("resume", name, reason)
+
+
+@component_app.command("remove")
+def component_remove(
+    name: str, reason: Annotated[str, typer.Option(help="why: kept in the audit log")],
+) -> None:
+    """Stop tracking a component and leave it out of candidates; its history stays. Refused
+    while the current known-good or an open candidate has it. Take it out of the config file
+    too, or the next start brings it back."""
+    _component_action("remove", name, reason)
+
+
 @app.command()
 def status() -> None:
     """Show the pipeline at a glance: the known-good, the soaks and their progress, testbeds."""
@@ -460,7 +515,7 @@ def _run_demo(settings: Settings, world: Any, timeout: float) -> int:
 def demo(
     root: Annotated[Path, typer.Option(help="Folder for the demo world (recreated)")] = Path(
         "certifier-demo"),
-    timeout: Annotated[float, typer.Option(help="Seconds before the demo gives up")] = 300.0,
+    timeout: Annotated[float, typer.Option(help="Seconds before the demo gives up")] = 480.0,
 ) -> None:
     """Build the demo world, certify it, reject five commits that break it, promote the fixes."""
     from certifier import processes
@@ -515,7 +570,7 @@ def up(
     signal.signal(signal.SIGTERM, _stop)
     try:
         if world is not None:
-            _run_demo(settings, world, timeout=300.0)
+            _run_demo(settings, world, timeout=480.0)
             typer.echo("the demo pipeline keeps running; press Ctrl-C to stop")
         while not stopping and all(p.poll() is None for p in procs):
             time.sleep(0.5)
@@ -622,18 +677,41 @@ def manifest_verify(
     signature: Annotated[Path, typer.Argument(help="its detached signature (manifest.sig)")],
     key: Annotated[Path | None, typer.Option(
         help="public key PEM (GET /api/v1/signing-key); default: this server's own key")] = None,
+    at: Annotated[str | None, typer.Option(
+        help="judge expiry as of this ISO 8601 time (an audit); default: now")] = None,
 ) -> None:
-    """Check a manifest against its detached Ed25519 signature."""
-    from certifier.pipeline import signing
+    """Check a manifest against its detached Ed25519 signature, and that it is still valid.
+
+    A good signature is not enough: a manifest whose ``expires_at`` has passed, or that says
+    its known-good was revoked, is refused too (exit status 1), as TUF refuses a stale
+    timestamp. Fetch a fresh copy: the API signs the current state again.
+    """
+    from datetime import UTC, datetime
+
+    from certifier.pipeline import knowngood, signing
 
     own = _settings().signing_key_path
     if key is None and not own.exists():
         typer.echo(f"no signing key at {own}: pass --key with the server's public key", err=True)
         raise typer.Exit(2)
+    try:
+        when = datetime.fromisoformat(at) if at else datetime.now(UTC)
+        when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    except ValueError:
+        typer.echo(f"--at: not an ISO 8601 time: {at!r}", err=True)
+        raise typer.Exit(2) from None
     pem = key.read_text() if key is not None else signing.Signer(own).public_pem()
-    if signing.verify(manifest.read_bytes(), signature.read_text(), pem):
-        typer.echo(f"{manifest}: good signature")
-        return
-    typer.echo(f"{manifest}: BAD signature — the file was changed after signing, or it was "
-               "signed by another key", err=True)
-    raise typer.Exit(1)
+    body = manifest.read_bytes()
+    if not signing.verify(body, signature.read_text(), pem):
+        typer.echo(f"{manifest}: BAD signature — the file was changed after signing, or it was "
+                   "signed by another key", err=True)
+        raise typer.Exit(1)
+    try:
+        problem = knowngood.freshness_problem(knowngood.envelope_of(body), when)
+    except (ValueError, yaml.YAMLError):
+        problem = "the signed bytes are not a manifest"
+    if problem is not None:
+        typer.echo(f"{manifest}: good signature, but {problem}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{manifest}: good signature, valid until "
+               f"{knowngood.envelope_of(body).get('expires_at')}")

@@ -21,7 +21,6 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -37,23 +36,38 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from certifier.domain.absoak import SoakPolicy as ABSoakPolicy
+from certifier.domain.abtest import ABPolicy
 from certifier.domain.bisection import BisectPolicy
 from certifier.domain.combination import NAME_RE
 from certifier.domain.detector import DetectorPolicy
-from certifier.domain.durations import DurationError, parse_duration
+from certifier.domain.environment import FIGURES as ENVIRONMENT_FIGURES
+from certifier.domain.environment import EnvironmentPolicy
 from certifier.domain.judgement import FixedLimit, JudgementPolicy, Margin
 from certifier.domain.notifications import ALL_EVENTS, Event, RetryPolicy
 from certifier.domain.promotion import SoakPolicy
+from certifier.limits import (
+    BRANCH_MAX,
+    PROJECT_MAX,
+    PROJECT_SEGMENTS_MAX,
+    RECIPE_PATH_MAX,
+    URL_MAX,
+    Duration,
+)
+from certifier.sourcepolicy import SourcePolicy, SourceRefused
 from certifier.topology import TopologyConfig, TopologyError
 from certifier.topology import load as load_topology
 from certifier.topology import plan as plan_topology
 
 TESTBED_NETWORK = ipaddress.IPv4Network("198.18.0.0/15")
-BRANCH_RE = re.compile(r"^(?!.*\.\.)(?!/)(?!.*//)[A-Za-z0-9._/-]{1,200}(?<![./])\Z")
+BRANCH_RE = re.compile(
+    rf"^(?!.*\.\.)(?!/)(?!.*//)[A-Za-z0-9._/-]{{1,{BRANCH_MAX}}}(?<![./])\Z")
 HOST_RE = re.compile(r"^[a-z][a-z0-9]{0,7}\Z")
-# A forge project path (``group/sub/name``): no ``..``, no leading '-', no shell metacharacters.
+# A forge project path (``group/sub/name``): no ``..``, no leading '-', no shell metacharacters,
+# and no longer than the columns that store it (certifier/limits.py).
 PROJECT_RE = re.compile(
-    r"^(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_][A-Za-z0-9_.-]*){0,19}\Z"
+    rf"^(?=.{{1,{PROJECT_MAX}}}\Z)(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9_.-]*"
+    rf"(?:/[A-Za-z0-9_][A-Za-z0-9_.-]*){{0,{PROJECT_SEGMENTS_MAX - 1}}}\Z", re.DOTALL
 )
 # Names of environment variables that hold a token or a webhook secret. The suffix keeps a config
 # (or an API client creating a component) from pointing a forge at, say, the database URL.
@@ -65,20 +79,10 @@ class ConfigError(Exception):
     """A configuration problem, already phrased for the operator."""
 
 
-def _duration(value: Any) -> timedelta:
-    try:
-        return parse_duration(value)
-    except DurationError as exc:
-        raise ValueError(str(exc)) from None
-
-
 def _safe_name(value: str) -> str:
     if not NAME_RE.match(value):
         raise ValueError("must be lower-case letters, digits, '-' or '_', starting with a letter")
     return value
-
-
-Duration = Annotated[timedelta, BeforeValidator(_duration)]
 
 
 class _Strict(BaseModel):
@@ -115,8 +119,9 @@ class ComponentConfig(_Strict):
     @field_validator("api_url")
     @classmethod
     def _api_url(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(r"https?://[^\s\x00]+", v):
-            raise ValueError(f"api_url must be an http(s) URL: {v!r}")
+        if v is not None and not re.fullmatch(rf"https?://[^\s\x00]{{1,{URL_MAX - 8}}}", v):
+            raise ValueError(f"api_url must be an http(s) URL of at most {URL_MAX} characters: "
+                             f"{v[:80]!r}")
         return v.rstrip("/") if v else v
 
     @field_validator("poll_interval")
@@ -150,6 +155,8 @@ class ComponentConfig(_Strict):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
+        if len(v) > URL_MAX:
+            raise ValueError(f"a repository URL or path is at most {URL_MAX} characters")
         if not v or v.startswith("-") or any(c in v for c in "\x00\n\r"):
             raise ValueError(f"not a usable repository URL or path: {v!r}")
         if GIT_REMOTE_HELPER_RE.match(v):  # ext::<command> would run a command
@@ -164,6 +171,8 @@ class ComponentConfig(_Strict):
     def _recipe(cls, v: Path | None) -> Path | None:
         if v is not None and any(c in str(v) for c in "\x00\n\r"):
             raise ValueError(f"not a usable recipe folder: {str(v)!r}")
+        if v is not None and len(str(v)) > RECIPE_PATH_MAX:
+            raise ValueError(f"a recipe folder path is at most {RECIPE_PATH_MAX} characters")
         return v
 
 
@@ -324,16 +333,23 @@ class SoakConfig(_Strict):
     max_infra_retries: int = Field(default=2, ge=0, le=20)
     infra_backoff: Duration = timedelta(seconds=30)  # first retry; doubles per retry after
     infra_backoff_max: Duration = timedelta(minutes=10)
-    # Runs of the same kind a failed check gets before it rejects (0: none); a check that
-    # passes on its recheck is flaky and blocks promotion until waived.
+    # Runs of the same kind a failed check or a regression gets before it rejects (0: none); a
+    # check that passes on its recheck is flaky and blocks promotion until waived.
     recheck_failed: int = Field(default=1, ge=0, le=5)
+    # Soak runs added after the planned soak while the A/B statistics cannot decide some series
+    # yet (too few runs for the level): the soak is extended, never cut short (0: no extension).
+    max_extra_runs: int = Field(default=8, ge=0, le=100)
+
+    def planned_runs(self) -> int:
+        return max(1, math.ceil(self.duration / self.interval), self.min_runs)
 
     def policy(self) -> SoakPolicy:
         return SoakPolicy(duration=self.duration, interval=self.interval, min_runs=self.min_runs,
                           max_infra_retries=self.max_infra_retries,
                           infra_backoff=self.infra_backoff,
                           infra_backoff_max=self.infra_backoff_max,
-                          recheck_failed=self.recheck_failed)
+                          recheck_failed=self.recheck_failed,
+                          max_extra_runs=self.max_extra_runs)
 
 
 class MarginConfig(_Strict):
@@ -515,6 +531,96 @@ class BisectionConfig(_Strict):
                             infra_backoff_max=soak.infra_backoff_max)
 
 
+class EnvironmentConfig(_Strict):
+    """The environment check (``certifier/domain/environment.py``): a run whose host pressure or
+    calibration probe is out of the testbed's usual range is ``infra_error``, not the
+    candidate's fault. Usual range: the median of the newest ``window`` runs with figures on the
+    same testbed plus ``mad_k`` scaled MADs, at least ``floors`` away (per figure); ``ceilings``
+    refuse whatever the history, and are the only test below ``min_history`` runs.
+    ``probe`` runs the calibration probe at the start and end of each run; ``probe_fio`` its
+    fio part."""
+
+    enabled: bool = True
+    window: int = Field(default=20, ge=3, le=1000)
+    min_history: int = Field(default=5, ge=3, le=1000)
+    mad_k: float = Field(default=4.0, gt=0, le=100)
+    floors: dict[str, float] = Field(default_factory=dict)
+    ceilings: dict[str, float | None] = Field(default_factory=dict)
+    probe: bool = True
+    probe_fio: bool = True
+
+    @field_validator("floors", "ceilings")
+    @classmethod
+    def _figures(cls, v: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(k for k in v if k not in ENVIRONMENT_FIGURES)
+        if unknown:
+            raise ValueError(f"unknown figures {unknown}; known: "
+                             f"{', '.join(ENVIRONMENT_FIGURES)}")
+        negative = sorted(k for k, x in v.items() if x is not None and not 0 <= x < math.inf)
+        if negative:
+            raise ValueError(f"must be 0 or more: {negative}")
+        return v
+
+    @model_validator(mode="after")
+    def _history(self) -> EnvironmentConfig:
+        if self.window < self.min_history:
+            raise ValueError(f"window ({self.window}) is smaller than min_history "
+                             f"({self.min_history})")
+        return self
+
+    def policy(self) -> EnvironmentPolicy:
+        return EnvironmentPolicy(enabled=self.enabled, window=self.window,
+                                 min_history=self.min_history, mad_k=self.mad_k,
+                                 floors=dict(self.floors), ceilings=dict(self.ceilings))
+
+class AbConfig(_Strict):
+    """A/B runs with contemporaneous controls (issue #12): a run of a kind in ``run_kinds`` that
+    has a known-good to compare with also deploys that known-good on a twin testbed (the
+    *control*) and runs every enabled suite on both, interleaved in rounds whose order
+    alternates (candidate first in even rounds, control first in odd ones).
+
+    Gate and bisect runs measure ``min_rounds`` rounds, then one more while the statistics ask
+    for it, ``max_rounds`` at most; soak runs measure ``soak_rounds`` rounds. Baseline runs (the
+    known-good itself) and runs before the first known-good stay single-sided.
+
+    ``round_time``: ``split`` (default) gives each round its share of the suites' configured
+    measuring time (ping ``count``, bandwidth ``duration_s``, storage ``runtime_s``, divided by
+    ``min_rounds``, or ``soak_rounds`` in soak runs, in whole pings or seconds rounded down; at
+    least 5 pings, 1 s), so the first rounds measure each side about as long as a single-sided
+    run does and an A/B gate costs about twice a single-sided one, not ``2 * min_rounds``
+    times; ``full`` runs every round at the configured time.
+    """
+
+    enabled: bool = True
+    run_kinds: tuple[Literal["gate", "soak", "bisect"], ...] = ("gate", "soak", "bisect")
+    min_rounds: int = Field(default=2, ge=1, le=50)
+    max_rounds: int = Field(default=6, ge=1, le=50)
+    soak_rounds: int = Field(default=2, ge=1, le=50)
+    round_time: Literal["split", "full"] = "split"
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AbConfig:
+        if self.min_rounds > self.max_rounds:
+            raise ValueError(f"min_rounds ({self.min_rounds}) is more than max_rounds "
+                             f"({self.max_rounds})")
+        return self
+
+    def gate_policy(self, detector: DetectorConfig) -> ABPolicy:
+        """The gate's statistics (rounds, floors) for gate and bisect runs."""
+        return ABPolicy(min_rounds=self.min_rounds, max_rounds=self.max_rounds,
+                        floor_pct=detector.floor_pct, floors=dict(detector.floors))
+
+    def soak_policy(self, detector: DetectorConfig, soak: SoakConfig) -> ABSoakPolicy:
+        """The soak's statistics: calibrated for the planned soak and its extension, with the
+        rounds a soak run measures."""
+        return ABSoakPolicy(false_reject_target=detector.false_reject_target,
+                            planned_runs=soak.planned_runs(),
+                            max_extra_runs=soak.max_extra_runs,
+                            min_runs=detector.min_candidate_runs,
+                            rounds_per_run=self.soak_rounds, floor_pct=detector.floor_pct,
+                            floors=dict(detector.floors))
+
+
 class SchedulerConfig(_Strict):
     reconcile_interval: Duration = timedelta(seconds=10)
     run_timeout: Duration = timedelta(minutes=30)
@@ -527,6 +633,14 @@ class SchedulerConfig(_Strict):
 class DashboardConfig(_Strict):
     # The overview warns when the known-good is older than this (LKGR-style staleness).
     stale_after: Duration = timedelta(days=3)
+
+
+class ManifestConfig(_Strict):
+    """How long a signed manifest is valid: its ``expires_at`` is at most ``validity`` after its
+    ``issued_at``, and the API signs it again every ``validity / 2``, so a copy fetched now is
+    valid for at least half of it (``certifier/pipeline/knowngood.py``)."""
+
+    validity: Duration = Field(default=timedelta(days=7), ge=timedelta(minutes=1))
 
 
 class TrackingConfig(_Strict):
@@ -678,12 +792,16 @@ class CertifierConfig(_Strict):
     soak: SoakConfig = SoakConfig()
     thresholds: ThresholdsConfig = ThresholdsConfig()
     detector: DetectorConfig = DetectorConfig()
+    environment: EnvironmentConfig = EnvironmentConfig()
     suites: SuitesConfig = SuitesConfig()
+    ab: AbConfig = AbConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     bisection: BisectionConfig = BisectionConfig()
     dashboard: DashboardConfig = DashboardConfig()
+    manifest: ManifestConfig = ManifestConfig()
     tracking: TrackingConfig = TrackingConfig()
     notifications: NotificationsConfig = NotificationsConfig()
+    sources: SourcePolicy = SourcePolicy()  # which URLs components may name (sourcepolicy.py)
 
     @model_validator(mode="after")
     def _unique(self) -> CertifierConfig:
@@ -777,8 +895,13 @@ class Settings(BaseSettings):
         return self.config.bisection.policy(self.config.soak)
 
     def judgement_policy(self) -> JudgementPolicy:
-        detector = self.config.detector.policy(self.config.soak)
-        return replace(self.config.thresholds.policy(), detector=detector)
+        config = self.config
+        detector = config.detector.policy(config.soak)
+        policy = replace(config.thresholds.policy(), detector=detector)
+        if not config.ab.enabled:
+            return policy
+        return replace(policy, ab=config.ab.gate_policy(config.detector),
+                       ab_soak=config.ab.soak_policy(config.detector, config.soak))
 
 
 class _EnvWithoutConfig(EnvSettingsSource):
@@ -817,8 +940,12 @@ def _line_of(root: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
     return line
 
 
-def parse_config_text(text: str, source: str = "<config>") -> CertifierConfig:
-    """Validate YAML text into a config, or raise ConfigError naming the key and line."""
+def parse_config_text(text: str, source: str = "<config>", base: Path | None = None
+                      ) -> CertifierConfig:
+    """Validate YAML text into a config, or raise ConfigError naming the key and line.
+
+    ``base``: the config file's folder, which relative ``sources.local_paths`` are under.
+    """
     try:
         raw = yaml.safe_load(text)
         root = yaml.compose(text)
@@ -832,7 +959,7 @@ def parse_config_text(text: str, source: str = "<config>") -> CertifierConfig:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{source}: the top level must be a mapping of sections")
     try:
-        return CertifierConfig.model_validate(raw)
+        config = CertifierConfig.model_validate(raw)
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
@@ -843,6 +970,24 @@ def parse_config_text(text: str, source: str = "<config>") -> CertifierConfig:
             msg = err["msg"].removeprefix("Value error, ")
             lines.append(f"{source}: {key}{where}: {msg}")
         raise ConfigError("\n".join(lines)) from None
+    if base is not None:
+        config = config.model_copy(update={"sources": config.sources.under(base)})
+    _check_sources(config, root, source)
+    return config
+
+
+def _check_sources(config: CertifierConfig, root: yaml.Node | None, source: str) -> None:
+    """Every component's URLs against the ``sources`` policy, as for the API."""
+    refused = []
+    for i, component in enumerate(config.components):
+        try:
+            config.sources.check_component(component.url, component.api_url)
+        except SourceRefused as exc:
+            line = _line_of(root, ("components", i, str(exc).split(":", 1)[0]))
+            where = f" (line {line})" if line else ""
+            refused.append(f"{source}: components.{i}{where}: {exc}")
+    if refused:
+        raise ConfigError("\n".join(refused))
 
 
 def load_config_file(path: Path) -> CertifierConfig:
@@ -852,9 +997,9 @@ def load_config_file(path: Path) -> CertifierConfig:
         raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: the config file is not UTF-8 text") from None
-    config = parse_config_text(text, str(path))
-    # Recipe folders are written relative to the config file.
     base = path.resolve().parent
+    config = parse_config_text(text, str(path), base)
+    # Recipe folders are written relative to the config file.
     comps = tuple(
         c.model_copy(update={"recipe": base / c.recipe})
         if c.recipe and not c.recipe.is_absolute()

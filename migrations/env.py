@@ -15,6 +15,7 @@ from alembic import context
 from sqlalchemy import TypeDecorator
 from sqlalchemy.engine import Connection
 
+from certifier.db.migrate import compare_type
 from certifier.db.models import Base
 
 config = context.config
@@ -51,7 +52,7 @@ def run_migrations(connection: Connection) -> None:
         # SQLite cannot ALTER most things, so autogenerate writes batch operations (which
         # recreate the table on SQLite and are plain ALTERs on PostgreSQL): one script, both.
         render_as_batch=True,
-        compare_type=True,
+        compare_type=compare_type,  # VARCHAR lengths count on PostgreSQL only (migrate.py)
         render_item=render_item,
     )
     with context.begin_transaction():

@@ -100,3 +100,13 @@ def test_up_starts_api_worker_and_beat_and_ctrl_c_stops_them_all(tmp_path: Path)
     assert "stopping" in output
     time.sleep(0.5)
     assert _processes_with(str(tmp_path)) == []
+
+
+@pytest.mark.parametrize("lifetime", ["99999999999d", "P99999999999D", "1e400"])
+def test_a_token_lifetime_beyond_ten_years_exits_2_without_a_traceback(
+    tmp_path: Path, lifetime: str,
+) -> None:
+    assert _certifier("db", "upgrade", data_dir=tmp_path).returncode == 0
+    done = _certifier("token", "create", "ci", "--expires", lifetime, data_dir=tmp_path)
+    assert done.returncode == 2
+    assert "--expires:" in done.stderr and "Traceback" not in done.stderr

@@ -47,6 +47,16 @@ def test_short_durations_let_a_demo_soak_in_seconds() -> None:
         ("detector:\n  false_reject_target: 0.9\n", r"detector\.false_reject_target \(line 2\)"),
         ("detector:\n  min_baseline_runs: 30\n  baseline_window: 20\n",
          r"baseline_window \(20\) is smaller than min_baseline_runs \(30\)"),
+        ("environment:\n  ceilings: {cpu_load: 50}\n",
+         r"environment\.ceilings .*unknown figures \['cpu_load'\]"),
+        ("environment:\n  floors: {probe_tcp_gbps: -1}\n", r"environment\.floors .*0 or more"),
+        ("environment:\n  min_history: 10\n  window: 5\n",
+         r"window \(5\) is smaller than min_history \(10\)"),
+        ("environment:\n  mad_k: 0\n", r"environment\.mad_k \(line 2\)"),
+        ("ab:\n  min_rounds: 4\n  max_rounds: 3\n",
+         r"ab \(line 1\): min_rounds \(4\) is more than max_rounds \(3\)"),
+        ("ab:\n  run_kinds: [gate, baseline]\n", r"ab\.run_kinds\.1 \(line 2\)"),
+        ("ab:\n  soak_rounds: 0\n", r"ab\.soak_rounds \(line 2\)"),
     ],
 )
 def test_bad_config_names_the_key_and_line(text: str, expected: str) -> None:
@@ -91,3 +101,31 @@ def test_the_detector_is_planned_for_the_whole_soak() -> None:
     assert detector.floor_for("bandwidth", "throughput_gbps", counts=False) == 1.0
     off = load_settings(config=parse_config_text("detector:\n  enabled: false\n"))
     assert off.judgement_policy().detector is None
+
+
+def test_the_environment_section_becomes_the_checks_policy() -> None:
+    config = parse_config_text(
+        "environment:\n  window: 10\n  ceilings: {background_cpu_pressure_pct: null}\n"
+        "  floors: {probe_tcp_gbps: 25}\n")
+    policy = config.environment.policy()
+    assert policy.window == 10 and policy.ceiling("background_cpu_pressure_pct") is None
+    assert policy.floor("probe_tcp_gbps") == 25 and policy.floor("cpu_steal_pct") == 5
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ("components:\n  - name: nova\n    url: https://git.example/nova.git\n"
+     "    poll_interval: 3000000d\n", "components.0.poll_interval (line 4)"),
+    ("components:\n  - name: nova\n    url: https://git.example/nova.git\n"
+     "    poll_interval: {}\n", "components.0.poll_interval (line 4)"),
+    ("soak:\n  duration: 99999999999d\n", "soak.duration (line 2)"),
+    ("tracking:\n  poll_tick: 1e20\n", "tracking.poll_tick (line 2)"),
+])
+def test_a_duration_out_of_bounds_is_a_config_error_naming_the_key(text: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace("(", r"\(").replace(")", r"\)")):
+        parse_config_text(text, "certifier.yaml")
+
+
+def test_a_recipe_path_longer_than_its_column_is_a_config_error() -> None:
+    text = "components:\n  - name: nova\n    url: u\n    recipe: " + "r/" * 600 + "x\n"
+    with pytest.raises(ConfigError, match=r"components.0.recipe \(line 4\): .*at most 1000"):
+        parse_config_text(text, "certifier.yaml")

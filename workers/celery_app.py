@@ -203,7 +203,7 @@ def _tracking_tasks(app: Celery, context: WorkerContext, settings: Settings) -> 
     tracking = settings.config.tracking
     sources = source_factory(settings.tracking_dir.resolve(),
                              tracking.http_timeout.total_seconds(),
-                             tracking.git_timeout.total_seconds())
+                             tracking.git_timeout.total_seconds(), settings.config.sources)
     source_time = 3 * tracking.git_timeout.total_seconds() + 60
 
     @app.task(name=PROCESS_DELIVERY_TASK, bind=True, acks_late=True, max_retries=5,

@@ -42,7 +42,7 @@ from workers.context import WorkerContext
 from workers.testbed import janitor as testbed_janitor
 from workers.testbed import records
 from workers.testbed.process import InfraError, pid_alive, start_ticks
-from workers.testbed.tags import run_tag, run_tag_prefix
+from workers.testbed.tags import control_tag, run_tag, run_tag_prefix
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +85,9 @@ def clear_testbed(ctx: WorkerContext, testbed: str, run_id: int) -> list[str]:
 
     The lease is this run's now, so nothing an earlier run made for the testbed may stay, even
     if its owner still lives (a hung run whose lease expired, the keeper of an expired hold):
-    every other record of this testbed in the data folder is torn down, and so are the objects
-    of the previous holder's tag that no record lists. Only ``cf-`` objects of this instance's
+    every other record of this testbed in the data folder is torn down (a control twin's record
+    names the same testbed), and so are the objects of the previous holder's tags (its own and
+    its control's) that no record lists. Only ``cf-`` objects of this instance's
     tags are touched, and the previous holder's processes are found by cookie, never by name.
     """
     settings = ctx.settings
@@ -99,8 +100,8 @@ def clear_testbed(ctx: WorkerContext, testbed: str, run_id: int) -> list[str]:
             .order_by(models.Run.started_at.desc(), models.Run.id.desc()).limit(1))
     tags = {record.tag for record in records.read_all(settings.records_dir).values()
             if record is not None and record.testbed == testbed and record.tag != own}
-    if previous is not None:
-        tags.add(run_tag(settings, previous))
+    if previous is not None:  # its own testbed and, in an A/B run, its control's twin
+        tags.update((run_tag(settings, previous), control_tag(settings, previous)))
     if not tags:
         return []
     removed = testbed_janitor.reap(settings.records_dir, stale_tags=sorted(tags),

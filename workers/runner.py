@@ -7,9 +7,12 @@ rest is ``infra_error``.
 
 The run's phases: the combination's own deployment and the suites on a fresh testbed; then, when
 there is a known-good to upgrade from, the upgrade suite on a second fresh testbed (the first is
-torn down before: one testbed per run at a time). The single exception to "always torn down" is
-an autohold (``certifier/pipeline/autohold.py``): a failed or regressed run that a person asked
-to hold keeps its last testbed, and the run's log says how to enter it.
+torn down before). An A/B run (``ab`` settings; ``workers/abrounds.py``) builds a twin *control*
+testbed from the same spec beside the candidate's (both at once), deploys the known-good on it,
+and runs the suites on both sides in interleaved rounds; the control is torn down before the
+upgrade suite. The single exception to "always torn down" is an autohold
+(``certifier/pipeline/autohold.py``): a failed or regressed run that a person asked to hold keeps
+its last testbed (the candidate's), and the run's log says how to enter it.
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ import logging
 import os
 import shutil
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
 from certifier.db.session import session_scope
+from certifier.domain.abtest import NoiseHistory, needs_more_rounds
 from certifier.domain.judgement import Verdict
-from certifier.domain.results import SuiteResult
+from certifier.domain.results import Measurement, Side, SuiteResult
 from certifier.domain.snapshots import Snapshot
 from certifier.pipeline import autohold, runs
 from certifier.pipeline.dispatch import reconcile_after_commit
@@ -32,12 +37,13 @@ from certifier.settings import Settings, TestbedConfig
 from certifier.topology import TopologyError
 from certifier.topology import load as load_topology
 from certifier.tracking import events
-from workers import checkout, janitor, snapshots
+from workers import abrounds, calibration, checkout, janitor, snapshots
 from workers.context import WorkerContext
+from workers.environment import Recorder
 from workers.recipes import Deployable, Recipes, RunInfo
 from workers.suites import SUITES, upgrade
 from workers.testbed.base import InfraError, Testbed, TestbedError, TestbedSpec, create_testbed
-from workers.testbed.tags import run_tag
+from workers.testbed.tags import control_tag, probe_tag, run_tag
 
 log = logging.getLogger(__name__)
 LOG_LIMIT = 200_000  # characters of the run log kept with the run (the tail)
@@ -130,13 +136,38 @@ def _record_gone(ctx: WorkerContext, gone: list[tuple[str, str, str]], out: RunL
 
 
 def _build(settings: Settings, spec: TestbedSpec, run_id: int, state_dir: Path,
-           out: RunLog) -> Testbed:
-    bed = create_testbed(spec, tag=run_tag(settings, run_id), state_dir=state_dir,
+           out: RunLog, *, tag: str | None = None) -> Testbed:
+    bed = create_testbed(spec, tag=tag or run_tag(settings, run_id), state_dir=state_dir,
                          records_dir=settings.records_dir)
     notice = getattr(bed, "notice", None)
     if notice:
         out.add(str(notice))
     return bed
+
+
+def _build_twins(settings: Settings, spec: TestbedSpec, run_id: int, run_dir: Path,
+                 out: RunLog) -> tuple[Testbed, Testbed]:
+    """The candidate's testbed and its control twin, built at the same time (each is its own
+    namespaces and record: nothing is shared). If one fails, the other is torn down."""
+    wanted = ((run_tag(settings, run_id), run_dir / "state"),
+              (control_tag(settings, run_id), run_dir / "control"))
+    built: list[Testbed] = []
+    errors: list[BaseException] = []
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"build-{run_id}") as pool:
+        futures = [pool.submit(_build, settings, spec, run_id, state, out, tag=tag)
+                   for tag, state in wanted]
+        for future in futures:
+            try:
+                built.append(future.result())
+            except Exception as exc:  # the first is raised below, after cleanup
+                errors.append(exc)
+    if errors:
+        for bed in built:
+            _teardown(bed)
+        raise errors[0]
+    out.add(f"A/B: candidate testbed {built[0].tag}, control testbed {built[1].tag} (the "
+            "known-good)")
+    return built[0], built[1]
 
 
 def _deploy(recipes: Recipes, comps: tuple[Deployable, ...]) -> SuiteResult:
@@ -148,6 +179,51 @@ def _deploy(recipes: Recipes, comps: tuple[Deployable, ...]) -> SuiteResult:
             if outcome.infra_error and not result.infra_error:
                 result.infra_error = outcome.infra_error
     return result
+
+
+def _deploy_control(recipes: Recipes, base: tuple[Deployable, ...], version: int | None) -> None:
+    """Deploy the known-good on the control testbed; its failure is the testbed's problem."""
+    deployed = _deploy(recipes, base)
+    failed = [f"{c.name}" + (f": {c.message}" if c.message else "")
+              for c in deployed.checks if not c.passed]
+    if deployed.infra_error or failed:
+        raise InfraError(f"the known-good (#{version}) failed to deploy on the control testbed: "
+                         + "; ".join(filter(None, [deployed.infra_error, *failed])))
+
+
+def _run_suite(settings: Settings, bed: Testbed, name: str, out: RunLog,
+               side: Side | None = None, share: int = 1,
+               recorder: Recorder | None = None) -> SuiteResult:
+    """Run suite ``name`` on ``bed``; ``side`` in an A/B run (whose rounds log the summary),
+    whose rounds may measure 1/``share`` of the configured time each; ``recorder`` takes the
+    host's pressure over it (a control side's span is ``control.<name>``)."""
+    run_suite, _ = SUITES[name]
+    options = abrounds.round_options(name, _suite_options(settings, name), share)
+    if recorder is None:
+        result = run_suite(bed, options)
+    else:
+        with recorder.span(f"control.{name}" if side is Side.CONTROL else name):
+            result = run_suite(bed, options)
+    if side is None:
+        out.add(_suite_line(name, result))
+    if result.log:
+        out.add(f"{side}: {result.log}" if side else result.log)
+    return result
+
+
+def _measure_both(settings: Settings, plan: runs.RunPlan, bed: Testbed, control: Testbed,
+                  more_rounds: abrounds.MoreRounds, out: RunLog,
+                  recorder: Recorder | None = None) -> tuple[list[SuiteResult], int]:
+    """The suites on the candidate's testbed and on the control, in interleaved rounds."""
+    sides = {Side.CANDIDATE: bed, Side.CONTROL: control}
+    rounds = abrounds.rounds_for(settings.config.ab, plan.kind, more_rounds)
+
+    def one(name: str, side: Side) -> SuiteResult:
+        return _run_suite(settings, sides[side], name, out, side, rounds.share, recorder)
+
+    measured, done = abrounds.measure(settings.config.suites.enabled, one, rounds, out.add)
+    out.add(f"A/B: {done} round(s) measured")
+    return measured, done
 
 
 def _failed(results: list[SuiteResult]) -> bool:
@@ -238,8 +314,38 @@ def _teardown(bed: Testbed | None) -> str | None:
     return None
 
 
-def execute(ctx: WorkerContext, run_id: int) -> runs.Claim:
-    """Execute run ``run_id`` if it is still pending; returns how the claim went."""
+def _probe(ctx: WorkerContext, plan: runs.RunPlan, recorder: Recorder, which: str,
+           driver: str | None, run_dir: Path, out: RunLog) -> None:
+    """The environment check's calibration probe (workers/calibration.py), if configured."""
+    cfg = ctx.settings.config.environment
+    if not (cfg.enabled and cfg.probe) or driver is None:
+        return
+    calibration.probe(recorder, which, testbed=plan.testbed, driver=driver,
+                      tag=probe_tag(ctx.settings, plan.run_id),
+                      state_dir=run_dir / f"probe-{which}", records_dir=ctx.settings.records_dir,
+                      options=calibration.ProbeOptions(fio=cfg.probe_fio))
+    out.add(calibration.describe(which, recorder.probes[which]))
+
+
+def _statistics(settings: Settings, noise: NoiseHistory) -> abrounds.MoreRounds:
+    """Another round while the A/B statistics leave some series undecided (judged as the run
+    will be: the same policy, the same noise history of the testbed)."""
+    policy = settings.config.ab.gate_policy(settings.config.detector)
+
+    def more(measurements: list[Measurement], rounds_done: int) -> bool:
+        return needs_more_rounds(measurements, rounds_done, policy, noise)
+
+    return more
+
+
+def execute(ctx: WorkerContext, run_id: int,
+            more_rounds: abrounds.MoreRounds | None = None) -> runs.Claim:
+    """Execute run ``run_id`` if it is still pending; returns how the claim went.
+
+    ``more_rounds`` decides, in an A/B gate or bisect run, whether to measure another round
+    once ``ab.min_rounds`` are done (up to ``ab.max_rounds``); by default the A/B statistics
+    (``certifier/domain/abtest.py``: some series still undecided).
+    """
     settings = ctx.settings
     lease = ctx.scheduler_policy.run_timeout + timedelta(minutes=5)
     with session_scope(ctx.session_factory) as session:
@@ -249,6 +355,9 @@ def execute(ctx: WorkerContext, run_id: int) -> runs.Claim:
         return claim
     with session_scope(ctx.session_factory) as session:
         plan = runs.plan(session, run_id)
+        if more_rounds is None:
+            more_rounds = _statistics(settings, runs.noise_history(session, plan.testbed,
+                                                                   exclude=run_id))
 
     out = RunLog()
     out.add(f"run {run_id} ({plan.kind}) of candidate {plan.candidate_id} on {plan.testbed}, "
@@ -257,9 +366,13 @@ def execute(ctx: WorkerContext, run_id: int) -> runs.Claim:
     setup_error: str | None = None
     run_dir = settings.runs_dir / f"run-{run_id}"
     bed: Testbed | None = None
+    control: Testbed | None = None  # an A/B run's twin, with the known-good deployed
+    rounds = 0
     info = RunInfo(run_id, str(plan.kind), plan.candidate_id)
     gone: list[tuple[str, str, str]] = []  # commits upstream has lost, found by the checkout
     timeout = settings.config.scheduler.hook_timeout.total_seconds()
+    recorder = Recorder()  # the environment check: host pressure per suite, probes
+    driver: str | None = None
     try:
         reaped = janitor.clear_testbed(ctx, plan.testbed, run_id)  # a dead earlier run's leftovers
         if reaped:
@@ -268,7 +381,18 @@ def execute(ctx: WorkerContext, run_id: int) -> runs.Claim:
         shutil.rmtree(run_dir, ignore_errors=True)
         comps = _checkout(settings, plan.components, run_dir / "src", out, gone=gone)
         spec = _spec(settings, plan.testbed, out)
-        bed = _build(settings, spec, run_id, run_dir / "state", out)
+        driver = spec.driver
+        _probe(ctx, plan, recorder, "start", driver, run_dir, out)
+        single = abrounds.single_sided_because(settings.config.ab, plan.kind, bool(plan.base),
+                                               spec)
+        base: tuple[Deployable, ...] = ()
+        if single is None:
+            base = _checkout(settings, plan.base, run_dir / "src-known-good", out, reuse=comps,
+                             gone=gone)
+            bed, control = _build_twins(settings, spec, run_id, run_dir, out)
+        else:
+            out.add(f"A/B: single-sided: {single}")
+            bed = _build(settings, spec, run_id, run_dir / "state", out)
         recipes = Recipes(bed, info, timeout, out.add)
         deployed = _deploy(recipes, comps)
         results.append(deployed)
@@ -278,16 +402,22 @@ def execute(ctx: WorkerContext, run_id: int) -> runs.Claim:
         else:
             if _upgrade_planned(settings, plan):
                 fresh = _fresh_snapshots(recipes, comps, out)
-            for name in settings.config.suites.enabled:
-                run_suite, _ = SUITES[name]
-                suite_result = run_suite(bed, _suite_options(settings, name))
-                out.add(_suite_line(name, suite_result))
-                if suite_result.log:
-                    out.add(suite_result.log)
-                results.append(suite_result)
+            if control is not None:
+                _deploy_control(Recipes(control, info, timeout, lambda t: out.add(f"control: {t}")),
+                                base, plan.base_version)
+                measured, rounds = _measure_both(settings, plan, bed, control, more_rounds, out,
+                                                 recorder)
+                results.extend(measured)
+            else:
+                results.extend(_run_suite(settings, bed, name, out, recorder=recorder)
+                               for name in settings.config.suites.enabled)
+            error = _teardown(control)
+            control = None
+            if error:
+                raise InfraError(error)
             if _upgrade_wanted(settings, plan, results, out):
-                base = _checkout(settings, plan.base, run_dir / "src-known-good", out,
-                                 reuse=comps, gone=gone)
+                base = base or _checkout(settings, plan.base, run_dir / "src-known-good", out,
+                                         reuse=comps, gone=gone)
                 error = _teardown(bed)  # one testbed per run at a time
                 bed = None
                 if error:
@@ -295,7 +425,8 @@ def execute(ctx: WorkerContext, run_id: int) -> runs.Claim:
                 bed = _build(settings, spec, run_id, run_dir / "upgrade", out)
                 out.add(f"suite upgrade: known-good #{plan.base_version} deployed, then "
                         "upgraded in place to this candidate")
-                upgraded = _upgrade(ctx, plan, bed, comps, base, fresh)
+                with recorder.span("upgrade"):
+                    upgraded = _upgrade(ctx, plan, bed, comps, base, fresh)
                 out.add(_suite_line("upgrade", upgraded))
                 if upgraded.log:
                     out.add(upgraded.log)
@@ -307,14 +438,17 @@ def execute(ctx: WorkerContext, run_id: int) -> runs.Claim:
         setup_error = f"unexpected error in the runner: {exc!r}"
         out.add(traceback.format_exc())
     except BaseException:  # the worker is shutting down: leave nothing behind, then go
+        _teardown(control)
         _teardown(bed)
         raise
 
+    _teardown(control)  # left only by an error; the janitor retries one that will not go
+    _probe(ctx, plan, recorder, "end", driver, run_dir, out)
     try:
         _record_gone(ctx, gone, out)
     except Exception:  # a note for the manifest must never cost the run its verdict
         log.exception("run %s: cannot mark commits gone upstream", run_id)
-    kept = _finish(ctx, plan, results, setup_error, bed, out)
+    kept = _finish(ctx, plan, results, setup_error, bed, out, rounds, recorder.summary())
     if not kept:
         shutil.rmtree(run_dir / "src", ignore_errors=True)
         shutil.rmtree(run_dir / "src-known-good", ignore_errors=True)
@@ -322,7 +456,8 @@ def execute(ctx: WorkerContext, run_id: int) -> runs.Claim:
 
 
 def _finish(ctx: WorkerContext, plan: runs.RunPlan, results: list[SuiteResult],
-            setup_error: str | None, bed: Testbed | None, out: RunLog) -> bool:
+            setup_error: str | None, bed: Testbed | None, out: RunLog, rounds: int,
+            environment: dict[str, object] | None = None) -> bool:
     """Judge and record the run; tear its testbed down unless a hold keeps it. True if kept."""
     settings, run_id = ctx.settings, plan.run_id
     policy = settings.judgement_policy()
@@ -339,7 +474,9 @@ def _finish(ctx: WorkerContext, plan: runs.RunPlan, results: list[SuiteResult],
     kept = None
     with session_scope(ctx.session_factory) as session:
         judgement = runs.finish(session, run_id, results, ctx.clock, policy,
-                                log=out.text()[-LOG_LIMIT:], setup_error=setup_error)
+                                log=out.text()[-LOG_LIMIT:], setup_error=setup_error,
+                                rounds=rounds, environment=environment,
+                                environment_policy=settings.config.environment.policy())
         if bed is not None and hold_id is not None and judgement.verdict in autohold.HELD_VERDICTS:
             kept = autohold.catch(session, hold_id, run_id, ctx.clock, testbed=plan.testbed,
                                   tag=bed.tag, worker=ctx.worker_id,

@@ -15,11 +15,12 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 import certifier
-from certifier.api import accesslog
+from certifier.api import accesslog, openapi
 from certifier.api.deps import AppContext
 from certifier.api.errors import (
     MAX_BODY_BYTES,
     BodySizeLimit,
+    JsonDepthLimit,
     RefuseNul,
     install_error_handlers,
 )
@@ -79,6 +80,9 @@ def create_app(
         redoc_url=None,
         openapi_url="/openapi.json",
         lifespan=lifespan,
+        # No trailing-slash redirects: Starlette builds them from the Host header, which a
+        # client chooses, so a redirect would send the client wherever it said.
+        redirect_slashes=False,
     )
     app.state.certifier = context = AppContext(
         settings=settings,
@@ -87,7 +91,9 @@ def create_app(
         session_factory=session_factory,
     )
     install_error_handlers(app)
+    openapi.install(app)
     accesslog.install()  # Gerrit's ?token= secret must never reach uvicorn's access log
+    app.add_middleware(JsonDepthLimit)  # inside BodySizeLimit: it reads at most the limit
     app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES)
     app.add_middleware(RefuseNul)
     app.add_middleware(ManifestFastPath, cache=context.manifest_cache)  # outermost: the hot path

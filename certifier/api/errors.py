@@ -1,4 +1,10 @@
-"""Error handling: every error leaves as JSON ``{"detail": ...}``, and no traceback ever does.
+"""Error handling: every error leaves as JSON of one shape, and no traceback ever does.
+
+The shape (``ErrorOut`` in the OpenAPI document) is ``{"detail": "<one sentence>", "errors":
+[{"loc": [...], "msg": "...", "type": "..."}]}``: ``errors`` lists the fields of a validation
+error (422) and is empty for every other error, so a client reads ``detail`` whatever went
+wrong. Inputs are never echoed back in ``errors`` (pydantic's ``input`` and ``ctx`` are dropped).
+A 405 lists in ``Allow`` every method the path has, not only those of the first route matched.
 
 Service errors map to HTTP statuses (NotFound 404, Conflict 409, Invalid 422). A unique
 constraint that fires because two requests raced becomes a 409 the client can retry; a database
@@ -10,58 +16,72 @@ into memory.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from certifier.limits import BODY_BYTES_MAX, JSON_DEPTH_MAX, too_deep
 from certifier.pipeline.errors import Conflict, Invalid, NotFound, ServiceError
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 1024 * 1024
+MAX_BODY_BYTES = BODY_BYTES_MAX
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+_DETAIL_MAX = 1000
 
 _SERVICE_STATUS: dict[type[ServiceError], int] = {NotFound: 404, Conflict: 409, Invalid: 422}
 
 
-def _json_error(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+def error_body(detail: str, errors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The one error shape (see the module docstring)."""
+    return {"detail": detail, "errors": errors or []}
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+def _json_error(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(detail), status_code=status, headers=headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    return _json_error(exc.status_code, exc.detail, dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(allowed_methods(request.app, request.scope))
+    return _json_error(exc.status_code, str(exc.detail), headers)
 
 
-def _plain(value: Any) -> Any:
-    """Make pydantic's error context JSON-safe: exceptions become their message."""
-    if isinstance(value, BaseException):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
+def allowed_methods(app: Any, scope: Scope) -> list[str]:
+    """Every method some route answers on this path (Starlette's own 405 names only the methods
+    of the first route whose path matched)."""
+    found = []
+    for method in _METHODS:
+        probe = {**scope, "method": method}
+        if any(route.matches(probe)[0] == Match.FULL for route in app.router.routes):
+            found.append(method)
+    return found
+
+
+def _field_error(error: Any) -> dict[str, Any]:
+    loc = [p if isinstance(p, int) else str(p) for p in error.get("loc", ())]
+    msg = str(error.get("msg", "")).removeprefix("Value error, ")
+    return {"loc": loc, "msg": msg, "type": str(error.get("type", ""))}
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [_plain(dict(e)) for e in exc.errors()]
-    try:
-        detail = jsonable_encoder(errors)
-        json.dumps(detail)
-    except (TypeError, ValueError):  # something exotic in an input echo: keep the messages
-        detail = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", ""))} for e in errors]
-    return _json_error(422, detail)
+    errors = [_field_error(e) for e in exc.errors()]
+    detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
+    if len(detail) > _DETAIL_MAX:
+        detail = detail[:_DETAIL_MAX - 1] + "…"
+    return JSONResponse(error_body(detail or "invalid request", errors), status_code=422)
 
 
 async def _service_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -193,3 +213,58 @@ class BodySizeLimit:
         response = _json_error(413, f"request body larger than {self.limit} bytes",
                                {"Connection": "close"})
         await response(scope, receive, send)
+
+
+class JsonDepthLimit:
+    """ASGI middleware: a JSON request body nested deeper than JSON_DEPTH_MAX is a 422.
+
+    Python's JSON parser recurses once per level; a 1 MiB body of ``[`` would end in a
+    RecursionError. The body is read here (it is at most MAX_BODY_BYTES: BodySizeLimit sits
+    outside) and handed on unchanged. Webhooks are left to their receiver, which checks the
+    signature first and the depth after it (``certifier.limits.load_json``).
+    """
+
+    def __init__(self, app: ASGIApp, skip_prefix: str = "/api/v1/webhooks/") -> None:
+        self.app = app
+        self.skip_prefix = skip_prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS")
+                or scope["path"].startswith(self.skip_prefix) or not _json_typed(scope)):
+            await self.app(scope, receive, send)
+            return
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away: let the app see it
+                await self.app(scope, _replay([message]), send)
+                return
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        if too_deep(body):
+            await _json_error(422, f"the JSON body is nested deeper than {JSON_DEPTH_MAX} "
+                                   "levels")(scope, receive, send)
+            return
+        await self.app(scope, _replay([{"type": "http.request", "body": body,
+                                        "more_body": False}], receive), send)
+
+
+def _json_typed(scope: Scope) -> bool:
+    """FastAPI parses a body as JSON when its type says JSON, or when no type is given."""
+    kind = Headers(scope=scope).get("content-type", "").split(";")[0].strip().lower()
+    return not kind or kind == "application/json" or kind.endswith("+json")
+
+
+def _replay(messages: list[Message], then: Receive | None = None) -> Receive:
+    """A receive that hands out ``messages`` first, then waits on ``then`` (a disconnect)."""
+    pending = list(messages)
+
+    async def receive() -> Message:
+        if pending:
+            return pending.pop(0)
+        if then is not None:
+            return await then()
+        return {"type": "http.disconnect"}
+
+    return receive

@@ -27,6 +27,7 @@ class Representation:
     media_type: str
     etag: str
     signature: str | None = None  # base64 Ed25519 signature of exactly ``body``
+    valid_until: float | None = None  # the document's expires_at (a timestamp)
 
 
 # None stands for "no known-good yet", which is cached like a document.
@@ -41,11 +42,16 @@ class ManifestCache:
         self._refresh = asyncio.Lock()
 
     def get(self, fmt: str) -> tuple[bool, Entry]:
-        """(found, entry): ``found`` is False when the format is absent or expired."""
+        """(found, entry): ``found`` is False when the format is absent or expired, or when the
+        signed document itself has expired (an expired signature is never served)."""
         hit = self._entries.get(fmt)
-        if hit is None or hit[0] <= self._clock():
+        now = self._clock()
+        if hit is None or hit[0] <= now:
             return False, None
-        return True, hit[1]
+        entry = hit[1]
+        if entry is not None and entry.valid_until is not None and entry.valid_until <= now:
+            return False, None
+        return True, entry
 
     def put(self, fmt: str, entry: Entry) -> None:
         if self.ttl > 0:

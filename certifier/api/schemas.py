@@ -11,11 +11,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from certifier.db import models
+from certifier.domain.environment import judged_figures
+from certifier.limits import ID_MAX, MAX_DURATION, PROJECT_MAX, URL_MAX, CommitTime, DbId
 from certifier.pipeline.bisection import BisectionView
 from certifier.pipeline.bisection import view as bisection_view
+from certifier.pipeline.runview import ab_series
 from certifier.settings import ComponentConfig
 
 SHA_PATTERN = r"^(?:[0-9a-fA-F]{40}|[0-9a-fA-F]{64})$"
@@ -28,8 +31,20 @@ class _Out(BaseModel):
     model_config = ConfigDict(frozen=True)
 
 
+class FieldError(_Out):
+    """One invalid field of a request; its value is never echoed back."""
+
+    loc: list[str | int] = Field(description="where: path, query, header or body, then the keys")
+    msg: str
+    type: str = Field(description="pydantic's error type, e.g. missing, string_too_long")
+
+
 class ErrorOut(_Out):
-    detail: str
+    """Every 4xx (and 5xx) answer: one sentence, plus the invalid fields of a 422."""
+
+    detail: str = Field(description="what went wrong, in words")
+    errors: list[FieldError] = Field(default_factory=list,
+                                     description="the invalid fields (validation errors only)")
 
 
 class HealthOut(_Out):
@@ -83,6 +98,17 @@ class CommitList(_Out):
     items: list[CommitOut]
 
 
+def _string_part(schema: dict[str, Any]) -> dict[str, Any]:
+    """The string alternative of a nullable field's schema (or the schema itself)."""
+    parts = [p for p in schema.get("anyOf", ())
+             if isinstance(p, dict) and p.get("type") == "string"]
+    return parts[0] if parts else schema
+
+
+# JSON Schema cannot compare times: this pattern names the years in range at any UTC offset.
+_SAFE_YEARS = r"^(?:190[1-9]|19[1-9][0-9]|20[0-9]{2}|21[0-8][0-9]|219[0-8])-"
+
+
 class CommitReport(BaseModel):
     """A commit seen on a component's branch, reported by a script or a CI job."""
 
@@ -93,7 +119,9 @@ class CommitReport(BaseModel):
                        description="stored up to 500 characters")
     author: str = Field(default="", max_length=1_000, pattern=NO_NUL,
                         description="stored up to 200 characters")
-    committed_at: AwareDatetime | None = None
+    committed_at: CommitTime | None = Field(
+        default=None, description="with a UTC offset; from 1900 to before 2200",
+        json_schema_extra=lambda schema: _string_part(schema).update(pattern=_SAFE_YEARS))
 
 
 class CommitReported(_Out):
@@ -101,13 +129,48 @@ class CommitReported(_Out):
     created: bool
 
 
+# What the validators of ComponentConfig accept, as JSON Schema (ECMA regexes), so that the
+# published schema says which bodies are valid; each is as strict as its validator or stricter.
+_COMPONENT_FIELDS: dict[str, dict[str, Any]] = {
+    "name": {"pattern": r"^[a-z][a-z0-9_-]{0,62}$"},
+    "url": {"minLength": 1, "maxLength": URL_MAX, "pattern":
+            r"^(?![A-Za-z][A-Za-z0-9+.-]*::)(?!-)"
+            r"(?!(?:[A-Za-z][A-Za-z0-9+.-]*:)?//[^/?#]*:[^/?#]*@)[^\u0000\r\n]+$"},
+    "branch": {"pattern": r"^(?!.*\.\.)(?!/)(?!-)(?!.*//)[A-Za-z0-9._/-]{0,199}[A-Za-z0-9_-]$"},
+    "project": {"maxLength": PROJECT_MAX,
+                "pattern": r"^[A-Za-z0-9_][A-Za-z0-9_-]*(?:/[A-Za-z0-9_][A-Za-z0-9_-]*){0,23}$"},
+    "api_url": {"maxLength": URL_MAX - 8, "pattern": r"^https?://[!-~]+$"},
+    "webhook_secret_env": {"pattern": r"^[A-Z][A-Z0-9_]{0,93}_SECRET$"},
+}
+# Durations as JSON Schema can say them: 5 s to 999 d in short form, or seconds.
+_POLL_INTERVAL = [
+    {"type": "string", "pattern": r"^(?:[5-9]|[1-9][0-9]{1,2})s$|^[1-9][0-9]{0,2}[mhd]$"},
+    {"type": "integer", "minimum": 5, "maximum": int(MAX_DURATION.total_seconds())},
+    {"type": "null"},
+]
+
+
+def _document_component(schema: dict[str, Any]) -> None:
+    properties = schema["properties"]
+    for hidden in ("recipe", "token_env"):  # refused over the API: not part of its contract
+        properties.pop(hidden, None)
+    for name, constraints in _COMPONENT_FIELDS.items():
+        _string_part(properties[name]).update(constraints)
+    properties["poll_interval"]["anyOf"] = _POLL_INTERVAL
+    properties["poll_interval"]["default"] = "5m"
+
+
 class ComponentRequest(ComponentConfig):
     """A component registered over the API: the config file's fields, minus two.
 
-    Registering needs no token, so a body must not choose what runs as root on a worker
-    (``recipe``: a folder of executables) nor which forge token goes where (``token_env``, with
-    ``api_url`` pointing anywhere). Both are the operator's, in the config file.
+    Registering needs an ``admin`` token, but a token is not a root login: a body must not
+    choose what runs as root on a worker (``recipe``: a folder of executables) nor which forge
+    token goes where (``token_env``, with ``api_url`` pointing anywhere). Both are the
+    operator's, in the config file. Its ``url`` and ``api_url`` must pass the config's
+    ``sources`` policy.
     """
+
+    model_config = ConfigDict(json_schema_extra=_document_component)
 
     @model_validator(mode="after")
     def _operator_only(self) -> ComponentRequest:
@@ -177,6 +240,26 @@ class MeasurementOut(_Out):
     value: float
     unit: str
     better: str
+    side: str = Field(description="candidate, or control: the known-good measured beside it "
+                                  "in an A/B run")
+    round: int = Field(description="the A/B round that measured it (0 in a single-sided run)")
+    events: int | None = Field(description="for loss-type series: events lost (of trials)")
+    trials: int | None = Field(description="for loss-type series: trials (packets sent)")
+
+
+class SeriesOut(_Out):
+    """One series of the run, both sides round by round (null where a side did not measure it
+    in that round)."""
+
+    key: str
+    suite: str
+    metric: str
+    labels: dict[str, str]
+    unit: str
+    better: str
+    rounds: list[int]
+    candidate: list[float | None]
+    control: list[float | None]
 
 
 class StateChangeOut(_Out):
@@ -217,11 +300,21 @@ class RunDetail(RunOut):
     worker: str | None
     dispatched_at: datetime | None
     tool_versions: dict[str, Any]
+    rounds: int = Field(description="A/B rounds measured (candidate and control interleaved); "
+                                    "0: a single-sided run")
     checks: list[CheckOut]
     measurements: list[MeasurementOut]
     state_diff: list[StateDiffOut] = Field(
         description="the upgrade suite's diff of each component's state snapshots")
+    series: list[SeriesOut] = Field(description="the measurements per series, by side and round")
     log: str
+    environment: dict[str, Any] | None = Field(
+        default=None, description="the host during the run: pressure per suite and combined "
+        "(host), the calibration probes at start and end (probes, each with its background "
+        "pressure), and the figures the environment check judged (judged)")
+    too_busy: bool = Field(default=False, description="the environment check found the testbed "
+                           "out of its usual range: the run is infra_error unless a check "
+                           "failed")
 
     @classmethod
     def of(cls, run: models.Run) -> RunDetail:
@@ -231,13 +324,22 @@ class RunDetail(RunOut):
             tool_versions=dict(run.tool_versions),
             checks=[CheckOut(suite=c.suite, name=c.name, passed=c.passed, message=c.message)
                     for c in run.checks],
+            rounds=run.rounds,
             measurements=[
                 MeasurementOut(suite=m.suite, metric=m.metric, labels=dict(m.labels),
-                               value=m.value, unit=m.unit, better=m.better)
+                               value=m.value, unit=m.unit, better=m.better, side=m.side,
+                               round=m.round, events=m.events, trials=m.trials)
                 for m in run.measurements
             ],
             state_diff=StateDiffOut.many(run.state_diff),
+            series=[SeriesOut(key=s.key, suite=s.suite, metric=s.metric, labels=dict(s.labels),
+                              unit=s.unit, better=s.better, rounds=list(s.rounds),
+                              candidate=list(s.candidate), control=list(s.control))
+                    for s in ab_series(run.measurements)],
             log=run.log,
+            environment=(None if run.environment is None
+                         else {**run.environment, "judged": judged_figures(run.environment)}),
+            too_busy=run.too_busy,
         )
 
 
@@ -407,6 +509,10 @@ class CancelRequest(_Action):
     pass
 
 
+class ComponentAction(_Action):
+    """Pause or resume a component."""
+
+
 class WaiveRequest(_Action):
     subject: str = Field(min_length=1, max_length=400,
                          description="the subject of a failing check or metric excuse")
@@ -487,7 +593,11 @@ class Manifest(_Out):
     promoted_at: str
     combination: str
     candidate: int
-    revoked_at: str | None
+    revoked_at: str | None = Field(description="set once revoked: do not deploy it")
+    issued_at: str = Field(description="when these bytes were signed")
+    expires_at: str = Field(description="the signature is not to be trusted after this; fetch "
+                                        "the manifest again (it is re-signed every half of "
+                                        "manifest.validity)")
     components: list[ManifestComponent]
 
 
@@ -654,7 +764,7 @@ class HoldRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    candidate_id: int | None = Field(default=None, ge=1)
+    candidate_id: DbId | None = None
     component: str | None = Field(default=None, max_length=63, pattern=r"^[a-z][a-z0-9_-]*$")
     duration: str = Field(default="2h", max_length=32,
                           description="how long a caught testbed is kept, e.g. 30m, 2h, 1d")
@@ -697,7 +807,7 @@ class HoldList(_Out):
 
 # A database id in a path: at least 1 and within a 32-bit INTEGER column, so an absurd id is a
 # 422 from validation (or a 404), never an overflow inside the database driver.
-DB_ID_MAX = 2**31 - 1
+DB_ID_MAX = ID_MAX
 
 
 def json_error(description: str) -> dict[str, Any]:

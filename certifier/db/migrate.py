@@ -21,7 +21,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import MetaData, make_url, text
+from sqlalchemy import MetaData, String, make_url, text
 from sqlalchemy.engine import Connection, Engine
 
 from certifier.db.models import Base
@@ -100,13 +100,27 @@ def check(url: str, metadata: MetaData | None = None) -> list[str]:
     engine = make_engine(url)
     try:
         with engine.connect() as connection:
-            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            context = MigrationContext.configure(connection, opts={"compare_type": compare_type})
             at, newest = context.get_current_revision(), head()
             problems = [] if at == newest else [f"database at revision {at}, head is {newest}"]
             diffs = compare_metadata(context, metadata if metadata is not None else Base.metadata)
             return problems + [_describe(diff) for diff in diffs]
     finally:
         engine.dispose()
+
+
+def compare_type(context: MigrationContext, _inspected_column: Any, _metadata_column: Any,
+                 inspected_type: Any, metadata_type: Any) -> bool | None:
+    """Alembic's type comparison, except that a VARCHAR length is no difference on SQLite.
+
+    SQLite does not enforce lengths, and changing one there means rebuilding the table, which
+    with ``foreign_keys=ON`` cascades a delete to every referencing row (a widened
+    ``components.url`` would empty ``commits``). Migrations change lengths on PostgreSQL only.
+    """
+    if (context.dialect.name == "sqlite" and isinstance(inspected_type, String)
+            and isinstance(metadata_type, String)):
+        return False
+    return None  # Alembic's own comparison
 
 
 def _describe(diff: Any) -> str:

@@ -27,6 +27,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.sql.expression import false
+
+from certifier.limits import PROJECT_MAX, RECIPE_PATH_MAX, URL_MAX
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -68,19 +71,22 @@ class Component(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(63), unique=True)
     source: Mapped[str] = mapped_column(String(16))
-    url: Mapped[str] = mapped_column(String(1000))
+    url: Mapped[str] = mapped_column(String(URL_MAX))
     branch: Mapped[str] = mapped_column(String(200))
-    recipe: Mapped[str | None] = mapped_column(String(1000))
+    recipe: Mapped[str | None] = mapped_column(String(RECIPE_PATH_MAX))
     run_in: Mapped[str] = mapped_column(String(16), default="controller")
     paused: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime]
     # Upstream tracking (certifier/tracking): where the forge API is and how often to poll it.
-    project: Mapped[str | None] = mapped_column(String(300))
-    api_url: Mapped[str | None] = mapped_column(String(1000))
+    project: Mapped[str | None] = mapped_column(String(PROJECT_MAX))
+    api_url: Mapped[str | None] = mapped_column(String(URL_MAX))
     poll_interval_s: Mapped[int | None] = mapped_column(Integer)
     token_env: Mapped[str | None] = mapped_column(String(100))
     webhook_secret_env: Mapped[str | None] = mapped_column(String(100))
     paused_reason: Mapped[str | None] = mapped_column(String(300))  # None: paused by an operator
+    # Removed by an operator: kept for the history that names it, never listed, tracked or formed.
+    removed_at: Mapped[datetime | None]
+    removed_by: Mapped[str | None] = mapped_column(String(200))
 
     commits: Mapped[list[Commit]] = relationship(back_populates="component")
 
@@ -159,7 +165,9 @@ class Candidate(Base):
 
 class Run(Base):
     __tablename__ = "runs"
-    __table_args__ = (UniqueConstraint("candidate_id", "kind", "attempt"),)
+    __table_args__ = (UniqueConstraint("candidate_id", "kind", "attempt"),
+                      Index("ix_runs_testbed_finished", "testbed", "finished_at"),
+                      Index("ix_runs_too_busy_testbed", "too_busy", "testbed"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id", ondelete="CASCADE"))
@@ -180,6 +188,15 @@ class Run(Base):
     finished_at: Mapped[datetime | None]
     # Set on bisect runs: the combination this run tests instead of its candidate's.
     combination_hash: Mapped[str | None] = mapped_column(ForeignKey("combinations.hash"))
+    # The host's state during the run (workers/environment.py, workers/calibration.py): pressure
+    # per suite and combined, the calibration probes; None for runs that never measured it.
+    environment: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    # The environment check found the testbed out of its usual range: the run is infra_error
+    # (unless a check failed), and its figures never join the testbed's usual range.
+    too_busy: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # A/B rounds measured: the suites ran on the candidate and on a control deployment of the
+    # known-good this many times, interleaved. 0: a single-sided run (no control).
+    rounds: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     candidate: Mapped[Candidate] = relationship(back_populates="runs")
     combination: Mapped[Combination | None] = relationship()
@@ -211,6 +228,13 @@ class MeasurementRow(Base):
     value: Mapped[float] = mapped_column(Float)
     unit: Mapped[str] = mapped_column(String(16))
     better: Mapped[str] = mapped_column(String(8))
+    # Which deployment measured it (candidate, or the known-good's control in an A/B run), in
+    # which round; for loss-type series the counts behind the rate (events of trials).
+    side: Mapped[str] = mapped_column(String(16), default="candidate",
+                                      server_default="candidate")
+    round: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    events: Mapped[int | None] = mapped_column(Integer)
+    trials: Mapped[int | None] = mapped_column(Integer)
 
 
 class KnownGood(Base):
@@ -284,7 +308,7 @@ class Delivery(Base):
     received_at: Mapped[datetime] = mapped_column(index=True)
     state: Mapped[str] = mapped_column(String(16), index=True)  # pending, processed
     outcome: Mapped[str] = mapped_column(String(500), default="")
-    project: Mapped[str | None] = mapped_column(String(300))
+    project: Mapped[str | None] = mapped_column(String(PROJECT_MAX))
     ref: Mapped[str | None] = mapped_column(String(300))
     component_id: Mapped[int | None] = mapped_column(
         ForeignKey("components.id", ondelete="SET NULL")

@@ -99,7 +99,7 @@ def report_heads(factory: sessionmaker[Session], world: demo_world.DemoWorld,
 
 
 def run(factory: sessionmaker[Session], world: demo_world.DemoWorld, dispatcher: Dispatcher,
-        say: Callable[[str], None] = print, timeout: float = 240.0,
+        say: Callable[[str], None] = print, timeout: float = 480.0,
         bad_commits: tuple[demo_world.Push, ...] = demo_world.BAD_COMMITS,
         fixes: tuple[demo_world.Push, ...] = demo_world.FIX_COMMITS) -> DemoOutcome:
     """Drive the scenario; raises DemoFailed if the pipeline does not behave."""
@@ -154,7 +154,7 @@ def _say_known_good(factory: sessionmaker[Session], watcher: Watcher,
         kg = knowngood.current(session)
         assert kg is not None
         say(f"{watcher.stamp()} known-good #{kg.version} promoted:")
-        for comp in knowngood.manifest(session, kg)["components"]:
+        for comp in knowngood.manifest(session, kg, SystemClock().now())["components"]:
             say(f"      {comp['name']:<10} {comp['sha'][:12]}  {comp['title']}")
         return kg.version
 

@@ -721,6 +721,9 @@ def build(root: Path, *, driver: str = "netns", subnet: str = "198.18.0.0/24",
         f"    subnet: {subnet}\n"
         f"soak:\n  duration: {soak_duration}\n  interval: {soak_interval}\n"
         f"  min_runs: {min_runs}\n  max_infra_retries: 2\n  infra_backoff: {infra_backoff}\n"
+        # A soak of seconds can never reach the statistics' level for every series: promote
+        # when the time is up, with the series it could not decide in the excuses.
+        "  max_extra_runs: 0\n"
         f"{THRESHOLDS}"
         # The statistical detector wants 20 known-good runs per testbed; a demo of minutes has
         # a handful, so the margin above judges and control runs would only cost time.
@@ -729,6 +732,12 @@ def build(root: Path, *, driver: str = "netns", subnet: str = "198.18.0.0/24",
         # re-test that range and name the fourth (which fails for its own reason) after minutes
         # of bisect runs. Each bad commit here is judged alone, so the holds need no search.
         "bisection:\n  enabled: false\n"
+        # The upstream repositories are folders on this machine: the source policy allows
+        # local paths only under the folders it names (docs/architecture.md, Security).
+        "sources:\n  local_paths: [upstream]\n"
+        # Gate runs measure the candidate and the known-good's control side by side (A/B); a
+        # soak of seconds gets one A/B round per soak run instead of two.
+        "ab:\n  soak_rounds: 1\n"
         # Seconds, not minutes: one direction of TCP; writes at queue depth 1 (a database's
         # commit path, where a synchronous write costs the most), random writes first, on a
         # fresh file, where a write also allocates until the file is covered; the upgrade suite

@@ -13,6 +13,14 @@ Three gates, from coarse to fine:
   against them — rank tests calibrated for the whole soak, a practical floor, Holm across
   series — and a regression found there is explained with medians, the shift and its interval,
   the p-value against its level, and the run where the change began.
+
+An **A/B run** (one that measured a control deployment of the known-good beside the candidate,
+in rounds) is judged against those contemporaneous controls instead of the margin and the
+history detector: a gate or bisect run by :func:`certifier.domain.abtest.judge_gate` (paired,
+noise-aware, sequential), a soak run by :func:`certifier.domain.absoak.judge_soak` over the
+candidate's soak runs so far. A busy host slows both sides alike, so what it does to the numbers
+cancels; history only adds evidence about each series' noise. Checks and fixed limits count as
+always.
 """
 
 from __future__ import annotations
@@ -26,8 +34,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from certifier.domain import absoak, abtest
 from certifier.domain.detector import DetectorPolicy, Series, judge_candidate
-from certifier.domain.results import Better, Measurement, SuiteResult
+from certifier.domain.results import Better, Measurement, Side, SuiteResult
 
 
 class Verdict(StrEnum):
@@ -112,6 +121,8 @@ class JudgementPolicy:
     margins: Mapping[str, Margin] = field(default_factory=dict)  # "suite.metric" → margin
     limits: tuple[FixedLimit, ...] = ()
     detector: DetectorPolicy | None = None  # None: the margin is the only numeric gate
+    ab: abtest.ABPolicy | None = None  # None: A/B runs are judged like single-sided ones
+    ab_soak: absoak.SoakPolicy | None = None
 
     def margin_for(self, suite: str, metric: str) -> Margin:
         return self.margins.get(f"{suite}.{metric}", self.default_margin)
@@ -138,6 +149,22 @@ class RunHistory:
     label: str
     baseline: Mapping[str, tuple[float, ...]]
     candidate: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ABEvidence:
+    """What an A/B run is judged with besides its own rounds.
+
+    ``noise``: earlier A/B runs on the same testbed, for each series' short-term spread.
+    ``soak_runs``: for a soak run, the candidate's earlier soak runs on that testbed, oldest
+    first, as paired series (None: a gate or bisect run, judged on its own rounds).
+    """
+
+    noise: abtest.NoiseHistory = field(default_factory=abtest.NoiseHistory)
+    soak_runs: tuple[tuple[abtest.PairedSeries, ...], ...] | None = None
+
+
+UNDECIDED_SHOWN = 3  # more undecided series than this are summed up in one excuse
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,9 +272,34 @@ def check_limits(measurements: Iterable[Measurement], limits: Iterable[FixedLimi
     return excuses
 
 
+def compare_with_controls(measurements: list[Measurement], evidence: ABEvidence,
+                          policy: JudgementPolicy) -> list[Excuse]:
+    """Regressions against the run's own controls first, then what cannot be decided yet (a
+    few by name, the rest summed up: a soak's first runs leave most series undecidable)."""
+    paired = tuple(abtest.paired_series(measurements))
+    if evidence.soak_runs is None:
+        verdict = abtest.judge_gate(paired, policy.ab, evidence.noise)
+    else:
+        verdict = absoak.judge_soak((*evidence.soak_runs, paired), policy.ab_soak)
+    excuses = verdict.excuses()
+    regressions = [e for e in excuses if e.kind == "regression"]
+    undecided = [e for e in excuses if e.kind != "regression"]
+    if len(undecided) > UNDECIDED_SHOWN:
+        kind = undecided[0].kind
+        needed = max((int(e.data.get("runs_needed") or 0) for e in undecided), default=0)
+        stage = "at the gate; the soak goes on" if evidence.soak_runs is None else (
+            f"yet (at most {needed} more soak run{'s' if needed != 1 else ''} needed)")
+        names = ", ".join(e.subject for e in undecided[:UNDECIDED_SHOWN])
+        undecided = [Excuse(kind, "series", (
+            f"cannot decide {len(undecided)} series {stage}: {names} and "
+            f"{len(undecided) - UNDECIDED_SHOWN} more"),
+            {"series": [e.subject for e in undecided], "runs_needed": needed})]
+    return [*regressions, *undecided]
+
+
 def judge_run(
     results: Iterable[SuiteResult], baseline: Baseline | None, policy: JudgementPolicy,
-    history: RunHistory | None = None,
+    history: RunHistory | None = None, ab: ABEvidence | None = None,
 ) -> RunJudgement:
     """The verdict of one run.
 
@@ -255,14 +307,17 @@ def judge_run(
     the candidate, and it wins: when a commit cuts a host off, ping's reachability check fails and
     iperf3 cannot connect either, and retrying the tool would only delay the rejection. Otherwise
     tool or testbed trouble wins (``infra_error`` says nothing about the candidate, and the
-    measurements are incomplete); then regressions against the baseline: the margin first, then,
-    given the run ``history`` and a detector in the policy, the statistical test. With no
-    baseline (no known-good yet: bootstrap) only checks and fixed limits count.
+    measurements are incomplete); then regressions. An A/B run given its ``ab`` evidence (and
+    an A/B policy) is judged against its own controls only; otherwise against the baseline: the
+    margin first, then, given the run ``history`` and a detector in the policy, the statistical
+    test. With no baseline (no known-good yet: bootstrap) only checks and fixed limits count.
+    Margins and limits read the candidate's side only: control rows are the known-good's.
     """
     results = list(results)
     infra = [r for r in results if r.infra_error]
     clean = [r for r in results if not r.infra_error]
-    measurements = [m for r in clean for m in r.measurements]
+    both = [m for r in clean for m in r.measurements]
+    measurements = [m for m in both if m.side is Side.CANDIDATE]
     failed = [
         Excuse("check", f"{c.suite}.{c.name}",
                f"{c.suite} check '{c.name}' failed" + (f": {c.message}" if c.message else ""))
@@ -277,6 +332,10 @@ def judge_run(
         return RunJudgement(Verdict.FAILED, (*failed, *infra_excuses))
     if infra:
         return RunJudgement(Verdict.INFRA_ERROR, infra_excuses)
+    if ab is not None and policy.ab is not None and any(m.side is Side.CONTROL for m in both):
+        found = compare_with_controls(both, ab, policy)
+        regressed = any(e.kind == "regression" for e in found)
+        return RunJudgement(Verdict.REGRESSED if regressed else Verdict.PASSED, tuple(found))
     if baseline is not None:
         regressions = compare_with_baseline(measurements, baseline, policy)
         if regressions:

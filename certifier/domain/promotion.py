@@ -38,7 +38,10 @@ class SoakPolicy:
     n-th retry ``infra_backoff * 2**(n-1)`` after the failed run ended, never more than
     ``infra_backoff_max`` — a testbed that just broke gets time to recover, and a flapping one is
     not hammered. ``recheck_failed``: how many more runs a failed check gets before it counts
-    (0: it rejects at once), so a flaky check is told from a real failure."""
+    (0: it rejects at once), so a flaky check is told from a real failure. ``max_extra_runs``:
+    how many soak runs beyond the plan may be added while the newest soak run says some series
+    cannot be decided yet (excuse ``undecidable``): the soak is extended, bounded, not cut
+    short."""
 
     duration: timedelta = timedelta(days=7)
     interval: timedelta = timedelta(hours=6)
@@ -47,6 +50,7 @@ class SoakPolicy:
     infra_backoff: timedelta = timedelta(seconds=30)
     infra_backoff_max: timedelta = timedelta(minutes=10)
     recheck_failed: int = 1
+    max_extra_runs: int = 8
 
     def retry_delay(self, retry: int) -> timedelta:
         """How long retry number ``retry`` (1 = the first) waits after the failed run."""
@@ -426,11 +430,14 @@ def _decide_soaking(
                 "duration_s": policy.duration.total_seconds(),
                 "passing_runs": float(passing), "min_runs": float(policy.min_runs)}
     complete = elapsed >= policy.duration and passing >= policy.min_runs and not pending
+    extension = _extension(soak_runs, started, policy) if complete else None
+    if extension is not None:
+        complete = False
     if complete and not reading.failing:
         if flaky:
             return Decision(Action.WAIT, (*flaky, *noise, _awaiting_waiver(flaky)),
                             data=progress)
-        return Decision(Action.PROMOTE, noise, data=progress)
+        return Decision(Action.PROMOTE, (*noise, *_undecidable(soak_runs)), data=progress)
 
     excuses: list[Excuse] = []
     if elapsed < policy.duration:
@@ -447,6 +454,8 @@ def _decide_soaking(
         ))
     excuses.extend(flaky)
     excuses.extend(noise)
+    if extension is not None:
+        excuses.append(extension)
     if reading.failing:
         excuses.append(_recheck("soaking", reading.failing, policy))
     if pending:
@@ -467,6 +476,33 @@ def _decide_soaking(
         due = True  # the week is over but runs are missing: catch up instead of waiting
     return Decision(Action.WAIT, tuple(excuses), next_run=RunKind.SOAK if due else None,
                     data=progress)
+
+
+def _undecidable(soak_runs: list[RunSummary]) -> tuple[Excuse, ...]:
+    """What the newest finished soak run could not decide yet (its ``undecidable`` excuses)."""
+    finished = [r for r in soak_runs if r.verdict is Verdict.PASSED]
+    return tuple(e for e in finished[-1].excuses if e.kind == "undecidable") if finished else ()
+
+
+def _extension(soak_runs: list[RunSummary], started: datetime,
+               policy: SoakPolicy) -> Excuse | None:
+    """The soak's time is up, but the statistics cannot decide some series yet: one more soak
+    run, up to ``max_extra_runs`` beyond the plan (None: no extension, promote as planned —
+    the undecided series stay in the excuses either way)."""
+    undecided = _undecidable(soak_runs)
+    extra = sum(1 for r in soak_runs if r.created_at >= started + policy.duration)
+    if not undecided or extra >= policy.max_extra_runs:
+        return None
+    needed = max((int(e.data.get("runs_needed") or 0) for e in undecided), default=0)
+    subjects = [s for e in undecided for s in e.data.get("series", [e.subject])]
+    return Excuse(
+        "soak_extended", "soak",
+        f"soak extended: {len(subjects)} series cannot be decided yet "
+        f"({', '.join(subjects[:3])}{' …' if len(subjects) > 3 else ''}; about {needed} more "
+        f"run{'s' if needed != 1 else ''} needed); extra run {extra + 1} of at most "
+        f"{policy.max_extra_runs}",
+        {"series": subjects, "runs_needed": needed, "extra_runs": extra,
+         "max_extra_runs": policy.max_extra_runs})
 
 
 def _awaiting_waiver(flaky: tuple[Excuse, ...]) -> Excuse:

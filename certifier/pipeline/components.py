@@ -2,6 +2,15 @@
 
 Reporting a commit is idempotent — the same sha seen twice (by a webhook, a poll and the API) is
 one commit — and is the trigger that lets the scheduler form a new candidate.
+
+Registering, pausing, resuming and removing a component are operator actions (a token over the
+API, ``cli:<user>`` on the server), each audited. Removing keeps the row, its commits and every
+combination naming it, because known-good history must stay readable: a removed component is
+no longer listed, tracked, polled or formed into candidates, and its name stays taken. It is
+refused while the current known-good or an open candidate (or a running culprit finding)
+includes it: the known-good carries its components into every next candidate, so such a
+component can only be paused (held at its known-good commit). Removal is for a component
+registered by mistake, or one whose candidates all ended without being promoted.
 """
 
 from __future__ import annotations
@@ -15,36 +24,125 @@ from sqlalchemy.orm import Session
 from certifier.db import models
 from certifier.domain.clock import Clock
 from certifier.domain.combination import SHA_RE
+from certifier.domain.lifecycle import CandidateState
+from certifier.pipeline import knowngood
 from certifier.pipeline.errors import Conflict, Invalid, NotFound
 from certifier.settings import ComponentConfig, TestbedConfig
 
 
 def get_component(session: Session, name: str) -> models.Component:
-    component = session.scalar(select(models.Component).where(models.Component.name == name))
+    """A component that is not removed, by name."""
+    component = session.scalar(select(models.Component).where(
+        models.Component.name == name, models.Component.removed_at.is_(None)))
     if component is None:
         raise NotFound(f"no component named {name!r}")
     return component
 
 
 def list_components(session: Session) -> list[models.Component]:
-    return list(session.scalars(select(models.Component).order_by(models.Component.name)))
+    """The components that are not removed, by name."""
+    return list(session.scalars(select(models.Component).where(
+        models.Component.removed_at.is_(None)).order_by(models.Component.name)))
 
 
 def create_component(
     session: Session, config: ComponentConfig, clock: Clock, *, exist_ok: bool = False
 ) -> models.Component:
+    """Add a component; ``exist_ok`` (the config file's sync) updates one that exists, and
+    brings back one an operator removed: the config file is the operator's word."""
     existing = session.scalar(
         select(models.Component).where(models.Component.name == config.name)
     )
     if existing is not None:
         if exist_ok:
             _apply(existing, config)
+            existing.removed_at = existing.removed_by = None
             return existing
+        if existing.removed_at is not None:
+            raise Conflict(f"component {config.name!r} was removed at "
+                           f"{existing.removed_at.isoformat()}; its history keeps the name: "
+                           "choose another one")
         raise Conflict(f"component {config.name!r} already exists")
     component = models.Component(name=config.name, created_at=clock.now())
     _apply(component, config)
     session.add(component)
     session.flush()
+    return component
+
+
+def _audit(session: Session, clock: Clock, actor: str, action: str,
+           component: models.Component, **detail: object) -> None:
+    session.add(models.AuditEvent(at=clock.now(), actor=actor, action=action,
+                                  subject=f"component {component.name}", detail=detail))
+
+
+def register(session: Session, config: ComponentConfig, clock: Clock, actor: str
+             ) -> models.Component:
+    """Register a component as an operator (audited); 409 if the name is taken."""
+    component = create_component(session, config, clock)
+    _audit(session, clock, actor, "register", component, source=component.source,
+           url=component.url, branch=component.branch, api_url=component.api_url)
+    return component
+
+
+def pause(session: Session, clock: Clock, name: str, actor: str, reason: str
+          ) -> models.Component:
+    """Keep the component at its known-good commit: no new candidate moves it. Tracking goes
+    on recording commits, and never lifts a pause an operator made."""
+    component = get_component(session, name)
+    if component.paused and component.paused_reason is None:
+        raise Conflict(f"component {name!r} is already paused by an operator")
+    component.paused, component.paused_reason = True, None
+    _audit(session, clock, actor, "pause", component, reason=reason)
+    return component
+
+
+def resume(session: Session, clock: Clock, name: str, actor: str, reason: str
+           ) -> models.Component:
+    """Lift a pause (an operator's, or tracking's for a deleted branch)."""
+    component = get_component(session, name)
+    if not component.paused:
+        raise Conflict(f"component {name!r} is not paused")
+    was = component.paused_reason or "paused by an operator"
+    component.paused, component.paused_reason = False, None
+    _audit(session, clock, actor, "resume", component, reason=reason, was=was)
+    return component
+
+
+def users(session: Session, component: models.Component) -> list[str]:
+    """What still needs the component: the current known-good, open candidates, running
+    culprit findings. Removing it is refused while this is not empty."""
+    found: list[str] = []
+    current = knowngood.current(session)
+    if current is not None and component.name in knowngood.combination_of(
+            session, current.combination_hash):
+        found.append(f"known-good #{current.version}")
+    open_states = [s.value for s in CandidateState if not s.is_final]
+    for cand in session.scalars(
+            select(models.Candidate)
+            .join(models.CombinationItem,
+                  models.CombinationItem.combination_hash == models.Candidate.combination_hash)
+            .where(models.CombinationItem.component_id == component.id,
+                   models.Candidate.state.in_([*open_states, CandidateState.REJECTED.value]))
+            .order_by(models.Candidate.id)):
+        bisecting = isinstance(cand.bisection, dict) and cand.bisection.get("status") == "running"
+        if cand.state != CandidateState.REJECTED or bisecting:
+            found.append(f"candidate {cand.id} ({'culprit finding' if bisecting else cand.state})")
+    return found
+
+
+def remove(session: Session, clock: Clock, name: str, actor: str, reason: str
+           ) -> models.Component:
+    """Remove a component (audited): see the module docstring for what that keeps."""
+    component = get_component(session, name)
+    needed = users(session, component)
+    if needed:
+        raise Conflict(f"component {name!r} is part of {', '.join(needed)}: a known-good "
+                       "carries its components into every next candidate, so it cannot be "
+                       "removed; pause it to keep it at its known-good commit (open candidates: "
+                       "cancel them first)")
+    component.removed_at, component.removed_by = clock.now(), actor
+    _audit(session, clock, actor, "remove", component, reason=reason)
     return component
 
 

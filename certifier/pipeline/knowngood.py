@@ -21,12 +21,15 @@ races are tested in tests/pipeline/test_mark_bad_race.py.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import yaml
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, selectinload
 
@@ -190,8 +193,13 @@ def lock(session: Session) -> None:
         session.execute(text("UPDATE known_goods SET version = version WHERE 0 = 1"))
 
 
-def manifest(session: Session, kg: models.KnownGood) -> dict[str, Any]:
-    """The manifest document: what an operator deploys."""
+DEFAULT_VALIDITY = timedelta(days=7)  # manifest.validity
+
+
+def manifest(session: Session, kg: models.KnownGood, now: datetime,
+             validity: timedelta = DEFAULT_VALIDITY) -> dict[str, Any]:
+    """The manifest document: what an operator deploys, with its validity (the envelope:
+    ``revoked_at``, ``issued_at``, ``expires_at``) inside the bytes that get signed."""
     combo = session.scalar(
         select(models.Combination)
         .where(models.Combination.hash == kg.combination_hash)
@@ -222,14 +230,85 @@ def manifest(session: Session, kg: models.KnownGood) -> dict[str, Any]:
         ),
         key=lambda c: str(c["name"]),
     )
+    issued_at, expires_at = issue_window(now, validity, kg.promoted_at, kg.revoked_at)
     return {
         "version": kg.version,
         "promoted_at": kg.promoted_at.isoformat(),
         "combination": kg.combination_hash,
         "candidate": kg.candidate_id,
         "revoked_at": kg.revoked_at.isoformat() if kg.revoked_at else None,
+        "issued_at": issued_at.isoformat(),
+        "expires_at": expires_at.isoformat(),
         "components": components,
     }
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def issue_window(now: datetime, validity: timedelta,
+                 *not_before: datetime | None) -> tuple[datetime, datetime]:
+    """(issued_at, expires_at) of a manifest signed ``now``.
+
+    ``issued_at`` is the start of the current half-validity period (counted from the epoch, and
+    never before the promotion or revocation the document states), so a document is signed again
+    every ``validity / 2``: within a period every API process renders the same bytes (one ETag,
+    and a poller's 304 stays right), and a copy fetched at any time is valid for at least half of
+    ``validity`` — TUF's timestamp role, re-signed on a schedule.
+    """
+    half = validity / 2
+    start = _EPOCH + ((now - _EPOCH) // half) * half
+    issued = max([start, *(t for t in not_before if t is not None)])
+    return issued, issued + validity
+
+
+ENVELOPE = ("revoked_at", "issued_at", "expires_at")
+
+
+def envelope_of(body: bytes) -> dict[str, str | None]:
+    """The envelope fields of a served manifest, in any of its formats (JSON, YAML, env lines,
+    CSV); a field the bytes do not carry is absent. Raises ``ValueError`` for bytes that are
+    no manifest."""
+    text = body.decode("utf-8")
+    if text.startswith("CERTIFIER_MANIFEST_"):  # env lines
+        pairs = dict(line.partition("=")[::2] for line in text.splitlines() if "=" in line)
+        return {k: pairs[f"CERTIFIER_MANIFEST_{k.upper()}"] or None for k in ENVELOPE
+                if f"CERTIFIER_MANIFEST_{k.upper()}" in pairs}
+    if text.startswith("component,"):  # CSV: every row repeats the envelope
+        rows = list(csv.DictReader(io.StringIO(text)))
+        first = rows[0] if rows else {}
+        return {k: first[k] or None for k in ENVELOPE if k in first}
+    document = yaml.safe_load(text)  # YAML reads the JSON form too
+    if not isinstance(document, dict):
+        raise ValueError("not a manifest")
+    return {k: None if document[k] is None else str(document[k]) for k in ENVELOPE
+            if k in document}
+
+
+def freshness_problem(envelope: dict[str, str | None], now: datetime) -> str | None:
+    """Why a manifest with a good signature must still not be deployed, or None.
+
+    A revoked known-good, an expired signature, or a manifest signed before manifests carried
+    their validity (no ``expires_at``: nothing says it is still current).
+    """
+    if envelope.get("revoked_at"):
+        return (f"REVOKED at {envelope['revoked_at']}: this known-good must not be deployed; "
+                "fetch the current manifest")
+    expires = envelope.get("expires_at")
+    if not expires:
+        return "carries no expires_at: it cannot be shown to be current; fetch it again"
+    try:
+        until = _aware(datetime.fromisoformat(expires))
+    except ValueError:
+        return f"its expires_at is not a time: {expires[:40]!r}"
+    if now >= until:
+        return (f"EXPIRED at {until.isoformat()} (issued {envelope.get('issued_at')}): "
+                "fetch a fresh copy")
+    return None
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def etag(document: dict[str, Any]) -> str:

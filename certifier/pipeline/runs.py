@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -18,9 +19,13 @@ from sqlalchemy import CursorResult, Result, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from certifier.db import models
+from certifier.domain.abtest import NoiseHistory, PairedSeries, paired_series
 from certifier.domain.clock import Clock
 from certifier.domain.detector import DetectorPolicy
+from certifier.domain.environment import EnvironmentPolicy, judge_environment, judged_figures
+from certifier.domain.environment import apply as apply_environment
 from certifier.domain.judgement import (
+    ABEvidence,
     Baseline,
     Excuse,
     JudgementPolicy,
@@ -30,7 +35,7 @@ from certifier.domain.judgement import (
     Verdict,
     judge_run,
 )
-from certifier.domain.results import SuiteResult
+from certifier.domain.results import Better, Measurement, Side, SuiteResult
 from certifier.pipeline import knowngood, runstats
 from certifier.pipeline.errors import NotFound
 
@@ -195,8 +200,31 @@ def plan(session: Session, run_id: int) -> RunPlan:
                    base_version if base else None, base)
 
 
+# A run's own measurements: in an A/B run the control rows are the known-good's, measured beside
+# it, so every reader of a run's (or the known-good's) own numbers keeps to this side.
+CANDIDATE_SIDE = models.MeasurementRow.side == Side.CANDIDATE.value
+
+
+def measurement_of(row: models.MeasurementRow) -> Measurement:
+    """A stored measurement as the domain's record again (side, round and counts included)."""
+    return Measurement(suite=row.suite, metric=row.metric, value=row.value, unit=row.unit,
+                       better=Better(row.better), labels={str(k): str(v) for k, v in
+                                                          (row.labels or {}).items()},
+                       side=Side(row.side), round=row.round, events=row.events,
+                       trials=row.trials)
+
+
+def measurements(session: Session, run_id: int) -> list[Measurement]:
+    """Everything run ``run_id`` measured, both sides, in the order it was stored."""
+    rows = session.scalars(select(models.MeasurementRow)
+                           .where(models.MeasurementRow.run_id == run_id)
+                           .order_by(models.MeasurementRow.id))
+    return [measurement_of(row) for row in rows]
+
+
 def baseline(session: Session) -> Baseline | None:
-    """The current known-good's samples from its passing runs, per series."""
+    """The current known-good's samples from its passing runs, per series (their own side
+    only: a control row in one of them would be an older known-good's)."""
     kg = knowngood.current(session)
     if kg is None:
         return None
@@ -204,7 +232,8 @@ def baseline(session: Session) -> Baseline | None:
         select(models.MeasurementRow.series, models.MeasurementRow.value)
         .join(models.Run, models.Run.id == models.MeasurementRow.run_id)
         .where(models.Run.candidate_id == kg.candidate_id, models.Run.verdict == Verdict.PASSED,
-               models.Run.combination_hash.is_(None))  # bisect runs test other combinations
+               models.Run.combination_hash.is_(None),  # bisect runs test other combinations
+               CANDIDATE_SIDE)
     ).all()
     samples: dict[str, list[float]] = defaultdict(list)
     for series, value in rows:
@@ -221,7 +250,7 @@ def _per_run_values(session: Session, run_ids: list[int]) -> dict[str, tuple[flo
     for run_id, series, value in session.execute(
             select(models.MeasurementRow.run_id, models.MeasurementRow.series,
                    models.MeasurementRow.value)
-            .where(models.MeasurementRow.run_id.in_(run_ids))):
+            .where(models.MeasurementRow.run_id.in_(run_ids), CANDIDATE_SIDE)):
         values[(series, run_id)].append(value)
     order = {run_id: i for i, run_id in enumerate(run_ids)}
     per_series: dict[str, list[tuple[int, float]]] = defaultdict(list)
@@ -287,9 +316,53 @@ def judge(
         # and fixed limits count, so that a drifting testbed moves the baseline instead of being
         # rejected by it.
         return judge_run(results, None, policy)
+    evidence = ab_evidence(session, run) if policy.ab is not None else None
     if run.kind == RunKind.SOAK and policy.detector is not None:
-        return judge_run(results, baseline(session), policy, history(session, run, policy.detector))
-    return judge_run(results, baseline(session), policy)
+        return judge_run(results, baseline(session), policy, history(session, run, policy.detector),
+                         ab=evidence)
+    return judge_run(results, baseline(session), policy, ab=evidence)
+
+
+NOISE_RUNS = 5  # earlier A/B runs on a testbed that tell each series' short-term spread
+
+
+def _paired_runs(session: Session, run_ids: list[int]) -> tuple[tuple[PairedSeries, ...], ...]:
+    return tuple(tuple(paired_series(measurements(session, run_id))) for run_id in run_ids)
+
+
+def noise_history(session: Session, testbed: str | None, exclude: int | None = None,
+                  ) -> NoiseHistory:
+    """Each series' values side by side and round by round in the newest finished A/B runs
+    on ``testbed`` (any candidate's: the spread belongs to the testbed and the metric)."""
+    if testbed is None:
+        return NoiseHistory()
+    ids = list(session.scalars(
+        select(models.Run.id)
+        .where(models.Run.testbed == testbed, models.Run.rounds > 0,
+               models.Run.state == RunState.FINISHED,
+               models.Run.verdict.in_((Verdict.PASSED, Verdict.REGRESSED)),
+               models.Run.id != (exclude or -1))
+        .order_by(models.Run.finished_at.desc(), models.Run.id.desc()).limit(NOISE_RUNS)))
+    return NoiseHistory.from_runs(_paired_runs(session, ids[::-1]))
+
+
+def ab_evidence(session: Session, run: models.Run) -> ABEvidence | None:
+    """What an A/B run is judged with besides its own rounds (None: a baseline run, which has
+    no controls). A soak run takes the candidate's earlier A/B soak runs on its testbed that
+    were judged (passed or regressed), oldest first."""
+    if run.kind == RunKind.BASELINE:
+        return None
+    noise = noise_history(session, run.testbed, exclude=run.id)
+    if run.kind != RunKind.SOAK:
+        return ABEvidence(noise)
+    earlier = list(session.scalars(
+        select(models.Run.id)
+        .where(models.Run.candidate_id == run.candidate_id, models.Run.kind == RunKind.SOAK,
+               models.Run.testbed == run.testbed, models.Run.rounds > 0,
+               models.Run.verdict.in_((Verdict.PASSED, Verdict.REGRESSED)),
+               models.Run.id != run.id)
+        .order_by(models.Run.finished_at, models.Run.id)))
+    return ABEvidence(noise, _paired_runs(session, earlier))
 
 
 def finish(
@@ -301,18 +374,30 @@ def finish(
     *,
     log: str = "",
     setup_error: str | None = None,
+    environment: Mapping[str, Any] | None = None,
+    environment_policy: EnvironmentPolicy | None = None,
+    rounds: int = 0,
 ) -> RunJudgement:
     """Store a run's checks and measurements, judge it against the baseline, release its testbed.
 
     ``setup_error`` (deploy or testbed failure before the suites) makes the run ``infra_error``
     unless it was the candidate's own deploy hook that failed (then it is a failed check, which
-    the caller reports as a result instead).
+    the caller reports as a result instead). ``environment`` (the host's state during the run)
+    is stored, and judged against the testbed's history when ``environment_policy`` is given.
+    ``rounds``: the A/B rounds measured (0: single-
+    sided); every measurement is stored with its side, round and counts.
     """
     run = get_run(session, run_id)
     if run.state == RunState.FINISHED:
         return RunJudgement(Verdict(run.verdict or Verdict.INFRA_ERROR),
                             tuple(Excuse.from_dict(e) for e in run.excuses))
     judgement = judge(session, run_id, results, policy, setup_error=setup_error)
+    if environment is not None:
+        run.environment = dict(environment)
+        if environment_policy is not None:
+            excuse = environment_excuse(session, run, environment, environment_policy)
+            run.too_busy = excuse is not None
+            judgement = apply_environment(judgement, excuse)
     versions: dict[str, str] = {}
     for result in results:
         versions.update(result.tool_versions)
@@ -322,19 +407,57 @@ def finish(
         for m in result.measurements:
             session.add(models.MeasurementRow(
                 run_id=run_id, suite=m.suite, metric=m.metric, series=m.key[:400],
-                labels=dict(m.labels), value=m.value, unit=m.unit, better=str(m.better)))
+                labels=dict(m.labels), value=m.value, unit=m.unit, better=str(m.better),
+                side=str(m.side), round=m.round, events=m.events, trials=m.trials))
     run.state = RunState.FINISHED
     run.verdict = judgement.verdict
     run.excuses = [e.as_dict() for e in judgement.excuses]
     run.tool_versions = versions
     diffs = [d.as_dict() for result in results for d in result.state_diffs]
     run.state_diff = diffs or None
+    run.rounds = rounds
     run.log = log[-200_000:]
     run.finished_at = clock.now()
     runstats.record_finished(session, run)
     _release(session, run_id)
     session.flush()
     return judgement
+
+
+def environment_history(session: Session, run: models.Run,
+                        window: int) -> list[dict[str, float]]:
+    """The judged environment figures of the newest ``window`` finished runs on ``run``'s
+    testbed that have them, newest first.
+
+    Runs refused as too busy are left out, so a busy spell never becomes the usual state by
+    repetition; a lasting change of the machine is the operator's to accept (floors, ceilings).
+    """
+    if run.testbed is None:
+        return []
+    found: list[dict[str, float]] = []
+    for environment in session.scalars(
+            select(models.Run.environment)
+            .where(models.Run.testbed == run.testbed, models.Run.id != run.id,
+                   models.Run.state == RunState.FINISHED, models.Run.too_busy.is_(False),
+                   models.Run.environment.is_not(None))
+            .order_by(models.Run.finished_at.desc(), models.Run.id.desc())
+            .limit(window * 2)):  # some may hold no judged figure (a probe that was skipped)
+        figures = judged_figures(environment)
+        if figures:
+            found.append(figures)
+        if len(found) == window:
+            break
+    return found
+
+
+def environment_excuse(session: Session, run: models.Run, environment: Mapping[str, Any],
+                       policy: EnvironmentPolicy) -> Excuse | None:
+    """The ``infra_error`` excuse for ``run`` if its environment is out of its testbed's usual
+    range (:mod:`certifier.domain.environment`), else None."""
+    if not policy.enabled:
+        return None
+    return judge_environment(judged_figures(environment),
+                             environment_history(session, run, policy.window), policy)
 
 
 def expire_stale(session: Session, clock: Clock, run_timeout: timedelta) -> list[int]:

@@ -24,6 +24,7 @@ from sqlalchemy.orm.interfaces import LoaderOption
 
 from certifier.db import models
 from certifier.domain import formation
+from certifier.domain.environment import judged_figures, summary_line
 from certifier.domain.judgement import Excuse, RunKind, Verdict
 from certifier.domain.lifecycle import CandidateState
 from certifier.domain.promotion import (
@@ -36,6 +37,7 @@ from certifier.domain.promotion import (
 )
 from certifier.pipeline import bisection, knowngood, waivers
 from certifier.pipeline.errors import NotFound
+from certifier.pipeline.runs import CANDIDATE_SIDE
 
 DEFAULT_STALE_AFTER = timedelta(days=3)
 ACTIVE_STATES = (CandidateState.GATING.value, CandidateState.SOAKING.value)
@@ -119,6 +121,8 @@ class RunView:
     finished_at: datetime | None
     excuses: tuple[ExcuseView, ...] = ()
     state_diff: tuple[dict[str, Any], ...] = ()  # the upgrade suite's, as stored
+    environment: str = ""  # the environment check's figures in one line (domain.environment)
+    too_busy: bool = False
 
     @property
     def outcome(self) -> str:
@@ -232,7 +236,9 @@ def _run_view(run: models.Run) -> RunView:
                    verdict=run.verdict, testbed=run.testbed, created_at=run.created_at,
                    started_at=run.started_at, finished_at=run.finished_at,
                    excuses=_excuses(run.excuses),
-                   state_diff=tuple(d for d in run.state_diff or () if isinstance(d, dict)))
+                   state_diff=tuple(d for d in run.state_diff or () if isinstance(d, dict)),
+                   environment=summary_line(judged_figures(run.environment)),
+                   too_busy=run.too_busy)
 
 
 def _summaries(runs: Iterable[models.Run]) -> list[RunSummary]:
@@ -514,15 +520,20 @@ class SeriesView:
 
     @property
     def title(self) -> str:
-        labels = dict(self.labels)
-        src = labels.pop("src", None) or labels.pop("source", None)
-        dst = labels.pop("dst", None) or labels.pop("destination", None)
-        text = f"{self.suite} {self.metric}"
-        if src and dst:
-            text += f" {src}→{dst}"
-        if labels:
-            text += " (" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())) + ")"
-        return text
+        return series_title(self.suite, self.metric, self.labels)
+
+
+def series_title(suite: str, metric: str, labels: Mapping[str, str]) -> str:
+    """A series in words: "ping rtt_avg_ms h1→h2 (net=data)"."""
+    rest = dict(labels)
+    src = rest.pop("src", None) or rest.pop("source", None)
+    dst = rest.pop("dst", None) or rest.pop("destination", None)
+    text = f"{suite} {metric}"
+    if src and dst:
+        text += f" {src}→{dst}"
+    if rest:
+        text += " (" + ",".join(f"{k}={v}" for k, v in sorted(rest.items())) + ")"
+    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -641,14 +652,15 @@ def _base_items(session: Session, version: int | None) -> dict[str, models.Combi
 def _series(
     session: Session, runs: Sequence[models.Run], base_version: int | None
 ) -> tuple[tuple[SeriesView, ...], str | None]:
-    """The candidate's measurement series, each with the base known-good's band."""
+    """The candidate's measurement series, each with the base known-good's band (both from
+    their own side: the control rows of an A/B run are on the run page)."""
     by_id = {r.id: r for r in runs}
     rows = session.execute(
         select(models.MeasurementRow.run_id, models.MeasurementRow.suite,
                models.MeasurementRow.metric, models.MeasurementRow.series,
                models.MeasurementRow.labels, models.MeasurementRow.value,
                models.MeasurementRow.unit, models.MeasurementRow.better)
-        .where(models.MeasurementRow.run_id.in_(list(by_id)))
+        .where(models.MeasurementRow.run_id.in_(list(by_id)), CANDIDATE_SIDE)
         .order_by(models.MeasurementRow.run_id, models.MeasurementRow.id)).all() if by_id else []
     flagged = {str(e.get("subject")) for r in runs for e in r.excuses
                 if isinstance(e, dict) and e.get("kind") in ("regression", "limit")}
@@ -664,7 +676,7 @@ def _series(
             select(models.MeasurementRow.series, models.MeasurementRow.value)
             .join(models.Run, models.Run.id == models.MeasurementRow.run_id)
             .where(models.Run.candidate_id == kg.candidate_id,
-                   models.Run.verdict == Verdict.PASSED,
+                   models.Run.verdict == Verdict.PASSED, CANDIDATE_SIDE,
                    models.MeasurementRow.series.in_(list(grouped)))):
             samples[series].append(value)
     out = []
@@ -799,6 +811,10 @@ class ComponentPage:
     known_good_sha: str | None
     commits: tuple[CommitStatus, ...]
     more: bool
+    # Tracking's health: failed polls in a row and the last error (a poll's or a delivery's).
+    poll_failures: int = 0
+    last_error: str = ""
+    last_polled_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -820,7 +836,8 @@ def component_list(session: Session) -> list[ComponentRow]:
     kg = knowngood.current(session)
     in_kg = _base_items(session, kg.version) if kg else {}
     out = []
-    for comp in session.scalars(select(models.Component).order_by(models.Component.name)):
+    for comp in session.scalars(select(models.Component).where(
+            models.Component.removed_at.is_(None)).order_by(models.Component.name)):
         head = heads.get(comp.id)
         kg_item = in_kg.get(comp.name)
         out.append(ComponentRow(comp.name, comp.source, comp.url, comp.branch, comp.paused,
@@ -878,8 +895,12 @@ def component_page(session: Session, name: str, limit: int = 100) -> ComponentPa
                 tags.append(Tag(state, f"{state} #{cand_id}", f"/candidates/{cand_id}"))
         out.append(CommitStatus(_ref(commit, comp), commit.seen_via, commit.gone_at is not None,
                                 tuple(tags), commit.gone_at))
+    tracking = session.get(models.TrackingState, comp.id)
     return ComponentPage(comp.name, comp.source, comp.url, comp.branch, comp.paused,
-                         comp.paused_reason, kg_sha, tuple(out), len(commits) > limit)
+                         comp.paused_reason, kg_sha, tuple(out), len(commits) > limit,
+                         tracking.poll_failures if tracking else 0,
+                         tracking.last_error if tracking else "",
+                         tracking.last_polled_at if tracking else None)
 
 
 # Known-good history ---------------------------------------------------------------------------

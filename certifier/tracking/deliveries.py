@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol, cast, runtime_checkable
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, selectinload, sessionmaker
@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 from certifier.db import models
 from certifier.db.session import after_commit, session_scope
 from certifier.domain.clock import Clock
+from certifier.limits import load_json
 from certifier.pipeline.dispatch import Dispatcher, reconcile_after_commit
 from certifier.settings import TrackingConfig
 from certifier.tracking import events, webhooks
@@ -81,8 +82,9 @@ class Receipt:
 
 def forge_components(session: Session, forge: str) -> list[models.Component]:
     """The components tracked on this forge (one query: secrets and matching both need it)."""
-    return list(session.scalars(select(models.Component).where(models.Component.source == forge)
-                                .order_by(models.Component.id)))
+    return list(session.scalars(select(models.Component).where(
+        models.Component.source == forge, models.Component.removed_at.is_(None))
+        .order_by(models.Component.id)))
 
 
 def secret_names(forge: Forge, config: TrackingConfig, tracked: list[models.Component]
@@ -128,7 +130,7 @@ def receive(session: Session, forge: Forge, headers: Mapping[str, str], body: by
                   else "missing or invalid webhook signature")
         return Receipt(401, {"detail": detail})
     try:
-        payload = json.loads(body.decode("utf-8"))
+        payload = load_json(body)  # refuses nesting that would exhaust the parser's recursion
         if not isinstance(payload, dict):
             raise ValueError("the payload is not a JSON object")
     except (UnicodeDecodeError, ValueError) as exc:
@@ -173,13 +175,16 @@ def receive(session: Session, forge: Forge, headers: Mapping[str, str], body: by
 
 
 def _duplicate(session: Session, forge: str, key: str, clock: Clock) -> Receipt | None:
-    found = session.scalar(select(models.Delivery).where(
-        models.Delivery.source == forge, models.Delivery.dedup_key == key))
+    # One atomic UPDATE: a read-modify-write of ``replays`` would lose the counts of
+    # concurrent replays on PostgreSQL (each reads the same value and writes it plus one).
+    row = models.Delivery
+    found = session.execute(
+        update(row).where(row.source == forge, row.dedup_key == key)
+        .values(replays=row.replays + 1, last_replay_at=clock.now())
+        .returning(row.id).execution_options(synchronize_session=False)).scalar_one_or_none()
     if found is None:
         return None
-    found.replays += 1
-    found.last_replay_at = clock.now()
-    return Receipt(200, {"status": "duplicate", "delivery": found.id}, found.id)
+    return Receipt(200, {"status": "duplicate", "delivery": found}, found)
 
 
 @dataclass
@@ -227,6 +232,37 @@ def process(factory: sessionmaker[Session], delivery_id: int, sources: SourceFac
     if not isinstance(parsed, RefUpdate) or not targets:
         reason = parsed.reason if isinstance(parsed, Ignored) else "not tracked"
         return _finish(factory, delivery_id, clock, f"ignored: {reason}", [], dispatcher)
+    try:
+        return _apply(factory, delivery_id, parsed, targets, sources, clock, dispatcher, limit)
+    except Exception as exc:
+        if events.database_down(exc):
+            raise
+        log.exception("processing delivery %s failed", delivery_id)
+        error = events.UNEXPECTED.format(what=f"processing delivery {delivery_id}",
+                                         kind=type(exc).__name__)
+        return _failed(factory, delivery_id, [t.component_id for t in targets], clock, error)
+
+
+def _failed(factory: sessionmaker[Session], delivery_id: int, component_ids: list[int],
+            clock: Clock, error: str) -> Processed:
+    """Record a processing failure on the delivery (pending, so the sweep tries it again, up
+    to MAX_ATTEMPTS) and as its components' ``last_error``."""
+    with session_scope(factory) as session:
+        delivery = session.get(models.Delivery, delivery_id)
+        if delivery is not None and delivery.state != PROCESSED:
+            delivery.outcome = f"error (attempt {delivery.attempts}): {error}"[:500]
+            if delivery.attempts >= MAX_ATTEMPTS:
+                delivery.state, delivery.processed_at = PROCESSED, clock.now()
+                delivery.outcome = f"failed: {error}"[:500]
+        for component_id in component_ids:
+            events.tracking_state(session, component_id).last_error = \
+                f"webhook delivery {delivery_id}: {error}"
+    return Processed(f"error: {error}")
+
+
+def _apply(factory: sessionmaker[Session], delivery_id: int, parsed: RefUpdate,
+           targets: list[_Target], sources: SourceFactory | None, clock: Clock,
+           dispatcher: Dispatcher, limit: int) -> Processed:
     observations = []
     for target in targets:
         source = None

@@ -12,6 +12,12 @@ push brings them back; shown as ``gone_upstream`` in the manifest). A worker tha
 without a commit marks it the same way (:func:`notice_gone`). A deleted branch pauses the
 component (``paused_reason`` says why); the branch coming back resumes it. Only pauses made by
 tracking are lifted by tracking.
+
+Replays: a signed push can be captured and sent again under a new delivery id. A push that does
+not start from the head we know, or is not a fast-forward from it, is therefore checked with the
+source before it moves anything: it moves the head only if the source says the pushed sha *is*
+the branch head now. When the source cannot be asked, a pushed sha we have seen before never
+moves the head (a poll is scheduled instead); a new one is applied as sent.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from certifier.db import models
@@ -41,6 +47,15 @@ from certifier.tracking.webhooks import RefUpdate
 
 SourceFactory = Callable[[SourceSpec], Source]
 BRANCH_DELETED = "branch deleted upstream"
+# What the API shows for an unexpected exception in a poll or a delivery (the traceback is
+# in the worker's log): never silent, never an internal detail.
+UNEXPECTED = "internal error while {what} ({kind}); the worker log has the details"
+
+
+def database_down(exc: BaseException) -> bool:
+    """A lost database cannot record a failure either: the task fails, and is retried."""
+    return isinstance(exc, OperationalError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +68,9 @@ class Observation:
     behind: tuple[str, ...] = ()  # commits of the old head that the new one lacks
     forced: bool = False
     note: str = ""
+    # Not checked with the source although the push did not start from our head: apply moves
+    # the head only to a commit never seen before (a replay carries an old one).
+    unverified: bool = False
 
 
 @dataclass
@@ -118,24 +136,38 @@ def observe_push(update: RefUpdate, known: str | None, source: Source | None,
     reached the payload is applied as it is, and polling completes the picture later.
     """
     after = update.after
+    if after is None and known is not None and update.before != known and source is not None:
+        with contextlib.suppress(SourceError):  # unreachable: applied as sent; polls resume
+            if source.head() is not None:
+                return Observation(known, known, note=(
+                    "ignored: the branch still exists upstream (a replayed or outdated "
+                    f"deletion); head stays {short(known)}"))
     if after is None or after == known:
         return Observation(known, after)
     if known is None:  # the first sight of this branch: nothing to compare with
         return Observation(None, after, _with_head(update.commits[-limit:], after, source))
-    trusted = (update.forced is False and update.complete and bool(update.commits)
-               and update.before == known)
+    follows = update.before == known
+    trusted = update.forced is False and update.complete and bool(update.commits) and follows
     if trusted:
         return Observation(known, after, _with_head(update.commits[-limit:], after, None))
     note = ""
     if source is not None:
         try:
             cmp = source.compare(known, after, limit)
+            if (cmp.behind or not follows) and source.head() != after:
+                # Not a push from our head (Gerrit's compare cannot even tell an older sha
+                # from a newer one), or not a fast-forward, and not where the branch is now: a
+                # replayed or outdated push, forced or not. It moves nothing; a later push or
+                # poll brings what it carried.
+                return Observation(known, known, note=(
+                    f"ignored: {short(after)} is not the branch head upstream (a replayed or "
+                    f"outdated push); head stays {short(known)}"))
             return Observation(known, after, _with_head(cmp.ahead, after, source), cmp.behind,
                                bool(cmp.behind))
         except SourceError as exc:
             note = f"source unavailable ({exc}); payload applied as sent"
     return Observation(known, after, _with_head(update.commits[-limit:], after, None), (),
-                       bool(update.forced), note)
+                       bool(update.forced), note, unverified=not follows)
 
 
 @contextlib.contextmanager
@@ -251,6 +283,15 @@ def apply(session: Session, component: models.Component, obs: Observation, clock
         _audit(session, clock, "resume", component, head=obs.head)
         notes.append("branch is back: component resumed")
     result.stale = state.head_sha not in (None, obs.base, obs.head)
+    if obs.unverified and state.head_sha != obs.head and session.scalar(
+            select(models.Commit.id).where(models.Commit.component_id == component.id,
+                                           models.Commit.sha == obs.head)) is not None:
+        state.next_poll_at = now  # the poll asks the source where the branch really is
+        notes.append(f"{obs.note.split(';')[0]}; {short(obs.head)} was seen before (a replay?): "
+                     f"head left at {short(state.head_sha)}, poll scheduled")
+        result.outcome = "; ".join(notes)
+        session.flush()
+        return result
     ahead = obs.ahead if any(c.sha == obs.head for c in obs.ahead) \
         else (*obs.ahead, CommitInfo(obs.head))
     head_commit = None
@@ -258,6 +299,8 @@ def apply(session: Session, component: models.Component, obs: Observation, clock
         commit, created = _ensure_commit(session, component, info, clock, via)
         if created:
             result.new_commits.append(commit.sha)
+            if info.note:
+                notes.append(f"commit {short(info.sha)}: {info.note}")
         elif commit.gone_at is not None and not result.stale:
             commit.gone_at = None  # a push brought it back onto the branch
         if info.sha == obs.head:

@@ -7,11 +7,18 @@ has a timeout; rate limits surface as :class:`RateLimited` (with how long to wai
 can wait instead of hammering. Nothing from a payload reaches a command line: a source gets its
 URL, project and branch from the component's validated configuration, shas are checked against
 ``SHA_RE``, and git is run with argument lists, ``--end-of-options`` and ``--``.
+
+What a source says goes to the API (a poll's ``last_error``, a delivery's outcome), so error
+messages are generic: an HTTP status, never a forge's answer body (the ``api_url`` could be an
+internal service), and never git's message about a local path (it says whether a file
+exists). The details go to the worker log only. Commit dates outside 1900-2199, or unreadable,
+are stored as unknown with a note, never a crash.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -27,11 +34,26 @@ import requests
 from gitlab.exceptions import GitlabError, GitlabGetError
 
 from certifier.domain.combination import NAME_RE, SHA_RE
+from certifier.limits import COMMIT_TIME_MAX, COMMIT_TIME_MIN
 from certifier.settings import BRANCH_RE, PROJECT_RE
+from certifier.sourcepolicy import SourcePolicy, SourceRefused
+
+log = logging.getLogger(__name__)
+# Commit dates outside this range are stored as unknown: far dates overflow datetime arithmetic
+# (0001-01-01 east of UTC) and no real commit has them. The range is the API's too (limits.py).
+EARLIEST_DATE = COMMIT_TIME_MIN
+LATEST_DATE = COMMIT_TIME_MAX
 
 
 class SourceError(Exception):
-    """The source could not answer (unreachable, refused, not found); phrased for operators."""
+    """The source could not answer (unreachable, refused, not found); phrased for operators,
+    and safe to show to anyone (no answer body, no local file state)."""
+
+
+def failed(public: str, detail: str) -> SourceError:
+    """A :class:`SourceError` saying ``public``; ``detail`` goes to the worker log only."""
+    log.warning("%s: %s", public, detail)
+    return SourceError(f"{public} (details in the worker log)")
 
 
 class RateLimited(SourceError):
@@ -48,6 +70,7 @@ class CommitInfo:
     title: str = ""
     author: str = ""
     committed_at: datetime | None = None
+    note: str = ""  # e.g. why ``committed_at`` is unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,21 +126,38 @@ def storable(text: str) -> str:
 def checked_sha(value: object) -> str:
     sha = str(value or "").strip().lower()
     if not SHA_RE.match(sha):
-        raise SourceError(f"the source answered with something that is not a sha: {sha[:80]!r}")
+        raise SourceError("the source answered with something that is not a sha")
     return sha
 
 
 def parse_time(value: object) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
+    """A commit time in UTC; None if absent, unreadable or outside 1900-2199."""
+    return timed(value)[0]
+
+
+def timed(value: object) -> tuple[datetime | None, str]:
+    """(the time, "") or (None, why it is unknown); never raises."""
+    if value is None or value == "":
+        return None, ""
+    if not isinstance(value, str):
+        return None, "commit date is not text: stored as unknown"
     text = value.strip().replace("Z", "+00:00")
     if len(text) > 19 and text[10] == " " and "+" not in text[19:]:  # Gerrit: UTC, nanoseconds
         text = text[:26].replace(" ", "T") + "+00:00"
     try:
         parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        parsed = parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        return None, f"unreadable commit date {value[:40]!r}: stored as unknown"
+    if not EARLIEST_DATE <= parsed < LATEST_DATE:
+        return None, f"commit date {value[:40]!r} out of range: stored as unknown"
+    return parsed, ""
+
+
+def commit_info(sha: object, title: str, author: str, when: object) -> CommitInfo:
+    """A checked commit with its date read by :func:`timed` (the note says if it is unknown)."""
+    committed_at, note = timed(when)
+    return CommitInfo(checked_sha(sha), title[:500], author[:200], committed_at, note)
 
 
 def project_of(spec: SourceSpec) -> str:
@@ -211,9 +251,11 @@ class GitLabSource:
             if exc.response_code == 429:
                 raise RateLimited(f"GitLab rate limit while reading {what}",
                                   _retry_after(self._last_headers, self._now())) from None
-            raise SourceError(f"GitLab {what}: {exc.response_code} {exc.error_message}") from None
+            raise failed(f"GitLab {what}: HTTP {exc.response_code}",
+                         f"{self.spec.name}: {exc.error_message}") from None
         except requests.RequestException as exc:
-            raise SourceError(f"GitLab {what}: {type(exc).__name__}: {exc}") from None
+            raise failed(f"GitLab {what}: {type(exc).__name__}",
+                         f"{self.spec.name}: {exc}") from None
 
     def _proj(self) -> Any:
         if self._project is None:
@@ -237,12 +279,10 @@ class GitLabSource:
 
     @staticmethod
     def _info(raw: Mapping[str, Any]) -> CommitInfo:
-        return CommitInfo(
-            sha=checked_sha(raw.get("id")),
-            title=str(raw.get("title") or title_of(str(raw.get("message") or ""))),
-            author=str(raw.get("author_name") or "")[:200],
-            committed_at=parse_time(raw.get("committed_date") or raw.get("created_at")),
-        )
+        return commit_info(raw.get("id"),
+                           str(raw.get("title") or title_of(str(raw.get("message") or ""))),
+                           str(raw.get("author_name") or ""),
+                           raw.get("committed_date") or raw.get("created_at"))
 
     def commit(self, sha: str) -> CommitInfo:
         sha = checked_sha(sha)
@@ -294,7 +334,8 @@ class _HttpSource:
         try:
             response = self._client.get(path, params=params)
         except httpx.HTTPError as exc:
-            raise SourceError(f"{self.forge} {what}: {type(exc).__name__}: {exc}") from None
+            raise failed(f"{self.forge} {what}: {type(exc).__name__}",
+                         f"{self.spec.name}: {exc}") from None
         headers = {k.lower(): v for k, v in response.headers.items()}
         limited = response.status_code == 429 or (
             response.status_code == 403 and (_exhausted(headers) or "retry-after" in headers))
@@ -344,10 +385,9 @@ class GitHubSource(_HttpSource):
         commit = raw.get("commit") or {}
         author = commit.get("author") or {}
         committer = commit.get("committer") or {}
-        return CommitInfo(sha=checked_sha(raw.get("sha")),
-                          title=title_of(str(commit.get("message") or "")),
-                          author=str(author.get("name") or "")[:200],
-                          committed_at=parse_time(committer.get("date") or author.get("date")))
+        return commit_info(raw.get("sha"), title_of(str(commit.get("message") or "")),
+                           str(author.get("name") or ""),
+                           committer.get("date") or author.get("date"))
 
     def commit(self, sha: str) -> CommitInfo:
         return self._info(self._get("commit", f"/repos/{self.repo}/commits/{checked_sha(sha)}"))
@@ -438,10 +478,10 @@ class GerritSource(_HttpSource):
         raw = self._raw(sha)
         author = raw.get("author") or {}
         committer = raw.get("committer") or {}
-        return CommitInfo(sha=checked_sha(raw.get("commit") or sha),
-                          title=str(raw.get("subject") or title_of(str(raw.get("message") or ""))),
-                          author=str(author.get("name") or "")[:200],
-                          committed_at=parse_time(committer.get("date") or author.get("date")))
+        return commit_info(raw.get("commit") or sha,
+                           str(raw.get("subject") or title_of(str(raw.get("message") or ""))),
+                           str(author.get("name") or ""),
+                           committer.get("date") or author.get("date"))
 
     def _parents(self, sha: str) -> list[str]:
         return [checked_sha(p.get("commit")) for p in self._raw(sha).get("parents") or ()]
@@ -527,7 +567,8 @@ class GitSource:
         done = self._git(["ls-remote", "--heads", "--", self.spec.url,
                           f"refs/heads/{self.spec.branch}"], mirror=False)
         if done.returncode != 0:
-            raise SourceError(f"git ls-remote {self.spec.url}: {done.stderr.strip()[-300:]}")
+            raise failed("git ls-remote of the component's URL failed",
+                         f"{self.spec.name}: {done.stderr.strip()[-300:]}")
         for line in done.stdout.splitlines():
             sha, _, ref = line.partition("\t")
             if ref == f"refs/heads/{self.spec.branch}":
@@ -539,11 +580,13 @@ class GitSource:
             self.mirror.parent.mkdir(parents=True, exist_ok=True)
             done = self._git(["init", "--quiet", "--bare", "--", str(self.mirror)], mirror=False)
             if done.returncode != 0:
-                raise SourceError(f"git init {self.mirror}: {done.stderr.strip()[-300:]}")
+                raise failed("git init of the tracking mirror failed",
+                             f"{self.mirror}: {done.stderr.strip()[-300:]}")
         done = self._git(["fetch", "--quiet", "--no-tags", "--", self.spec.url,
                           f"+refs/heads/{self.spec.branch}:{self._ref}"])
         if done.returncode != 0:
-            raise SourceError(f"git fetch {self.spec.url}: {done.stderr.strip()[-300:]}")
+            raise failed("git fetch of the component's URL failed",
+                         f"{self.spec.name}: {done.stderr.strip()[-300:]}")
 
     def _has(self, sha: str) -> bool:
         return self._git(["cat-file", "-e", "--end-of-options", f"{sha}^{{commit}}"]) \
@@ -553,13 +596,12 @@ class GitSource:
         done = self._git(["log", f"--format={_FORMAT}", f"--max-count={limit}", "-z",
                           "--end-of-options", *revisions, "--"])
         if done.returncode != 0:
-            raise SourceError(f"git log: {done.stderr.strip()[-300:]}")
+            raise failed("git log failed", f"{self.spec.name}: {done.stderr.strip()[-300:]}")
         found = []
         for record in done.stdout.split("\x00"):
             parts = record.strip("\n").split("\x1f")
             if len(parts) == 4:
-                found.append(CommitInfo(checked_sha(parts[0]), parts[1][:500], parts[2][:200],
-                                        parse_time(parts[3])))
+                found.append(commit_info(parts[0], parts[1], parts[2], parts[3]))
         return found
 
     def commit(self, sha: str) -> CommitInfo:
@@ -568,7 +610,7 @@ class GitSource:
             self._fetch()
         found = self._log([sha], 1)
         if not found:
-            raise SourceError(f"commit {sha} is not in {self.spec.url}")
+            raise SourceError(f"commit {sha} is not in the component's repository")
         return found[0]
 
     def compare(self, old: str, new: str, limit: int) -> Comparison:
@@ -576,7 +618,7 @@ class GitSource:
         if not self._has(new):
             self._fetch()
         if not self._has(new):
-            raise SourceError(f"commit {new} is not in {self.spec.url}")
+            raise SourceError(f"commit {new} is not in the component's repository")
         if not self._has(old):  # never fetched here (a new mirror): history unknown
             return Comparison((self.commit(new),), (), True)
         ahead = self._log([new, f"^{old}"], limit + 1)
@@ -600,10 +642,20 @@ def build_source(spec: SourceSpec, *, mirror_dir: Path, http_timeout: float = 10
 
 
 def source_factory(mirror_dir: Path, http_timeout: float = 10.0,
-                   git_timeout: float = 120.0) -> Callable[[SourceSpec], Source]:
-    """A factory the worker uses for every poll and webhook (one source per call)."""
+                   git_timeout: float = 120.0, policy: SourcePolicy | None = None
+                   ) -> Callable[[SourceSpec], Source]:
+    """A factory the worker uses for every poll and webhook (one source per call).
+
+    ``policy``: the config's source URL policy, checked again before anything is fetched, so
+    a component stored before the policy (or before it was narrowed) is refused too.
+    """
 
     def build(spec: SourceSpec) -> Source:
+        if policy is not None:
+            try:
+                policy.check_component(spec.url, spec.api_url)
+            except SourceRefused as exc:
+                raise SourceError(f"refused by the config's sources policy: {exc}") from None
         return build_source(spec, mirror_dir=mirror_dir, http_timeout=http_timeout,
                             git_timeout=git_timeout)
 

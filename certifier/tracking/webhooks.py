@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from certifier.domain.combination import SHA_RE
 from certifier.settings import BRANCH_RE, PROJECT_RE
-from certifier.tracking.sources import CommitInfo, parse_time, title_of
+from certifier.tracking.sources import CommitInfo, commit_info, title_of
 
 Forge = Literal["gitlab", "github", "gerrit"]
 FORGES: tuple[Forge, ...] = ("gitlab", "github", "gerrit")
@@ -150,8 +150,7 @@ def _commits(items: object, *, sha_key: str, author: str) -> tuple[CommitInfo, .
         who = item.get("author")
         name = who.get(author) if isinstance(who, dict) else None
         title = item.get("title") or title_of(str(item.get("message") or ""))
-        found.append(CommitInfo(sha, str(title)[:500], str(name or "")[:200],
-                                parse_time(item.get("timestamp"))))
+        found.append(commit_info(sha, str(title), str(name or ""), item.get("timestamp")))
     return tuple(found)
 
 

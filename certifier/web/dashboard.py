@@ -1,6 +1,7 @@
 """The dashboard: server-rendered pages over the same read services as the API, kept live by SSE.
 
-Pages: the overview (``/``), candidates (``/candidates``, ``/candidates/{id}``), components
+Pages: the overview (``/``), candidates (``/candidates``, ``/candidates/{id}``), runs
+(``/runs/{id}``: checks, and measurements by side and round for an A/B run), components
 (``/components``, ``/components/{name}``), known-good history and diffs (``/known-good``), the
 audit log (``/audit``) and webhook deliveries (``/deliveries``). Every page reads fully without
 JavaScript; with it, ``live.js`` listens on ``/events`` and swaps the page's ``data-live`` parts
@@ -21,15 +22,18 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, StreamingResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, pass_context
 from jinja2.runtime import Context
 from sqlalchemy.orm import Session
 
 from certifier.api.deps import AppContext, ContextDep, SessionDep
+from certifier.api.schemas import DB_ID_MAX
 from certifier.domain.durations import format_duration
 from certifier.domain.lifecycle import CandidateState
-from certifier.pipeline import views
+from certifier.limits import ID_MAX
+from certifier.pipeline import runview, views
 from certifier.pipeline.errors import NotFound
 from certifier.web import events
 from certifier.web.assets import IMMUTABLE, Assets
@@ -176,7 +180,7 @@ def create_router() -> APIRouter:
     def candidates(
         request: Request, context: ContextDep, session: SessionDep,
         state: str | None = Query(default=None, max_length=16),
-        before: int | None = Query(default=None, ge=1),
+        before: int | None = Query(default=None, ge=1, le=ID_MAX),
     ) -> HTMLResponse:
         state = state if state in STATES else None
         rows, more = views.candidate_list(session, state, before)
@@ -187,12 +191,23 @@ def create_router() -> APIRouter:
     def candidate(request: Request, candidate_id: int, context: ContextDep,
                   session: SessionDep) -> HTMLResponse:
         try:
+            if not 1 <= candidate_id <= ID_MAX:  # no such id can exist: never ask the database
+                raise NotFound(f"no candidate {candidate_id}")
             page = views.candidate_page(session, candidate_id, context.clock.now(),
                                         context.settings.soak_policy())
         except NotFound as exc:
             return not_found(request, context, session, exc)
         return render(request, context, session, "candidate.html", nav="candidates", c=page,
                       charts=_chart_data(page), actions=available_actions(request))
+
+    @router.get("/runs/{run_id}", response_class=HTMLResponse)
+    def run(request: Request, context: ContextDep, session: SessionDep,
+            run_id: int = PathParam(ge=1, le=DB_ID_MAX)) -> HTMLResponse:
+        try:
+            page = runview.run_page(session, run_id)
+        except NotFound as exc:
+            return not_found(request, context, session, exc)
+        return render(request, context, session, "run.html", nav="candidates", p=page)
 
     @router.get("/components", response_class=HTMLResponse)
     def components(request: Request, context: ContextDep, session: SessionDep) -> HTMLResponse:
@@ -210,7 +225,7 @@ def create_router() -> APIRouter:
 
     @router.get("/known-good", response_class=HTMLResponse)
     def history(request: Request, context: ContextDep, session: SessionDep,
-                before: int | None = Query(default=None, ge=1)) -> HTMLResponse:
+                before: int | None = Query(default=None, ge=1, le=ID_MAX)) -> HTMLResponse:
         entries, more = views.known_good_history(session, before)
         return render(request, context, session, "known_good.html", nav="known-good",
                       entries=entries, more=more)
@@ -218,7 +233,8 @@ def create_router() -> APIRouter:
     @router.get("/known-good/diff", response_class=HTMLResponse)
     def diff(
         request: Request, context: ContextDep, session: SessionDep,
-        a: int = Query(alias="from", ge=1), b: int = Query(alias="to", ge=1),
+        a: int = Query(alias="from", ge=1, le=ID_MAX),
+        b: int = Query(alias="to", ge=1, le=ID_MAX),
     ) -> HTMLResponse:
         try:
             changes = views.known_good_diff(session, a, b)
@@ -230,7 +246,7 @@ def create_router() -> APIRouter:
     @router.get("/audit", response_class=HTMLResponse)
     def audit(
         request: Request, context: ContextDep, session: SessionDep,
-        before: int | None = Query(default=None, ge=1),
+        before: int | None = Query(default=None, ge=1, le=ID_MAX),
         action: str | None = Query(default=None, max_length=64),
     ) -> HTMLResponse:
         rows, more = views.audit_log(session, before, action=action or None)
@@ -239,7 +255,7 @@ def create_router() -> APIRouter:
 
     @router.get("/deliveries", response_class=HTMLResponse)
     def deliveries(request: Request, context: ContextDep, session: SessionDep,
-                   before: int | None = Query(default=None, ge=1)) -> HTMLResponse:
+                   before: int | None = Query(default=None, ge=1, le=ID_MAX)) -> HTMLResponse:
         rows, more, refused = views.deliveries(session, before)
         return render(request, context, session, "deliveries.html", nav="deliveries",
                       rows=rows, more=more, refused=refused)

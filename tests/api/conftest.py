@@ -22,6 +22,10 @@ from certifier.settings import Settings
 
 from .factories import World
 
+# An admin token every app of these tests knows: registering a component needs one.
+ADMIN_SECRET = "registrar-secret-0123456789"
+ADMIN = {"Authorization": f"Bearer {ADMIN_SECRET}"}
+
 
 @pytest.fixture
 def db_factory(session_factory: sessionmaker[Session]) -> sessionmaker[Session]:
@@ -46,7 +50,8 @@ def app(
     dispatcher: RecordingDispatcher,
 ) -> FastAPI:
     return create_app(
-        Settings(data_dir=tmp_path), dispatcher=dispatcher, clock=clock, session_factory=db_factory
+        Settings(data_dir=tmp_path, api_tokens=f"registrar/admin:{ADMIN_SECRET}"),
+        dispatcher=dispatcher, clock=clock, session_factory=db_factory
     )
 
 

@@ -17,7 +17,7 @@ from certifier.db.session import session_scope
 from certifier.domain.clock import FakeClock
 from certifier.domain.judgement import JudgementPolicy
 from certifier.domain.promotion import SoakPolicy
-from certifier.domain.results import Better, Check, Measurement, SuiteResult
+from certifier.domain.results import Better, Check, Measurement, Side, SuiteResult
 from certifier.pipeline import components, runs, scheduler
 from certifier.pipeline.dispatch import RecordingDispatcher
 from certifier.settings import ComponentConfig
@@ -42,6 +42,22 @@ def passing_results() -> list[SuiteResult]:
                                   {"source": "h1", "destination": "h2"})],
         tool_versions={"ping": "iputils 20221126"},
     )]
+
+
+def ab_results(rounds: int, own: float = 1.0, control: float = 99.0) -> list[SuiteResult]:
+    """What an A/B run of ``rounds`` rounds hands to ``finish``: ping loss h1→h2 on both sides
+    (the run's own value ``own``, its control's ``control``), every round."""
+    def loss(value: float, side: Side, round_: int) -> Measurement:
+        return Measurement("ping", "loss_pct", value, "%", Better.LOWER,
+                           {"src": "h1", "dst": "h2"}, side=side, round=round_,
+                           events=int(value), trials=100)
+
+    found = []
+    for r in range(rounds):
+        found.append(SuiteResult("ping", [Check("ping", "reach h1->h2", True)] if r == 0 else [],
+                                 [loss(own, Side.CANDIDATE, r)]))
+        found.append(SuiteResult("control.ping", [], [loss(control, Side.CONTROL, r)]))
+    return found
 
 
 class World:
@@ -80,10 +96,12 @@ class World:
             claim = runs.claim(session, run_id, "worker-1", self.clock, timedelta(minutes=30))
             assert claim is runs.Claim.CLAIMED
 
-    def finish(self, run_id: int, results: list[SuiteResult] | None = None) -> None:
+    def finish(self, run_id: int, results: list[SuiteResult] | None = None,
+               rounds: int = 0) -> None:
         with session_scope(self.factory) as session:
             runs.finish(session, run_id, passing_results() if results is None else results,
-                        self.clock, JudgementPolicy(), log=f"log of run {run_id}\n")
+                        self.clock, JudgementPolicy(), log=f"log of run {run_id}\n",
+                        rounds=rounds)
 
     def promote_heads(self) -> int:
         """Carry the current heads through gate and soak to a new known-good; its version."""

@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from certifier.domain.results import Check, SuiteResult
 from certifier.domain.snapshots import diff_keys
 
-from .factories import World
+from .factories import World, ab_results
 
 
 def gating_candidate(world: World) -> tuple[dict[str, str], int]:
@@ -89,7 +89,8 @@ def test_a_rejected_candidate_carries_the_failing_runs_excuses(
 
 def test_an_unknown_candidate_is_a_404(client: TestClient) -> None:
     response = client.get("/api/v1/candidates/999")
-    assert (response.status_code, response.json()) == (404, {"detail": "no candidate 999"})
+    assert (response.status_code, response.json()) == (
+        404, {"detail": "no candidate 999", "errors": []})
 
 
 def test_a_run_shows_checks_measurements_tools_and_log(client: TestClient, world: World) -> None:
@@ -101,7 +102,9 @@ def test_a_run_shows_checks_measurements_tools_and_log(client: TestClient, world
         {"suite": "ping", "name": "h1 reaches h2", "passed": True, "message": "0 % loss"}]
     assert body["measurements"] == [{
         "suite": "ping", "metric": "rtt_avg_ms", "labels": {"source": "h1", "destination": "h2"},
-        "value": 0.05, "unit": "ms", "better": "lower"}]
+        "value": 0.05, "unit": "ms", "better": "lower", "side": "candidate", "round": 0,
+        "events": None, "trials": None}]
+    assert body["rounds"] == 0
     assert body["tool_versions"] == {"ping": "iputils 20221126"}
     assert body["log"] == f"log of run {gate_run}\n"
     assert body["excuses"] == []
@@ -131,9 +134,24 @@ def test_a_run_without_an_upgrade_has_an_empty_state_diff(client: TestClient,
     assert client.get(f"/api/v1/runs/{gate_run}").json()["state_diff"] == []
 
 
+def test_an_ab_run_shows_each_series_by_side_and_round(client: TestClient, world: World) -> None:
+    _, gate_run = gating_candidate(world)
+    world.finish(gate_run, ab_results(2, own=1.0, control=3.0), rounds=2)
+    body = client.get(f"/api/v1/runs/{gate_run}").json()
+    assert body["rounds"] == 2
+    assert body["series"] == [{
+        "key": "ping.loss_pct{dst=h2,src=h1}", "suite": "ping", "metric": "loss_pct",
+        "labels": {"src": "h1", "dst": "h2"}, "unit": "%", "better": "lower",
+        "rounds": [0, 1], "candidate": [1.0, 1.0], "control": [3.0, 3.0]}]
+    assert [(m["side"], m["round"], m["events"], m["trials"]) for m in body["measurements"]] == [
+        ("candidate", 0, 1, 100), ("control", 0, 3, 100), ("candidate", 1, 1, 100),
+        ("control", 1, 3, 100)]
+
+
 def test_an_unknown_run_is_a_404(client: TestClient) -> None:
     response = client.get("/api/v1/runs/12345")
-    assert (response.status_code, response.json()) == (404, {"detail": "no run 12345"})
+    assert (response.status_code, response.json()) == (
+        404, {"detail": "no run 12345", "errors": []})
 
 
 @pytest.mark.parametrize("path", ["/api/v1/runs/abc", "/api/v1/candidates/0"])

@@ -12,26 +12,27 @@ from sqlalchemy.orm import Session, sessionmaker
 from certifier.api.errors import MAX_BODY_BYTES
 from certifier.pipeline.dispatch import RecordingDispatcher
 
+from .conftest import ADMIN
 from .factories import World, sha
 
 
 def test_an_unknown_route_is_a_json_404(client: TestClient) -> None:
     response = client.get("/api/v1/nothing-here")
-    assert (response.status_code, response.json()) == (404, {"detail": "Not Found"})
+    assert (response.status_code, response.json()) == (404, {"detail": "Not Found", "errors": []})
 
 
 def test_a_wrong_method_is_a_json_405(client: TestClient) -> None:
     response = client.delete("/api/v1/components")
     assert response.status_code == 405
-    assert response.json() == {"detail": "Method Not Allowed"}
+    assert response.json() == {"detail": "Method Not Allowed", "errors": []}
 
 
 def test_a_body_that_is_not_json_is_a_json_422(client: TestClient) -> None:
     response = client.post("/api/v1/components", content=b"{not json",
-                           headers={"Content-Type": "application/json"})
+                           headers={"Content-Type": "application/json", **ADMIN})
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/json"
-    assert isinstance(response.json()["detail"], list)
+    assert response.json()["errors"]
 
 
 def test_a_body_over_one_mebibyte_is_a_json_413(
@@ -84,7 +85,7 @@ def test_an_unexpected_error_is_a_bare_json_500(
     monkeypatch.setattr("certifier.pipeline.queries.list_testbeds", explode)
     response = TestClient(app, raise_server_exceptions=False).get("/api/v1/testbeds")
     assert response.status_code == 500
-    assert response.json() == {"detail": "internal server error"}
+    assert response.json() == {"detail": "internal server error", "errors": []}
     assert "secret" not in response.text and "Traceback" not in response.text
 
 
@@ -116,7 +117,7 @@ def test_a_service_invalid_error_is_a_422(
     monkeypatch.setattr("certifier.pipeline.components.report_commit", refuse)
     response = client.post("/api/v1/components/nova/commits", json={"sha": sha("n1")})
     assert response.status_code == 422
-    assert response.json() == {"detail": "that commit is not on the tracked branch"}
+    assert response.json() == {"detail": "that commit is not on the tracked branch", "errors": []}
 
 
 def test_a_failed_commit_is_reported_to_the_client_not_hidden_behind_a_201(
@@ -134,7 +135,8 @@ def test_a_failed_commit_is_reported_to_the_client_not_hidden_behind_a_201(
     finally:
         event.remove(db_factory, "before_commit", lose_the_race)
     assert response.status_code == 409
-    assert response.json() == {"detail": "the request conflicts with a concurrent change; retry it"}
+    assert response.json() == {"detail": "the request conflicts with a concurrent change; retry it",
+                              "errors": []}
     assert dispatcher.reconciles == 0
     assert client.get("/api/v1/components/nova/commits").json() == {"items": []}
 

@@ -33,7 +33,8 @@ def one_known_good(world: World) -> dict[str, str]:
 
 def test_no_known_good_yet_is_a_404(client: TestClient) -> None:
     response = client.get("/api/v1/manifest")
-    assert (response.status_code, response.json()) == (404, {"detail": "no known-good yet"})
+    assert (response.status_code, response.json()) == (
+        404, {"detail": "no known-good yet", "errors": []})
 
 
 def test_the_manifest_is_json_by_default(
@@ -77,7 +78,7 @@ def test_the_manifest_as_env_lines(client: TestClient, one_known_good: dict[str,
 def test_an_unknown_format_is_a_422(client: TestClient, one_known_good: dict[str, str]) -> None:
     response = client.get("/api/v1/manifest", params={"format": "xml"})
     assert response.status_code == 422
-    assert isinstance(response.json()["detail"], list)
+    assert response.json()["errors"]
 
 
 def test_a_matching_etag_gets_a_bodiless_304(
@@ -177,5 +178,6 @@ def test_one_version_is_the_same_document_as_the_manifest_was(
 
 def test_an_unknown_version_is_a_404(client: TestClient) -> None:
     response = client.get("/api/v1/manifests/7")
-    assert (response.status_code, response.json()) == (404, {"detail": "no known-good version 7"})
+    assert (response.status_code, response.json()) == (
+        404, {"detail": "no known-good version 7", "errors": []})
     assert client.get("/api/v1/manifests/zero").status_code == 422

@@ -82,7 +82,8 @@ def test_manifest_verify_names_a_tampered_file(tmp_path: Path, client: TestClien
     sig.write_text(client.get("/api/v1/manifest.sig").text)
     key.write_text(client.get("/api/v1/signing-key").text)
     runner = CliRunner()
-    good = runner.invoke(cli, ["manifest", "verify", str(doc), str(sig), "--key", str(key)])
+    good = runner.invoke(cli, ["manifest", "verify", str(doc), str(sig), "--key", str(key),
+                               "--at", world.clock.now().isoformat()])
     assert good.exit_code == 0 and "good signature" in good.stdout
     doc.write_bytes(doc.read_bytes().replace(b"nova", b"evil"))
     bad = runner.invoke(cli, ["manifest", "verify", str(doc), str(sig), "--key", str(key)])

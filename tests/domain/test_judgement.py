@@ -8,7 +8,7 @@ from certifier.domain.judgement import (
     Verdict,
     judge_run,
 )
-from certifier.domain.results import Better, Check, Measurement, SuiteResult
+from certifier.domain.results import Better, Check, Measurement, Side, SuiteResult
 
 
 def bw(value: float) -> Measurement:
@@ -124,3 +124,16 @@ def test_fixed_limits_fail_the_run_even_without_baseline() -> None:
 def test_limits_are_parsed_not_evaluated(text: str) -> None:
     with pytest.raises(ValueError, match="not a limit"):
         FixedLimit.parse(text)
+
+
+def test_the_control_side_of_an_ab_run_is_not_judged_as_the_candidate_s() -> None:
+    def rate(value: float, side: Side) -> Measurement:
+        return Measurement("bandwidth", "throughput_gbps", value, "Gbit/s", Better.HIGHER,
+                           side=side)
+
+    results = [SuiteResult("bandwidth", measurements=[rate(0.4, Side.CANDIDATE)]),
+               SuiteResult("control.bandwidth", measurements=[rate(0.8, Side.CONTROL)])]
+    baseline = Baseline("known-good #1", {rate(0.8, Side.CANDIDATE).key: [0.8, 0.8]})
+    judgement = judge_run(results, baseline, JudgementPolicy())
+    assert judgement.verdict is Verdict.REGRESSED
+    assert judgement.excuses[0].data["value"] == 0.4  # not the median of both sides

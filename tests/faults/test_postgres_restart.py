@@ -123,6 +123,8 @@ def _config(folder: Path, closed_port: int) -> Path:
         f"  - {{name: web, source: github, url: 'http://127.0.0.1:{closed_port}/{REPO}',\n"
         f"     api_url: 'http://127.0.0.1:{closed_port}', poll_interval: null}}\n"
         "testbeds:\n  - {name: gate1, driver: local}\n"
+        # The forge is a closed local port: the source policy must allow http to this host.
+        "sources: {schemes: [https, http], private_hosts: true}\n"
         "soak: {max_infra_retries: 0}\n"
         "scheduler: {reconcile_interval: 2s}\n"
         "tracking: {sweep_interval: 1s, redispatch_after: 3s, http_timeout: 2s}\n")

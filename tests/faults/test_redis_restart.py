@@ -100,6 +100,8 @@ def _config(folder: Path, closed_port: int) -> Path:
         f"  - {{name: idle, source: git, url: '{folder / 'nowhere.git'}', poll_interval: null}}",
         "testbeds:",
         "  - {name: gate1, driver: local}",
+        # A closed local port and a local folder: the source policy must allow both.
+        f"sources: {{schemes: [https, http], private_hosts: true, local_paths: ['{folder}']}}",
         "scheduler: {reconcile_interval: 1h}",
         "tracking: {sweep_interval: 1s, redispatch_after: 5s, http_timeout: 2s}",
     ]

@@ -187,6 +187,7 @@ def _config(tmp_path: Path, repo: Path, recipe: Path) -> Path:
         "soak": {"duration": "1h", "interval": "1h", "min_runs": 1},
         "suites": {"enabled": ["ping"], "ping": {"count": 3, "interval": 0.05}},
         "scheduler": {"parallel_gates": 2, "run_timeout": "5m", "hook_timeout": "1m"},
+        "sources": {"local_paths": [str(repo.parent)]},  # the upstream is a local folder
     }
     path = tmp_path / "certifier.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -21,7 +21,8 @@ def _certifier(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
                           text=True, env=environ, timeout=60, check=False)
 
 
-def test_an_operator_arms_lists_and_releases_a_hold(tmp_path: Path) -> None:
+def database_with_nova(tmp_path: Path) -> str:
+    """The embedded database in ``tmp_path``, migrated, with one component ``nova``; its URL."""
     url = f"sqlite:///{tmp_path / 'certifier.sqlite'}"
     migrate.upgrade(url)
     engine = make_engine(url)
@@ -29,6 +30,11 @@ def test_an_operator_arms_lists_and_releases_a_hold(tmp_path: Path) -> None:
         components.create_component(session, ComponentConfig(name="nova", url="/srv/nova.git"),
                                     SystemClock())
     engine.dispose()
+    return url
+
+
+def test_an_operator_arms_lists_and_releases_a_hold(tmp_path: Path) -> None:
+    database_with_nova(tmp_path)
 
     added = _certifier("hold", "add", "--component", "nova", "--duration", "90m",
                        "--reason", "ping flaps", data_dir=tmp_path)

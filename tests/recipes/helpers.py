@@ -26,13 +26,17 @@ from certifier.domain.lifecycle import CandidateState
 from certifier.pipeline import components, knowngood, runs, scheduler
 from certifier.pipeline.dispatch import RecordingDispatcher
 from certifier.settings import (
+    AbConfig,
     CertifierConfig,
     ComponentConfig,
+    EnvironmentConfig,
+    PingSuiteConfig,
     SchedulerConfig,
     Settings,
     SoakConfig,
     SuitesConfig,
     TestbedConfig,
+    ThresholdsConfig,
     UpgradeSuiteConfig,
 )
 from workers import runner
@@ -116,8 +120,15 @@ def harness(tmp_path: Path, comps: dict[str, tuple[Path, Path | None]], *,
             driver: str = "local", suites: tuple[str, ...] = (),
             hook_timeout: timedelta = timedelta(seconds=30),
             upgrade: UpgradeSuiteConfig | None = None, run_in: str = "controller",
-            **settings_args: Any) -> Harness:
-    """A migrated SQLite database with ``comps`` (name → (repo, recipe)) and one testbed."""
+            environment: EnvironmentConfig | None = None,
+            ping: PingSuiteConfig | None = None, ab: AbConfig | None = None,
+            thresholds: ThresholdsConfig | None = None, **settings_args: Any) -> Harness:
+    """A migrated SQLite database with ``comps`` (name → (repo, recipe)) and one testbed.
+
+    The environment check is off unless ``environment`` is given: these runs test recipes and
+    suites, and must not turn ``infra_error`` because the machine running the tests is busy
+    (tests/environment/test_runner_environment.py runs it for real).
+    """
     config = CertifierConfig(
         components=tuple(ComponentConfig(name=name, url=str(repo), recipe=recipe,
                                          run_in=run_in)  # type: ignore[arg-type]
@@ -126,8 +137,12 @@ def harness(tmp_path: Path, comps: dict[str, tuple[Path, Path | None]], *,
                                 subnet=unique_subnet()),),
         soak=SoakConfig(infra_backoff=timedelta(seconds=1)),
         suites=SuitesConfig(enabled=suites,  # type: ignore[arg-type]
-                            upgrade=upgrade or UpgradeSuiteConfig(settle_s=0.2)),
+                            upgrade=upgrade or UpgradeSuiteConfig(settle_s=0.2),
+                            ping=ping or PingSuiteConfig()),
+        ab=ab or AbConfig(),
+        thresholds=thresholds or ThresholdsConfig(),
         scheduler=SchedulerConfig(hook_timeout=hook_timeout),
+        environment=environment or EnvironmentConfig(enabled=False),
     )
     settings = Settings(data_dir=tmp_path / "data", config=config, **settings_args)
     settings.data_dir.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from tests.requirements import needs_binary, needs_root
 from workers.testbed import janitor, records
 from workers.testbed.base import TAG_RE, TestbedError, TestbedSpec, create_testbed
 from workers.testbed.process import pid_alive
-from workers.testbed.tags import run_tag, run_tag_prefix
+from workers.testbed.tags import control_tag, run_tag, run_tag_prefix
 
 from .conftest import our_namespaces, unique_subnet, unique_tag
 
@@ -168,3 +168,13 @@ def test_run_tags_differ_between_instances_and_fit_interface_names(tmp_path: Pat
     assert run_tag(one, 7).startswith(run_tag_prefix(one))
     assert TAG_RE.match(run_tag(one, 36**7 - 1))
     assert len(f"cf-{run_tag(one, 36**7 - 1)}") <= 15
+
+
+def test_a_control_tag_is_no_run_s_tag_keeps_the_instance_prefix_and_fits(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "one")
+    tags = {run_tag(settings, n) for n in range(1, 36**2 + 2)}
+    controls = {control_tag(settings, n) for n in range(1, 36**2 + 2)}
+    assert tags.isdisjoint(controls) and len(controls) == 36**2 + 1
+    assert control_tag(settings, 7).startswith(run_tag_prefix(settings))
+    assert TAG_RE.match(control_tag(settings, 36**6 - 1))
+    assert len(f"cf-{control_tag(settings, 36**6 - 1)}") <= 15  # a root-namespace link

@@ -44,16 +44,19 @@ class Upstream:
         self.git("checkout", "--quiet", "-b", "main")
         self.n = 0
 
-    def git(self, *args: str, cwd: Path | None = None) -> str:
-        done = subprocess.run(["git", *args], cwd=cwd or self.work, env=GIT_ENV,
+    def git(self, *args: str, cwd: Path | None = None, date: str | None = None) -> str:
+        env = GIT_ENV if date is None else {**GIT_ENV, "GIT_COMMITTER_DATE": date,
+                                            "GIT_AUTHOR_DATE": date}
+        done = subprocess.run(["git", *args], cwd=cwd or self.work, env=env,
                               capture_output=True, text=True, check=True, timeout=60)
         return done.stdout.strip()
 
-    def commit(self, title: str | None = None, push: bool = True) -> str:
+    def commit(self, title: str | None = None, push: bool = True, date: str | None = None) -> str:
+        """A new commit; ``date`` as GIT_COMMITTER_DATE takes it, e.g. ``@<epoch> +0000``."""
         self.n += 1
         (self.work / "file.txt").write_text(f"change {self.n}\n")
         self.git("add", "file.txt")
-        self.git("commit", "--quiet", "-m", title or f"change {self.n}")
+        self.git("commit", "--quiet", "-m", title or f"change {self.n}", date=date)
         if push:
             self.push()
         return self.git("rev-parse", "HEAD")

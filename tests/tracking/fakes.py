@@ -29,6 +29,7 @@ class FakeCommit:
     title: str
     author: str
     date: datetime
+    date_text: str | None = None  # what the forge sends instead of ``date`` (odd dates)
 
 
 @dataclass
@@ -164,10 +165,11 @@ class FakeGitLab(FakeForge):
 
     def _commit(self, repo: FakeRepo, sha: str) -> dict[str, Any]:
         c = repo.commits[sha]
+        date = c.date_text if c.date_text is not None else c.date.isoformat()
         return {"id": sha, "short_id": sha[:8], "title": c.title, "message": c.title + "\n",
                 "author_name": c.author, "author_email": "dev@example.org",
-                "authored_date": c.date.isoformat(), "committer_name": c.author,
-                "committed_date": c.date.isoformat(), "created_at": c.date.isoformat(),
+                "authored_date": date, "committer_name": c.author,
+                "committed_date": date, "created_at": date,
                 "parent_ids": c.parents, "web_url": f"{self.url}/{repo.path}/-/commit/{sha}"}
 
     def route(self, path: str, query: dict[str, list[str]]) -> tuple[int, Any, dict[str, str]]:

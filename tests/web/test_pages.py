@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from certifier.domain.results import SuiteResult
 from certifier.domain.snapshots import diff_keys
 from certifier.web.dashboard import available_actions
-from tests.api.factories import World
+from tests.api.factories import World, ab_results
 from tests.web.scenes import EVIL, Scene, busy_pipeline, suite_results
 
 ESCAPED = "&lt;script&gt;alert(&#34;owned&#34;)&lt;/script&gt;"
@@ -290,3 +290,29 @@ def test_the_candidate_page_shows_the_state_diff_across_the_upgrade(
     assert "<code>512</code>" in row and "<code>64</code>" in row
     assert "not declared in the candidate's upgrade notes" in row
     assert "1 unchanged" in section
+
+
+def test_a_run_page_shows_an_ab_run_s_series_by_side_and_round(
+    client: TestClient, world: World
+) -> None:
+    world.component("nova")
+    world.testbed("gate1")
+    world.commit("nova", "n1")
+    report = world.reconcile()
+    run_id = report.runs_created[-1]
+    world.claim(run_id)
+    world.finish(run_id, ab_results(2, own=1.0, control=4.0), rounds=2)
+    page = client.get(f"/runs/{run_id}").text
+    assert "A/B: 2 rounds, candidate and the known-good's control interleaved" in page
+    row = re.search(r"<td>ping loss_pct h1→h2</td>.*?</tr>", page, re.S)
+    assert row is not None
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row.group(0), re.S)
+    values = [re.sub(r"<[^>]+>", "", c).strip() for c in cells]
+    assert values[2:] == ["1, 1", "4, 4", "1", "4", "-75.0 %"]
+    assert f'href="/runs/{run_id}"' in client.get(f"/candidates/{report.formed[0]}").text
+
+
+def test_an_unknown_run_is_an_html_404(client: TestClient) -> None:
+    response = client.get("/runs/4242")
+    assert response.status_code == 404
+    assert "no run 4242" in response.text

@@ -256,14 +256,18 @@ def _measure(test: Test, report: IperfReport) -> list[Measurement]:
     assert report.received_bps is not None  # parse_iperf3 guarantees it without an error
     found: list[Measurement] = []
 
-    def add(metric: str, value: float | None, unit: str, better: Better) -> None:
+    def add(metric: str, value: float | None, unit: str, better: Better,
+            events: int | None = None, trials: int | None = None) -> None:
         if value is not None:
-            found.append(Measurement(SUITE, metric, value, unit, better, dict(labels)))
+            found.append(Measurement(SUITE, metric, value, unit, better, dict(labels),
+                                     events=events, trials=trials))
 
     if test.protocol == "udp":
         add("udp_throughput_gbps", report.received_bps / 1e9, "Gbit/s", Better.HIGHER)
         add("udp_jitter_ms", report.jitter_ms, "ms", Better.LOWER)
-        add("udp_loss_pct", report.lost_pct, "%", Better.LOWER)
+        # The counts behind the rate, so loss is judged as lost datagrams of those sent.
+        add("udp_loss_pct", report.lost_pct, "%", Better.LOWER, report.lost_packets,
+            report.packets)
     else:
         add("throughput_gbps", report.received_bps / 1e9, "Gbit/s", Better.HIGHER)
         add("retransmits", None if report.retransmits is None else float(report.retransmits),

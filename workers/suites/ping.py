@@ -213,7 +213,11 @@ def _pair_result(target: Target, stats: PingStats, interval: float) -> tuple[
     else:
         check = Check(SUITE, name, True, f"{stats.received}/{stats.transmitted} replies, "
                                          f"{stats.loss_pct:g}% loss")
-    measurements = [Measurement(SUITE, "loss_pct", stats.loss_pct, "%", Better.LOWER, labels)]
+    # The counts behind the rate (none when ping sent nothing, e.g. "Network is unreachable").
+    sent = stats.transmitted or None
+    measurements = [Measurement(SUITE, "loss_pct", stats.loss_pct, "%", Better.LOWER, labels,
+                                events=None if sent is None else sent - stats.received,
+                                trials=sent)]
     values = {"rtt_min_ms": stats.rtt_min_ms, "rtt_avg_ms": stats.rtt_avg_ms,
               "rtt_p50_ms": stats.rtt_percentile_ms(50),
               "rtt_p99_ms": stats.rtt_percentile_ms(99), "rtt_max_ms": stats.rtt_max_ms}

@@ -3,6 +3,12 @@
 Reporting a commit is idempotent: the same sha reported twice is one commit, answered 201 the
 first time and 200 after, and only a new commit asks the scheduler for a reconcile pass (sent
 once the transaction commits, so the pass sees the row).
+
+Registering and removing a component need an ``admin`` token: both change what every future
+candidate and manifest contains, like promote and revoke, and registering makes the worker
+fetch from a URL of the caller's choice (within the config's ``sources`` policy). Pausing and
+resuming need ``operate``: they hold a component at its known-good commit and let it go again,
+day-to-day flow control like cancel. Each is audited under the token's name.
 """
 
 from __future__ import annotations
@@ -13,12 +19,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Response, status
 from sqlalchemy.exc import IntegrityError
 
-from certifier.api.deps import ClockDep, DispatcherDep, SessionDep
+from certifier.api.auth import AdminDep, OperatorDep
+from certifier.api.deps import ClockDep, ContextDep, DispatcherDep, SessionDep
 from certifier.api.schemas import (
     CommitList,
     CommitOut,
     CommitReport,
     CommitReported,
+    ComponentAction,
     ComponentList,
     ComponentOut,
     ComponentRequest,
@@ -26,12 +34,18 @@ from certifier.api.schemas import (
 )
 from certifier.pipeline import components, queries
 from certifier.pipeline.dispatch import reconcile_after_commit
+from certifier.pipeline.errors import Invalid
+from certifier.sourcepolicy import SourceRefused
 
 router = APIRouter(prefix="/api/v1/components", tags=["components"])
 
 Name = Annotated[str, Path(max_length=63, description="component name")]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorOut, "description": "no such component"},
+}
+AUTH: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "no token, or an unknown, expired or revoked one"},
+    403: {"model": ErrorOut, "description": "the token's scope is too small"},
 }
 
 
@@ -46,13 +60,63 @@ def list_components(session: SessionDep) -> ComponentList:
     "",
     response_model=ComponentOut,
     status_code=status.HTTP_201_CREATED,
-    responses={409: {"model": ErrorOut, "description": "a component with this name exists"}},
+    responses={**AUTH,
+               409: {"model": ErrorOut, "description": "a component with this name exists"},
+               422: {"model": ErrorOut, "description": "invalid, or refused by the config's "
+                                                      "source URL policy"}},
 )
-def create_component(body: ComponentRequest, session: SessionDep, clock: ClockDep
+def create_component(body: ComponentRequest, session: SessionDep, clock: ClockDep,
+                     context: ContextDep, dispatcher: DispatcherDep, who: AdminDep
                      ) -> ComponentOut:
-    """Register a component; its ``recipe`` and ``token_env`` come only from the config file."""
-    component = components.create_component(session, body, clock)
+    """Register a component (admin scope); its ``recipe`` and ``token_env`` come only from the
+    config file, and its URLs must pass the config's ``sources`` policy."""
+    try:
+        context.settings.config.sources.check_component(body.url, body.api_url)
+    except SourceRefused as exc:
+        raise Invalid(str(exc)) from None
+    component = components.register(session, body, clock, who.actor)
+    reconcile_after_commit(session, dispatcher)
     return ComponentOut.of(component, None)
+
+
+@router.delete("/{name}", response_model=ComponentOut,
+               responses={**AUTH, **NOT_FOUND,
+                          409: {"model": ErrorOut, "description": "the current known-good or "
+                                                                 "an open candidate has it"}})
+def remove_component(
+    name: Name, session: SessionDep, clock: ClockDep, dispatcher: DispatcherDep, who: AdminDep,
+    reason: Annotated[str, Query(min_length=1, max_length=2000,
+                                 description="why: kept in the audit log")],
+) -> ComponentOut:
+    """Remove a component (admin scope): no longer listed, tracked or formed into candidates;
+    its commits and the history naming it stay. 409 while the current known-good or an open
+    candidate includes it (pause it instead)."""
+    component = components.remove(session, clock, name, who.actor, reason)
+    reconcile_after_commit(session, dispatcher)
+    return ComponentOut.of(component, None)
+
+
+@router.post("/{name}/pause", response_model=ComponentOut,
+             responses={**AUTH, **NOT_FOUND,
+                        409: {"model": ErrorOut, "description": "already paused"}})
+def pause_component(name: Name, body: ComponentAction, session: SessionDep, clock: ClockDep,
+                    dispatcher: DispatcherDep, who: OperatorDep) -> ComponentOut:
+    """Pause a component (operate scope): new candidates keep it at its known-good commit.
+    Tracking goes on recording its commits and never lifts this pause."""
+    component = components.pause(session, clock, name, who.actor, body.reason)
+    reconcile_after_commit(session, dispatcher)
+    return ComponentOut.of(component, queries.newest_commits(session).get(component.id))
+
+
+@router.post("/{name}/resume", response_model=ComponentOut,
+             responses={**AUTH, **NOT_FOUND,
+                        409: {"model": ErrorOut, "description": "not paused"}})
+def resume_component(name: Name, body: ComponentAction, session: SessionDep, clock: ClockDep,
+                     dispatcher: DispatcherDep, who: OperatorDep) -> ComponentOut:
+    """Resume a paused component (operate scope): its head takes part in candidates again."""
+    component = components.resume(session, clock, name, who.actor, body.reason)
+    reconcile_after_commit(session, dispatcher)
+    return ComponentOut.of(component, queries.newest_commits(session).get(component.id))
 
 
 @router.get("/{name}", response_model=ComponentOut, responses=NOT_FOUND)

@@ -4,6 +4,11 @@ Every representation carries a strong ETag derived from the document (distinct p
 each is its own representation); a matching ``If-None-Match`` gets a bodiless 304, so deploy
 scripts can poll cheaply. ``?at=`` answers "what was known-good then", revocations included.
 
+Every representation carries its validity inside the signed bytes: ``revoked_at``, ``issued_at``
+and ``expires_at`` (``manifest.validity``, 7 days by default; the document is issued again every
+half of it, see ``knowngood.issue_window``), so a saved copy stops verifying once it expires and
+a revoked known-good fetched by version or with ``?at=`` says it is revoked.
+
 Every representation is signed (Ed25519, ``certifier/pipeline/signing.py``) over exactly the
 bytes served: the signature comes in the ``X-Manifest-Signature`` header and, detached, from
 ``/manifest.sig`` and ``/manifests/{version}.sig``. The current manifest's signature is taken
@@ -23,6 +28,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import PlainTextResponse
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from certifier.api.deps import AppContext, ContextDep, SessionDep
@@ -43,6 +49,7 @@ from certifier.api.schemas import (
     ManifestSummary,
     json_error,
 )
+from certifier.db import models
 from certifier.db.session import session_scope
 from certifier.pipeline import knowngood, views
 from certifier.pipeline.errors import Invalid, NotFound
@@ -56,7 +63,7 @@ FormatQuery = Annotated[
           "(one row per component, in the manner of DLRN's versions.csv)"),
 ]
 CSV_COLUMNS = ("component", "source_url", "branch", "sha", "commit_time", "promoted_at",
-               "version", "gone_upstream", "gone_upstream_at")
+               "version", "gone_upstream", "gone_upstream_at", *knowngood.ENVELOPE)
 DOCUMENT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/yaml": {}, "text/plain": {}, "text/csv": {}},
           "description": "the manifest, in the requested format"},
@@ -71,6 +78,9 @@ def env_lines(document: dict[str, Any]) -> str:
     lines = [
         f"CERTIFIER_MANIFEST_VERSION={int(document['version'])}",
         f"CERTIFIER_MANIFEST_COMBINATION={document['combination']}",
+        # ISO times (digits, '-', ':', '+', 'T'): shell-safe; empty when not revoked
+        *(f"CERTIFIER_MANIFEST_{key.upper()}={document.get(key) or ''}"
+          for key in knowngood.ENVELOPE),
     ]
     for comp in document["components"]:
         # Component names are [a-z][a-z0-9_-]*: upper-cased with '-' as '_' they are shell-safe.
@@ -98,7 +108,8 @@ def csv_rows(document: dict[str, Any]) -> str:
         writer.writerow((comp["name"], _cell(comp["url"]), _cell(comp["branch"]), comp["sha"],
                          comp["committed_at"] or "", document["promoted_at"],
                          document["version"], "true" if comp.get("gone_upstream") else "false",
-                         comp.get("gone_upstream_at") or ""))
+                         comp.get("gone_upstream_at") or "",
+                         *(document.get(key) or "" for key in knowngood.ENVELOPE)))
     return out.getvalue()
 
 
@@ -109,17 +120,25 @@ def _cell(text: str) -> str:
 def represent(document: dict[str, Any], fmt: ManifestFormat) -> Representation:
     """The bytes, media type and ETag of one format of a manifest document."""
     etag = knowngood.etag(document)
+    until = datetime.fromisoformat(document["expires_at"]).timestamp()
     if fmt == "yaml":
         body = yaml.safe_dump(document, sort_keys=False, allow_unicode=True).encode()
-        return Representation(body, "text/yaml; charset=utf-8", f'{etag[:-1]}-yaml"')
+        return Representation(body, "text/yaml; charset=utf-8", f'{etag[:-1]}-yaml"',
+                              valid_until=until)
     if fmt == "env":
         return Representation(env_lines(document).encode(), "text/plain; charset=utf-8",
-                              f'{etag[:-1]}-env"')
+                              f'{etag[:-1]}-env"', valid_until=until)
     if fmt == "csv":
         return Representation(csv_rows(document).encode(), "text/csv; charset=utf-8",
-                              f'{etag[:-1]}-csv"')
+                              f'{etag[:-1]}-csv"', valid_until=until)
     body = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
-    return Representation(body, "application/json", etag)
+    return Representation(body, "application/json", etag, valid_until=until)
+
+
+def document_of(context: AppContext, session: Session, kg: models.KnownGood) -> dict[str, Any]:
+    """The manifest of ``kg`` as issued now, valid for the configured time."""
+    return knowngood.manifest(session, kg, context.clock.now(),
+                              context.settings.config.manifest.validity)
 
 
 def signed(context: AppContext, rep: Representation) -> Representation:
@@ -140,7 +159,7 @@ def _current(context: AppContext, fmt: ManifestFormat) -> Entry:
         kg = knowngood.current(session)
         if kg is None:
             return None
-        return signed(context, represent(knowngood.manifest(session, kg), fmt))
+        return signed(context, represent(document_of(context, session, kg), fmt))
 
 
 @router.get("/manifest", response_model=Manifest, responses=DOCUMENT_RESPONSES)
@@ -175,7 +194,7 @@ def _at(context: AppContext, at: datetime, fmt: ManifestFormat) -> Representatio
         kg = knowngood.current(session, at)
         if kg is None:
             raise NotFound(f"no known-good at {at.isoformat()}")
-        return signed(context, represent(knowngood.manifest(session, kg), fmt))
+        return signed(context, represent(document_of(context, session, kg), fmt))
 
 
 @router.get("/manifests", response_model=ManifestList)
@@ -212,7 +231,7 @@ async def current_signature(context: ContextDep, fmt: FormatQuery = "json") -> R
 def version_signature(version: Annotated[int, Path(ge=1, le=DB_ID_MAX)], session: SessionDep,
                       context: ContextDep, fmt: FormatQuery = "json") -> Response:
     """The detached signature of the bytes ``GET /manifests/{version}`` serves."""
-    document = knowngood.manifest(session, knowngood.get(session, version))
+    document = document_of(context, session, knowngood.get(session, version))
     return _signature(signed(context, represent(document, fmt)))
 
 
@@ -234,7 +253,9 @@ def manifest_version(
     context: ContextDep,
     fmt: FormatQuery = "json",
 ) -> Response:
-    document = knowngood.manifest(session, knowngood.get(session, version))
+    """One known-good, as issued now: a revoked one says so (``revoked_at``) in its signed
+    bytes."""
+    document = document_of(context, session, knowngood.get(session, version))
     return respond(request, signed(context, represent(document, fmt)))
 
 

@@ -50,10 +50,11 @@ from sqlalchemy.orm import Session
 import certifier
 from certifier.api.deps import AppContext, ContextDep
 from certifier.db import models
+from certifier.domain.environment import FIGURES, judged_figures
 from certifier.domain.judgement import RunKind, Verdict
 from certifier.domain.lifecycle import CandidateState
 from certifier.pipeline import knowngood, runstats
-from certifier.pipeline.runs import RunState
+from certifier.pipeline.runs import CANDIDATE_SIDE, RunState
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,8 @@ class PipelineCollector(Collector):
         yield _run_durations(session)
         yield _soak_left(session, now, self._context.settings.config.soak.duration)
         yield _testbeds(session, now)
+        yield from _tracking(session)
+        yield from _environment(session)
         yield from _known_good(session, now)
 
 
@@ -204,6 +207,71 @@ def _testbeds(session: Session, now: datetime) -> Metric:
     return family
 
 
+def _tracking(session: Session) -> Iterable[Metric]:
+    """Tracking failures, so that no component stops being tracked unnoticed (an alert on
+    ``certifier_tracking_poll_failures > 0`` for a while, or on failing deliveries)."""
+    failures = GaugeMetricFamily(
+        "certifier_tracking_poll_failures",
+        "Polls of the component that failed in a row (0: the last poll worked).",
+        labels=["component"])
+    erring = GaugeMetricFamily(
+        "certifier_tracking_error",
+        "1 while the component's tracking shows an error (a failed poll or delivery), else 0.",
+        labels=["component"])
+    for name, count, error in session.execute(
+        select(models.Component.name, models.TrackingState.poll_failures,
+               models.TrackingState.last_error)
+        .outerjoin(models.TrackingState,
+                   models.TrackingState.component_id == models.Component.id)
+        .where(models.Component.removed_at.is_(None)).order_by(models.Component.name)
+    ):
+        failures.add_metric([name], count or 0)
+        erring.add_metric([name], 1 if error else 0)
+    failing = GaugeMetricFamily(
+        "certifier_webhook_deliveries_failing",
+        "Webhook deliveries whose processing raised an error: still being retried (pending) "
+        "or given up (processed).", labels=["state"])
+    counts = dict(session.execute(
+        select(models.Delivery.state, func.count())
+        .where(models.Delivery.outcome.like("error (%") | models.Delivery.outcome.like("failed:%"))
+        .group_by(models.Delivery.state)).all())
+    for state in ("pending", "processed"):
+        failing.add_metric([state], counts.get(state, 0))
+    return failures, erring, failing
+
+
+def _environment(session: Session) -> Iterable[Metric]:
+    """The environment check: each testbed's last figures, and its runs refused as too busy.
+
+    The figures are in their own units (the ``unit`` label: percent, Gbit/s, …), like
+    ``certifier_known_good_measurement``, because the same numbers appear in the excuses.
+    One indexed query per testbed for the newest run with figures.
+    """
+    figure = GaugeMetricFamily(
+        "certifier_testbed_environment",
+        "The environment figures of the newest finished run on each testbed that has them "
+        "(host pressure, calibration probe), in the unit the label names.",
+        labels=["testbed", "figure", "unit"])
+    refused = CounterMetricFamily(
+        "certifier_runs_too_busy",
+        "Runs the environment check found out of the testbed's usual range (infra_error "
+        "unless a check failed: retried, never counted against the candidate).",
+        labels=["testbed"])
+    counts = dict(session.execute(
+        select(models.Run.testbed, func.count())
+        .where(models.Run.too_busy.is_(True)).group_by(models.Run.testbed)).all())
+    for name in session.scalars(select(models.Testbed.name).order_by(models.Testbed.name)):
+        refused.add_metric([name], counts.get(name, 0))
+        stored = session.scalar(
+            select(models.Run.environment)
+            .where(models.Run.testbed == name, models.Run.state == RunState.FINISHED.value,
+                   models.Run.environment.is_not(None))
+            .order_by(models.Run.finished_at.desc(), models.Run.id.desc()).limit(1))
+        for key, value in judged_figures(stored).items():
+            figure.add_metric([name, key, FIGURES[key].unit or "1"], value)
+    return figure, refused
+
+
 def _known_good(session: Session, now: datetime) -> Iterable[Metric]:
     version = GaugeMetricFamily("certifier_known_good_version",
                                 "The current known-good's version number.")
@@ -234,13 +302,14 @@ def _last_measurements(
     """Per series, the newest row from the candidate's passing runs.
 
     Rows are written when a run finishes, so the highest id of a series is its latest value.
+    Only the runs' own side: a control row is an older known-good's, measured beside them.
     """
     m = models.MeasurementRow
     newest = (
         select(func.max(m.id))
         .join(models.Run, models.Run.id == m.run_id)
         .where(models.Run.candidate_id == candidate_id,
-               models.Run.verdict == Verdict.PASSED.value)
+               models.Run.verdict == Verdict.PASSED.value, CANDIDATE_SIDE)
         .group_by(m.series)
     )
     rows = session.execute(

@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from certifier.api.deps import ClockDep, ContextDep, SessionDep
+from certifier.api.errors import error_body
 from certifier.api.schemas import (
     DB_ID_MAX,
     DeliveryDetail,
@@ -66,7 +67,8 @@ RawBody = Annotated[bytes, Depends(raw_body)]
     status_code=202,
     responses={
         200: {"model": WebhookAnswer, "description": "a redelivery: nothing done again"},
-        400: {"model": ErrorOut, "description": "the body is not a JSON object"},
+        400: {"model": ErrorOut, "description": "the body is not a JSON object, or nests "
+                                                "deeper than 64 levels"},
         401: {"model": ErrorOut, "description": "missing or invalid signature or token"},
         413: {"model": ErrorOut, "description": "body over 1 MiB"},
         503: {"model": ErrorOut, "description": "the database cannot store it now: redeliver"},
@@ -82,6 +84,9 @@ def receive_webhook(forge: ForgeName, body: RawBody, request: Request, session: 
                                  clock, context.settings.config.tracking, os.environ)
     if receipt.dispatch and receipt.delivery_id is not None:
         deliveries.dispatch_delivery(session, context.dispatcher, receipt.delivery_id)
+    if receipt.status >= 400:  # refused: the one error shape of every 4xx
+        return JSONResponse(error_body(str(receipt.body.get("detail", ""))),
+                            status_code=receipt.status)
     return JSONResponse(receipt.body, status_code=receipt.status)
 
 
