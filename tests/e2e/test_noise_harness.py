@@ -36,12 +36,10 @@ def _require() -> None:
 def test_harmless_commits_pass_and_breakages_are_caught_or_wait_at_every_load_level(
         tmp_path: Path) -> None:
     _require()
-    functional = tuple(b for b in noise_harness.BREAKAGES if b.functional)
-    tc_cut = noise_harness.select_breakages("tc")
-    figures = noise_harness.run(
-        tmp_path, levels=(0, 1, 2), harmless=1,
-        breakages={0: functional + tc_cut, 1: functional, 2: functional},
-        soak_runs=10, seed=12, subnet=unique_subnet())
+    levels = (0, 1, 2)
+    figures = noise_harness.run(tmp_path, levels=levels, harmless=1,
+                                breakages=noise_harness.ci_breakages(levels), soak_runs=10,
+                                seed=12, subnet=unique_subnet())
     print(noise_harness.table(figures["levels"]))
     harmless_rejected = [f for level in figures["levels"] for f in level["false_rejections"]]
     assert harmless_rejected == []
