@@ -301,7 +301,7 @@ def _parse_targets(out: str, marker: str) -> list[Figure]:
             raise ParseError(f"unreadable target line {line.strip()!r}")
         scenario, text, verdict, shown = m.groups()
         shown = shown or ""
-        unit = "runs" if "runs" in shown else "%"
+        unit = "runs" if "runs" in shown else "x" if shown.endswith(" x") else "%"
         figures.append(Figure(f"{scenario}: {text.split(' >= ')[0].split(' <= ')[0]}",
                               number(shown) if shown else float("nan"), unit, target=text,
                               met=verdict == "MET" if verdict != "not measured" else None,
@@ -317,6 +317,10 @@ def parse_detector_accuracy(out: str) -> list[Figure]:
 
 def parse_ab_accuracy(out: str) -> list[Figure]:
     return _parse_targets(out, "Targets (issue 12")
+
+
+def parse_noise_harness(out: str) -> list[Figure]:
+    return _parse_targets(out, "Targets (issue 12, noise harness)")
 
 
 # -- the benchmarks and their sizes ------------------------------------------------------------
@@ -354,6 +358,10 @@ def needs_root_and_tools() -> str | None:
     if os.geteuid() != 0:
         return "needs root for network namespaces"
     return _missing("ip", "iperf3", "fio", "mkfs.ext4")
+
+
+def needs_root_tools_stress_nft() -> str | None:
+    return needs_root_and_tools() or _missing("stress-ng", "nft")
 
 
 def sized(option: str, sizes: Iterable[int], unit: str, *common: str) -> list[Invocation]:
@@ -420,6 +428,13 @@ BENCHMARKS = [
         lambda quick: one("--rounds", "1", "--setups", "3", "--gates", "1", "--duration", "2")
         if quick else one(),
         parse_testbed_bench, "benchmark ", needs_root_and_tools),
+    Benchmark(
+        "noise_harness", "noise_harness.py",
+        "harmless commits and six real breakages on real netns runs of a world of its own, "
+        "with the host loaded by stress-ng (CPU and IO) at 0, 1 and 2 workers (not sized: "
+        "candidates per level, 3 quick, 30 full)",
+        lambda quick: one("--quick") if quick else one(),
+        parse_noise_harness, "noise harness (", needs_root_tools_stress_nft, timeout_s=12 * 3600),
 ]
 
 

@@ -594,7 +594,7 @@ class AbConfig(_Strict):
     enabled: bool = True
     run_kinds: tuple[Literal["gate", "soak", "bisect"], ...] = ("gate", "soak", "bisect")
     min_rounds: int = Field(default=2, ge=1, le=50)
-    max_rounds: int = Field(default=6, ge=1, le=50)
+    max_rounds: int = Field(default=3, ge=1, le=50)
     soak_rounds: int = Field(default=4, ge=1, le=50)
     round_time: Literal["split", "full"] = "split"
 

@@ -179,6 +179,24 @@ Targets (issue 12, per candidate with 50 series):
   soak [bursty] false rejects per candidate <= 10 %: not measured
 """
 
+NOISE = """noise harness (1 harmless per level, soak of 10 runs, 30.2 min):
+load level 0 (none):
+  harmless: n 1, promoted 1, rejected 0, waiting 0, culprit named a harmless commit 0
+
+Targets (issue 12, noise harness):
+  level0 [harmless] false rejections <= 1 of 1: MET (0.0 % rejected)
+  level0 [tc_cut] 6 % rate cut caught within 10 soak runs: MISSED by 12 (12 soak runs)
+  all [cost] gate wall time <= 2.5x a single-run gate: MISSED by 5.50 (5.50 x)
+
+figures in noise_harness.json
+"""
+
+
+def test_noise_harness_targets_keep_their_units_and_verdicts() -> None:
+    figures = run_all.parse_noise_harness(NOISE)
+    assert [(f.value, f.unit, f.met) for f in figures] == [
+        (0.0, "%", True), (12.0, "runs", False), (5.5, "x", False)]
+
 
 def test_manifest_figures_are_ratios_to_the_bare_app() -> None:
     plain, conditional, p99 = run_all.parse_api_manifest(API_MANIFEST)

@@ -1,0 +1,601 @@
+"""Noise harness on real runs (issue 12): does the pipeline tell a harmless commit from a real
+breakage while the host is busy?
+
+A world of its own (not the demo's, built from the demo world's helpers): three hosts on a netns
+testbed and six components with real recipes — ``netpolicy`` (tc rate), ``routing`` (static
+routes), ``storage`` (the data volume's cache mode), ``api`` (kvd, with upgrade and resources),
+``mtu`` (interface MTUs) and ``firewall`` (an nftables rule that drops a share of the packets
+arriving at one host). Upstream repositories live in a temp folder; the config keeps the README's
+default thresholds, detector and culprit finding, with short suites.
+
+The pipeline is driven in-process, as ``tests/pipeline`` and ``tests/recipes`` do: the real
+scheduler and ``workers.runner.execute`` on a real SQLite database and real namespaces, with an
+injected clock that is the wall clock plus a skip. Runs take their real time; waiting for the
+next soak run or an infra retry costs nothing (the clock is moved on).
+
+For each load level (``stress-ng --cpu N --hdd N`` in a temp folder, N = 0, 1, 2, started
+before the level and killed after it, also on Ctrl-C or an error): harmless candidates (a README
+line in a random component) one after another, each driven until promoted, rejected or waiting;
+then one real breakage after another (6 % tc rate cut, 2 % packet drop, MTU mismatch,
+unreachable route, write-through cache, an upgrade that loses data), each expected to end rejected
+with a fitting excuse — or to wait, saying why, where the environment check finds the testbed too
+busy. A breakage that is promoted is a silent pass: a failure of the pipeline.
+
+Prints a table per level and writes a JSON file. ``--quick``: a few candidates per level.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sqlalchemy import select
+
+from certifier.db import migrate, models
+from certifier.db.session import session_scope
+from certifier.demo import world as demo_world
+from certifier.demo.scenario import _candidate_with
+from certifier.domain.lifecycle import CandidateState
+from certifier.pipeline import actions, components, runs, scheduler
+from certifier.pipeline.dispatch import RecordingDispatcher
+from certifier.settings import Settings, load_settings
+from workers import runner
+from workers.context import WorkerContext
+
+GOOD_RATE = demo_world.GOOD_RATE_MBIT
+CUT_RATE = round(GOOD_RATE * 0.94)  # a 6 % rate cut
+
+MTU_DEPLOY = """#!/bin/sh
+# Set the interface MTU that mtu.conf gives a host ("<host> <mtu>"); hosts not listed keep the
+# testbed's. `ip link set` is idempotent, so this is the upgrade too.
+set -eu
+[ "$CERTIFIER_TESTBED_DRIVER" = netns ] || { echo "no namespaces: MTU not set"; exit 0; }
+conf="$CERTIFIER_CHECKOUT/mtu.conf"
+grep -v '^[[:space:]]*\\(#\\|$\\)' "$conf" | while read -r host mtu rest; do
+    key=CERTIFIER_HOST_$(echo "$host" | tr a-z A-Z)
+    ns=$(printenv "${key}_NS") || { echo "mtu.conf: no host $host on this testbed" >&2; exit 1; }
+    iface=$(printenv "${key}_IFACE")
+    ip -n "$ns" link set dev "$iface" mtu "$mtu"
+    echo "$host: $iface mtu $mtu"
+done
+"""
+
+FIREWALL_DEPLOY = """#!/bin/sh
+# Load firewall.conf's input policy into each listed host's namespace with nftables: lines
+# "<host> drop_pct <n>" drop n % of the packets arriving at that host (numgen random), as a
+# misconfigured rate limiter or a lossy NIC would.
+set -eu
+conf="$CERTIFIER_CHECKOUT/firewall.conf"
+if [ "$CERTIFIER_TESTBED_DRIVER" != netns ]; then
+    echo "driver $CERTIFIER_TESTBED_DRIVER: no namespaces, firewall not loaded"; exit 0
+fi
+grep -v '^[[:space:]]*\\(#\\|$\\)' "$conf" | while read -r host what pct rest; do
+    [ "$what" = drop_pct ] || { echo "firewall.conf: unknown setting $what" >&2; exit 1; }
+    ns=$(printenv "CERTIFIER_HOST_$(echo "$host" | tr a-z A-Z)_NS") \\
+        || { echo "firewall.conf: no host $host on this testbed" >&2; exit 1; }
+    ip netns exec "$ns" nft add table inet cf_firewall
+    ip netns exec "$ns" nft flush table inet cf_firewall
+    ip netns exec "$ns" nft add chain inet cf_firewall input \\
+        '{ type filter hook input priority 0; policy accept; }'
+    if [ "$pct" -gt 0 ]; then
+        ip netns exec "$ns" nft add rule inet cf_firewall input numgen random mod 100 \\
+            '<' "$pct" drop
+    fi
+    echo "$host: dropping $pct % of incoming packets"
+done
+"""
+
+MTU_GOOD = "# host  mtu (hosts not listed keep the testbed's MTU)\nh1 1500\n"
+MTU_BAD = MTU_GOOD + "h3 1400\n"
+FIREWALL_GOOD = "# host  setting  value\nh2 drop_pct 0\n"
+FIREWALL_BAD = "# host  setting  value\nh2 drop_pct 2\n"
+
+INITIAL: dict[str, tuple[dict[str, str], str]] = {
+    **demo_world.INITIAL,
+    "mtu": ({"mtu.conf": MTU_GOOD}, "Initial MTU settings"),
+    "firewall": ({"firewall.conf": FIREWALL_GOOD}, "Initial firewall policy"),
+}
+RECIPES: dict[str, dict[str, str]] = {
+    **demo_world.RECIPES, "mtu": {"deploy": MTU_DEPLOY}, "firewall": {"deploy": FIREWALL_DEPLOY},
+}
+GOOD_FILES: dict[str, dict[str, str]] = {
+    name: {f: text for f, text in files.items() if not f.startswith(".")}
+    for name, (files, _) in INITIAL.items()
+}
+
+
+@dataclass(frozen=True)
+class Breakage:
+    name: str
+    push: demo_world.Push  # expect: any of these words in the excuses is a fitting one
+    functional: bool
+
+
+BREAKAGES: tuple[Breakage, ...] = (
+    Breakage("tc rate cut 6 %", demo_world.Push(
+        "netpolicy", {"netpolicy.conf": f"egress_rate_mbit = {CUT_RATE}\n"},
+        "Trim the egress rate by 6 %", ("bandwidth",)), functional=False),
+    Breakage("packet drop 2 %", demo_world.Push(
+        "firewall", {"firewall.conf": FIREWALL_BAD}, "Rate-limit incoming traffic on h2",
+        ("loss", "retransmit", "bandwidth", "ping")), functional=False),
+    Breakage("MTU mismatch", demo_world.Push(
+        "mtu", {"mtu.conf": MTU_BAD}, "Lower h3's MTU for the VPN uplink", ("mtu", "MTU")),
+        functional=True),
+    Breakage("unreachable route", demo_world.Push(
+        "routing", {"routes.conf": demo_world.ROUTES_CUT},
+        "Send traffic for the retired storage host nowhere", ("cannot reach", "unreachable")),
+        functional=True),
+    Breakage("write-through cache", demo_world.Push(
+        "storage", {"storage.conf": "backend = file\ncache = writethrough\n"},
+        "Default to write-through caching for durability", ("storage",)), functional=False),
+    Breakage("upgrade loses data", demo_world.Push(
+        "api", {"migrate.py": demo_world.MIGRATE_DROPS_STATE},
+        "Prepare the data folder for the v2 layout", ("data",)), functional=True),
+)
+FUNCTIONAL = tuple(b.name for b in BREAKAGES if b.functional)
+
+SUITES = (
+    # Short suites (seconds per run): UDP stays on (its loss is what issue 12 saw as noise).
+    "suites:\n  ping: {count: 20, interval: 0.02}\n"
+    "  bandwidth: {duration_s: 1, reverse: false, parallel_streams: 0, udp_rate_mbit: 100}\n"
+    "  storage: {size: 16M, runtime_s: 1, jobs: [rand_write, seq_write], iodepth: 1}\n"
+    "  upgrade: {ping_interval: 0.02, settle_s: 0.3, run_kinds: [gate]}\n"
+)
+
+
+def build_world(root: Path, subnet: str, soak_runs: int, interval_s: int) -> Path:
+    """Upstream repositories, recipes and the config file (README defaults but the soak's
+    length and the suites' sizes); the config's path."""
+    repos = demo_world.upstreams(root, INITIAL, RECIPES)
+    config = root / "certifier.yaml"
+    config.write_text(
+        "# The noise harness's world (benchmarks/noise_harness.py); thresholds, detector and\n"
+        "# culprit finding as the README's defaults.\n"
+        f"components:\n{demo_world.components_yaml(repos)}"
+        "testbeds:\n"
+        "  - name: noise\n    driver: netns\n    role: gate\n    hosts: [h1, h2, h3]\n"
+        f"    subnet: {subnet}\n"
+        f"soak:\n  duration: {soak_runs * interval_s}s\n  interval: {interval_s}s\n"
+        f"{SUITES}"
+        "sources:\n  local_paths: [upstream]\n"  # the upstreams are folders in the temp dir
+        "scheduler:\n  run_timeout: 5m\n  hook_timeout: 60s\n")
+    return config
+
+
+class SkipClock:
+    """The wall clock plus a skip: runs take their real time, waits between them none."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def skip(self, delta: timedelta) -> None:
+        self.offset += delta
+
+
+def _die_with_parent() -> None:
+    """In the load generator's child: SIGTERM when this process dies, even by SIGKILL."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+PR_SET_PDEATHSIG = 1
+
+
+@contextlib.contextmanager
+def load(level: int, scratch: Path, budget_s: float) -> Iterator[str]:
+    """``stress-ng --cpu N --hdd N`` for the block (nothing at 0); killed on the way out (an
+    error, Ctrl-C, SIGTERM), told to stop should this process die without a chance to, and
+    bounded by its own ``--timeout`` besides."""
+    if level == 0:
+        yield "none"
+        return
+    argv = ["stress-ng", "--cpu", str(level), "--hdd", str(level), "--hdd-bytes", "128M",
+            "--temp-path", str(scratch), "--timeout", f"{int(budget_s)}s", "--quiet"]
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=_die_with_parent)
+    try:
+        time.sleep(1.0)
+        yield " ".join(argv[:5])
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+@dataclass
+class Outcome:
+    """How one candidate ended; ``end``: promoted, rejected, waiting, not formed, stuck."""
+
+    kind: str  # harmless, breakage, fix, initial
+    name: str
+    component: str
+    sha: str
+    candidate: int | None = None
+    end: str = ""
+    excuses: list[str] = field(default_factory=list)
+    culprit: str | None = None  # the sha culprit finding named, if any
+    gate_runs: int = 0
+    soak_runs: int = 0
+    runs_total: int = 0
+    gate_wall_s: float | None = None  # push to the gate's decision, real seconds
+    gate_run_s: list[float] = field(default_factory=list)  # each gate-kind run, real seconds
+    fitting: bool | None = None  # breakages: the excuse names what broke
+
+
+class Driver:
+    """The pipeline in this process: reconcile, execute pending runs, skip idle time."""
+
+    def __init__(self, settings: Settings, idle_step: timedelta) -> None:
+        self.clock = SkipClock()
+        self.ctx = WorkerContext(settings, clock=self.clock, dispatcher=RecordingDispatcher())
+        self.idle_step = idle_step
+        self.run_seconds: dict[int, float] = {}
+        self.run_kinds: dict[int, str] = {}
+
+    def report(self, component: str, sha: str, title: str) -> None:
+        with session_scope(self.ctx.session_factory) as session:
+            components.report_commit(session, component, sha, self.clock, title=title,
+                                     author="Noise Harness", seen_via="api")
+
+    def step(self) -> None:
+        """One reconcile pass and every run it left pending; the clock moves on if none."""
+        with session_scope(self.ctx.session_factory) as session:
+            scheduler.reconcile(session, self.clock, self.ctx.scheduler_policy,
+                                self.ctx.dispatcher)
+            pending = list(session.scalars(select(models.Run.id).where(
+                models.Run.state == runs.RunState.PENDING).order_by(models.Run.id)))
+        if not pending:
+            self.clock.skip(self.idle_step)
+        for run_id in pending:
+            start = time.monotonic()
+            runner.execute(self.ctx, run_id)
+            self.run_seconds[run_id] = time.monotonic() - start
+            with session_scope(self.ctx.session_factory) as session:
+                self.run_kinds[run_id] = runs.get_run(session, run_id).kind
+
+    def single_sided_s(self) -> float | None:
+        """Median wall time of a one-sided run (the known-good's baseline runs: the same suites
+        without a control side) — what a single-run gate costs; None if there were none."""
+        times = [t for i, t in self.run_seconds.items() if self.run_kinds.get(i) == "baseline"]
+        return statistics.median(times) if times else None
+
+    def cancel_active(self, reason: str) -> None:
+        with session_scope(self.ctx.session_factory) as session:
+            for cand in session.scalars(select(models.Candidate).where(
+                    models.Candidate.state.in_(("queued", "gating", "soaking")))):
+                actions.cancel(session, self.clock, cand.id, "noise-harness", reason)
+
+    def drive(self, out: Outcome, max_steps: int, say: Any) -> Outcome:
+        """Drive the candidate holding ``out.sha`` until it ends (and its culprit finding)."""
+        start = time.monotonic()
+        for _ in range(max_steps):
+            self.step()
+            with session_scope(self.ctx.session_factory) as session:
+                cand = _candidate_with(session, out.component, out.sha)
+                if cand is None:
+                    continue
+                out.candidate = cand.id
+                state = CandidateState(cand.state)
+                if out.gate_wall_s is None and state is not CandidateState.GATING \
+                        and state is not CandidateState.QUEUED:
+                    out.gate_wall_s = time.monotonic() - start
+                out.excuses = [str(e.get("message", "")) for e in cand.excuses
+                               if isinstance(e, dict)]
+                bisection = cand.bisection if isinstance(cand.bisection, dict) else {}
+                result = bisection.get("result") or {}
+                out.culprit = str(result["sha"]) if result.get("sha") else None
+                finding = bisection.get("status") == "running"
+                runs_of = [(r.id, r.kind) for r in cand.runs]
+                waiting = [e for e in cand.excuses
+                           if isinstance(e, dict) and e.get("kind") == "infra_error"]
+                if (state.is_final and not finding) or (waiting and not state.is_final):
+                    out.end = "waiting" if not state.is_final else str(state)
+                    break
+        else:
+            out.end = "stuck" if out.candidate else "not formed"
+        if out.candidate is not None:
+            out.gate_runs = sum(1 for _, k in runs_of if k == "gate")
+            out.soak_runs = sum(1 for _, k in runs_of if k == "soak")
+            out.runs_total = len(runs_of)
+            out.gate_run_s = [round(self.run_seconds[i], 2) for i, k in runs_of
+                              if k == "gate" and i in self.run_seconds]
+        say(f"  {out.kind:<8} {out.name:<22} {out.component:<9} {out.sha[:10]} -> {out.end} "
+            f"(gate {out.gate_runs}, soak {out.soak_runs} runs"
+            + (f", gate {out.gate_wall_s:.0f} s" if out.gate_wall_s is not None else "") + ")")
+        if out.end not in ("promoted",) and out.excuses:
+            for text in out.excuses:
+                say(f"      {text}")
+        return out
+
+
+def push(driver: Driver, repos: dict[str, Path], component: str, files: dict[str, str],
+         title: str) -> str:
+    sha = demo_world.commit(repos[component], files, title)
+    driver.report(component, sha, title)
+    return sha
+
+
+def run_level(driver: Driver, repos: dict[str, Path], level: int, harmless: int,
+              breakages: tuple[Breakage, ...], rng: random.Random, max_steps: int,
+              say: Any) -> list[Outcome]:
+    outcomes: list[Outcome] = []
+    names = sorted(repos)
+    for i in range(harmless):
+        comp = rng.choice(names)
+        note = f"Docs: note {level}.{i} ({rng.getrandbits(32):08x})\n"
+        readme = repos[comp] / "README.md"
+        text = (readme.read_text() if readme.exists() else "") + note
+        title = f"README: a line about {comp} ({level}.{i})"
+        sha = push(driver, repos, comp, {"README.md": text}, title)
+        outcomes.append(driver.drive(Outcome("harmless", title[:22], comp, sha), max_steps, say))
+        if outcomes[-1].end in ("waiting", "stuck"):
+            driver.cancel_active("noise harness: moving on")
+    for brk in breakages:
+        sha = push(driver, repos, brk.push.component, brk.push.files, brk.push.title)
+        out = driver.drive(Outcome("breakage", brk.name, brk.push.component, sha), max_steps,
+                           say)
+        text = " ".join(out.excuses)
+        out.fitting = out.end == "rejected" and any(w in text for w in brk.push.expect)
+        outcomes.append(out)
+        if out.end != "rejected":
+            driver.cancel_active("noise harness: moving on")
+    # The known-good's contents back at every broken head: they ride with the next level's first
+    # candidate (behaviourally harmless, as the README lines).
+    for comp in sorted({b.push.component for b in breakages}):
+        push(driver, repos, comp, GOOD_FILES[comp], f"Back to the known-good {comp}")
+    return outcomes
+
+
+def summary(level: int, outcomes: list[Outcome]) -> dict[str, Any]:
+    harmless = [o for o in outcomes if o.kind == "harmless"]
+    harmless_shas = {o.sha for o in harmless}
+    culprit_named = [o.culprit for o in outcomes if o.culprit in harmless_shas]
+    gates = [o.gate_wall_s for o in outcomes if o.gate_wall_s is not None]
+    single = [s for o in outcomes for s in o.gate_run_s[:1]]
+    return {
+        "level": level,
+        "harmless": len(harmless),
+        "promoted": sum(o.end == "promoted" for o in harmless),
+        "rejected": sum(o.end == "rejected" for o in harmless),
+        "waiting": sum(o.end in ("waiting", "stuck", "not formed") for o in harmless),
+        "false_rejections": [{"sha": o.sha, "excuses": o.excuses}
+                             for o in harmless if o.end == "rejected"],
+        "culprit_named_harmless": len(culprit_named),
+        "breakages": {o.name: {"end": o.end, "fitting": o.fitting, "gate_runs": o.gate_runs,
+                               "soak_runs": o.soak_runs, "excuses": o.excuses}
+                      for o in outcomes if o.kind == "breakage"},
+        "gate_wall_median_s": statistics.median(gates) if gates else None,
+        "gate_run_median_s": statistics.median(single) if single else None,
+    }
+
+
+def breakage_cell(b: dict[str, Any]) -> str:
+    if b["end"] == "rejected":
+        return ("caught" if b["fitting"] else "caught (odd excuse)") + \
+            f", gate {b['gate_runs']} + soak {b['soak_runs']} runs"
+    if b["end"] in ("waiting", "stuck", "not formed"):
+        return f"waiting: {b['excuses'][-1][:80] if b['excuses'] else b['end']}"
+    return f"**{b['end']}** (silent pass)" if b["end"] == "promoted" else b["end"]
+
+
+def table(levels: list[dict[str, Any]]) -> str:
+    lines = []
+    for s in levels:
+        lines += [f"load level {s['level']} ({s['load']}):",
+                  f"  harmless: n {s['harmless']}, promoted {s['promoted']}, rejected "
+                  f"{s['rejected']}, waiting {s['waiting']}, culprit named a harmless commit "
+                  f"{s['culprit_named_harmless']}",
+                  *(f"    false rejection {f['sha'][:10]}: {' | '.join(f['excuses'])}"
+                    for f in s["false_rejections"]),
+                  *(f"  {name:<22} {breakage_cell(b)}" for name, b in s["breakages"].items()),
+                  f"  gate wall time per candidate (push to the gate's decision), median: "
+                  f"{_s(s['gate_wall_median_s'])}; its first gate run, median: "
+                  f"{_s(s['gate_run_median_s'])}", ""]
+    return "\n".join(lines)
+
+
+def _s(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} s"
+
+
+def targets(levels: list[dict[str, Any]], reference_s: float | None) -> str:
+    """The issue's targets, one line each, in the form ``run_all.py`` reads."""
+    lines = ["Targets (issue 12, noise harness):"]
+
+    def line(scope: str, what: str, text: str, met: bool | None, shown: str) -> None:
+        verdict = ("not measured" if met is None else "MET" if met
+                   else "MISSED by " + shown.split()[0])
+        lines.append(f"  {scope} [{what}] {text}: {verdict} ({shown})")
+
+    gates = [s["gate_wall_median_s"] for s in levels if s["gate_wall_median_s"] is not None]
+    for s in levels:
+        scope, n = f"level{s['level']}", s["harmless"]
+        if n:
+            line(scope, "harmless", f"false rejections <= 1 of {n}", s["rejected"] <= 1,
+                 f"{100 * s['rejected'] / n:.1f} % rejected")
+        line(scope, "culprits", "culprit finding names no harmless commit",
+             s["culprit_named_harmless"] == 0,
+             f"{100 * s['culprit_named_harmless'] / max(n, 1):.0f} % of harmless named")
+        judged = [b for b in s["breakages"].values() if b["end"] != "waiting"]
+        if s["breakages"]:
+            caught = sum(b["end"] == "rejected" and bool(b["fitting"]) for b in judged)
+            silent = [b for b in s["breakages"].values()
+                      if b["end"] not in ("rejected", "waiting")]
+            line(scope, "breakages", "admitted breakages caught, none passed",
+                 caught == len(judged) and not silent if judged else None,
+                 f"{100 * caught / len(judged) if judged else 0:.0f} % of {len(judged)} caught")
+        tc = s["breakages"].get(BREAKAGES[0].name)
+        if tc is not None and tc["end"] == "rejected":
+            line(scope, "tc_cut", "6 % rate cut caught within 10 soak runs",
+                 tc["soak_runs"] <= 10, f"{tc['soak_runs']} soak runs")
+    if gates and reference_s:
+        ratio = statistics.median(gates) / reference_s
+        line("all", "cost", "gate wall time <= 2.5x a single-run gate", ratio <= 2.5,
+             f"{ratio:.2f} x")
+    return "\n".join(lines)
+
+
+def failures(levels: list[dict[str, Any]]) -> list[str]:
+    """What breaks the issue's promises: false rejections beyond one per level, a culprit named
+    on a harmless commit, a breakage promoted or rejected for another reason."""
+    found = []
+    for s in levels:
+        if s["rejected"] > 1:
+            found.append(f"level {s['level']}: {s['rejected']} harmless candidates rejected")
+        if s["culprit_named_harmless"]:
+            found.append(f"level {s['level']}: culprit finding named a harmless commit")
+        for name, b in s["breakages"].items():
+            if b["end"] == "rejected" and not b["fitting"]:
+                found.append(f"level {s['level']}: {name} rejected for another reason")
+            elif b["end"] not in ("rejected", "waiting"):
+                found.append(f"level {s['level']}: {name} ended {b['end']} (not caught)")
+            elif b["end"] == "waiting" and not b["excuses"]:
+                found.append(f"level {s['level']}: {name} waits without saying why")
+    return found
+
+
+def run(root: Path, *, levels: tuple[int, ...], harmless: int,
+        breakages: dict[int, tuple[Breakage, ...]], soak_runs: int, seed: int, subnet: str,
+        say: Any = print) -> dict[str, Any]:
+    """Build the world, certify its first heads, then every load level (with the breakages
+    given for it); the figures."""
+    interval = 600
+    config = build_world(root / "world", subnet, soak_runs, interval)
+    settings = load_settings(config_file=config, data_dir=root / "data")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrate.upgrade(settings.resolved_database_url)
+    driver = Driver(settings, timedelta(seconds=60))
+    with session_scope(driver.ctx.session_factory) as session:
+        components.sync_from_config(session, settings.config.components,
+                                    settings.config.testbeds, driver.clock)
+    repos = {c.name: Path(c.url) for c in settings.config.components}
+    # Soak runs, control runs, infra retries: bounded, so a stuck pipeline ends the candidate.
+    max_steps = 40 * soak_runs + 200
+    rng = random.Random(seed)
+    started = time.monotonic()
+    for name, repo in repos.items():
+        sha, title = demo_world.head(repo)
+        driver.report(name, sha, title)
+    first = driver.drive(Outcome("initial", "first heads", "api", demo_world.head(repos["api"])[0]),
+                         max_steps, say)
+    if first.end != "promoted":
+        raise SystemExit(f"the first heads were not promoted ({first.end}): {first.excuses}")
+    results = []
+    for level in levels:
+        say(f"load level {level}:")
+        budget = 3600.0 * 4
+        with tempfile.TemporaryDirectory(prefix="noise-load-") as scratch, \
+                load(level, Path(scratch), budget) as what:
+            t0 = time.monotonic()
+            outs = run_level(driver, repos, level, harmless, breakages.get(level, ()), rng,
+                             max_steps, say)
+            s = summary(level, outs)
+            s.update(load=what, seconds=round(time.monotonic() - t0, 1),
+                     candidates=[asdict(o) for o in outs])
+            results.append(s)
+    return {"when": datetime.now(UTC).isoformat(timespec="seconds"),
+            "single_run_gate_s": driver.single_sided_s(),
+            "harmless_per_level":
+            harmless, "soak_runs": soak_runs, "seconds": round(time.monotonic() - started, 1),
+            "initial": asdict(first), "levels": results, "failures": failures(results)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="a few harmless candidates per level (3) instead of 30")
+    parser.add_argument("--ci", action="store_true",
+                        help="the CI test's size: 1 harmless per level, the functional "
+                             "breakages at every level and the tc cut at the first")
+    parser.add_argument("--harmless", type=int, help="harmless candidates per load level")
+    parser.add_argument("--levels", default="0,1,2", help="busy workers per level: 0,1,2")
+    parser.add_argument("--breakages", default="all",
+                        help="'all', 'none', or names' first words: tc,packet,MTU,unreachable,"
+                             "write-through,upgrade")
+    parser.add_argument("--soak-runs", type=int, default=10, help="soak runs per candidate")
+    parser.add_argument("--seed", type=int, default=12)
+    parser.add_argument("--subnet", default="198.18.212.0/24")
+    parser.add_argument("--json", type=Path, default=Path("noise_harness.json"))
+    parser.add_argument("--keep", type=Path, help="build the world here and keep it")
+    parser.add_argument("--single-gate-s", type=float,
+                        help="the single-run gate's wall time to compare with (default: the "
+                             "median one-sided run here, the known-good's baseline runs)")
+    opts = parser.parse_args()
+    harmless = opts.harmless if opts.harmless is not None else 3 if opts.quick else 30
+    chosen = select_breakages(opts.breakages)
+    levels = tuple(int(x) for x in opts.levels.split(","))
+
+    def say(text: str) -> None:
+        print(text, flush=True)
+
+    def stop(signum: int, _frame: object) -> None:
+        raise SystemExit(f"stopped by signal {signum}")  # unwinds: the load is killed
+
+    signal.signal(signal.SIGTERM, stop)
+
+    with contextlib.ExitStack() as stack:
+        root = opts.keep or Path(stack.enter_context(
+            tempfile.TemporaryDirectory(prefix="noise-harness-")))
+        figures = run(root, levels=levels, harmless=1 if opts.ci else harmless,
+                      breakages=ci_breakages(levels) if opts.ci
+                      else dict.fromkeys(levels, chosen),
+                      soak_runs=opts.soak_runs, seed=opts.seed, subnet=opts.subnet, say=say)
+    opts.json.write_text(json.dumps(figures, indent=2, default=str))
+    print(f"noise harness ({harmless} harmless per level, soak of {opts.soak_runs} runs, "
+          f"{figures['seconds'] / 60:.1f} min):")
+    print(table(figures["levels"]))
+    print(targets(figures["levels"], opts.single_gate_s or figures["single_run_gate_s"]))
+    print()
+    for line in figures["failures"]:
+        print(f"FAILED: {line}")
+    print(f"figures in {opts.json}")
+    return 1 if figures["failures"] else 0
+
+
+def ci_breakages(levels: tuple[int, ...]) -> dict[int, tuple[Breakage, ...]]:
+    """The CI size's breakages: the functional ones at every level, the tc cut at the first."""
+    functional = tuple(b for b in BREAKAGES if b.functional)
+    return {level: functional + (BREAKAGES[:1] if i == 0 else ())
+            for i, level in enumerate(levels)}
+
+
+def select_breakages(spec: str) -> tuple[Breakage, ...]:
+    if spec == "all":
+        return BREAKAGES
+    if spec == "none":
+        return ()
+    words = [w.strip().lower() for w in spec.split(",") if w.strip()]
+    chosen = tuple(b for b in BREAKAGES if b.name.split()[0].lower() in words)
+    if len(chosen) != len(words):
+        raise SystemExit(f"unknown breakage in {spec!r}: choose from "
+                         + ", ".join(b.name.split()[0] for b in BREAKAGES))
+    return chosen
+
+
+if __name__ == "__main__":
+    sys.exit(main())
