@@ -271,7 +271,13 @@ def _rejection(failed: list[RunSummary], in_a_row: bool = False) -> tuple[Excuse
             _, seen = merged.get((e.kind, e.subject), (e, []))
             merged[(e.kind, e.subject)] = (e, [*seen, run])
     out: list[Excuse] = []
+    noise: list[Excuse] = []
     for e, seen in merged.values():
+        if len(seen) == 1 and e.kind == "regression" and len(failed) > 1 and not in_a_row:
+            # Confirmed is what was seen again; a series that regressed once is shown as such.
+            noise.extend(_unconfirmed([seen[0]], failed[-1] if seen[0] is not failed[-1]
+                                      else failed[0]))
+            continue
         if len(seen) == 1:
             out.append(e)
             continue
@@ -290,7 +296,7 @@ def _rejection(failed: list[RunSummary], in_a_row: bool = False) -> tuple[Excuse
                    "failed too: confirmed, not noise")
         out.append(Excuse("rechecked", f"run {last.id}", message,
                           {"runs": [r.id for r in failed]}))
-    return tuple(out)
+    return (*out, *noise)
 
 
 def _and(ids: list[int]) -> str:

@@ -163,3 +163,12 @@ def test_a_rejection_lists_failures_only_not_what_the_runs_could_not_decide() ->
                 gate(2, Verdict.REGRESSED, slower(), undecided)])
     assert d.action is Action.REJECT
     assert [e.kind for e in d.excuses] == ["regression", "rechecked"]
+
+
+def test_a_series_that_regressed_in_one_run_only_is_not_a_reason_of_the_rejection() -> None:
+    d = gating([gate(1, Verdict.REGRESSED, slower(), slower(RTT)),
+                gate(2, Verdict.REGRESSED, slower())])
+    assert d.action is Action.REJECT
+    assert [(e.kind, e.subject) for e in d.excuses] == [
+        ("regression", BW), ("rechecked", "run 2"), ("unconfirmed", RTT)]
+    assert "not in gate run 2" in d.excuses[-1].message
