@@ -33,7 +33,7 @@ from certifier.api.schemas import DB_ID_MAX
 from certifier.domain.durations import format_duration
 from certifier.domain.lifecycle import CandidateState
 from certifier.limits import ID_MAX
-from certifier.pipeline import runview, views
+from certifier.pipeline import listings, runview, views
 from certifier.pipeline.errors import NotFound
 from certifier.web import events
 from certifier.web.assets import IMMUTABLE, Assets
@@ -212,13 +212,13 @@ def create_router() -> APIRouter:
     @router.get("/components", response_class=HTMLResponse)
     def components(request: Request, context: ContextDep, session: SessionDep) -> HTMLResponse:
         return render(request, context, session, "components.html", nav="components",
-                      rows=views.component_list(session))
+                      rows=listings.component_list(session))
 
     @router.get("/components/{name}", response_class=HTMLResponse)
     def component(request: Request, name: str, context: ContextDep,
                   session: SessionDep) -> HTMLResponse:
         try:
-            page = views.component_page(session, name[:63])
+            page = listings.component_page(session, name[:63])
         except NotFound as exc:
             return not_found(request, context, session, exc)
         return render(request, context, session, "component.html", nav="components", p=page)
@@ -226,7 +226,7 @@ def create_router() -> APIRouter:
     @router.get("/known-good", response_class=HTMLResponse)
     def history(request: Request, context: ContextDep, session: SessionDep,
                 before: int | None = Query(default=None, ge=1, le=ID_MAX)) -> HTMLResponse:
-        entries, more = views.known_good_history(session, before)
+        entries, more = listings.known_good_history(session, before)
         return render(request, context, session, "known_good.html", nav="known-good",
                       entries=entries, more=more)
 
@@ -237,7 +237,7 @@ def create_router() -> APIRouter:
         b: int = Query(alias="to", ge=1, le=ID_MAX),
     ) -> HTMLResponse:
         try:
-            changes = views.known_good_diff(session, a, b)
+            changes = listings.known_good_diff(session, a, b)
         except NotFound as exc:
             return not_found(request, context, session, exc)
         return render(request, context, session, "diff.html", nav="known-good", a=a, b=b,
@@ -249,14 +249,14 @@ def create_router() -> APIRouter:
         before: int | None = Query(default=None, ge=1, le=ID_MAX),
         action: str | None = Query(default=None, max_length=64),
     ) -> HTMLResponse:
-        rows, more = views.audit_log(session, before, action=action or None)
+        rows, more = listings.audit_log(session, before, action=action or None)
         return render(request, context, session, "audit.html", nav="audit", rows=rows,
-                      more=more, action=action or "", actions=views.audit_actions(session))
+                      more=more, action=action or "", actions=listings.audit_actions(session))
 
     @router.get("/deliveries", response_class=HTMLResponse)
     def deliveries(request: Request, context: ContextDep, session: SessionDep,
                    before: int | None = Query(default=None, ge=1, le=ID_MAX)) -> HTMLResponse:
-        rows, more, refused = views.deliveries(session, before)
+        rows, more, refused = listings.deliveries(session, before)
         return render(request, context, session, "deliveries.html", nav="deliveries",
                       rows=rows, more=more, refused=refused)
 

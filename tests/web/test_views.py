@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from certifier.db.session import session_scope
-from certifier.pipeline import views
+from certifier.pipeline import listings, views
 from tests.api.factories import SOAK, World
 from tests.web.scenes import Scene, busy_pipeline
 
@@ -107,6 +107,6 @@ def test_the_commits_between_two_known_goods_are_listed_newest_first(world: Worl
         scene.commit("nova", seed, f"nova {seed}")
     scene.promote_heads()
     with session_scope(world.factory) as session:
-        (change,) = views.known_good_diff(session, 1, 2)
+        (change,) = listings.known_good_diff(session, 1, 2)
     assert [c.title for c in change.between] == ["nova d", "nova c", "nova b"]
     assert change.old is not None and change.old.title == "first"

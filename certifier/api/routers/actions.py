@@ -38,7 +38,7 @@ from certifier.api.schemas import (
 from certifier.db import models
 from certifier.domain.clock import Clock
 from certifier.domain.durations import DurationError, parse_duration
-from certifier.pipeline import actions, notify, queries, views, waivers
+from certifier.pipeline import actions, listings, notify, queries, waivers
 from certifier.pipeline.dispatch import reconcile_after_commit
 from certifier.pipeline.errors import Invalid
 
@@ -176,7 +176,7 @@ def audit_log(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> AuditList:
     """Every manual action and scheduler decision, newest first."""
-    rows, next_before = views.audit_log(session, before, limit, action=action)
+    rows, next_before = listings.audit_log(session, before, limit, action=action)
     return AuditList(items=[AuditEventOut(id=r.id, at=r.at, actor=r.actor, action=r.action,
                                           subject=r.subject, detail=dict(r.detail))
                             for r in rows],
