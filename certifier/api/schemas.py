@@ -13,6 +13,25 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from certifier.api.schema_base import Out as _Out
+from certifier.api.schemas_tracking import (
+    DeliveryDetail as DeliveryDetail,
+)
+from certifier.api.schemas_tracking import (
+    DeliveryList as DeliveryList,
+)
+from certifier.api.schemas_tracking import (
+    DeliveryOut as DeliveryOut,
+)
+from certifier.api.schemas_tracking import (
+    RejectionOut as RejectionOut,
+)
+from certifier.api.schemas_tracking import (
+    TrackingOut as TrackingOut,
+)
+from certifier.api.schemas_tracking import (
+    WebhookAnswer as WebhookAnswer,
+)
 from certifier.db import models
 from certifier.domain.environment import judged_figures
 from certifier.limits import ID_MAX, MAX_DURATION, PROJECT_MAX, URL_MAX, CommitTime, DbId
@@ -25,10 +44,6 @@ SHA_PATTERN = r"^(?:[0-9a-fA-F]{40}|[0-9a-fA-F]{64})$"
 # Free text that is stored: PostgreSQL text cannot hold a NUL byte (psycopg raises DataError).
 NO_NUL = r"^[^\x00]*$"
 NOT_BLANK = r"^[^\x00]*[^\s\x00][^\x00]*$"  # and something other than white space
-
-
-class _Out(BaseModel):
-    model_config = ConfigDict(frozen=True)
 
 
 class FieldError(_Out):
@@ -677,79 +692,6 @@ class TestbedList(_Out):
     __test__ = False
 
     items: list[TestbedOut]
-
-
-# Upstream tracking: webhook deliveries and per-component tracking state ---------------------
-
-
-class WebhookAnswer(_Out):
-    """The answer to a webhook: ``accepted`` (stored, queued), ``duplicate`` (seen before) or
-    ``ignored: <reason>`` (stored in the delivery log, nothing to do)."""
-
-    status: str
-    delivery: int | None = None
-
-
-class DeliveryOut(_Out):
-    id: int
-    source: str
-    event: str
-    received_at: datetime
-    state: str = Field(description="pending (stored, not processed yet) or processed")
-    outcome: str = Field(description="what processing did, or why the delivery was ignored")
-    project: str | None
-    ref: str | None
-    component: str | None
-    attempts: int
-    replays: int = Field(description="redeliveries answered 'duplicate'")
-    last_replay_at: datetime | None
-    processed_at: datetime | None
-
-    @classmethod
-    def of(cls, d: models.Delivery) -> DeliveryOut:
-        return cls(id=d.id, source=d.source, event=d.event, received_at=d.received_at,
-                   state=d.state, outcome=d.outcome, project=d.project, ref=d.ref,
-                   component=d.component.name if d.component else None, attempts=d.attempts,
-                   replays=d.replays, last_replay_at=d.last_replay_at,
-                   processed_at=d.processed_at)
-
-
-class RejectionOut(_Out):
-    """Refused deliveries (bad signature, malformed JSON…): counted, never stored."""
-
-    source: str
-    reason: str
-    count: int
-    last_at: datetime
-
-
-class DeliveryList(_Out):
-    items: list[DeliveryOut]
-    rejected: list[RejectionOut]
-
-
-class DeliveryDetail(DeliveryOut):
-    headers: dict[str, Any]
-    payload: Any
-
-
-class TrackingOut(_Out):
-    """How tracking sees one component: its branch head, pause, and polling health."""
-
-    component: str
-    source: str
-    project: str | None
-    branch: str
-    head_sha: str | None
-    head_seen_at: datetime | None
-    head_seen_via: str | None
-    paused: bool
-    paused_reason: str | None
-    poll_interval_s: int | None
-    next_poll_at: datetime | None
-    last_polled_at: datetime | None
-    poll_failures: int
-    last_error: str
 
 
 # Autoholds ----------------------------------------------------------------------------------
