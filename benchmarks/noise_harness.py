@@ -247,6 +247,11 @@ class Outcome:
     fitting: bool | None = None  # breakages: the excuse names what broke
 
 
+HELD = frozenset({"infra_error", "awaiting_decision", "awaiting_waiver"})
+"""Excuse kinds of a candidate that waits for a person (retries used up, a series that leans
+worse undecided, a flaky check): the harness moves on, counting it as waiting."""
+
+
 class Driver:
     """The pipeline in this process: reconcile, execute pending runs, skip idle time."""
 
@@ -312,7 +317,7 @@ class Driver:
                 finding = bisection.get("status") == "running"
                 runs_of = [(r.id, r.kind) for r in cand.runs]
                 waiting = [e for e in cand.excuses
-                           if isinstance(e, dict) and e.get("kind") == "infra_error"]
+                           if isinstance(e, dict) and e.get("kind") in HELD]
                 if (state.is_final and not finding) or (waiting and not state.is_final):
                     out.end = "waiting" if not state.is_final else str(state)
                     break

@@ -302,6 +302,11 @@ class AbConfig(Strict):
     least 5 pings, 1 s), so the first rounds measure each side about as long as a single-sided
     run does and an A/B gate costs about twice a single-sided one, not ``2 * min_rounds``
     times; ``full`` runs every round at the configured time.
+
+    ``lean_pct``: a series the soak still cannot decide whose estimate over every round is worse
+    than this (percent; for counts the soak's equivalence bound in points) *leans worse*: it
+    extends the soak to ``soak.max_extra_runs`` and then holds the candidate for a person
+    instead of promoting it undecided.
     """
 
     enabled: bool = True
@@ -310,6 +315,7 @@ class AbConfig(Strict):
     max_rounds: int = Field(default=3, ge=1, le=50)
     soak_rounds: int = Field(default=4, ge=1, le=50)
     round_time: Literal["split", "full"] = "split"
+    lean_pct: float = Field(default=20.0, gt=0, le=100)
 
     @model_validator(mode="after")
     def _bounds(self) -> AbConfig:
@@ -331,6 +337,6 @@ class AbConfig(Strict):
                             max_extra_runs=soak.max_extra_runs,
                             min_runs=detector.min_candidate_runs,
                             rounds_per_run=self.soak_rounds, floor_pct=detector.floor_pct,
-                            floors=dict(detector.floors))
+                            floors=dict(detector.floors), lean_pct=self.lean_pct)
 
 

@@ -722,12 +722,13 @@ def build(root: Path, *, driver: str = "netns", subnet: str = "198.18.0.0/24",
         f"soak:\n  duration: {soak_duration}\n  interval: {soak_interval}\n"
         f"  min_runs: {min_runs}\n  max_infra_retries: 2\n  infra_backoff: {infra_backoff}\n"
         # A soak of seconds can never reach the statistics' level for every series: promote
-        # when the time is up, with the series it could not decide in the excuses.
-        "  max_extra_runs: 0\n"
+        # when the time is up, with the series it could not decide in the excuses — unless one
+        # leans worse (a breakage a busy machine hid at the gate): a few more runs, then hold.
+        "  max_extra_runs: 4\n"
         f"{THRESHOLDS}"
         # The statistical detector wants 20 known-good runs per testbed; a demo of minutes has
         # a handful, so the margin above judges and control runs would only cost time.
-        "detector:\n  baseline_every: 0\n"
+        "detector:\n  baseline_every: 0\n  min_candidate_runs: 2\n"
         # The fifth bad commit sits on top of the fourth in api's history: culprit finding would
         # re-test that range and name the fourth (which fails for its own reason) after minutes
         # of bisect runs. Each bad commit here is judged alone, so the holds need no search.
@@ -736,8 +737,8 @@ def build(root: Path, *, driver: str = "netns", subnet: str = "198.18.0.0/24",
         # local paths only under the folders it names (docs/architecture.md, Security).
         "sources:\n  local_paths: [upstream]\n"
         # Gate runs measure the candidate and the known-good's control side by side (A/B); a
-        # soak of seconds gets one A/B round per soak run instead of two.
-        "ab:\n  soak_rounds: 1\n"
+        # soak of seconds gets two A/B rounds per soak run instead of four.
+        "ab:\n  soak_rounds: 2\n"
         # Seconds, not minutes: one direction of TCP; writes at queue depth 1 (a database's
         # commit path, where a synchronous write costs the most), random writes first, on a
         # fresh file, where a write also allocates until the file is covered; the upgrade suite

@@ -96,6 +96,7 @@ class SoakPolicy:
     floor_pct: float = 1.0
     floors: Mapping[str, float] = field(default_factory=dict)
     equivalence_pct: float = 5.0
+    lean_pct: float = 20.0
     count_floor_pp: float = 0.5
     count_equivalence_pp: float = 2.0
     pp_floor: float = 0.1
@@ -376,9 +377,14 @@ def _soak_counts(series: SoakSeries, policy: SoakPolicy, level: float) -> ABVerd
                     f"({figures}), needs more runs")
     else:
         sentence = f"{describe(s)}: ok, {figures} over {n} soak runs"
+    all_diff = rate_difference(cand, ctrl)[0] if cand.trials and ctrl.trials else math.nan
+    leans = outcome is Outcome.UNDECIDED and all_diff > policy.count_equivalence_pp
+    lean_text = (f"{_fmt_signed(all_diff, 2)} pp over every run, beyond the lean bound of "
+                 f"{policy.count_equivalence_pp:g} pp")
     return ABVerdict(*s.names, "soak",
                      "binomial", outcome, n, *_medians(series), diff, low, high, "pp", math.nan,
-                     floor, p, level, (cand, ctrl), 0, (), sentence)
+                     floor, p, level, (cand, ctrl), 0, (), _leaning(sentence, leans, lean_text),
+                     leans)
 
 
 def _soak_values(series: SoakSeries, policy: SoakPolicy, level: float) -> ABVerdict:
@@ -392,11 +398,20 @@ def _soak_values(series: SoakSeries, policy: SoakPolicy, level: float) -> ABVerd
     if scale is Scale.LOG:
         floor, floor_shown = pct_threshold(floor_cfg, s.better, scale), floor_cfg
         equivalence = pct_threshold(policy.equivalence_pct, s.better, scale)
+        lean = pct_threshold(policy.lean_pct, s.better, scale)
     else:
         floor = floor_shown = linear_floor(s, floor_cfg, policy.pp_floor, ctrl_med)
         ref = abs(ctrl_med) if math.isfinite(ctrl_med) else 0.0
         equivalence = max(policy.equivalence_pct / 100.0 * ref, 2 * floor)
+        lean = max(policy.lean_pct / 100.0 * ref, 2 * floor)
     total = sum(len(u) for u in units)
+    # the estimate over every round so far (NaN: none): an undecided series whose estimate is
+    # worse than the lean bound is never promoted undecided (promotion.py)
+    overall = float(np.median(np.concatenate(units))) if total else math.nan
+    leans = overall > lean
+    bound = f"{policy.lean_pct:g} %" if scale is Scale.LOG else f"{fmt_size(lean)} {unit}"
+    lean_text = (f"{_fmt_signed(shown(overall, s.better, scale))} {unit} over every round, "
+                 f"beyond the lean bound of {bound}")
     notes: list[str] = []
     if n < policy.min_runs or total == 0:
         notes.append(f"{n} soak run(s): at least {policy.min_runs} needed to judge")
@@ -406,7 +421,7 @@ def _soak_values(series: SoakSeries, policy: SoakPolicy, level: float) -> ABVerd
         return ABVerdict(*s.names, "soak",
                          "signed-rank", Outcome.UNDECIDED, n, cand_med, ctrl_med, math.nan,
                          math.nan, math.nan, unit, math.nan, floor_shown, 1.0, level, None,
-                         needed, tuple(notes), sentence)
+                         needed, tuple(notes), _leaning(sentence, leans, lean_text), leans)
     window, regressed = _scan(units, policy, level, floor)
     every = np.concatenate(units)
     sd = MAD_TO_SD * float(np.median(np.abs(every - np.median(every))))
@@ -431,9 +446,16 @@ def _soak_values(series: SoakSeries, policy: SoakPolicy, level: float) -> ABVerd
                     f"more run{'s' * (needed != 1)}")
     else:
         sentence = f"{describe(s)}: ok, {_fmt_signed(shift)} {unit} vs the controls ({runs_text})"
+    leans = leans and outcome is Outcome.UNDECIDED
     return ABVerdict(*s.names, "soak",
                      "signed-rank", outcome, n, cand_med, ctrl_med, shift, low, high, unit,
-                     half, floor_shown, window.p, level, None, needed, tuple(notes), sentence)
+                     half, floor_shown, window.p, level, None, needed, tuple(notes),
+                     _leaning(sentence, leans, lean_text), leans)
+
+
+def _leaning(sentence: str, leans: bool, why: str) -> str:
+    """An undecided series' sentence, saying when it leans worse (and so holds promotion)."""
+    return f"{sentence}; it leans worse ({why})" if leans else sentence
 
 
 def _judged(series: Iterable[SoakSeries], policy: SoakPolicy) -> list[SoakSeries]:

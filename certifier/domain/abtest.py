@@ -290,6 +290,7 @@ class ABVerdict:
     runs_needed: int
     notes: tuple[str, ...]
     sentence: str
+    leans_worse: bool = False  # undecided, but its estimate is worse than the lean bound
 
     @property
     def regressed(self) -> bool:
@@ -304,6 +305,7 @@ class ABVerdict:
             "shift_ci": [_num(self.low), _num(self.high)], "shift_unit": self.shift_unit,
             "noise": _num(self.noise), "floor": self.floor, "p_value": _num(self.p_value),
             "level": self.level, "runs_needed": self.runs_needed,
+            "leans_worse": self.leans_worse,
             "counts": None if self.counts is None else {
                 "candidate": [self.counts[0].events, self.counts[0].trials],
                 "control": [self.counts[1].events, self.counts[1].trials]},

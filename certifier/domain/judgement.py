@@ -283,7 +283,9 @@ def compare_with_controls(measurements: list[Measurement], evidence: ABEvidence,
         verdict = absoak.judge_soak((*evidence.soak_runs, paired), policy.ab_soak)
     excuses = verdict.excuses()
     regressions = [e for e in excuses if e.kind == "regression"]
-    undecided = [e for e in excuses if e.kind != "regression"]
+    # a series that leans worse is always named: it holds promotion (promotion.py)
+    leaning = [e for e in excuses if e.kind != "regression" and e.data.get("leans_worse")]
+    undecided = [e for e in excuses if e.kind != "regression" and e not in leaning]
     if len(undecided) > UNDECIDED_SHOWN:
         kind = undecided[0].kind
         needed = max((int(e.data.get("runs_needed") or 0) for e in undecided), default=0)
@@ -294,7 +296,7 @@ def compare_with_controls(measurements: list[Measurement], evidence: ABEvidence,
             f"cannot decide {len(undecided)} series {stage}: {names} and "
             f"{len(undecided) - UNDECIDED_SHOWN} more"),
             {"series": [e.subject for e in undecided], "runs_needed": needed})]
-    return [*regressions, *undecided]
+    return [*regressions, *leaning, *undecided]
 
 
 def _round_medians(measurements: list[Measurement]) -> list[Measurement]:

@@ -19,6 +19,11 @@ repeated first (up to ``SoakPolicy.recheck_failed`` times), with fresh controls 
 A run that fails on other series than the one before it starts a confirmation of its own; a
 streak of ``recheck_failed + 2`` failing runs rejects whatever their subjects. The rejection
 lists each failure once, naming every run it was seen in.
+
+Silence is not a pass either. A series the soak cannot decide yet extends the soak (bounded by
+``max_extra_runs``); one still undecided at the end is promoted with it in the excuses, unless
+its estimate *leans worse* (beyond ``lean_pct`` of the A/B soak statistics): then the candidate
+waits for a person (``awaiting_decision``) — a breakage the noise hid is never promoted silently.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ class SoakPolicy:
     (0: it rejects at once), so a flaky check is told from a real failure. ``max_extra_runs``:
     how many soak runs beyond the plan may be added while the newest soak run says some series
     cannot be decided yet (excuse ``undecidable``): the soak is extended, bounded, not cut
-    short."""
+    short; a series that leans worse extends it to the bound, then holds it for a person."""
 
     duration: timedelta = timedelta(days=7)
     interval: timedelta = timedelta(hours=6)
@@ -158,14 +163,16 @@ def _backing_off(stage: str, runs: list[RunSummary], wait: timedelta,
     )
 
 
-WAIVABLE_KINDS = frozenset({"check", "limit", "regression", "flaky"})
-"""Excuse kinds a person may set aside: a failed check, a broken limit, a regression, and a
-flaky check (its subject is the check's, so one waiver covers both)."""
+WAIVABLE_KINDS = frozenset({"check", "limit", "regression", "flaky", "leaning"})
+"""Excuse kinds a person may set aside: a failed check, a broken limit, a regression, a flaky
+check (its subject is the check's, so one waiver covers both), and a series the soak could not
+decide that leans worse (its subject is the series')."""
 
-BLOCKING_KINDS = frozenset({"flaky", "recheck"})
+BLOCKING_KINDS = frozenset({"flaky", "recheck", "leaning"})
 """Excuse kinds of a waiting candidate that still refuse its promotion: an unwaived flaky check,
-and a failure still waiting for its recheck or confirmation. ``unconfirmed`` (a regression that
-did not reproduce) does not block: it is shown, not held against the candidate."""
+a failure still waiting for its recheck or confirmation, and an undecided series that leans
+worse. ``unconfirmed`` (a regression that did not reproduce) does not block: it is shown, not
+held against the candidate."""
 
 _REPEATABLE_KINDS = frozenset({"check", "regression"})  # a limit is final on one run
 UNDECIDED_KINDS = frozenset({"undecided", "undecidable"})  # a run's notes, never its failures
@@ -379,7 +386,10 @@ def apply_waivers(runs: list[RunSummary], waived: frozenset[str]) -> list[RunSum
     seen: list[RunSummary] = []
     for run in runs:
         if run.verdict not in (Verdict.FAILED, Verdict.REGRESSED):
-            seen.append(run)
+            # a waived series that leans worse no longer holds promotion
+            seen.append(replace(run, excuses=tuple(
+                e for e in run.excuses
+                if not (e.kind in UNDECIDED_KINDS and e.subject in waived))))
             continue
         kept = tuple(e for e in run.excuses
                      if not (e.kind in WAIVABLE_KINDS and e.subject in waived))
@@ -477,6 +487,10 @@ def _decide_soaking(
         if flaky:
             return Decision(Action.WAIT, (*flaky, *noise, _awaiting_waiver(flaky)),
                             data=progress)
+        leaning = _leaning(soak_runs)
+        if leaning:
+            return Decision(Action.WAIT, (*noise, *leaning, _awaiting_decision(leaning)),
+                            data=progress)
         return Decision(Action.PROMOTE, (*noise, *_undecidable(soak_runs)), data=progress)
 
     excuses: list[Excuse] = []
@@ -524,17 +538,39 @@ def _undecidable(soak_runs: list[RunSummary]) -> tuple[Excuse, ...]:
     return tuple(e for e in finished[-1].excuses if e.kind == "undecidable") if finished else ()
 
 
+def _leaning(soak_runs: list[RunSummary]) -> tuple[Excuse, ...]:
+    """The series the newest finished soak run could not decide whose estimate leans worse: they
+    hold promotion (``leaning``), one excuse each, until decided or waived."""
+    return tuple(Excuse("leaning", e.subject, e.message, e.data)
+                 for e in _undecidable(soak_runs) if e.data.get("leans_worse"))
+
+
+def _awaiting_decision(leaning: tuple[Excuse, ...]) -> Excuse:
+    """The soak and its extension are over, and some series still lean worse undecided: the
+    statistics cannot tell noise from a regression, so a person must (never a silent pass)."""
+    subjects = [e.subject for e in leaning]
+    many = len(subjects) > 1
+    return Excuse(
+        "awaiting_decision", "promotion",
+        f"soak complete, but {len(subjects)} series lean{'' if many else 's'} worse and "
+        f"{'are' if many else 'is'} still undecided ({', '.join(subjects[:3])}"
+        f"{' …' if len(subjects) > 3 else ''}): not promoted until a person waives "
+        f"{'them' if many else 'it'} or retries the candidate", {"subjects": subjects})
+
+
 def _extension(soak_runs: list[RunSummary], started: datetime,
                policy: SoakPolicy) -> Excuse | None:
     """The soak's time is up, but the statistics cannot decide some series yet: one more soak
-    run, up to ``max_extra_runs`` beyond the plan (None: no extension, promote as planned —
-    the undecided series stay in the excuses either way)."""
+    run, up to ``max_extra_runs`` beyond the plan (None: no extension — the candidate is
+    promoted with the undecided series in its excuses, unless one of them leans worse, which
+    holds it for a person). A series that leans worse extends the soak as far as the bound
+    allows; the others only when the runs they need fit in it."""
     undecided = _undecidable(soak_runs)
     extra = sum(1 for r in soak_runs if r.created_at >= started + policy.duration)
     if not undecided or extra >= policy.max_extra_runs:
         return None
     needed = max((int(e.data.get("runs_needed") or 0) for e in undecided), default=0)
-    if needed > policy.max_extra_runs - extra:
+    if needed > policy.max_extra_runs - extra and not _leaning(soak_runs):
         return None  # the extension could not decide them: no week of waiting for nothing
     subjects = [s for e in undecided for s in e.data.get("series", [e.subject])]
     return Excuse(

@@ -140,3 +140,18 @@ def test_a_fixed_limit_holds_for_the_candidates_median_not_for_one_short_round()
     slow = [replace(m, value=m.value - 2) if m.side is Side.CANDIDATE else m for m in measured]
     (broken,) = judge_run(result(slow), None, limited, ab=ABEvidence()).excuses
     assert broken.kind == "limit" and "4.05" in broken.message
+
+
+def test_a_series_that_leans_worse_is_named_even_among_many_undecided_ones() -> None:
+    rng = np.random.default_rng(7)
+    measured = [replace(m, labels={**m.labels, "n": str(i)})
+                for i in range(5) for m in ab_run(rng, 2)]
+    measured += [replace(m, labels={**m.labels, "n": "slow"})
+                 for m in ab_run(rng, 2, candidate=0.5)]
+    judged = judge_run(result(measured), HISTORY, POLICY, ab=ABEvidence(soak_runs=()))
+    assert judged.verdict is Verdict.PASSED  # a soak of one run cannot decide anything yet
+    leaning, summed = judged.excuses
+    assert leaning.subject == "bandwidth.throughput_gbps{dst=h2,n=slow,src=h1}"
+    assert leaning.data["leans_worse"] and "it leans worse (\u221250" in leaning.message
+    assert summed.message.startswith("cannot decide 5 series yet")
+    assert leaning.subject not in summed.data["series"]

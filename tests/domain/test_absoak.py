@@ -146,3 +146,30 @@ def test_a_soak_series_that_never_moves_is_ok() -> None:
                          (0.0, 0.0), (0.0, 0.0))
     (v,) = judge_soak([[still]] * 8, POLICY).verdicts
     assert v.outcome is Outcome.OK and "inf" not in v.sentence
+
+
+def test_an_undecided_series_whose_estimate_is_far_worse_leans_worse() -> None:
+    # a busy machine: 30 % noise per round hides a 50 % drop over two short runs
+    rng = np.random.default_rng(8)
+    runs = [[PairedSeries("storage", "rand_write_iops", "IOPS", Better.HIGHER, {"job": "w"},
+                          (0, 1), tuple(5000 * (1 + 0.3 * rng.standard_normal(2))),
+                          tuple(10000 * (1 + 0.3 * rng.standard_normal(2))))]
+            for _ in range(2)]
+    (v,) = judge_soak(runs, POLICY).verdicts
+    assert v.outcome is Outcome.UNDECIDED and v.leans_worse
+    assert "it leans worse (" in v.sentence and "beyond the lean bound of 20 %" in v.sentence
+    assert v.excuse().data["leans_worse"] is True  # type: ignore[union-attr]
+
+
+def test_an_undecided_harmless_series_does_not_lean() -> None:
+    rng = np.random.default_rng(9)
+    runs = [[run(rng, rounds=1)] for _ in range(3)]
+    (v,) = judge_soak(runs, POLICY).verdicts
+    assert v.outcome is Outcome.UNDECIDED and not v.leans_worse
+    assert "leans worse" not in v.sentence
+
+
+def test_a_loss_count_far_above_the_controls_leans_worse_while_undecided() -> None:
+    (v,) = judge_soak([[loss_run(12, 0)], [loss_run(14, 1)]], POLICY).verdicts
+    assert v.outcome is Outcome.UNDECIDED and v.leans_worse
+    assert "pp over every run, beyond the lean bound of 2 pp" in v.sentence
