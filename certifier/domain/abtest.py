@@ -74,6 +74,14 @@ if TYPE_CHECKING:  # judgement may import this module; import it back only when 
 
 FloatArray = npt.NDArray[np.float64]
 
+DEFAULT_PRIOR_NOISE: Mapping[str, float] = {
+    f"ping.{m}": 30.0 for m in ("rtt_min_ms", "rtt_avg_ms", "rtt_p50_ms", "rtt_p99_ms",
+                                "rtt_max_ms")}
+"""Priors of one round's noise (percent) for series known to be far noisier than the default:
+round-trip times of tens of microseconds between namespaces jump between a fast and a slow mode
+(7 µs or 20 µs, whatever the CPU was doing), so two rounds that both landed in different modes
+must not look like a 170 % regression before the noise history has seen the series."""
+
 DEFAULT_INFORMATIVE = frozenset({
     "bandwidth.udp_loss_pct", "bandwidth.retransmits",
     "bandwidth.cpu_sender_pct", "bandwidth.cpu_receiver_pct",
@@ -211,7 +219,8 @@ class ABPolicy:
 
     ``floors`` maps "suite.metric" to a floor in percent (percentage points for counts and
     "%" metrics); ``caps`` to a ``max_worse_pct``. ``prior_noise_pct`` is the spread of one
-    round's difference assumed before any is seen, worth ``prior_weight`` observed ones.
+    round's difference assumed before any is seen, worth ``prior_weight`` observed ones
+    (``prior_noise`` per "suite.metric", by default the ping round-trip times').
     """
 
     false_reject_target: float = 0.01  # per candidate, over every series and look
@@ -227,6 +236,7 @@ class ABPolicy:
     count_equivalence_pp: float = 2.0
     pp_floor: float = 0.1  # floor and noise floor, percentage points, "%" metrics
     prior_noise_pct: float = 5.0
+    prior_noise: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_PRIOR_NOISE))
     prior_weight: float = 3.0
     noise_floor_pct: float = 0.5
     informative: frozenset[str] = DEFAULT_INFORMATIVE
@@ -253,6 +263,9 @@ class ABPolicy:
 
     def cap_for(self, suite: str, metric: str) -> float:
         return self.caps.get(f"{suite}.{metric}", self.max_worse_pct)
+
+    def prior_for(self, suite: str, metric: str) -> float:
+        return self.prior_noise.get(f"{suite}.{metric}", self.prior_noise_pct)
 
 
 # --- verdicts -------------------------------------------------------------------------------
@@ -574,14 +587,14 @@ def _gate_values(s: PairedSeries, policy: ABPolicy, level: float,
         floor = pct_threshold(floor_shown, s.better, scale)
         cap = pct_threshold(policy.cap_for(s.suite, s.metric), s.better, scale)
         equivalence = pct_threshold(policy.equivalence_pct, s.better, scale)
-        prior, noise_floor = policy.prior_noise_pct, policy.noise_floor_pct
+        prior, noise_floor = policy.prior_for(s.suite, s.metric), policy.noise_floor_pct
     else:
         floor = floor_shown = linear_floor(
             s, policy.floor_for(s.suite, s.metric, policy.floor_pct), policy.pp_floor, ctrl_med)
         ref = abs(ctrl_med) if math.isfinite(ctrl_med) else 0.0
         cap = max(policy.cap_for(s.suite, s.metric) / 100.0 * ref, 10 * floor)
         equivalence = max(policy.equivalence_pct / 100.0 * ref, 2 * floor)
-        prior = max(policy.prior_noise_pct / 100.0 * ref, floor)
+        prior = max(policy.prior_for(s.suite, s.metric) / 100.0 * ref, floor)
         noise_floor = max(policy.noise_floor_pct / 100.0 * ref, floor / 10, TINY)
     sequences = [*history, s.candidate, s.control]
     sigma, steps = noise_scale(sequences, scale, prior, policy.prior_weight, noise_floor)

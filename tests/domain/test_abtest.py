@@ -242,3 +242,24 @@ def test_verdict_data_is_json_ready() -> None:
         data = v.as_dict()
         assert json.loads(json.dumps(data)) == data
         assert all(x is None or math.isfinite(x) for x in data["shift_ci"])
+
+
+def rtt(cand: list[float], ctrl: list[float]) -> list[Measurement]:
+    return [Measurement("ping", "rtt_p50_ms", v, "ms", Better.LOWER, PAIR, side, r)
+            for values, side in ((cand, CAND), (ctrl, CTRL)) for r, v in enumerate(values)]
+
+
+def test_round_trip_times_that_jump_between_modes_are_not_a_regression_on_two_rounds() -> None:
+    # seen on a harmless candidate: tens-of-microsecond RTTs land in a fast or a slow mode
+    (v,) = judge_gate(paired_series(rtt([0.019, 0.019], [0.007, 0.007])), ABPolicy()).verdicts
+    assert v.outcome is not Outcome.REGRESSED
+    # the default prior alone (5 %) would have called it one
+    strict = ABPolicy(prior_noise={})
+    (old,) = judge_gate(paired_series(rtt([0.019, 0.019], [0.007, 0.007])), strict).verdicts
+    assert old.outcome is Outcome.REGRESSED
+
+
+def test_a_real_latency_step_still_regresses_at_once() -> None:
+    # 5 ms of added delay (a netem or a detour) on a 20 µs path
+    (v,) = judge_gate(paired_series(rtt([5.02, 5.03], [0.02, 0.021])), ABPolicy()).verdicts
+    assert v.outcome is Outcome.REGRESSED
