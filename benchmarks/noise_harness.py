@@ -160,9 +160,11 @@ SUITES = (
 )
 
 
-def build_world(root: Path, subnet: str, soak_runs: int, interval_s: int) -> Path:
+def build_world(root: Path, subnet: str, soak_runs: int, interval_s: int,
+                max_extra_runs: int | None = None) -> Path:
     """Upstream repositories, recipes and the config file (README defaults but the soak's
-    length and the suites' sizes); the config's path."""
+    length, its extension when given, and the suites' sizes); the config's path. A soak
+    shorter than the default 4 passing runs asks for all of its runs."""
     repos = demo_world.upstreams(root, INITIAL, RECIPES)
     config = root / "certifier.yaml"
     config.write_text(
@@ -173,6 +175,8 @@ def build_world(root: Path, subnet: str, soak_runs: int, interval_s: int) -> Pat
         "  - name: noise\n    driver: netns\n    role: gate\n    hosts: [h1, h2, h3]\n"
         f"    subnet: {subnet}\n"
         f"soak:\n  duration: {soak_runs * interval_s}s\n  interval: {interval_s}s\n"
+        f"  min_runs: {min(4, soak_runs)}\n"
+        + (f"  max_extra_runs: {max_extra_runs}\n" if max_extra_runs is not None else "") +
         f"{SUITES}"
         "sources:\n  local_paths: [upstream]\n"  # the upstreams are folders in the temp dir
         "scheduler:\n  run_timeout: 5m\n  hook_timeout: 60s\n")
@@ -486,11 +490,12 @@ def failures(levels: list[dict[str, Any]]) -> list[str]:
 
 def run(root: Path, *, levels: tuple[int, ...], harmless: int,
         breakages: dict[int, tuple[Breakage, ...]], soak_runs: int, seed: int, subnet: str,
+        max_extra_runs: int | None = None,
         say: Any = print) -> dict[str, Any]:
     """Build the world, certify its first heads, then every load level (with the breakages
     given for it); the figures."""
     interval = 600
-    config = build_world(root / "world", subnet, soak_runs, interval)
+    config = build_world(root / "world", subnet, soak_runs, interval, max_extra_runs)
     settings = load_settings(config_file=config, data_dir=root / "data")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     migrate.upgrade(settings.resolved_database_url)
@@ -543,6 +548,8 @@ def main() -> int:
                         help="'all', 'none', or names' first words: tc,packet,MTU,unreachable,"
                              "write-through,upgrade")
     parser.add_argument("--soak-runs", type=int, default=10, help="soak runs per candidate")
+    parser.add_argument("--max-extra-runs", type=int,
+                        help="soak runs beyond the plan while undecided (default: the README's 8)")
     parser.add_argument("--seed", type=int, default=12)
     parser.add_argument("--subnet", default="198.18.212.0/24")
     parser.add_argument("--json", type=Path, default=Path("noise_harness.json"))
@@ -569,7 +576,8 @@ def main() -> int:
         figures = run(root, levels=levels, harmless=1 if opts.ci else harmless,
                       breakages=ci_breakages(levels) if opts.ci
                       else dict.fromkeys(levels, chosen),
-                      soak_runs=opts.soak_runs, seed=opts.seed, subnet=opts.subnet, say=say)
+                      soak_runs=opts.soak_runs, seed=opts.seed, subnet=opts.subnet, say=say,
+                      max_extra_runs=opts.max_extra_runs)
     opts.json.write_text(json.dumps(figures, indent=2, default=str))
     print(f"noise harness ({harmless} harmless per level, soak of {opts.soak_runs} runs, "
           f"{figures['seconds'] / 60:.1f} min):")
