@@ -62,15 +62,21 @@ def _global(
         os.environ["CERTIFIER_DATA_DIR"] = str(data_dir)
 
 
+def _migrate(settings: Settings) -> None:
+    """Create the data folder and migrate the database to head."""
+    from certifier.db import migrate
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrate.upgrade(settings.resolved_database_url)
+
+
 def _prepare(settings: Settings) -> None:
     """Create the data folder, migrate the database and load the config's components."""
-    from certifier.db import migrate
     from certifier.db.session import make_engine, make_session_factory, session_scope
     from certifier.domain.clock import SystemClock
     from certifier.pipeline.components import sync_from_config
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    migrate.upgrade(settings.resolved_database_url)
+    _migrate(settings)
     engine = make_engine(settings.resolved_database_url)
     try:
         with session_scope(make_session_factory(engine)) as session:
@@ -135,15 +141,19 @@ def reconcile_once() -> None:
     from certifier.db.session import make_engine, make_session_factory, session_scope
     from certifier.domain.clock import SystemClock
     from certifier.pipeline.scheduler import reconcile
-    from workers.celery_app import create_celery
+    from workers.dispatch import CeleryDispatcher, OnFirstSend
+
+    def celery() -> Any:  # only if the pass starts a run: then its task goes to the broker
+        from workers.celery_app import create_celery
+
+        return create_celery(settings)
 
     settings = _settings()
     _prepare(settings)
-    celery = create_celery(settings)
-    ctx = celery.certifier
     factory = make_session_factory(make_engine(settings.resolved_database_url))
     with session_scope(factory) as session:
-        report = reconcile(session, SystemClock(), ctx.scheduler_policy, ctx.dispatcher)
+        report = reconcile(session, SystemClock(), settings.scheduler_policy(),
+                           CeleryDispatcher(OnFirstSend(celery)))
     typer.echo(json.dumps({k: v for k, v in vars(report).items() if v}))
 
 
@@ -439,7 +449,11 @@ def component_remove(
 
 @app.command()
 def status() -> None:
-    """Show the pipeline at a glance: the known-good, the soaks and their progress, testbeds."""
+    """Show the pipeline at a glance: the known-good, the soaks and their progress, testbeds.
+
+    Migrates the database first, as the other commands do (a fresh data folder shows an empty
+    pipeline), but loads nothing from the config file: it only reads."""
+    from alembic.util import CommandError
     from sqlalchemy.exc import SQLAlchemyError
 
     from certifier.db.session import make_engine, make_session_factory, session_scope
@@ -450,13 +464,14 @@ def status() -> None:
     settings = _settings()
     engine = make_engine(settings.resolved_database_url)
     try:
+        _migrate(settings)
         with session_scope(make_session_factory(engine)) as session:
             overview = views.overview(session, SystemClock().now(), settings.soak_policy(),
                                       views.stale_after(settings))
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, CommandError, OSError) as exc:  # unreachable, unknown revision
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         typer.echo(f"certifier: cannot read the pipeline from the database ({reason}); "
-                   "is it migrated (`certifier db upgrade`)?", err=True)
+                   "check CERTIFIER_DATA_DIR and CERTIFIER_DATABASE_URL", err=True)
         raise typer.Exit(1) from None
     finally:
         engine.dispose()

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -90,6 +90,9 @@ from certifier.sourcepolicy import SourcePolicy, SourceRefused
 from certifier.topology import TopologyConfig, TopologyError
 from certifier.topology import load as load_topology
 from certifier.topology import plan as plan_topology
+
+if TYPE_CHECKING:  # the scheduler imports this module: imported where it is used
+    from certifier.pipeline.scheduler import SchedulerPolicy
 
 TESTBED_NETWORK = ipaddress.IPv4Network("198.18.0.0/15")
 BRANCH_RE = re.compile(
@@ -627,6 +630,17 @@ class Settings(BaseSettings):
     def bisect_policy(self) -> BisectPolicy | None:
         return self.config.bisection.policy(self.config.soak)
 
+    def scheduler_policy(self) -> SchedulerPolicy:
+        """The reconcile pass's policy, from the config alone (no Celery app is built for it)."""
+        from certifier.pipeline.scheduler import SchedulerPolicy
+
+        sched, detector = self.config.scheduler, self.config.detector
+        return SchedulerPolicy(soak=self.soak_policy(), run_timeout=sched.run_timeout,
+                               parallel_gates=sched.parallel_gates,
+                               baseline_every=detector.baseline_every if detector.enabled else 0,
+                               notifications=self.config.notifications,
+                               bisection=self.bisect_policy())
+
     def judgement_policy(self) -> JudgementPolicy:
         config = self.config
         detector = config.detector.policy(config.soak)
@@ -733,12 +747,8 @@ def load_config_file(path: Path) -> CertifierConfig:
     base = path.resolve().parent
     config = parse_config_text(text, str(path), base)
     # Recipe folders are written relative to the config file.
-    comps = tuple(
-        c.model_copy(update={"recipe": base / c.recipe})
-        if c.recipe and not c.recipe.is_absolute()
-        else c
-        for c in config.components
-    )
+    comps = tuple(c.model_copy(update={"recipe": base / c.recipe})
+                  if c.recipe and not c.recipe.is_absolute() else c for c in config.components)
     notifications = config.notifications.with_secret_files_under(base, path)
     config = config.model_copy(update={"components": comps, "notifications": notifications})
     return _with_topology_files(config, base, path)

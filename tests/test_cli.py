@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -68,6 +69,45 @@ def test_manifest_show_without_a_known_good_says_so(tmp_path: Path) -> None:
     done = _certifier("manifest", "show", data_dir=tmp_path)
     assert done.returncode == 1
     assert "no known-good yet" in done.stderr
+
+
+def test_reconcile_builds_no_celery_app_when_it_has_nothing_to_send(tmp_path: Path) -> None:
+    """Its policy comes from the settings; Celery is imported only to send a task."""
+    script = ("import sys\n"
+              "from certifier.cli import app\n"
+              "app(['reconcile'], prog_name='certifier', standalone_mode=False)\n"
+              "print(sorted(m for m in sys.modules if m == 'workers.celery_app'\n"
+              "             or m.partition('.')[0] in ('celery', 'kombu')))")
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("CERTIFIER_")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env={**environ, "CERTIFIER_DATA_DIR": str(tmp_path)}, timeout=60,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["{}", "[]"]
+
+
+def test_reconcile_sends_the_runs_it_creates_to_the_broker(tmp_path: Path) -> None:
+    config = tmp_path / "certifier.yaml"
+    config.write_text("components: [{name: app, url: 'https://git.example.com/app.git'}]\n")
+    script = ("from certifier.cli import _prepare, _settings\n"
+              "from certifier.db.session import make_engine, make_session_factory, "
+              "session_scope\n"
+              "from certifier.domain.clock import SystemClock\n"
+              "from certifier.pipeline.components import report_commit\n"
+              "settings = _settings()\n"
+              "_prepare(settings)\n"
+              "factory = make_session_factory(make_engine(settings.resolved_database_url))\n"
+              "with session_scope(factory) as session:\n"
+              "    report_commit(session, 'app', 'a' * 40, SystemClock())\n")
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("CERTIFIER_")}
+    env = {**environ, "CERTIFIER_DATA_DIR": str(tmp_path), "CERTIFIER_CONFIG": str(config)}
+    subprocess.run([sys.executable, "-c", script], env=env, timeout=60, check=True)
+    done = _certifier("reconcile", data_dir=tmp_path, CERTIFIER_CONFIG=str(config))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert len(report["runs_created"]) == 1
+    [message] = (tmp_path / "broker" / "queue").iterdir()
+    assert "certifier.execute_run" in message.read_text()
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])

@@ -129,3 +129,20 @@ def test_a_recipe_path_longer_than_its_column_is_a_config_error() -> None:
     text = "components:\n  - name: nova\n    url: u\n    recipe: " + "r/" * 600 + "x\n"
     with pytest.raises(ConfigError, match=r"components.0.recipe \(line 4\): .*at most 1000"):
         parse_config_text(text, "certifier.yaml")
+
+
+def test_the_scheduler_policy_is_read_from_the_config_alone() -> None:
+    """``certifier reconcile`` and the worker's pass read the same policy, with no Celery app."""
+    from certifier.settings import Settings
+
+    config = parse_config_text("scheduler: {run_timeout: 20m, parallel_gates: 3}\n"
+                               "detector: {baseline_every: 4}\n"
+                               "soak: {duration: 1h, interval: 10m, min_runs: 2}\n")
+    policy = Settings(config=config).scheduler_policy()
+    assert (policy.run_timeout, policy.parallel_gates, policy.baseline_every) == (
+        timedelta(minutes=20), 3, 4)
+    assert policy.soak == config.soak.policy()
+    assert policy.notifications == config.notifications
+    assert policy.bisection == config.bisection.policy(config.soak)
+    off = parse_config_text("detector: {enabled: false, baseline_every: 4}\n")
+    assert Settings(config=off).scheduler_policy().baseline_every == 0

@@ -114,6 +114,20 @@ def broker_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+def _task(app: Celery, name: str, **options: Any) -> Any:
+    """``app.task`` for a task that closes over this app's context: registered on this app only,
+    and at once, acknowledged late.
+
+    A shared task is registered once per process, and a second app (tests, benchmarks, the CLI)
+    would run the first app's closure against the first app's database. ``shared=False`` alone
+    does not prevent it: in a process whose environment has ``FORKED_BY_MULTIPROCESSING`` (a
+    spawned pool child and whatever it starts), Celery turns every lazy ``app.task`` into a
+    shared task, and the second app warns ``DuplicateTaskNameWarning`` for each name (for
+    ``certifier.sweep_deliveries`` first) and keeps the first app's tasks. ``lazy=False`` skips
+    that path."""
+    return app.task(name=name, acks_late=True, shared=False, lazy=False, **options)
+
+
 def create_celery(settings: Settings, ctx: WorkerContext | None = None) -> Celery:
     app = Celery("certifier")
     sched = settings.config.scheduler
@@ -144,21 +158,20 @@ def create_celery(settings: Settings, ctx: WorkerContext | None = None) -> Celer
     context = ctx or WorkerContext(settings)
     context.dispatcher = CeleryDispatcher(app)
     app.certifier = context
-    # Every task closes over this app's context (its database, its clock), so none is shared:
-    # a shared task is registered once per process, and a second app (tests, benchmarks) would
-    # run the first app's closure against the first app's database.
+    # Every task closes over this app's context (its database, its clock), so none is shared
+    # (see _task).
 
-    @app.task(name=RUN_TASK, bind=True, acks_late=True, shared=False, max_retries=720,
-              # The task is killed before the scheduler may expire the run (at run_timeout) and
-              # hand its testbed to another run: never two runs on one testbed.
-              time_limit=max(run_limit - 30, 60), soft_time_limit=max(run_limit - 90, 30))
+    @_task(app, RUN_TASK, bind=True, max_retries=720,
+           # The task is killed before the scheduler may expire the run (at run_timeout) and
+           # hand its testbed to another run: never two runs on one testbed.
+           time_limit=max(run_limit - 30, 60), soft_time_limit=max(run_limit - 90, 30))
     def execute_run(self: Any, run_id: int) -> str:
         claim = runner.execute(context, run_id)
         if claim is runs.Claim.BUSY:
             raise self.retry(countdown=5)
         return str(claim)
 
-    @app.task(name=RECONCILE_TASK, acks_late=True, shared=False, time_limit=300)
+    @_task(app, RECONCILE_TASK, time_limit=300)
     def reconcile() -> dict[str, list[int]]:
         with session_scope(context.session_factory) as session:
             report = scheduler.reconcile(session, context.clock, context.scheduler_policy,
@@ -173,8 +186,7 @@ def create_celery(settings: Settings, ctx: WorkerContext | None = None) -> Celer
         return {**{k: v for k, v in vars(report).items() if v},
                 **({"holds_torn_down": released} if released else {})}
 
-    @app.task(name=ARCHIVE_TASK, acks_late=True, shared=False, time_limit=1800,
-              soft_time_limit=1740)
+    @_task(app, ARCHIVE_TASK, time_limit=1800, soft_time_limit=1740)
     def archive_known_goods() -> dict[str, Any]:
         kept = archive.keep_known_goods(context)
         return {"written": {str(v): b for v, b in kept.written.items()}, "failed": kept.failed}
@@ -182,10 +194,9 @@ def create_celery(settings: Settings, ctx: WorkerContext | None = None) -> Celer
     _tracking_tasks(app, context, settings)
 
     # Outgoing webhooks: the POSTs of one pass stop after NOTIFY_BUDGET_S; the limit leaves
-    # room for the last POST's timeout (at most 60 s) on top. Not shared: the task closes over
-    # this app's context, and a shared one would hand the first app's to every later app.
-    @app.task(name=DELIVER_NOTIFICATIONS_TASK, acks_late=True, shared=False,
-              time_limit=NOTIFY_BUDGET_S + 120, soft_time_limit=NOTIFY_BUDGET_S + 90)
+    # room for the last POST's timeout (at most 60 s) on top.
+    @_task(app, DELIVER_NOTIFICATIONS_TASK, time_limit=NOTIFY_BUDGET_S + 120,
+           soft_time_limit=NOTIFY_BUDGET_S + 90)
     def deliver_notifications() -> dict[str, list[int]]:
         report = notify.deliver_due(context.session_factory, context.clock,
                                     settings.config.notifications, budget_s=NOTIFY_BUDGET_S)
@@ -210,8 +221,8 @@ def _tracking_tasks(app: Celery, context: WorkerContext, settings: Settings) -> 
                              tracking.git_timeout.total_seconds(), settings.config.sources)
     source_time = 3 * tracking.git_timeout.total_seconds() + 60
 
-    @app.task(name=PROCESS_DELIVERY_TASK, bind=True, acks_late=True, shared=False, max_retries=5,
-              time_limit=source_time + 30, soft_time_limit=source_time)
+    @_task(app, PROCESS_DELIVERY_TASK, bind=True, max_retries=5, time_limit=source_time + 30,
+           soft_time_limit=source_time)
     def process_delivery(self: Any, delivery_id: int) -> str:
         try:
             return deliveries.process(context.session_factory, delivery_id, sources,
@@ -220,15 +231,14 @@ def _tracking_tasks(app: Celery, context: WorkerContext, settings: Settings) -> 
         except SQLAlchemyError as exc:  # the row stays pending: a retry, else the sweep
             raise self.retry(countdown=5, exc=exc) from exc
 
-    @app.task(name=POLL_COMPONENT_TASK, acks_late=True, shared=False, time_limit=source_time + 30,
-              soft_time_limit=source_time)
+    @_task(app, POLL_COMPONENT_TASK, time_limit=source_time + 30, soft_time_limit=source_time)
     def poll_component(component_id: int) -> str:
         result = polling.poll(context.session_factory, component_id, sources, context.clock,
                               context.dispatcher, limit=tracking.max_new_commits,
                               max_backoff=tracking.poll_max_backoff)
         return result.outcome
 
-    @app.task(name=POLL_DUE_TASK, acks_late=True, shared=False, time_limit=120)
+    @_task(app, POLL_DUE_TASK, time_limit=120)
     def poll_due() -> list[int]:
         with session_scope(context.session_factory) as session:
             due = polling.due(session, context.clock)
@@ -240,7 +250,7 @@ def _tracking_tasks(app: Celery, context: WorkerContext, settings: Settings) -> 
                 poll_component(component_id)
         return due
 
-    @app.task(name=SWEEP_DELIVERIES_TASK, acks_late=True, shared=False, time_limit=120)
+    @_task(app, SWEEP_DELIVERIES_TASK, time_limit=120)
     def sweep_deliveries() -> list[int]:
         with session_scope(context.session_factory) as session:
             return deliveries.sweep(session, context.clock, tracking.redispatch_after,

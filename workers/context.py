@@ -37,13 +37,7 @@ class WorkerContext:
 
     @property
     def scheduler_policy(self) -> SchedulerPolicy:
-        sched = self.settings.config.scheduler
-        detector = self.settings.config.detector
-        return SchedulerPolicy(soak=self.settings.soak_policy(), run_timeout=sched.run_timeout,
-                               parallel_gates=sched.parallel_gates,
-                               baseline_every=detector.baseline_every if detector.enabled else 0,
-                               notifications=self.settings.config.notifications,
-                               bisection=self.settings.bisect_policy())
+        return self.settings.scheduler_policy()
 
     @property
     def worker_id(self) -> str:

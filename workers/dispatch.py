@@ -1,7 +1,12 @@
-"""The Celery implementation of the services' Dispatcher: send tasks by name, ids only."""
+"""The Celery implementation of the services' Dispatcher: send tasks by name, ids only.
+
+Importing this module imports no Celery: the app is handed in, or built by
+:class:`OnFirstSend` only when something is sent.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 RUN_TASK = "certifier.execute_run"
@@ -12,6 +17,20 @@ POLL_DUE_TASK = "certifier.poll_due"
 SWEEP_DELIVERIES_TASK = "certifier.sweep_deliveries"
 DELIVER_NOTIFICATIONS_TASK = "certifier.deliver_notifications"
 ARCHIVE_TASK = "certifier.archive_known_goods"
+
+
+class OnFirstSend:
+    """Stands in for a Celery app that is built when the first task is sent: a command that may
+    send nothing (``certifier reconcile`` with no run to start) then builds no app at all."""
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self._build = build
+        self._app: Any = None
+
+    def send_task(self, *args: Any, **kwargs: Any) -> Any:
+        if self._app is None:
+            self._app = self._build()
+        return self._app.send_task(*args, **kwargs)
 
 
 class CeleryDispatcher:

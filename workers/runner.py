@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import traceback
 from concurrent.futures import ThreadPoolExecutor
@@ -47,20 +48,63 @@ from workers.testbed.tags import control_tag, probe_tag, run_tag
 
 log = logging.getLogger(__name__)
 LOG_LIMIT = 200_000  # characters of the run log kept with the run (the tail)
+LOG_FILE_LIMIT = 10_000_000  # characters of a run's log file; past them, one line says so
+LOG_FILES_KEPT = 1000  # run log files in <data>/runs; older ones go as new runs start
+_LOG_FILE = re.compile(r"run-(\d+)\.log")
 
 
 class RunLog:
-    """The run's own log, stored with the run and shown over the API."""
+    """The run's own log: its tail is stored with the run and shown over the API, and the whole
+    of it is written, as it grows, to ``path`` (``<data>/runs/run-<id>.log``).
 
-    def __init__(self) -> None:
+    The worker's log gets one line per run (:func:`_finish`), not the run's own lines: those
+    buried the worker's messages (25k lines after one afternoon). The file must never cost the
+    run its verdict: if it cannot be written, the worker's log says so once and the run goes on.
+    """
+
+    def __init__(self, path: Path | None = None) -> None:
         self.lines: list[str] = []
+        self.path = path
+        self._written = 0
+        self._write("", "w")
 
     def add(self, text: str) -> None:
-        log.info("%s", text)
         self.lines.append(text)
+        if self._written + len(text) < LOG_FILE_LIMIT:
+            self._write(text + "\n", "a")
+        elif self._written < LOG_FILE_LIMIT:  # once: the run's tail is still kept with the run
+            self._write(f"(log file cut at {LOG_FILE_LIMIT} characters; the tail is stored "
+                        "with the run)\n", "a")
+            self._written = LOG_FILE_LIMIT
+
+    def _write(self, text: str, mode: str) -> None:
+        if self.path is None:
+            return
+        try:
+            with self.path.open(mode, encoding="utf-8", errors="replace") as file:
+                file.write(text)
+            self._written += len(text)
+        except OSError as exc:
+            log.warning("cannot write the run log %s: %s", self.path, exc)
+            self.path = None
 
     def text(self) -> str:
         return "\n".join(self.lines)
+
+
+def _log_file(runs_dir: Path, run_id: int, keep: int = LOG_FILES_KEPT) -> Path | None:
+    """Where run ``run_id`` writes its log, after removing all but the newest ``keep - 1``
+    others (by run id); None if the folder cannot be made."""
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        found = sorted((int(m.group(1)), path) for path in runs_dir.glob("run-*.log")
+                       if (m := _LOG_FILE.fullmatch(path.name)) and int(m.group(1)) != run_id)
+        for _, path in found[:max(0, len(found) - keep + 1)]:
+            path.unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("run %s: no log file in %s: %s", run_id, runs_dir, exc)
+        return None
+    return runs_dir / f"run-{run_id}.log"
 
 
 def _spec(settings: Settings, name: str, out: RunLog) -> TestbedSpec:
@@ -359,7 +403,7 @@ def execute(ctx: WorkerContext, run_id: int,
             more_rounds = _statistics(settings, runs.noise_history(
                 session, plan.testbed, exclude=run_id, candidate=plan.candidate_id))
 
-    out = RunLog()
+    out = RunLog(_log_file(settings.runs_dir, run_id))
     out.add(f"run {run_id} ({plan.kind}) of candidate {plan.candidate_id} on {plan.testbed}, "
             f"worker {ctx.worker_id}")
     results: list[SuiteResult] = []
@@ -440,6 +484,8 @@ def execute(ctx: WorkerContext, run_id: int,
     except BaseException:  # the worker is shutting down: leave nothing behind, then go
         _teardown(control)
         _teardown(bed)
+        log.warning("run %s (%s) stopped by the worker's shutdown; log: %s", run_id, plan.kind,
+                    out.path or "not written")
         raise
 
     _teardown(control)  # left only by an error; the janitor retries one that will not go
@@ -494,6 +540,8 @@ def _finish(ctx: WorkerContext, plan: runs.RunPlan, results: list[SuiteResult],
     elif kept is not None and bed is not None:
         janitor.keep(settings.records_dir, bed.tag, timedelta(seconds=kept.duration_s))
     out.add(f"verdict: {judgement.verdict}")
-    if judgement.verdict is not Verdict.PASSED:
-        log.info("run %s: %s", run_id, "; ".join(e.message for e in judgement.excuses))
+    why = ("" if judgement.verdict is Verdict.PASSED else  # one line: each excuse's first
+           " (" + "; ".join(e.message.partition("\n")[0] for e in judgement.excuses)[:500] + ")")
+    log.info("run %s (%s) of candidate %s on %s: %s%s; log: %s", run_id, plan.kind,
+             plan.candidate_id, plan.testbed, judgement.verdict, why, out.path or "not written")
     return kept is not None

@@ -20,9 +20,10 @@ soak: {duration: 1h, interval: 10m, min_runs: 1, max_infra_retries: 1}
 """
 
 
-def _status(data_dir: Path, config: Path) -> subprocess.CompletedProcess[str]:
+def _status(data_dir: Path, config: Path, **more: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CERTIFIER_")}
-    env.update(CERTIFIER_DATA_DIR=str(data_dir), CERTIFIER_CONFIG=str(config), COLUMNS="120")
+    env.update(CERTIFIER_DATA_DIR=str(data_dir), CERTIFIER_CONFIG=str(config), COLUMNS="120",
+               **more)
     return subprocess.run([sys.executable, "-m", "certifier", "status"], env=env,
                           capture_output=True, text=True, timeout=60, check=False)
 
@@ -53,10 +54,26 @@ def test_status_prints_the_known_good_the_soak_progress_and_the_testbeds(tmp_pat
     assert f"soak1        soak  netns  run {busy.soak_run} (candidate {busy.soaking}" in out
 
 
-def test_status_without_a_database_explains_itself(tmp_path: Path) -> None:
+def test_status_on_a_fresh_data_folder_migrates_and_shows_an_empty_pipeline(
+    tmp_path: Path,
+) -> None:
     config = tmp_path / "certifier.yaml"
     config.write_text(STATUS_CONFIG)
-    done = _status(tmp_path / "nowhere", config)
+    done = _status(tmp_path / "fresh", config)
+    assert done.returncode == 0, done.stderr
+    assert "Known-good: none yet" in done.stdout
+    assert "nothing queued, gating or soaking" in done.stdout
+    assert (tmp_path / "fresh" / "certifier.sqlite").exists()
+    assert _status(tmp_path / "fresh", config).returncode == 0  # and again, already at head
+
+
+def test_status_without_a_database_explains_itself(tmp_path: Path) -> None:
+    """A database it cannot reach (status migrates a fresh one, so "nowhere" needs a server
+    that is not there)."""
+    config = tmp_path / "certifier.yaml"
+    config.write_text(STATUS_CONFIG)
+    done = _status(tmp_path / "nowhere", config,
+                   CERTIFIER_DATABASE_URL="postgresql://certifier@127.0.0.1:1/nowhere")
     assert done.returncode == 1
     assert "cannot read the pipeline from the database" in done.stderr
 
