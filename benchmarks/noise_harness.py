@@ -254,6 +254,25 @@ class Outcome:
 HELD = frozenset({"infra_error", "awaiting_decision", "awaiting_waiver"})
 """Excuse kinds of a candidate that waits for a person (retries used up, a series that leans
 worse undecided, a flaky check): the harness moves on, counting it as waiting."""
+BUSY_PATIENCE = 4
+"""Runs in a row the environment check may find the testbed too busy before the harness moves
+on, counting the candidate as waiting: the pipeline itself retries a busy testbed for as long as
+it stays busy, never holding it against the candidate."""
+
+
+def _held(excuses: list[Any]) -> bool:
+    """Whether a candidate's excuses say it waits for a person, or for a testbed that stayed too
+    busy for ``BUSY_PATIENCE`` runs."""
+    for e in excuses:
+        if not isinstance(e, dict):
+            continue
+        if e.get("kind") in HELD:
+            return True
+        data = e.get("data") if isinstance(e.get("data"), dict) else {}
+        if e.get("kind") == "infra_retry" and "calm down" in str(e.get("message")) \
+                and len(data.get("runs") or ()) >= BUSY_PATIENCE:
+            return True
+    return False
 
 
 class Driver:
@@ -320,8 +339,7 @@ class Driver:
                 out.culprit = str(result["sha"]) if result.get("sha") else None
                 finding = bisection.get("status") == "running"
                 runs_of = [(r.id, r.kind) for r in cand.runs]
-                waiting = [e for e in cand.excuses
-                           if isinstance(e, dict) and e.get("kind") in HELD]
+                waiting = _held(list(cand.excuses))
                 if (state.is_final and not finding) or (waiting and not state.is_final):
                     out.end = "waiting" if not state.is_final else str(state)
                     break
