@@ -260,9 +260,9 @@ on, counting the candidate as waiting: the pipeline itself retries a busy testbe
 it stays busy, never holding it against the candidate."""
 
 
-def _held(excuses: list[Any]) -> bool:
+def _held(excuses: list[Any], busy_patience: int = BUSY_PATIENCE) -> bool:
     """Whether a candidate's excuses say it waits for a person, or for a testbed that stayed too
-    busy for ``BUSY_PATIENCE`` runs."""
+    busy for ``busy_patience`` runs."""
     for e in excuses:
         if not isinstance(e, dict):
             continue
@@ -270,7 +270,7 @@ def _held(excuses: list[Any]) -> bool:
             return True
         data = e.get("data") if isinstance(e.get("data"), dict) else {}
         if e.get("kind") == "infra_retry" and "calm down" in str(e.get("message")) \
-                and len(data.get("runs") or ()) >= BUSY_PATIENCE:
+                and len(data.get("runs") or ()) >= busy_patience:
             return True
     return False
 
@@ -278,7 +278,9 @@ def _held(excuses: list[Any]) -> bool:
 class Driver:
     """The pipeline in this process: reconcile, execute pending runs, skip idle time."""
 
-    def __init__(self, settings: Settings, idle_step: timedelta) -> None:
+    def __init__(self, settings: Settings, idle_step: timedelta,
+                 busy_patience: int = BUSY_PATIENCE) -> None:
+        self.busy_patience = busy_patience
         self.clock = SkipClock()
         self.ctx = WorkerContext(settings, clock=self.clock, dispatcher=RecordingDispatcher())
         self.idle_step = idle_step
@@ -339,7 +341,7 @@ class Driver:
                 out.culprit = str(result["sha"]) if result.get("sha") else None
                 finding = bisection.get("status") == "running"
                 runs_of = [(r.id, r.kind) for r in cand.runs]
-                waiting = _held(list(cand.excuses))
+                waiting = _held(list(cand.excuses), self.busy_patience)
                 if (state.is_final and not finding) or (waiting and not state.is_final):
                     out.end = "waiting" if not state.is_final else str(state)
                     break
@@ -508,7 +510,7 @@ def failures(levels: list[dict[str, Any]]) -> list[str]:
 
 def run(root: Path, *, levels: tuple[int, ...], harmless: int,
         breakages: dict[int, tuple[Breakage, ...]], soak_runs: int, seed: int, subnet: str,
-        max_extra_runs: int | None = None,
+        max_extra_runs: int | None = None, busy_patience: int = BUSY_PATIENCE,
         say: Any = print) -> dict[str, Any]:
     """Build the world, certify its first heads, then every load level (with the breakages
     given for it); the figures."""
@@ -517,7 +519,7 @@ def run(root: Path, *, levels: tuple[int, ...], harmless: int,
     settings = load_settings(config_file=config, data_dir=root / "data")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     migrate.upgrade(settings.resolved_database_url)
-    driver = Driver(settings, timedelta(seconds=60))
+    driver = Driver(settings, timedelta(seconds=60), busy_patience)
     with session_scope(driver.ctx.session_factory) as session:
         components.sync_from_config(session, settings.config.components,
                                     settings.config.testbeds, driver.clock)
