@@ -496,7 +496,9 @@ def _demo_settings(root: Path) -> tuple[Settings, Any]:
     if driver == "local":
         typer.echo("not root: the demo uses the local driver (loopback only), so the bandwidth "
                    "commit cannot be shaped and will not be caught", err=True)
-    world = demo_world.build(root, driver=driver)
+    # Three soak runs of two A/B rounds: six rounds, enough for a series that a busy machine
+    # left undecided at the gate to show that it points worse (and hold the candidate).
+    world = demo_world.build(root, driver=driver, min_runs=3)
     data_dir = Path(os.environ.get("CERTIFIER_DATA_DIR") or root / "data")
     settings = _settings(config_file=world.config_file, data_dir=data_dir)
     return settings, world

@@ -97,6 +97,7 @@ class SoakPolicy:
     floors: Mapping[str, float] = field(default_factory=dict)
     equivalence_pct: float = 5.0
     lean_pct: float = 20.0
+    lean_p: float = 0.05
     count_floor_pp: float = 0.5
     count_equivalence_pp: float = 2.0
     pp_floor: float = 0.1
@@ -377,10 +378,13 @@ def _soak_counts(series: SoakSeries, policy: SoakPolicy, level: float) -> ABVerd
                     f"({figures}), needs more runs")
     else:
         sentence = f"{describe(s)}: ok, {figures} over {n} soak runs"
-    all_diff = rate_difference(cand, ctrl)[0] if cand.trials and ctrl.trials else math.nan
-    leans = outcome is Outcome.UNDECIDED and all_diff > policy.count_equivalence_pp
+    counted = cand.trials > 0 and ctrl.trials > 0
+    all_diff = rate_difference(cand, ctrl)[0] if counted else math.nan
+    all_p = binomial_p(cand, ctrl) if counted else 1.0
+    leans = (outcome is Outcome.UNDECIDED and all_diff > policy.count_equivalence_pp
+             and all_p < policy.lean_p)
     lean_text = (f"{_fmt_signed(all_diff, 2)} pp over every run, beyond the lean bound of "
-                 f"{policy.count_equivalence_pp:g} pp")
+                 f"{policy.count_equivalence_pp:g} pp, {fmt_p(all_p)}")
     return ABVerdict(*s.names, "soak",
                      "binomial", outcome, n, *_medians(series), diff, low, high, "pp", math.nan,
                      floor, p, level, (cand, ctrl), 0, (), _leaning(sentence, leans, lean_text),
@@ -405,13 +409,15 @@ def _soak_values(series: SoakSeries, policy: SoakPolicy, level: float) -> ABVerd
         equivalence = max(policy.equivalence_pct / 100.0 * ref, 2 * floor)
         lean = max(policy.lean_pct / 100.0 * ref, 2 * floor)
     total = sum(len(u) for u in units)
-    # the estimate over every round so far (NaN: none): an undecided series whose estimate is
-    # worse than the lean bound is never promoted undecided (promotion.py)
-    overall = float(np.median(np.concatenate(units))) if total else math.nan
-    leans = overall > lean
+    # the estimate over every round so far (NaN: none) and how consistently the rounds point
+    # worse: an undecided series beyond the lean bound on both is never promoted undecided
+    every_round = np.concatenate(units) if total else np.zeros(0)
+    overall = float(np.median(every_round)) if total else math.nan
+    all_p = signed_rank_p(every_round) if total else 1.0
+    leans = overall > lean and all_p < policy.lean_p
     bound = f"{policy.lean_pct:g} %" if scale is Scale.LOG else f"{fmt_size(lean)} {unit}"
     lean_text = (f"{_fmt_signed(shown(overall, s.better, scale))} {unit} over every round, "
-                 f"beyond the lean bound of {bound}")
+                 f"beyond the lean bound of {bound}, signed-rank {fmt_p(all_p)}")
     notes: list[str] = []
     if n < policy.min_runs or total == 0:
         notes.append(f"{n} soak run(s): at least {policy.min_runs} needed to judge")

@@ -303,7 +303,7 @@ class ABVerdict:
     runs_needed: int
     notes: tuple[str, ...]
     sentence: str
-    leans_worse: bool = False  # undecided, but its estimate is worse than the lean bound
+    leans_worse: bool = False  # undecided, but worse than the lean bound, consistently
 
     @property
     def regressed(self) -> bool:

@@ -22,8 +22,9 @@ lists each failure once, naming every run it was seen in.
 
 Silence is not a pass either. A series the soak cannot decide yet extends the soak (bounded by
 ``max_extra_runs``); one still undecided at the end is promoted with it in the excuses, unless
-its estimate *leans worse* (beyond ``lean_pct`` of the A/B soak statistics): then the candidate
-waits for a person (``awaiting_decision``) — a breakage the noise hid is never promoted silently.
+its estimate *leans worse* (beyond ``lean_pct`` of the A/B soak statistics, its rounds
+pointing worse at an unadjusted p < ``lean_p``): then the candidate waits for a person
+(``awaiting_decision``) — a breakage the noise hid is never promoted silently.
 """
 
 from __future__ import annotations

@@ -148,8 +148,9 @@ def test_a_series_that_leans_worse_is_named_even_among_many_undecided_ones() -> 
                 for i in range(5) for m in ab_run(rng, 2)]
     measured += [replace(m, labels={**m.labels, "n": "slow"})
                  for m in ab_run(rng, 2, candidate=0.5)]
-    judged = judge_run(result(measured), HISTORY, POLICY, ab=ABEvidence(soak_runs=()))
-    assert judged.verdict is Verdict.PASSED  # a soak of one run cannot decide anything yet
+    earlier = tuple(tuple(paired_series(measured)) for _ in range(2))
+    judged = judge_run(result(measured), HISTORY, POLICY, ab=ABEvidence(soak_runs=earlier))
+    assert judged.verdict is Verdict.PASSED  # three short soak runs cannot decide yet
     leaning, summed = judged.excuses
     assert leaning.subject == "bandwidth.throughput_gbps{dst=h2,n=slow,src=h1}"
     assert leaning.data["leans_worse"] and "it leans worse (\u221250" in leaning.message

@@ -1,6 +1,7 @@
 """A/B judgement over a soak: paired runs, signed ranks, calibration per candidate (absoak.py)."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -149,16 +150,21 @@ def test_a_soak_series_that_never_moves_is_ok() -> None:
 
 
 def test_an_undecided_series_whose_estimate_is_far_worse_leans_worse() -> None:
-    # a busy machine: 30 % noise per round hides a 50 % drop over two short runs
+    # a busy machine: 30 % noise per round hides a 50 % drop over three short runs
     rng = np.random.default_rng(8)
     runs = [[PairedSeries("storage", "rand_write_iops", "IOPS", Better.HIGHER, {"job": "w"},
-                          (0, 1), tuple(5000 * (1 + 0.3 * rng.standard_normal(2))),
-                          tuple(10000 * (1 + 0.3 * rng.standard_normal(2))))]
-            for _ in range(2)]
+                          (0, 1, 2), tuple(5000 * (1 + 0.3 * rng.standard_normal(3))),
+                          tuple(10000 * (1 + 0.3 * rng.standard_normal(3))))]
+            for _ in range(3)]
     (v,) = judge_soak(runs, POLICY).verdicts
     assert v.outcome is Outcome.UNDECIDED and v.leans_worse
     assert "it leans worse (" in v.sentence and "beyond the lean bound of 20 %" in v.sentence
     assert v.excuse().data["leans_worse"] is True  # type: ignore[union-attr]
+    # two rounds cannot point worse consistently enough (one-sided p of 1/4 at best)
+    (short,) = judge_soak([[replace(runs[0][0], rounds=(0, 1),
+                                    candidate=runs[0][0].candidate[:2],
+                                    control=runs[0][0].control[:2])]], POLICY).verdicts
+    assert short.outcome is Outcome.UNDECIDED and not short.leans_worse
 
 
 def test_an_undecided_harmless_series_does_not_lean() -> None:
