@@ -232,12 +232,8 @@ def _tracking_tasks(app: Celery, context: WorkerContext, settings: Settings) -> 
     def poll_due() -> list[int]:
         with session_scope(context.session_factory) as session:
             due = polling.due(session, context.clock)
-        dispatcher = context.dispatcher
         for component_id in due:
-            if isinstance(dispatcher, deliveries.TrackingDispatcher):
-                dispatcher.poll_component(component_id)
-            else:
-                poll_component(component_id)
+            context.dispatcher.poll_component(component_id)
         return due
 
     @app.task(name=SWEEP_DELIVERIES_TASK, acks_late=True, shared=False, time_limit=120)

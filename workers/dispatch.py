@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from certifier.pipeline.dispatch import Dispatcher
+
 RUN_TASK = "certifier.execute_run"
 RECONCILE_TASK = "certifier.reconcile"
 PROCESS_DELIVERY_TASK = "certifier.process_delivery"
@@ -14,7 +16,9 @@ DELIVER_NOTIFICATIONS_TASK = "certifier.deliver_notifications"
 ARCHIVE_TASK = "certifier.archive_known_goods"
 
 
-class CeleryDispatcher:
+class CeleryDispatcher(Dispatcher):
+    """The services' ``Dispatcher`` (certifier/pipeline/dispatch.py), every method of it."""
+
     def __init__(self, app: Any) -> None:
         self._app = app
 
@@ -24,7 +28,7 @@ class CeleryDispatcher:
     def request_reconcile(self) -> None:
         self._app.send_task(RECONCILE_TASK)
 
-    # Upstream tracking (certifier.tracking.deliveries.TrackingDispatcher). No publish retries:
+    # Upstream tracking. No publish retries:
     # the delivery is already stored, and the sweep sends it again if the broker is down.
     def process_delivery(self, delivery_id: int) -> None:
         self._app.send_task(PROCESS_DELIVERY_TASK, args=[delivery_id], retry=False)
@@ -32,7 +36,7 @@ class CeleryDispatcher:
     def poll_component(self, component_id: int) -> None:
         self._app.send_task(POLL_COMPONENT_TASK, args=[component_id], retry=False)
 
-    # Outgoing notifications (certifier.pipeline.notify.NotificationDispatcher): no publish
-    # retries either; the rows are stored and beat's next tick sends them.
+    # Outgoing notifications: no publish retries either; the rows are stored and beat's next
+    # tick sends them.
     def deliver_notifications(self) -> None:
         self._app.send_task(DELIVER_NOTIFICATIONS_TASK, retry=False)

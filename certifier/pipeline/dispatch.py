@@ -2,7 +2,9 @@
 
 Services never import Celery; they hand ids to a :class:`Dispatcher` after the transaction
 commits. The Celery implementation lives in ``workers/dispatch.py``; tests use
-:class:`RecordingDispatcher`.
+:class:`RecordingDispatcher`. There is one protocol with every task the services send, and
+every dispatcher implements all of it (mypy checks that), so no call is silently dropped because
+a dispatcher lacks a method.
 
 A run is sent without a testbed: every worker consumes the one queue, and the claim
 (``runs.claim``, bound to one testbed for a ``certifier worker --testbed``) decides where it runs,
@@ -20,12 +22,27 @@ from certifier.db.session import after_commit
 
 
 class Dispatcher(Protocol):
+    """Every task a service sends, by id. Sending may raise (a broker outage): the callers that
+    must not fail for it guard the call (``deliveries.send_after_commit``, ``notify``)."""
+
     def enqueue_run(self, run_id: int) -> None: ...
 
     def request_reconcile(self) -> None: ...
 
+    def process_delivery(self, delivery_id: int) -> None:
+        """Process one stored webhook delivery (upstream tracking)."""
+        ...
 
-class NullDispatcher:
+    def poll_component(self, component_id: int) -> None:
+        """Poll one component's upstream now (upstream tracking)."""
+        ...
+
+    def deliver_notifications(self) -> None:
+        """Send the outgoing notifications that are due."""
+        ...
+
+
+class NullDispatcher(Dispatcher):
     """Dispatches nothing: for read-only processes and one-shot CLI commands."""
 
     def enqueue_run(self, run_id: int) -> None:
@@ -34,19 +51,40 @@ class NullDispatcher:
     def request_reconcile(self) -> None:
         return None
 
+    def process_delivery(self, delivery_id: int) -> None:
+        return None
 
-class RecordingDispatcher:
+    def poll_component(self, component_id: int) -> None:
+        return None
+
+    def deliver_notifications(self) -> None:
+        return None
+
+
+class RecordingDispatcher(Dispatcher):
     """Remembers what it was asked to send, for tests."""
 
     def __init__(self) -> None:
         self.runs: list[int] = []
         self.reconciles = 0
+        self.deliveries: list[int] = []
+        self.polls: list[int] = []
+        self.notification_passes = 0
 
     def enqueue_run(self, run_id: int) -> None:
         self.runs.append(run_id)
 
     def request_reconcile(self) -> None:
         self.reconciles += 1
+
+    def process_delivery(self, delivery_id: int) -> None:
+        self.deliveries.append(delivery_id)
+
+    def poll_component(self, component_id: int) -> None:
+        self.polls.append(component_id)
+
+    def deliver_notifications(self) -> None:
+        self.notification_passes += 1
 
 
 def enqueue_run_after_commit(session: Session, dispatcher: Dispatcher, run_id: int) -> None:
