@@ -1,10 +1,16 @@
-"""The Celery implementation of the services' Dispatcher: send tasks by name, ids only."""
+"""The Celery implementation of the services' Dispatcher: send tasks by name, ids only.
+
+:class:`OnDemandDispatcher` is the one-shot commands' (``certifier candidate mark-bad`` …): it
+builds the Celery app only when a service asks for a task after its commit.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from certifier.pipeline.dispatch import Dispatcher
+from certifier.settings import Settings
 
 RUN_TASK = "certifier.execute_run"
 RECONCILE_TASK = "certifier.reconcile"
@@ -40,3 +46,38 @@ class CeleryDispatcher(Dispatcher):
     # tick sends them.
     def deliver_notifications(self) -> None:
         self._app.send_task(DELIVER_NOTIFICATIONS_TASK, retry=False)
+
+
+class OnDemandDispatcher(Dispatcher):
+    """A :class:`CeleryDispatcher` built at the first send; a send that fails goes to
+    ``on_error`` instead of being raised (the periodic passes do the work anyway)."""
+
+    def __init__(self, settings: Settings, on_error: Callable[[Exception], None]) -> None:
+        self._settings = settings
+        self._on_error = on_error
+        self._celery: CeleryDispatcher | None = None
+
+    def _send(self, send: Callable[[CeleryDispatcher], None]) -> None:
+        try:
+            if self._celery is None:
+                from workers.celery_app import create_celery  # it imports this module
+
+                self._celery = CeleryDispatcher(create_celery(self._settings))
+            send(self._celery)
+        except Exception as exc:  # any broker trouble: reported, never raised
+            self._on_error(exc)
+
+    def enqueue_run(self, run_id: int) -> None:
+        self._send(lambda celery: celery.enqueue_run(run_id))
+
+    def request_reconcile(self) -> None:
+        self._send(lambda celery: celery.request_reconcile())
+
+    def process_delivery(self, delivery_id: int) -> None:
+        self._send(lambda celery: celery.process_delivery(delivery_id))
+
+    def poll_component(self, component_id: int) -> None:
+        self._send(lambda celery: celery.poll_component(component_id))
+
+    def deliver_notifications(self) -> None:
+        self._send(lambda celery: celery.deliver_notifications())
