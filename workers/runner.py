@@ -28,7 +28,7 @@ from pathlib import Path
 
 from certifier.db.session import session_scope
 from certifier.domain.abtest import NoiseHistory, needs_more_rounds
-from certifier.domain.judgement import Verdict
+from certifier.domain.judgement import RunJudgement, Verdict
 from certifier.domain.results import Measurement, Side, SuiteResult
 from certifier.domain.snapshots import Snapshot
 from certifier.pipeline import autohold, runs
@@ -462,10 +462,11 @@ def _finish(ctx: WorkerContext, plan: runs.RunPlan, results: list[SuiteResult],
     settings, run_id = ctx.settings, plan.run_id
     policy = settings.judgement_policy()
     hold_id: int | None = None
+    judged: RunJudgement | None = None  # judged once: runs.finish records this one
     if bed is not None and setup_error is None:
         with session_scope(ctx.session_factory) as session:
-            verdict = runs.judge(session, run_id, results, policy).verdict
-            hold_id = autohold.matching(session, run_id, verdict)
+            judged = runs.judge(session, run_id, results, policy)
+            hold_id = autohold.matching(session, run_id, judged.verdict)
     if hold_id is None:
         teardown_error = _teardown(bed)
         if teardown_error and setup_error is None:
@@ -476,7 +477,8 @@ def _finish(ctx: WorkerContext, plan: runs.RunPlan, results: list[SuiteResult],
         judgement = runs.finish(session, run_id, results, ctx.clock, policy,
                                 log=out.text()[-LOG_LIMIT:], setup_error=setup_error,
                                 rounds=rounds, environment=environment,
-                                environment_policy=settings.config.environment.policy())
+                                environment_policy=settings.config.environment.policy(),
+                                judged=judged)
         if bed is not None and hold_id is not None and judgement.verdict in autohold.HELD_VERDICTS:
             kept = autohold.catch(session, hold_id, run_id, ctx.clock, testbed=plan.testbed,
                                   tag=bed.tag, worker=ctx.worker_id,
