@@ -42,7 +42,8 @@ from workers.context import WorkerContext
 from workers.environment import Recorder
 from workers.recipes import Deployable, Recipes, RunInfo
 from workers.suites import SUITES, upgrade
-from workers.testbed.base import InfraError, Testbed, TestbedError, TestbedSpec, create_testbed
+from workers.testbed.base import InfraError, Testbed, TestbedError, TestbedSpec
+from workers.testbed.factory import create_testbed
 from workers.testbed.tags import control_tag, probe_tag, run_tag
 
 log = logging.getLogger(__name__)
