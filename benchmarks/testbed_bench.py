@@ -43,7 +43,8 @@ from certifier.settings import AbConfig, SuitesConfig
 from certifier.topology import load as load_topology
 from workers import abrounds
 from workers.suites import SUITES, bandwidth
-from workers.testbed.base import Testbed, TestbedSpec, create_testbed
+from workers.testbed.base import Testbed, TestbedSpec
+from workers.testbed.factory import create_testbed
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_CLOUD = ROOT / "examples" / "topologies" / "small-cloud.yaml"

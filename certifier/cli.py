@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -295,40 +296,41 @@ def hold_release(hold_id: int) -> None:
     """Let a hold go; a kept testbed is torn down by the worker at its next reconcile pass."""
     import getpass
 
-    from certifier.db.session import make_engine, make_session_factory, session_scope
     from certifier.domain.clock import SystemClock
     from certifier.pipeline import autohold
     from certifier.pipeline.errors import ServiceError
 
-    settings = _settings()
-    factory = make_session_factory(make_engine(settings.resolved_database_url))
     try:
-        with session_scope(factory) as session:
+        with _action_scope(_settings(), "tears it down") as session:
             hold = autohold.release(session, hold_id, SystemClock(), f"cli:{getpass.getuser()}")
             typer.echo(_hold_line(hold))
     except ServiceError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
-    _ask_for_pass(settings, "tears it down")
 
 
-def _ask_for_pass(settings: Settings, what: str) -> None:
-    """Ask for a reconcile pass now rather than at beat's next tick; ``what`` the pass does."""
-    try:
-        from workers.celery_app import create_celery
-        from workers.dispatch import CeleryDispatcher
+@contextlib.contextmanager
+def _action_scope(settings: Settings, what: str) -> Iterator[Any]:
+    """A unit of work for an operator action, bound like the API's request session: the
+    after-commit work the service registers (a reconcile pass now rather than at beat's next
+    tick) goes to the broker once it commits. ``what``: what that pass does, said if the
+    broker cannot be reached."""
+    from certifier.db.session import session_scope
+    from certifier.pipeline.dispatch import bind
+    from workers.dispatch import OnDemandDispatcher
 
-        CeleryDispatcher(create_celery(settings)).request_reconcile()
-    except Exception as exc:  # any broker trouble: the periodic pass does it anyway
+    def unreachable(exc: Exception) -> None:
         typer.echo(f"(could not reach the broker: {exc}; the next periodic pass {what})",
                    err=True)
+
+    with session_scope(_session_factory(settings)) as session:
+        yield bind(session, OnDemandDispatcher(settings, unreachable))
 
 
 def _mark(candidate_id: int, reason: str, *, bad: bool) -> None:
     """Mark (or unmark) a candidate's combination bad, as ``cli:<user>``, audited."""
     import getpass
 
-    from certifier.db.session import session_scope
     from certifier.domain.clock import SystemClock
     from certifier.pipeline import actions
     from certifier.pipeline.errors import ServiceError
@@ -336,7 +338,7 @@ def _mark(candidate_id: int, reason: str, *, bad: bool) -> None:
     actor = f"cli:{getpass.getuser()}"
     change = actions.mark_bad if bad else actions.unmark_bad
     try:
-        with session_scope(_session_factory(_settings())) as session:
+        with _action_scope(_settings(), "acts on it") as session:
             cand = change(session, SystemClock(), actor, candidate_id, reason)
             typer.echo(f"candidate {cand.id}: {cand.state}; combination {cand.combination_hash} "
                        f"{'marked bad' if bad else 'no longer marked bad'}")
@@ -367,7 +369,6 @@ def candidate_retry(
     next pass runs it again. Exit 1 when there is nothing to retry."""
     import getpass
 
-    from certifier.db.session import session_scope
     from certifier.domain.clock import SystemClock
     from certifier.pipeline import actions
     from certifier.pipeline.errors import ServiceError
@@ -377,7 +378,7 @@ def candidate_retry(
         raise typer.Exit(2)
     settings = _settings()
     try:
-        with session_scope(_session_factory(settings)) as session:
+        with _action_scope(settings, "runs it") as session:
             cand = actions.retry(session, SystemClock(), candidate_id,
                                  f"cli:{getpass.getuser()}", reason, settings.soak_policy())
             typer.echo(f"candidate {cand.id}: {cand.state}; retried, its infra retries start "
@@ -385,7 +386,6 @@ def candidate_retry(
     except ServiceError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
-    _ask_for_pass(settings, "runs it")
 
 
 @candidate_app.command("unmark-bad")
@@ -401,7 +401,6 @@ def _component_action(action: str, name: str, reason: str) -> None:
     """Pause, resume or remove a component as ``cli:<user>``, audited like the API's."""
     import getpass
 
-    from certifier.db.session import session_scope
     from certifier.domain.clock import SystemClock
     from certifier.pipeline import components
     from certifier.pipeline.errors import ServiceError
@@ -412,7 +411,7 @@ def _component_action(action: str, name: str, reason: str) -> None:
     change = {"pause": components.pause, "resume": components.resume,
               "remove": components.remove}[action]
     try:
-        with session_scope(_session_factory(_settings())) as session:
+        with _action_scope(_settings(), "acts on it") as session:
             row = change(session, SystemClock(), name, f"cli:{getpass.getuser()}", reason)
             state = "removed" if row.removed_at else "paused" if row.paused else "tracked"
             typer.echo(f"component {row.name}: {state}")

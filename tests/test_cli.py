@@ -173,3 +173,25 @@ def test_a_demo_whose_first_candidate_is_stuck_exits_1_naming_the_reason(tmp_pat
     assert "candidate 1 is stuck: 3 gate runs in a row" in done.stdout
     assert "demo failed: cannot reach the first known-good: candidate 1 waits for an operator" \
         in done.stderr
+
+
+def test_pausing_a_component_from_the_cli_asks_the_broker_for_a_pass_as_the_api_does(
+        tmp_path: Path) -> None:
+    """The API's side is tests/api/test_after_commit.py: the service registers the pass."""
+    from certifier.db.session import make_engine, make_session_factory, session_scope
+    from certifier.domain.clock import SystemClock
+    from certifier.pipeline import components
+    from certifier.settings import ComponentConfig, Settings
+
+    assert _certifier("db", "upgrade", data_dir=tmp_path).returncode == 0
+    engine = make_engine(Settings(data_dir=tmp_path).resolved_database_url)
+    with session_scope(make_session_factory(engine)) as session:
+        components.create_component(
+            session, ComponentConfig(name="nova", url="https://git.example/nova.git"),
+            SystemClock())
+    engine.dispose()
+    done = _certifier("component", "pause", "nova", "--reason", "flaky", data_dir=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "component nova: paused" in done.stdout
+    sent = [m.read_text() for m in (tmp_path / "broker").rglob("*.msg")]
+    assert sum("certifier.reconcile" in m for m in sent) == 1, sent

@@ -14,7 +14,7 @@ only, since nothing of ours runs yet:
 
 Then it tears the testbed down. The probe goes through :func:`create_testbed`, so it is
 recorded on disk before the first namespace exists, and a SIGKILL in the middle leaves a record
-that the janitor reaps (``workers/testbed/janitor.py``). Its tag is the run's tag prefix with
+that the janitor reaps (``workers/testbed/reaper.py``). Its tag is the run's tag prefix with
 ``00`` before the run id (:func:`workers.testbed.tags.probe_tag`; a control testbed's has one
 ``0``), inside the prefix the janitor's orphan scan covers, and its testbed name is the run's
 testbed's, so the next claim of that testbed clears a probe left behind too.
@@ -36,13 +36,8 @@ from typing import Any
 from certifier.domain.results import SuiteResult
 from workers.environment import Recorder, span_figures
 from workers.suites import bandwidth, ping, storage
-from workers.testbed.base import (
-    InfraError,
-    Testbed,
-    TestbedError,
-    TestbedSpec,
-    create_testbed,
-)
+from workers.testbed.base import InfraError, Testbed, TestbedError, TestbedSpec
+from workers.testbed.factory import create_testbed
 
 log = logging.getLogger(__name__)
 

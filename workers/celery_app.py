@@ -242,12 +242,8 @@ def _tracking_tasks(app: Celery, context: WorkerContext, settings: Settings) -> 
     def poll_due() -> list[int]:
         with session_scope(context.session_factory) as session:
             due = polling.due(session, context.clock)
-        dispatcher = context.dispatcher
         for component_id in due:
-            if isinstance(dispatcher, deliveries.TrackingDispatcher):
-                dispatcher.poll_component(component_id)
-            else:
-                poll_component(component_id)
+            context.dispatcher.poll_component(component_id)
         return due
 
     @_task(app, SWEEP_DELIVERIES_TASK, time_limit=120)

@@ -39,8 +39,7 @@ from certifier.db.session import session_scope
 from certifier.pipeline import autohold, runs
 from certifier.pipeline.dispatch import reconcile_after_commit
 from workers.context import WorkerContext
-from workers.testbed import janitor as testbed_janitor
-from workers.testbed import records
+from workers.testbed import reaper, records
 from workers.testbed.process import InfraError, pid_alive, start_ticks
 from workers.testbed.tags import control_tag, run_tag, run_tag_prefix
 
@@ -51,8 +50,8 @@ KEEPER_GRACE = timedelta(minutes=5)  # the keeper outlives the hold a little: th
 
 def recover(ctx: WorkerContext) -> list[int]:
     """Reap dead testbeds and fail the runs of dead workers on this host; returns those runs."""
-    removed = testbed_janitor.reap(ctx.settings.records_dir,
-                                   owned_prefix=run_tag_prefix(ctx.settings))
+    removed = reaper.reap(ctx.settings.records_dir,
+                          owned_prefix=run_tag_prefix(ctx.settings))
     if removed:
         log.warning("janitor removed leftovers of dead runs: %s", ", ".join(removed))
     host = socket.gethostname()
@@ -74,7 +73,7 @@ def recover(ctx: WorkerContext) -> list[int]:
 
 def sweep_dead(ctx: WorkerContext) -> list[str]:
     """Tear down this host's testbeds whose owner died while this worker lives on."""
-    removed = testbed_janitor.reap_dead(ctx.settings.records_dir)
+    removed = reaper.reap_dead(ctx.settings.records_dir)
     if removed:
         log.warning("janitor removed leftovers of dead runs: %s", ", ".join(removed))
     return removed
@@ -104,8 +103,8 @@ def clear_testbed(ctx: WorkerContext, testbed: str, run_id: int) -> list[str]:
         tags.update((run_tag(settings, previous), control_tag(settings, previous)))
     if not tags:
         return []
-    removed = testbed_janitor.reap(settings.records_dir, stale_tags=sorted(tags),
-                                   orphan_tags=tags, owned_prefix=run_tag_prefix(settings))
+    removed = reaper.reap(settings.records_dir, stale_tags=sorted(tags),
+                          orphan_tags=tags, owned_prefix=run_tag_prefix(settings))
     if removed:
         log.warning("janitor: before run %s on testbed %s, removed %s", run_id, testbed,
                     ", ".join(removed))
@@ -141,7 +140,7 @@ def release(records_dir: Path, tag: str) -> list[str]:
     if pid_alive(record.owner_pid, record.owner_ticks):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(record.owner_pid, signal.SIGKILL)
-    return testbed_janitor.destroy(record, records_dir)
+    return reaper.destroy(record, records_dir)
 
 
 def sweep_holds(ctx: WorkerContext) -> list[int]:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from certifier.db.session import session_scope
 from certifier.domain.abtest import NoiseHistory, needs_more_rounds
-from certifier.domain.judgement import Verdict
+from certifier.domain.judgement import RunJudgement, Verdict
 from certifier.domain.results import Measurement, Side, SuiteResult
 from certifier.domain.snapshots import Snapshot
 from certifier.pipeline import autohold, runs
@@ -43,7 +43,8 @@ from workers.context import WorkerContext
 from workers.environment import Recorder
 from workers.recipes import Deployable, Recipes, RunInfo
 from workers.suites import SUITES, upgrade
-from workers.testbed.base import InfraError, Testbed, TestbedError, TestbedSpec, create_testbed
+from workers.testbed.base import InfraError, Testbed, TestbedError, TestbedSpec
+from workers.testbed.factory import create_testbed
 from workers.testbed.tags import control_tag, probe_tag, run_tag
 
 log = logging.getLogger(__name__)
@@ -508,10 +509,11 @@ def _finish(ctx: WorkerContext, plan: runs.RunPlan, results: list[SuiteResult],
     settings, run_id = ctx.settings, plan.run_id
     policy = settings.judgement_policy()
     hold_id: int | None = None
+    judged: RunJudgement | None = None  # judged once: runs.finish records this one
     if bed is not None and setup_error is None:
         with session_scope(ctx.session_factory) as session:
-            verdict = runs.judge(session, run_id, results, policy).verdict
-            hold_id = autohold.matching(session, run_id, verdict)
+            judged = runs.judge(session, run_id, results, policy)
+            hold_id = autohold.matching(session, run_id, judged.verdict)
     if hold_id is None:
         teardown_error = _teardown(bed)
         if teardown_error and setup_error is None:
@@ -522,7 +524,8 @@ def _finish(ctx: WorkerContext, plan: runs.RunPlan, results: list[SuiteResult],
         judgement = runs.finish(session, run_id, results, ctx.clock, policy,
                                 log=out.text()[-LOG_LIMIT:], setup_error=setup_error,
                                 rounds=rounds, environment=environment,
-                                environment_policy=settings.config.environment.policy())
+                                environment_policy=settings.config.environment.policy(),
+                                judged=judged)
         if bed is not None and hold_id is not None and judgement.verdict in autohold.HELD_VERDICTS:
             kept = autohold.catch(session, hold_id, run_id, ctx.clock, testbed=plan.testbed,
                                   tag=bed.tag, worker=ctx.worker_id,

@@ -2,8 +2,9 @@
 
 The session commits at the boundary — after the path operation returns and *before* the response
 is sent (``scope="function"``), so a client never sees a 201 for a row that then failed to
-commit — and rolls back if anything raised. Dispatcher calls registered with ``after_commit``
-fire on that commit.
+commit — and rolls back if anything raised. The session is bound to the app's dispatcher and
+manifest cache (``dispatch.bind``), so the after-commit work services register (a reconcile pass,
+clearing the manifest cache after a promotion or a revocation) fires on that commit.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from certifier.api.manifest_cache import ManifestCache
 from certifier.db.session import session_scope
 from certifier.domain.clock import Clock
-from certifier.pipeline.dispatch import Dispatcher
+from certifier.pipeline.dispatch import Dispatcher, bind
 from certifier.pipeline.signing import Signer
 from certifier.pipeline.tokens import ConfiguredToken, parse_configured
 from certifier.settings import Settings
@@ -54,7 +55,7 @@ ContextDep = Annotated[AppContext, Depends(get_context)]
 
 def get_session(context: ContextDep) -> Iterator[Session]:
     with session_scope(context.session_factory) as session:
-        yield session
+        yield bind(session, context.dispatcher, context.manifest_cache.clear)
 
 
 def get_clock(context: ContextDep) -> Clock:

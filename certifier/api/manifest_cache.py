@@ -6,6 +6,10 @@ API keeps each format's rendered bytes and ETag for ``ttl`` seconds (one second 
 A promotion or revocation made through this process clears the cache at once; one made by a
 worker process is seen within ``ttl``. A poller can never see a mix of two versions: each entry is
 one document, rendered whole, with the ETag of exactly those bytes.
+
+:func:`answer` is the one writer of a manifest answer (status, headers, body): the fast path
+below and the routes (``routers/manifests.py``) both send what it says, so a ``304`` or a ``200``
+carries the same headers whichever of them answered. :data:`FORMATS` is the one list of formats.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Literal, get_args
 from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -75,7 +80,8 @@ class ManifestCache:
 
 MANIFEST_PATH = "/api/v1/manifest"
 SIGNATURE_HEADER = "X-Manifest-Signature"
-FORMATS = frozenset({"json", "yaml", "env"})
+ManifestFormat = Literal["json", "yaml", "env", "csv"]
+FORMATS: frozenset[str] = frozenset(get_args(ManifestFormat))
 
 
 def etag_matches(header: str | None, etag: str) -> bool:
@@ -121,17 +127,26 @@ def _plain_format(query: bytes) -> str | None:
     return None
 
 
+Headers = list[tuple[bytes, bytes]]
+
+
+def answer(entry: Representation, if_none_match: str | None) -> tuple[int, Headers, bytes]:
+    """Status, headers and body of the answer with ``entry``: ``304`` without a body when
+    ``If-None-Match`` matches its ETag, else ``200``. Both carry the ETag, ``no-cache`` and the
+    signature of the bytes (a client that revalidates keeps the signature it is told about)."""
+    headers = [(b"etag", entry.etag.encode()), (b"cache-control", b"no-cache")]
+    if entry.signature:
+        headers.append((SIGNATURE_HEADER.lower().encode(), entry.signature.encode()))
+    if etag_matches(if_none_match, entry.etag):
+        return 304, headers, b""
+    headers += [(b"content-type", entry.media_type.encode()),
+                (b"content-length", str(len(entry.body)).encode())]
+    return 200, headers, entry.body
+
+
 async def _send(entry: Representation, scope: Scope, send: Send) -> None:
     header = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"if-none-match"),
                   None)
-    headers = [(b"etag", entry.etag.encode()), (b"cache-control", b"no-cache")]
-    if etag_matches(header, entry.etag):
-        await send({"type": "http.response.start", "status": 304, "headers": headers})
-        await send({"type": "http.response.body", "body": b""})
-        return
-    if entry.signature:
-        headers.append((SIGNATURE_HEADER.lower().encode(), entry.signature.encode()))
-    headers += [(b"content-type", entry.media_type.encode()),
-                (b"content-length", str(len(entry.body)).encode())]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": entry.body})
+    status, headers, body = answer(entry, header)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -53,9 +53,15 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-def after_commit(session: Session, callback: Callable[[], None]) -> None:
-    """Run ``callback`` once the session's current transaction commits (dropped on rollback)."""
-    session.info.setdefault(_AFTER_COMMIT, []).append(callback)
+def after_commit(session: Session, callback: Callable[[], None], *, once: bool = False) -> None:
+    """Run ``callback`` once the session's current transaction commits (dropped on rollback).
+
+    ``once``: not if an equal callback (the same bound method) is already waiting, so services
+    that each ask for the same after-commit work in one transaction cause it once.
+    """
+    pending = session.info.setdefault(_AFTER_COMMIT, [])
+    if not (once and callback in pending):
+        pending.append(callback)
 
 
 @event.listens_for(Session, "after_commit")

@@ -3,7 +3,9 @@ known-good.
 
 Each action checks the candidate's state through the lifecycle, changes it, and writes one audit
 event naming the actor (``token:<name>`` over the API, ``cli:<user>`` on the server). They only
-flush: the API request commits, and asks the scheduler for a pass after the commit.
+flush, and each asks the scheduler for a pass once its transaction commits (whoever commits it:
+the API request, the CLI); a promotion or a revocation also tells the session's listeners that
+the known-good changed (the API clears its manifest cache), after the commit too.
 
 A waiver applies from the scheduler's next pass (``waivers``). When it sets aside the last failure
 of a *rejected* candidate, that candidate is re-queued (``lifecycle.reinstate``): it boards when
@@ -39,6 +41,7 @@ from certifier.domain.promotion import (
     decide,
 )
 from certifier.pipeline import knowngood, notify, runs, scheduler, waivers
+from certifier.pipeline.dispatch import known_good_changed, reconcile_after_commit
 from certifier.pipeline.errors import Conflict, Invalid, NotFound
 
 _JUDGED = (RunKind.GATE.value, RunKind.SOAK.value)
@@ -66,6 +69,7 @@ def cancel(session: Session, clock: Clock, candidate_id: int, actor: str,
                      Excuse("cancelled", "operator", f"cancelled by {actor}: {reason}"))
     scheduler.audit(session, clock, actor, "cancel", _subject(cand), reason=reason,
                     withdrawn_runs=withdrawn)
+    reconcile_after_commit(session)
     return cand
 
 
@@ -131,6 +135,7 @@ def waive(session: Session, clock: Clock, candidate_id: int, actor: str, subject
         scheduler.audit(session, clock, actor, "reinstate", _subject(cand),
                         reason="every failure that rejected it is waived")
         requeued = True
+    reconcile_after_commit(session)
     return waiver, requeued
 
 
@@ -159,6 +164,7 @@ def retry(session: Session, clock: Clock, candidate_id: int, actor: str, reason:
     scheduler.audit(session, clock, actor, "retry", _subject(cand), reason=reason,
                     state=cand.state, after=exhausted[0].message,
                     runs=exhausted[0].data.get("runs", []))
+    reconcile_after_commit(session)
     return cand
 
 
@@ -192,6 +198,7 @@ def promote(session: Session, clock: Clock, candidate_id: int, actor: str, reaso
                     reason=reason, manual=True, forced=force)
     if notifier is not None:
         notify.candidate_promoted(session, clock, notifier, cand, kg, actor)
+    reconcile_after_commit(session)
     return kg
 
 
@@ -223,6 +230,7 @@ def mark_bad(session: Session, clock: Clock, actor: str, candidate_id: int,
                                 {"combination": combo.hash}))
     scheduler.audit(session, clock, actor, "mark_bad", _subject(cand), reason=reason,
                     combination=combo.hash, state=previous, withdrawn_runs=withdrawn)
+    reconcile_after_commit(session)
     return cand
 
 
@@ -239,6 +247,7 @@ def unmark_bad(session: Session, clock: Clock, actor: str, candidate_id: int,
                     combination=combo.hash, was_marked_by=combo.bad_by,
                     was_marked_reason=combo.bad_reason)
     combo.bad_at = combo.bad_reason = combo.bad_by = None
+    reconcile_after_commit(session)
     return cand
 
 
@@ -258,4 +267,6 @@ def revoke(session: Session, clock: Clock, version: int, actor: str, reason: str
                     current=now_current.version if now_current else None)
     if notifier is not None:
         notify.known_good_revoked(session, clock, notifier, kg, now_current, actor, reason)
+    known_good_changed(session)
+    reconcile_after_commit(session)
     return kg, now_current

@@ -21,6 +21,7 @@ from certifier.db import models
 from certifier.domain.clock import Clock
 from certifier.domain.judgement import Verdict
 from certifier.pipeline import components
+from certifier.pipeline.dispatch import reconcile_after_commit
 from certifier.pipeline.errors import Invalid, NotFound
 from certifier.pipeline.runs import get_run
 from certifier.pipeline.scheduler import audit
@@ -90,6 +91,7 @@ def _release_lease(session: Session, run_id: int | None) -> None:
 def release(session: Session, hold_id: int, clock: Clock, actor: str) -> models.Autohold:
     """Let a hold go: an armed one is over, a holding one's testbed is handed back. Idempotent."""
     hold = get(session, hold_id)
+    reconcile_after_commit(session)  # a pass tears a handed-back testbed down
     now = clock.now()
     if hold.state == HoldState.ARMED:
         hold.state = HoldState.RELEASED

@@ -10,7 +10,8 @@ no longer listed, tracked, polled or formed into candidates, and its name stays 
 refused while the current known-good or an open candidate (or a running culprit finding)
 includes it: the known-good carries its components into every next candidate, so such a
 component can only be paused (held at its known-good commit). Removal is for a component
-registered by mistake, or one whose candidates all ended without being promoted.
+registered by mistake, or one whose candidates all ended without being promoted. Each of these,
+and a new commit, asks the scheduler for a pass once the transaction commits.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from certifier.domain.clock import Clock
 from certifier.domain.combination import SHA_RE
 from certifier.domain.lifecycle import CandidateState
 from certifier.pipeline import knowngood
+from certifier.pipeline.dispatch import reconcile_after_commit
 from certifier.pipeline.errors import Conflict, Invalid, NotFound
 from certifier.settings import ComponentConfig, TestbedConfig
 
@@ -82,6 +84,7 @@ def register(session: Session, config: ComponentConfig, clock: Clock, actor: str
     component = create_component(session, config, clock)
     _audit(session, clock, actor, "register", component, source=component.source,
            url=component.url, branch=component.branch, api_url=component.api_url)
+    reconcile_after_commit(session)
     return component
 
 
@@ -94,6 +97,7 @@ def pause(session: Session, clock: Clock, name: str, actor: str, reason: str
         raise Conflict(f"component {name!r} is already paused by an operator")
     component.paused, component.paused_reason = True, None
     _audit(session, clock, actor, "pause", component, reason=reason)
+    reconcile_after_commit(session)
     return component
 
 
@@ -106,6 +110,7 @@ def resume(session: Session, clock: Clock, name: str, actor: str, reason: str
     was = component.paused_reason or "paused by an operator"
     component.paused, component.paused_reason = False, None
     _audit(session, clock, actor, "resume", component, reason=reason, was=was)
+    reconcile_after_commit(session)
     return component
 
 
@@ -143,6 +148,7 @@ def remove(session: Session, clock: Clock, name: str, actor: str, reason: str
                        "cancel them first)")
     component.removed_at, component.removed_by = clock.now(), actor
     _audit(session, clock, actor, "remove", component, reason=reason)
+    reconcile_after_commit(session)
     return component
 
 
@@ -214,6 +220,7 @@ def report_commit(
     )
     session.add(commit)
     session.flush()
+    reconcile_after_commit(session)  # a new head may call for a new candidate
     return commit, True
 
 

@@ -37,6 +37,7 @@ from certifier.db import models
 from certifier.domain.clock import Clock
 from certifier.domain.combination import Combination
 from certifier.domain.lifecycle import CandidateState
+from certifier.pipeline.dispatch import known_good_changed
 from certifier.pipeline.errors import Conflict, NotFound
 
 _PROMOTION_LOCK_KEY = 0x6B676F6F  # "kgoo"; not the scheduler's key, so a pass may take both
@@ -168,6 +169,7 @@ def promote(
     )
     session.add(kg)
     session.flush()  # a racing promotion fails here on the primary key
+    known_good_changed(session)
     return kg
 
 

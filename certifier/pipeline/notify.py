@@ -23,7 +23,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Protocol, cast, runtime_checkable
+from typing import Any, cast
 
 import httpx
 from sqlalchemy import CursorResult, select, update
@@ -38,6 +38,7 @@ from certifier.domain import notifications as rules
 from certifier.domain.clock import Clock
 from certifier.domain.notifications import DeliveryState, Event
 from certifier.pipeline import knowngood
+from certifier.pipeline.dispatch import Dispatcher
 from certifier.pipeline.errors import NotFound
 from certifier.settings import NotificationsConfig, NotificationTargetConfig
 
@@ -49,19 +50,12 @@ LEASE_MARGIN = timedelta(seconds=60)
 ERROR_EXCERPT = 300  # characters of a refusing receiver's answer kept in last_error
 
 
-@runtime_checkable
-class NotificationDispatcher(Protocol):
-    """The task this module sends; the Celery dispatcher implements it, test doubles may not."""
-
-    def deliver_notifications(self) -> None: ...
-
-
 @dataclass(frozen=True, slots=True)
 class Notifier:
     """Where raised events go: the configured targets, and who sends them after the commit."""
 
     config: NotificationsConfig
-    dispatcher: object | None = None
+    dispatcher: Dispatcher | None = None
 
 
 def raise_event(session: Session, clock: Clock, config: NotificationsConfig, event: Event,
@@ -87,13 +81,13 @@ def raise_event(session: Session, clock: Clock, config: NotificationsConfig, eve
     return list(session.execute(statement).scalars())
 
 
-def deliver_after_commit(session: Session, dispatcher: object | None) -> None:
+def deliver_after_commit(session: Session, dispatcher: Dispatcher | None) -> None:
     """Ask for a delivery pass once this transaction commits.
 
     A broker error is logged, never raised: the rows are committed, and beat's next tick sends
     them anyway. A promotion must not fail because the broker is down.
     """
-    if not isinstance(dispatcher, NotificationDispatcher):
+    if dispatcher is None:
         return
 
     def send() -> None:

@@ -301,10 +301,11 @@ def judge(
     *,
     setup_error: str | None = None,
 ) -> RunJudgement:
-    """The verdict ``finish`` would give these results now; reads, never writes.
+    """The verdict of these results now (before the environment is taken into account); reads,
+    never writes.
 
     The runner asks before it tears the testbed down, so that a failed run's testbed can be
-    kept for a person to inspect (an autohold).
+    kept for a person to inspect (an autohold), and hands the answer to :func:`finish`.
     """
     if setup_error is not None:
         return RunJudgement(
@@ -380,8 +381,13 @@ def finish(
     environment: Mapping[str, Any] | None = None,
     environment_policy: EnvironmentPolicy | None = None,
     rounds: int = 0,
+    judged: RunJudgement | None = None,
 ) -> RunJudgement:
     """Store a run's checks and measurements, judge it against the baseline, release its testbed.
+
+    ``judged``: what :func:`judge` already said of these results (the runner asks before its
+    teardown, to decide a hold); it is recorded as it is, so a run is judged once. Without it
+    (or with a ``setup_error``, which decides the verdict by itself) the run is judged here.
 
     ``setup_error`` (deploy or testbed failure before the suites) makes the run ``infra_error``
     unless it was the candidate's own deploy hook that failed (then it is a failed check, which
@@ -394,7 +400,9 @@ def finish(
     if run.state == RunState.FINISHED:
         return RunJudgement(Verdict(run.verdict or Verdict.INFRA_ERROR),
                             tuple(Excuse.from_dict(e) for e in run.excuses))
-    judgement = judge(session, run_id, results, policy, setup_error=setup_error)
+    if judged is None or setup_error is not None:
+        judged = judge(session, run_id, results, policy, setup_error=setup_error)
+    judgement = judged
     if environment is not None:
         run.environment = dict(environment)
         if environment_policy is not None:

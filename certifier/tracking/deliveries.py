@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Protocol, cast, runtime_checkable
+from typing import Any, cast
 
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -39,15 +39,6 @@ PENDING, PROCESSED = "pending", "processed"
 MAX_ATTEMPTS = 10
 
 
-@runtime_checkable
-class TrackingDispatcher(Protocol):
-    """The tasks tracking sends; the Celery dispatcher implements them, test doubles may not."""
-
-    def process_delivery(self, delivery_id: int) -> None: ...
-
-    def poll_component(self, component_id: int) -> None: ...
-
-
 def send_after_commit(session: Session, send: Callable[[], None], what: str) -> None:
     """Send a task once the transaction commits; a broker failure is logged, never raised.
 
@@ -64,10 +55,9 @@ def send_after_commit(session: Session, send: Callable[[], None], what: str) -> 
     after_commit(session, guarded)
 
 
-def dispatch_delivery(session: Session, dispatcher: object, delivery_id: int) -> None:
-    if isinstance(dispatcher, TrackingDispatcher):
-        send_after_commit(session, lambda: dispatcher.process_delivery(delivery_id),
-                          f"delivery {delivery_id}")
+def dispatch_delivery(session: Session, dispatcher: Dispatcher, delivery_id: int) -> None:
+    send_after_commit(session, lambda: dispatcher.process_delivery(delivery_id),
+                      f"delivery {delivery_id}")
 
 
 @dataclass
@@ -298,7 +288,7 @@ def _finish(factory: sessionmaker[Session], delivery_id: int, clock: Clock, outc
     return Processed(outcome, new)
 
 
-def sweep(session: Session, clock: Clock, redispatch_after: timedelta, dispatcher: object,
+def sweep(session: Session, clock: Clock, redispatch_after: timedelta, dispatcher: Dispatcher,
           limit: int = 500) -> list[int]:
     """Send again the deliveries stored but still pending after ``redispatch_after``."""
     cutoff = clock.now() - redispatch_after

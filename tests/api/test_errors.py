@@ -97,7 +97,7 @@ def test_a_request_that_fails_after_writing_rolls_everything_back(
     def explode(*_args: object) -> None:
         raise RuntimeError("dispatcher seam broke")
 
-    monkeypatch.setattr("certifier.api.routers.components.reconcile_after_commit", explode)
+    monkeypatch.setattr("certifier.pipeline.components.reconcile_after_commit", explode)
     client = TestClient(app, raise_server_exceptions=False)
     response = client.post("/api/v1/components/nova/commits", json={"sha": sha("n1")})
     assert response.status_code == 500

@@ -6,7 +6,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 
-from certifier.api.manifest_cache import ManifestCache, Representation
+from certifier.api.manifest_cache import FORMATS, ManifestCache, Representation
 from certifier.domain.clock import FakeClock
 
 from .factories import World
@@ -108,3 +108,37 @@ def test_requests_the_fast_path_does_not_understand_go_to_the_route(
     assert client.get("/api/v1/manifest?format=xml").status_code == 422
     assert client.get("/api/v1/manifest?format=json&at=not-a-time").status_code == 422
     assert client.post("/api/v1/manifest").status_code == 405
+
+
+def test_every_200_and_304_carries_the_same_headers_from_the_route_and_the_fast_path(
+        client: TestClient, world: World, db_connection: Connection) -> None:
+    """One writer (``manifest_cache.answer``): the route (a miss, ``?at=``, ``/manifests/1``)
+    and the fast path (a hit) send the same headers, a 304 the signature too, for every
+    format."""
+    world.component("nova")
+    world.commit("nova", "n1")
+    world.promote_heads()
+    for fmt in FORMATS:
+        current = f"/api/v1/manifest?format={fmt}"
+        urls = {"route": current, "fast path": current,
+                "history": f"/api/v1/manifests/1?format={fmt}",
+                "at": f"/api/v1/manifest?format={fmt}&at=2100-01-01T00:00:00Z"}
+        full = {}
+        for name, url in urls.items():
+            counter = StatementCounter(db_connection)
+            full[name] = client.get(url)
+            assert (counter.count == 0) == (name == "fast path"), name
+            assert full[name].status_code == 200
+        etag = full["route"].headers["etag"]
+        not_modified = {}
+        for name, url in urls.items():
+            if name != "history":  # a version's ETag is its own document's
+                not_modified[name] = client.get(url, headers={"If-None-Match": etag})
+                assert not_modified[name].status_code == 304, (fmt, name)
+        assert len({tuple(sorted(a.headers.items())) for a in full.values()}) == 1, fmt
+        assert len({tuple(sorted(a.headers.items())) for a in not_modified.values()}) == 1, fmt
+        answers = [*full.values(), *not_modified.values()]
+        assert all(a.headers["x-manifest-signature"] == full["route"].headers[
+            "x-manifest-signature"] for a in answers), fmt
+        assert set(not_modified["route"].headers) == {"etag", "cache-control",
+                                                      "x-manifest-signature"}

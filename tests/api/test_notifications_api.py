@@ -18,8 +18,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from certifier.api.app import create_app
 from certifier.domain.clock import FakeClock
 from certifier.pipeline import notify
+from certifier.pipeline.dispatch import RecordingDispatcher
 from certifier.settings import CertifierConfig, NotificationsConfig, Settings
-from tests.pipeline.test_notify import SECRET, NotifyingDispatcher, Receiver, raise_one, targets
+from tests.pipeline.test_notify import SECRET, Receiver, raise_one, targets
 
 from .factories import World
 
@@ -54,13 +55,13 @@ def config(chat: Receiver, pager: Receiver) -> NotificationsConfig:
 
 
 @pytest.fixture
-def notifying() -> NotifyingDispatcher:
-    return NotifyingDispatcher()
+def notifying() -> RecordingDispatcher:
+    return RecordingDispatcher()
 
 
 @pytest.fixture
 def app(tmp_path: Path, db_factory: sessionmaker[Session], clock: FakeClock,
-        notifying: NotifyingDispatcher, config: NotificationsConfig) -> FastAPI:
+        notifying: RecordingDispatcher, config: NotificationsConfig) -> FastAPI:
     settings = Settings(data_dir=tmp_path, api_tokens=TOKENS,
                         config=CertifierConfig(notifications=config))
     return create_app(settings, dispatcher=notifying, clock=clock, session_factory=db_factory)
@@ -158,7 +159,7 @@ def _soaking(world: World) -> int:
 
 
 def test_a_hand_promotion_and_a_revocation_are_notified(
-    client: TestClient, world: World, notifying: NotifyingDispatcher, chat: Receiver,
+    client: TestClient, world: World, notifying: RecordingDispatcher, chat: Receiver,
     db_factory: sessionmaker[Session], clock: FakeClock, config: NotificationsConfig,
 ) -> None:
     cid = _soaking(world)

@@ -36,21 +36,16 @@ GITLAB_SECRET, GITHUB_SECRET, GERRIT_SECRET = "gl-s3cret", "gh-s3cret", "gr-s3cr
 
 
 class TrackingRecorder(RecordingDispatcher):
-    """Records the tracking tasks too; ``broken`` makes sending fail like a broker outage."""
+    """``broken`` makes sending a delivery fail like a broker outage."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.deliveries: list[int] = []
-        self.polls: list[int] = []
         self.broken = False
 
     def process_delivery(self, delivery_id: int) -> None:
         if self.broken:
             raise ConnectionRefusedError("broker down")
-        self.deliveries.append(delivery_id)
-
-    def poll_component(self, component_id: int) -> None:
-        self.polls.append(component_id)
+        super().process_delivery(delivery_id)
 
 
 @pytest.fixture

@@ -48,7 +48,8 @@ from tests.tracking.payloads import (
 )
 from workers import checkout
 from workers.recipes import Deployable, Recipes, RunInfo
-from workers.testbed.base import InfraError, TestbedSpec, create_testbed
+from workers.testbed.base import InfraError, TestbedSpec
+from workers.testbed.factory import create_testbed
 from workers.testbed.ssh import remote_command
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,8 +8,14 @@ On the ``local`` driver (loopback, no root needed), with a component that has no
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.orm import Session
 
 from certifier.domain.environment import FIGURES
+from certifier.domain.judgement import RunJudgement
+from certifier.pipeline import runs
 from certifier.settings import EnvironmentConfig
 from tests.recipes.helpers import git_repo, harness
 from tests.requirements import needs_binary
@@ -58,3 +64,18 @@ def test_without_the_probe_only_the_suites_are_measured(tmp_path: Path) -> None:
     run, _ = _run(tmp_path, EnvironmentConfig(probe=False))
     assert run.environment["probes"] == {}  # type: ignore[attr-defined]
     assert list(run.environment["spans"]) == ["ping"]  # type: ignore[attr-defined]
+
+
+def test_the_runner_judges_a_run_once_and_finish_records_that_judgement(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    judge = runs.judge
+
+    def counted(session: Session, run_id: int, *args: Any, **kwargs: Any) -> RunJudgement:
+        calls.append(run_id)
+        return judge(session, run_id, *args, **kwargs)
+
+    monkeypatch.setattr(runs, "judge", counted)
+    run, _ = _run(tmp_path, EnvironmentConfig(probe=False))
+    assert run.verdict == "passed"  # type: ignore[attr-defined]
+    assert calls == [run.id]  # type: ignore[attr-defined]

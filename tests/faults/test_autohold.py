@@ -16,8 +16,7 @@ from certifier.db.session import session_scope
 from certifier.pipeline import autohold
 from tests.requirements import needs_binary, needs_root
 from workers import janitor
-from workers.testbed import janitor as testbed_janitor
-from workers.testbed import records
+from workers.testbed import reaper, records
 from workers.testbed.process import pid_alive, pids_with_cookie
 from workers.testbed.tags import run_tag
 
@@ -79,7 +78,7 @@ def test_a_held_failed_run_keeps_its_testbed_until_released(tmp_path: Path) -> N
         # A restarted worker's janitor sees a live owner (the keeper) and leaves it alone.
         # (Limited to our tag: a worker's own pass would also reap other tests' orphans.)
         assert record.owner_pid != os.getpid() and pid_alive(record.owner_pid)
-        assert testbed_janitor.reap(h.settings.records_dir, orphan_tags={tag}) == []
+        assert reaper.reap(h.settings.records_dir, orphan_tags={tag}) == []
         assert len(namespaces_of(tag)) == 3
 
         with session_scope(h.ctx.session_factory) as session:

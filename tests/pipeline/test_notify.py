@@ -357,17 +357,6 @@ def test_the_secret_is_never_shown_by_the_settings() -> None:
 # Events raised by the pipeline ------------------------------------------------------------------
 
 
-class NotifyingDispatcher(RecordingDispatcher):
-    """Also counts the notification passes asked for (after commit only)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.notification_passes = 0
-
-    def deliver_notifications(self) -> None:
-        self.notification_passes += 1
-
-
 def _bandwidth(gbps: float) -> list[SuiteResult]:
     return [SuiteResult(
         suite="bandwidth", checks=[Check("bandwidth", "h1→h2 connects", True)],
@@ -380,7 +369,7 @@ class Pipeline:
 
     def __init__(self, world: World, config: NotificationsConfig) -> None:
         self.world = world
-        self.dispatcher = NotifyingDispatcher()
+        self.dispatcher = RecordingDispatcher()  # counts the notification passes asked for
         self.policy = scheduler.SchedulerPolicy(soak=SOAK, notifications=config)
 
     def reconcile(self) -> scheduler.ReconcileReport:

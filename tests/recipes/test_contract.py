@@ -17,7 +17,8 @@ from fastapi.testclient import TestClient
 from certifier.api.app import create_app
 from certifier.pipeline.dispatch import RecordingDispatcher
 from workers.recipes import Deployable, Recipes, RunInfo, reported_results
-from workers.testbed.base import Testbed, TestbedSpec, create_testbed
+from workers.testbed.base import Testbed, TestbedSpec
+from workers.testbed.factory import create_testbed
 
 from .helpers import git_repo, harness, write_hook
 

@@ -17,15 +17,8 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from workers.testbed.base import (
-    CommandResult,
-    Host,
-    Scratch,
-    Target,
-    Testbed,
-    TestbedSpec,
-    create_testbed,
-)
+from workers.testbed.base import CommandResult, Host, Scratch, Target, Testbed, TestbedSpec
+from workers.testbed.factory import create_testbed
 
 DATA = Path(__file__).parent / "data"
 

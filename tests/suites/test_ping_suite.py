@@ -11,7 +11,8 @@ import pytest
 
 from certifier.domain.results import Better
 from workers.suites import SUITES, bandwidth, ping, storage
-from workers.testbed.base import CommandResult, InfraError, Target, TestbedSpec, create_testbed
+from workers.testbed.base import CommandResult, InfraError, Target, TestbedSpec
+from workers.testbed.factory import create_testbed
 
 from .conftest import FakeTestbed, Responder, data, result
 

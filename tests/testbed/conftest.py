@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from tests.requirements import IS_ROOT
-from workers.testbed.base import Testbed, TestbedSpec, create_testbed
+from workers.testbed.base import Testbed, TestbedSpec
+from workers.testbed.factory import create_testbed
 
 KERNEL_PROBES = {
     "netem": ["tc", "-n", "{ns}", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],

@@ -16,7 +16,7 @@ from certifier.settings import Settings
 from tests.requirements import needs_binary, needs_root
 from workers import calibration
 from workers.environment import Recorder
-from workers.testbed import janitor, records
+from workers.testbed import reaper, records
 from workers.testbed.process import pid_alive
 from workers.testbed.tags import control_tag, probe_tag, run_tag, run_tag_prefix
 
@@ -101,7 +101,7 @@ def test_a_probe_killed_midway_is_reaped_from_its_record(tmp_path: Path, tag: st
     os.kill(child.pid, signal.SIGKILL)
     child.wait(timeout=5)
 
-    removed = janitor.reap(records_dir, orphan_tags={tag})
+    removed = reaper.reap(records_dir, orphan_tags={tag})
 
     assert {f"cf-{tag}-p1", f"cf-{tag}-p2", f"cf-{tag}-sw", f"record {tag}"} <= set(removed)
     assert our_namespaces(tag) == []

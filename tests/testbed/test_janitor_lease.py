@@ -47,7 +47,8 @@ LEASE = timedelta(minutes=35)
 DEAD_RUN = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from workers.testbed.base import TestbedSpec, create_testbed
+    from workers.testbed.base import TestbedSpec
+    from workers.testbed.factory import create_testbed
 
     name, tag, subnet, state, records_dir = sys.argv[1:6]
     bed = create_testbed(TestbedSpec(name=name, subnet=subnet), tag=tag,

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from workers.testbed import records
-from workers.testbed.base import InfraError, Testbed, TestbedError, TestbedSpec, create_testbed
+from workers.testbed.base import InfraError, Testbed, TestbedError, TestbedSpec
+from workers.testbed.factory import create_testbed
 from workers.testbed.process import COOKIE_VAR, pid_alive
 
 MakeTestbed = Callable[..., Testbed]

@@ -12,7 +12,8 @@ import pytest
 
 from tests.requirements import needs_binary, needs_root
 from workers.testbed import netns, records
-from workers.testbed.base import InfraError, Testbed, TestbedSpec, create_testbed
+from workers.testbed.base import InfraError, Testbed, TestbedSpec
+from workers.testbed.factory import create_testbed
 from workers.testbed.process import pid_alive
 
 from .conftest import our_namespaces, unique_subnet

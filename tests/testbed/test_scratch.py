@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.requirements import needs_binary, needs_root
-from workers.testbed import janitor, records
+from workers.testbed import reaper, records
 from workers.testbed.base import Testbed
 
 from .conftest import (
@@ -66,7 +66,8 @@ CHILD = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     from certifier import topology
-    from workers.testbed.base import TestbedSpec, create_testbed
+    from workers.testbed.base import TestbedSpec
+    from workers.testbed.factory import create_testbed
 
     tag, subnet, state, records_dir = sys.argv[1:5]
     cloud = topology.parse({"hosts": ["a", "b"], "controller": {"network": "lan"},
@@ -94,7 +95,7 @@ def test_janitor_reaps_mount_loop_link_and_namespaces_of_a_sigkilled_owner(
     assert is_mounted(mount) and loops_of(image) and our_links(tag)
     assert len(our_namespaces(tag)) == 3
 
-    removed = janitor.reap(records_dir, orphan_tags={tag})
+    removed = reaper.reap(records_dir, orphan_tags={tag})
 
     assert {f"mount {mount}", f"link cf-{tag}", f"cf-{tag}-a", f"record {tag}"} <= set(removed)
     assert not is_mounted(mount) and loops_of(image) == [] and not image.exists()
@@ -117,7 +118,7 @@ def test_janitor_reaps_a_loop_device_of_ours_that_no_record_claims(tmp_path: Pat
     other = subprocess.run(["losetup", "--find", "--show", str(foreign)], capture_output=True,
                            text=True, check=True, timeout=10).stdout.strip()
     try:
-        removed = janitor.reap(records_dir, orphan_tags={tag})
+        removed = reaper.reap(records_dir, orphan_tags={tag})
         assert f"loop {loop}" in removed and f"mount {mount}" in removed
         assert not is_mounted(mount) and loops_of(image) == []
         assert loops_of(foreign) == [other]  # not ours: untouched

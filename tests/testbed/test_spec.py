@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from workers.testbed.base import TestbedError, TestbedSpec, create_testbed
+from workers.testbed.base import TestbedError, TestbedSpec
+from workers.testbed.factory import create_testbed
 
 
 def test_default_spec_gives_hosts_addresses_from_dot_eleven() -> None:
@@ -97,7 +98,7 @@ def test_bad_tag_is_refused_before_anything_is_written(tag: str, tmp_path: Path)
 
 def test_netns_without_root_says_to_use_local(tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("workers.testbed.base.os.geteuid", lambda: 1000)
+    monkeypatch.setattr("workers.testbed.factory.os.geteuid", lambda: 1000)
     with pytest.raises(TestbedError, match="'local' driver"):
         create_testbed(TestbedSpec(name="gate"), tag="t1", state_dir=tmp_path / "s",
                        records_dir=tmp_path / "r")

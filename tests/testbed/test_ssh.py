@@ -21,8 +21,9 @@ from certifier import topology as topo
 from certifier.settings import SshConfig, SshHostConfig
 from tests.requirements import needs_binary, needs_root
 from workers.suites import bandwidth, ping, storage
-from workers.testbed import janitor, records
-from workers.testbed.base import InfraError, Testbed, TestbedSpec, create_testbed
+from workers.testbed import reaper, records
+from workers.testbed.base import InfraError, Testbed, TestbedSpec
+from workers.testbed.factory import create_testbed
 from workers.testbed.process import pids_with_cookie
 from workers.testbed.ssh import control_dir
 
@@ -213,7 +214,8 @@ CHILD = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     from certifier.settings import SshConfig
-    from workers.testbed.base import TestbedSpec, create_testbed
+    from workers.testbed.base import TestbedSpec
+    from workers.testbed.factory import create_testbed
 
     tag, config, state, records_dir = sys.argv[1:5]
     bed = create_testbed(TestbedSpec(name="child", driver="ssh",
@@ -243,7 +245,7 @@ def test_janitor_cleans_the_remote_hosts_of_a_sigkilled_owner(lab: Lab,
     record = records.read(records.path_for(SSH_RECORDS, tag))
     assert record is not None and [r.host for r in record.remote] == ["h1", "h2"]
 
-    removed = janitor.reap(SSH_RECORDS, orphan_tags={tag})
+    removed = reaper.reap(SSH_RECORDS, orphan_tags={tag})
 
     assert f"remote h1:{folder}" in removed and f"record {tag}" in removed
     assert pids_with_cookie(cookie) == []

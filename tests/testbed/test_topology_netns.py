@@ -17,14 +17,8 @@ from certifier import topology as topo
 from tests.requirements import needs_binary, needs_root
 from workers.suites import bandwidth, ping
 from workers.testbed import netns, records
-from workers.testbed.base import (
-    CommandResult,
-    InfraError,
-    Testbed,
-    TestbedError,
-    TestbedSpec,
-    create_testbed,
-)
+from workers.testbed.base import CommandResult, InfraError, Testbed, TestbedError, TestbedSpec
+from workers.testbed.factory import create_testbed
 
 from .conftest import (
     kernel_has,

@@ -14,7 +14,8 @@ import pytest
 
 from certifier import topology as topo
 from certifier.settings import ConfigError, load_config_file, parse_config_text
-from workers.testbed.base import TestbedError, TestbedSpec, create_testbed
+from workers.testbed.base import TestbedError, TestbedSpec
+from workers.testbed.factory import create_testbed
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "topologies"
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from workers.testbed.base import Testbed, TestbedSpec, create_testbed
+from workers.testbed.base import Testbed, TestbedSpec
+from workers.testbed.factory import create_testbed
 
 from ..recipes.helpers import unique_subnet
 

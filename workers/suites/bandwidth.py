@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from certifier.domain.results import Better, Measurement, SuiteResult
+from certifier.settings_policy import BandwidthSuiteConfig
+from workers.suites.options import within
 from workers.testbed.base import InfraError, Target, Testbed
 
 SUITE = "bandwidth"
@@ -45,6 +47,9 @@ class IperfParseError(ValueError):
     """The output is not a complete iperf3 JSON report (no JSON, truncated, missing keys)."""
 
 
+_CONFIG = BandwidthSuiteConfig()
+
+
 @dataclass(frozen=True, slots=True)
 class BandwidthOptions:
     """Which tests per pair, and for how long (iperf3 takes whole seconds: rounded up).
@@ -52,34 +57,26 @@ class BandwidthOptions:
     ``pairs``: ``"first"`` (the testbed's first pair), ``"all"``, or ``"src->dst"`` /
     ``"src->dst@net"`` entries. ``reverse`` also measures each pair's other direction;
     ``parallel_streams`` (0: off) adds a TCP test with that many streams; ``udp_rate_mbit``
-    (0: off) adds a UDP test at that rate.
+    (0: off) adds a UDP test at that rate. Defaults and bounds: ``suites.bandwidth``
+    (``workers/suites/options``); ``connect_timeout_ms`` is the code's alone.
     """
 
-    duration_s: float = 2
-    omit_s: float = 0
-    streams: int = 1
-    pairs: str | tuple[str, ...] = "first"
-    reverse: bool = True
-    parallel_streams: int = 4
-    udp_rate_mbit: float = 100
+    duration_s: float = _CONFIG.duration_s
+    omit_s: float = _CONFIG.omit_s
+    streams: int = _CONFIG.streams
+    pairs: str | tuple[str, ...] = _CONFIG.pairs
+    reverse: bool = _CONFIG.reverse
+    parallel_streams: int = _CONFIG.parallel_streams
+    udp_rate_mbit: float = _CONFIG.udp_rate_mbit
     connect_timeout_ms: int = 3000
-    retries: int = 2
+    retries: int = _CONFIG.retries
 
     def __post_init__(self) -> None:
         if isinstance(self.pairs, list):
             object.__setattr__(self, "pairs", tuple(self.pairs))
-        if self.duration_s <= 0 or self.omit_s < 0:
-            raise ValueError("duration_s must be positive and omit_s not negative")
-        if not 1 <= self.streams <= 128 or not 0 <= self.parallel_streams <= 128:
-            raise ValueError("streams must be between 1 and 128 (parallel_streams 0 to 128)")
-        if isinstance(self.pairs, str) and self.pairs not in ("all", "first"):
-            raise ValueError("pairs must be 'all', 'first' or a list of 'src->dst[@net]'")
-        if isinstance(self.pairs, tuple) and not all("->" in p for p in self.pairs):
-            raise ValueError("pairs entries are written 'src->dst' or 'src->dst@net'")
-        if self.udp_rate_mbit < 0:
-            raise ValueError("udp_rate_mbit must not be negative")
-        if self.connect_timeout_ms < 1 or self.retries < 0:
-            raise ValueError("connect_timeout_ms must be positive and retries not negative")
+        within(BandwidthSuiteConfig, self)
+        if self.connect_timeout_ms < 1:
+            raise ValueError("connect_timeout_ms must be positive")
 
     @property
     def seconds(self) -> int:

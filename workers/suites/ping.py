@@ -23,6 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from certifier.domain.results import Better, Check, Measurement, SuiteResult
+from certifier.settings_policy import PingSuiteConfig
+from workers.suites.options import within
 from workers.testbed.base import InfraError, Target, Testbed
 
 SUITE = "ping"
@@ -44,25 +46,24 @@ class PingParseError(ValueError):
     """ping printed something this parser does not recognise (not a ping statistics report)."""
 
 
+_CONFIG = PingSuiteConfig()
+
+
 @dataclass(frozen=True, slots=True)
 class PingOptions:
     """How hard to ping. ``timeout_s`` bounds one target; None derives it from count and
     interval. ``mtu_check`` adds the full-size ``-M do`` probes; ``concurrency`` is how many
-    targets are pinged at once."""
+    targets are pinged at once. Defaults and bounds: ``suites.ping``
+    (``workers/suites/options``)."""
 
-    count: int = 10
-    interval: float = 0.05
+    count: int = _CONFIG.count
+    interval: float = _CONFIG.interval
     timeout_s: float | None = None
-    mtu_check: bool = True
-    concurrency: int = 8
+    mtu_check: bool = _CONFIG.mtu_check
+    concurrency: int = _CONFIG.concurrency
 
     def __post_init__(self) -> None:
-        if self.count < 1:
-            raise ValueError("ping count must be at least 1")
-        if not 0.002 <= self.interval <= 60:
-            raise ValueError("ping interval must be between 0.002 and 60 s")
-        if not 1 <= self.concurrency <= 64:
-            raise ValueError("ping concurrency must be between 1 and 64")
+        within(PingSuiteConfig, self)
 
     @property
     def pair_timeout(self) -> float:

@@ -25,6 +25,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from certifier.domain.results import Better, Measurement, SuiteResult
+from certifier.settings_policy import StorageSuiteConfig
+from workers.suites.options import within
 from workers.testbed.base import InfraError, Testbed
 
 SUITE = "storage"
@@ -43,29 +45,27 @@ class FioParseError(ValueError):
     """The fio output holds no complete JSON report."""
 
 
+_CONFIG = StorageSuiteConfig()
+
+
 @dataclass(frozen=True, slots=True)
 class StorageOptions:
     """Data-file size (fio syntax, e.g. "64M"), seconds per job, which jobs, and whether to
-    bypass caches."""
+    bypass caches. Defaults and bounds: ``suites.storage`` (``workers/suites/options``); at least
+    one job."""
 
-    size: str = "64M"
-    runtime_s: float = 2
-    direct: bool = True
+    size: str = _CONFIG.size
+    runtime_s: float = _CONFIG.runtime_s
+    direct: bool = _CONFIG.direct
     timeout_s: float | None = None
-    jobs: tuple[str, ...] = tuple(JOBS)
-    iodepth: int = 16
+    jobs: tuple[str, ...] = _CONFIG.jobs
+    iodepth: int = _CONFIG.iodepth
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "jobs", tuple(self.jobs))
-        if not SIZE_RE.match(self.size):
-            raise ValueError(f"size {self.size!r} must look like 64M, 512K or 1G")
-        if self.runtime_s <= 0:
-            raise ValueError("runtime_s must be positive")
-        unknown = [j for j in self.jobs if j not in JOBS]
-        if unknown or not self.jobs:
-            raise ValueError(f"jobs must be some of {', '.join(JOBS)}; not {unknown}")
-        if not 1 <= self.iodepth <= 1024:
-            raise ValueError("iodepth must be between 1 and 1024")
+        within(StorageSuiteConfig, self)
+        if not self.jobs:
+            raise ValueError(f"jobs must be some of {', '.join(JOBS)}")
 
     @property
     def seconds(self) -> int:

@@ -8,7 +8,7 @@ and on real lab hosts (``ssh``).
 Cleanup is the contract that matters most: :func:`create_testbed` writes an on-disk record before
 creating anything, tears down whatever it built when creation fails, and the returned testbed is
 a context manager that always tears down, whatever the body does. What a SIGKILL leaves behind,
-:mod:`workers.testbed.janitor` reaps from the records.
+:mod:`workers.testbed.reaper` reaps from the records.
 """
 
 from __future__ import annotations
@@ -55,7 +55,6 @@ __all__ = [
     "Testbed",
     "TestbedError",
     "TestbedSpec",
-    "create_testbed",
 ]
 
 log = logging.getLogger(__name__)
@@ -70,6 +69,10 @@ FIRST_HOST_OFFSET = topo.FIRST_HOST_OFFSET  # .1 is for routers; hosts are .11, 
 SWITCH = "sw"  # the switch namespace is cf-<tag>-sw, so no host may be called that
 MIN_MTU, MAX_MTU = 576, 65535
 PORT_BASE, PORT_SLOTS, PORTS_PER_TAG = 20000, 1400, 32
+
+
+def _run_local(argv: list[str]) -> CommandResult:
+    return execute(argv, timeout=scratch.STEP_TIMEOUT)
 
 
 class TestbedError(ValueError):
@@ -407,6 +410,23 @@ class Testbed(ABC):
     def _can_mount(self, host: str | None) -> bool:
         return os.geteuid() == 0
 
+    @classmethod
+    def reap(cls, record: records.Record) -> list[str]:
+        """Remove what a testbed of this driver left behind, from its record alone (its owner
+        died without a teardown: SIGKILL, the OOM killer); returns what was removed.
+
+        The reaper (``workers/testbed/reaper.py``) calls the record's driver's; each driver
+        removes its own objects and calls this for the common ones: the processes that carry the
+        record's cookie and the local scratch images (only root can have made those). Raises
+        InfraError when something will not go away (the record is kept and tried again).
+        """
+        removed = [f"pid {pid}" for pid in kill_pids(pids_with_cookie(record.cookie))]
+        if os.geteuid() == 0:
+            for image in record.scratch:
+                if scratch.ours(image, record.tag):
+                    removed += scratch.release(_run_local, PurePosixPath(image))
+        return removed
+
     def _add_to_record(self, host: str | None, image: str) -> None:
         """List a scratch image in the record before it is created (remote ones are covered
         by the remote folder, which the janitor empties)."""
@@ -516,44 +536,3 @@ class Testbed(ABC):
         except Exception:  # the body's exception is the one to report; keep it
             log.exception("teardown of testbed %s (tag %s) failed; the janitor will retry",
                           self.name, self.tag)
-
-
-def create_testbed(spec: TestbedSpec, *, tag: str, state_dir: Path,
-                   records_dir: Path) -> Testbed:
-    """Build the testbed ``spec`` describes, named with ``tag``; use it in a ``with`` block.
-
-    Raises TestbedError for requests that cannot work (bad tag, netns without root: the caller
-    decides whether to fall back to ``local``) and InfraError when building fails; in both
-    cases nothing is left behind.
-    """
-    # Imported here: the drivers import this module for the interface.
-    from workers.testbed import janitor
-    from workers.testbed.local import LocalTestbed
-    from workers.testbed.netns import NetnsTestbed
-    from workers.testbed.ssh import SshTestbed
-
-    if not TAG_RE.match(tag):
-        raise TestbedError(f"testbed tag {tag!r} must be 1-12 lower-case letters or digits "
-                           "(it is part of every namespace and interface name)")
-    bed: Testbed
-    if spec.driver == "netns":
-        if os.geteuid() != 0:
-            raise TestbedError("the netns driver needs root (network namespaces); "
-                               "use the 'local' driver on this machine")
-        require_binary("ip")
-        bed = NetnsTestbed(spec, tag=tag, state_dir=state_dir, records_dir=records_dir)
-    elif spec.driver == "ssh":
-        require_binary("ssh")
-        bed = SshTestbed(spec, tag=tag, state_dir=state_dir, records_dir=records_dir)
-    else:
-        bed = LocalTestbed(spec, tag=tag, state_dir=state_dir, records_dir=records_dir)
-    janitor.clear_tag(records_dir, tag)
-    try:
-        bed.setup()
-    except BaseException:
-        try:
-            bed.teardown()
-        except Exception:
-            log.exception("cleanup after a failed build of %s (tag %s) failed", spec.name, tag)
-        raise
-    return bed

@@ -24,11 +24,15 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
+import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from certifier.topology import VXLAN_PORT, LinkPlan, Plan, Shaping
+from workers.testbed import records
 from workers.testbed.base import SWITCH, Host, Target, Testbed, TestbedError
 from workers.testbed.process import CommandResult, InfraError, execute, kill_pids
 
@@ -36,6 +40,7 @@ PREFIX = "cf-"
 IP_TIMEOUT = 15.0
 GONE_TIMEOUT = 10.0
 ROOT_LINK_RE = re.compile(r"^cf-([a-z0-9]{1,12})$")
+OUR_NAMESPACE = re.compile(rf"^{PREFIX}([a-z0-9]{{1,12}})-([a-z][a-z0-9]{{0,7}})$")
 RATE_UNITS = {"bit": 1, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9,
               "bps": 8, "kbps": 8e3, "mbps": 8e6, "gbps": 8e9}
 MISSING_KERNEL = {
@@ -45,8 +50,17 @@ MISSING_KERNEL = {
 }
 
 
+log = logging.getLogger(__name__)
+
+
 def namespace_name(tag: str, host: str) -> str:
     return f"{PREFIX}{tag}-{host}"
+
+
+def tag_of(namespace: str) -> str | None:
+    """The run tag of one of our namespaces (``cf-<tag>-<host>``), None for any other."""
+    match = OUR_NAMESPACE.match(namespace)
+    return match.group(1) if match else None
 
 
 def root_link_name(tag: str) -> str:
@@ -190,6 +204,45 @@ class NetnsTestbed(Testbed):
     """Hosts as namespaces ``cf-<tag>-<host>``, networks as bridges in ``cf-<tag>-sw``."""
 
     driver = "netns"
+
+    @classmethod
+    def reap(cls, record: records.Record) -> list[str]:
+        """The common leftovers, then the record's root links and namespaces (ours only)."""
+        removed = super().reap(record)
+        if os.geteuid() == 0:
+            links = [n for n in record.links
+                     if (m := ROOT_LINK_RE.match(n)) is not None and m.group(1) == record.tag]
+            if links:
+                removed += [f"link {n}" for n in delete_root_links(links)]
+            mine = [n for n in record.namespaces if tag_of(n) == record.tag]
+            if mine:
+                removed += destroy_namespaces(mine)
+        return removed
+
+    @classmethod
+    def leftovers(cls) -> tuple[list[str], list[str]]:
+        """Every namespace and root link on this machine: what :meth:`reap_orphans` picks from
+        (listed before the records are read, so a testbed being built is never an orphan)."""
+        return list_namespaces(), list_root_links()
+
+    @classmethod
+    def reap_orphans(cls, namespaces: list[str], links: list[str],
+                     orphan: Callable[[str | None], bool], removed: list[str]) -> None:
+        """Delete the links and namespaces of ours whose tag ``orphan`` says no live testbed
+        holds, adding them to ``removed``; one that will not go is logged, not raised."""
+        for name in links:
+            match = ROOT_LINK_RE.match(name)
+            if match and orphan(match.group(1)):
+                try:
+                    removed += [f"link {n}" for n in delete_root_links([name])]
+                except InfraError as exc:
+                    log.error("could not delete orphan link %s: %s", name, exc)
+        for name in namespaces:
+            if orphan(tag_of(name)) and name not in removed:
+                try:
+                    removed += destroy_namespaces([name])
+                except InfraError as exc:
+                    log.error("could not delete orphan namespace %s: %s", name, exc)
 
     @property
     def plan(self) -> Plan:

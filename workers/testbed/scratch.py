@@ -28,6 +28,13 @@ HEADROOM = 16 * 1024 * 1024  # ext4 metadata and fio's own files
 Runner = Callable[[list[str]], CommandResult]
 
 
+def ours(path: str, tag: str) -> bool:
+    """Whether ``path`` (from a record) is an absolute path to ``tag``'s scratch image: a
+    record is trusted only as far as our own naming goes."""
+    match = IMAGE_RE.match(PurePosixPath(path).name)
+    return match is not None and match.group(1) == tag and path.startswith("/")
+
+
 def image_path(folder: PurePosixPath, tag: str) -> PurePosixPath:
     return folder / f"cf-scratch-{tag}.img"
 

@@ -315,6 +315,19 @@ class SshTestbed(Testbed):
     def _destroy(self) -> None:
         shutil.rmtree(self.control_dir, ignore_errors=True)
 
+    @classmethod
+    def reap(cls, record: records.Record) -> list[str]:
+        """The common leftovers, then each remote host's folder and processes, and the local
+        ssh control folder."""
+        removed = super().reap(record)
+        for remote in record.remote:
+            removed.append(cleanup_remote(remote, record.cookie))
+        control = control_dir(record.tag)
+        if control.is_dir():
+            shutil.rmtree(control, ignore_errors=True)
+            removed.append(f"folder {control}")
+        return removed
+
 
 def cleanup_remote(remote: records.RemoteHost, cookie: str) -> str:
     """Run the cleanup script on one remote host; raises InfraError when it cannot."""

@@ -2,9 +2,10 @@
 revoke a known-good, and the audit log they all write to.
 
 Each needs a bearer token of the scope named in its description (``certifier/api/auth.py``);
-the services are in ``certifier/pipeline/actions.py``. After the commit the scheduler is asked
-for a pass, so the pipeline acts on the change at once; promotions and revocations clear the
-manifest cache, so the next poll sees the new known-good.
+the services are in ``certifier/pipeline/actions.py``. They register their own after-commit work
+(``dispatch.bind``): the scheduler is asked for a pass, so the pipeline acts on the change at
+once, and promotions and revocations clear the manifest cache, so the next poll sees the new
+known-good.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from certifier.db import models
 from certifier.domain.clock import Clock
 from certifier.domain.durations import DurationError, parse_duration
 from certifier.pipeline import actions, listings, notify, queries, waivers
-from certifier.pipeline.dispatch import reconcile_after_commit
 from certifier.pipeline.errors import Invalid
 
 router = APIRouter(prefix="/api/v1", tags=["actions"])
@@ -56,18 +56,15 @@ AUTH: dict[int | str, dict[str, Any]] = {
 
 @router.post("/candidates/{candidate_id}/cancel", response_model=CandidateOut, responses=AUTH)
 def cancel_candidate(candidate_id: Id, body: CancelRequest, session: SessionDep,
-                     clock: ClockDep, dispatcher: DispatcherDep,
-                     who: OperatorDep) -> CandidateOut:
+                     clock: ClockDep, who: OperatorDep) -> CandidateOut:
     """Cancel a queued, gating or soaking candidate (operate scope)."""
     cand = actions.cancel(session, clock, candidate_id, who.actor, body.reason)
-    reconcile_after_commit(session, dispatcher)
     return CandidateOut.of(cand)
 
 
 @router.post("/candidates/{candidate_id}/retry", response_model=CandidateOut, responses=AUTH)
 def retry_candidate(candidate_id: Id, body: RetryRequest, session: SessionDep, clock: ClockDep,
-                    context: ContextDep, dispatcher: DispatcherDep,
-                    who: OperatorDep) -> CandidateOut:
+                    context: ContextDep, who: OperatorDep) -> CandidateOut:
     """Retry a gating or soaking candidate whose infra retries ran out (operate scope).
 
     Its infra-error streak restarts now, so the next pass (asked for after the commit) creates
@@ -75,13 +72,12 @@ def retry_candidate(candidate_id: Id, body: RetryRequest, session: SessionDep, c
     """
     cand = actions.retry(session, clock, candidate_id, who.actor, body.reason,
                          context.settings.soak_policy())
-    reconcile_after_commit(session, dispatcher)
     return CandidateOut.of(cand)
 
 
 @router.post("/candidates/{candidate_id}/waive", response_model=WaiveAnswer, responses=AUTH)
 def waive(candidate_id: Id, body: WaiveRequest, session: SessionDep, clock: ClockDep,
-          dispatcher: DispatcherDep, who: OperatorDep) -> WaiveAnswer:
+          who: OperatorDep) -> WaiveAnswer:
     """Set aside one failing check or metric of a candidate (operate scope).
 
     ``subject`` is a failing excuse's subject. A rejected candidate whose every failure is then
@@ -97,7 +93,6 @@ def waive(candidate_id: Id, body: WaiveRequest, session: SessionDep, clock: Cloc
             raise Invalid("expires_in must be positive")
     waiver, requeued = actions.waive(session, clock, candidate_id, who.actor, body.subject,
                                      body.reason, expires_in)
-    reconcile_after_commit(session, dispatcher)
     return WaiveAnswer(waiver=WaiverOut.of(waiver, clock.now()),
                        candidate=CandidateOut.of(session.get_one(models.Candidate,
                                                                  candidate_id)),
@@ -116,8 +111,6 @@ def promote(candidate_id: Id, body: PromoteRequest, session: SessionDep, clock: 
                          context.settings.soak_policy(), force=body.force,
                          notifier=notify.Notifier(context.settings.config.notifications,
                                                   dispatcher))
-    context.manifest_cache.clear()
-    reconcile_after_commit(session, dispatcher)
     return PromoteAnswer(candidate=CandidateOut.of(kg.candidate),
                          known_good=ManifestSummary.of(kg))
 
@@ -125,26 +118,24 @@ def promote(candidate_id: Id, body: PromoteRequest, session: SessionDep, clock: 
 @router.post("/candidates/{candidate_id}/mark-bad", response_model=CandidateDetail,
              responses=AUTH)
 def mark_bad(candidate_id: Id, body: MarkBadRequest, session: SessionDep, clock: ClockDep,
-             dispatcher: DispatcherDep, who: OperatorDep) -> CandidateDetail:
+             who: OperatorDep) -> CandidateDetail:
     """Mark the candidate's combination bad (operate scope): it is never formed or promoted
     again, and an open candidate is cancelled. 409 if it is already marked, or if it is a
     known-good that is not revoked (revoke it first)."""
     actions.mark_bad(session, clock, who.actor, candidate_id, body.reason)
-    reconcile_after_commit(session, dispatcher)
     return _detail(session, clock, candidate_id)
 
 
 @router.delete("/candidates/{candidate_id}/mark-bad", response_model=CandidateDetail,
                responses=AUTH)
 def unmark_bad(candidate_id: Id, session: SessionDep, clock: ClockDep,
-               dispatcher: DispatcherDep, who: AdminDep,
+               who: AdminDep,
                reason: Annotated[str, Query(max_length=2000,
                                             description="why: kept in the audit log")] = "",
                ) -> CandidateDetail:
     """Lift the mark (admin scope). A candidate it cancelled stays cancelled; 409 if the
     combination is not marked bad."""
     actions.unmark_bad(session, clock, who.actor, candidate_id, reason)
-    reconcile_after_commit(session, dispatcher)
     return _detail(session, clock, candidate_id)
 
 
@@ -161,8 +152,6 @@ def revoke(version: Id, body: RevokeRequest, session: SessionDep, clock: ClockDe
     kg, current = actions.revoke(session, clock, version, who.actor, body.reason,
                                  notify.Notifier(context.settings.config.notifications,
                                                  dispatcher))
-    context.manifest_cache.clear()
-    reconcile_after_commit(session, dispatcher)
     return RevokeAnswer(revoked=ManifestSummary.of(kg),
                         current=ManifestSummary.of(current) if current else None)
 

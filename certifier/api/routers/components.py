@@ -20,7 +20,7 @@ from fastapi import APIRouter, Path, Query, Response, status
 from sqlalchemy.exc import IntegrityError
 
 from certifier.api.auth import AdminDep, OperatorDep
-from certifier.api.deps import ClockDep, ContextDep, DispatcherDep, SessionDep
+from certifier.api.deps import ClockDep, ContextDep, SessionDep
 from certifier.api.schemas import (
     CommitList,
     CommitOut,
@@ -33,7 +33,6 @@ from certifier.api.schemas import (
     ErrorOut,
 )
 from certifier.pipeline import components, queries
-from certifier.pipeline.dispatch import reconcile_after_commit
 from certifier.pipeline.errors import Invalid
 from certifier.sourcepolicy import SourceRefused
 
@@ -66,7 +65,7 @@ def list_components(session: SessionDep) -> ComponentList:
                                                       "source URL policy"}},
 )
 def create_component(body: ComponentRequest, session: SessionDep, clock: ClockDep,
-                     context: ContextDep, dispatcher: DispatcherDep, who: AdminDep
+                     context: ContextDep, who: AdminDep
                      ) -> ComponentOut:
     """Register a component (admin scope); its ``recipe`` and ``token_env`` come only from the
     config file, and its URLs must pass the config's ``sources`` policy."""
@@ -75,7 +74,6 @@ def create_component(body: ComponentRequest, session: SessionDep, clock: ClockDe
     except SourceRefused as exc:
         raise Invalid(str(exc)) from None
     component = components.register(session, body, clock, who.actor)
-    reconcile_after_commit(session, dispatcher)
     return ComponentOut.of(component, None)
 
 
@@ -84,7 +82,7 @@ def create_component(body: ComponentRequest, session: SessionDep, clock: ClockDe
                           409: {"model": ErrorOut, "description": "the current known-good or "
                                                                  "an open candidate has it"}})
 def remove_component(
-    name: Name, session: SessionDep, clock: ClockDep, dispatcher: DispatcherDep, who: AdminDep,
+    name: Name, session: SessionDep, clock: ClockDep, who: AdminDep,
     reason: Annotated[str, Query(min_length=1, max_length=2000,
                                  description="why: kept in the audit log")],
 ) -> ComponentOut:
@@ -92,7 +90,6 @@ def remove_component(
     its commits and the history naming it stay. 409 while the current known-good or an open
     candidate includes it (pause it instead)."""
     component = components.remove(session, clock, name, who.actor, reason)
-    reconcile_after_commit(session, dispatcher)
     return ComponentOut.of(component, None)
 
 
@@ -100,11 +97,10 @@ def remove_component(
              responses={**AUTH, **NOT_FOUND,
                         409: {"model": ErrorOut, "description": "already paused"}})
 def pause_component(name: Name, body: ComponentAction, session: SessionDep, clock: ClockDep,
-                    dispatcher: DispatcherDep, who: OperatorDep) -> ComponentOut:
+                    who: OperatorDep) -> ComponentOut:
     """Pause a component (operate scope): new candidates keep it at its known-good commit.
     Tracking goes on recording its commits and never lifts this pause."""
     component = components.pause(session, clock, name, who.actor, body.reason)
-    reconcile_after_commit(session, dispatcher)
     return ComponentOut.of(component, queries.newest_commits(session).get(component.id))
 
 
@@ -112,10 +108,9 @@ def pause_component(name: Name, body: ComponentAction, session: SessionDep, cloc
              responses={**AUTH, **NOT_FOUND,
                         409: {"model": ErrorOut, "description": "not paused"}})
 def resume_component(name: Name, body: ComponentAction, session: SessionDep, clock: ClockDep,
-                     dispatcher: DispatcherDep, who: OperatorDep) -> ComponentOut:
+                     who: OperatorDep) -> ComponentOut:
     """Resume a paused component (operate scope): its head takes part in candidates again."""
     component = components.resume(session, clock, name, who.actor, body.reason)
-    reconcile_after_commit(session, dispatcher)
     return ComponentOut.of(component, queries.newest_commits(session).get(component.id))
 
 
@@ -146,7 +141,6 @@ def report_commit(
     response: Response,
     session: SessionDep,
     clock: ClockDep,
-    dispatcher: DispatcherDep,
 ) -> CommitReported:
     def report() -> tuple[CommitOut, bool]:
         commit, created = components.report_commit(
@@ -162,8 +156,6 @@ def report_commit(
         # transaction, so start a fresh one, which sees the winner's row: ours is a duplicate.
         session.rollback()
         out, created = report()
-    if created:
-        reconcile_after_commit(session, dispatcher)
-    else:
+    if not created:
         response.status_code = status.HTTP_200_OK
     return CommitReported(commit=out, created=created)

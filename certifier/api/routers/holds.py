@@ -12,11 +12,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, status
 
 from certifier.api.auth import OperatorDep
-from certifier.api.deps import ClockDep, DispatcherDep, SessionDep
+from certifier.api.deps import ClockDep, SessionDep
 from certifier.api.schemas import DB_ID_MAX, ErrorOut, HoldList, HoldOut, HoldRequest
 from certifier.domain.durations import DurationError, parse_duration
 from certifier.pipeline import autohold
-from certifier.pipeline.dispatch import reconcile_after_commit
 from certifier.pipeline.errors import Invalid
 
 router = APIRouter(prefix="/api/v1/holds", tags=["holds"])
@@ -61,8 +60,7 @@ def get_hold(hold_id: Id, session: SessionDep) -> HoldOut:
 @router.delete("/{hold_id}", response_model=HoldOut,
                responses={**AUTH, 404: {"model": ErrorOut}})
 def release_hold(hold_id: Id, session: SessionDep, clock: ClockDep,
-                 dispatcher: DispatcherDep, who: OperatorDep) -> HoldOut:
+                 who: OperatorDep) -> HoldOut:
     """Release a hold (idempotent): its testbed goes back to the pipeline and is torn down."""
     hold = autohold.release(session, hold_id, clock, who.actor)
-    reconcile_after_commit(session, dispatcher)
     return HoldOut.of(hold)

@@ -23,7 +23,7 @@ import io
 import json
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import yaml
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -32,12 +32,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from certifier.api.deps import AppContext, ContextDep, SessionDep
-from certifier.api.manifest_cache import (
-    SIGNATURE_HEADER,
-    Entry,
-    Representation,
-    etag_matches,
-)
+from certifier.api.manifest_cache import Entry, ManifestFormat, Representation, answer
 from certifier.api.schemas import (
     DB_ID_MAX,
     ComponentChange,
@@ -56,7 +51,6 @@ from certifier.pipeline.errors import Invalid, NotFound
 
 router = APIRouter(prefix="/api/v1", tags=["manifests"])
 
-ManifestFormat = Literal["json", "yaml", "env", "csv"]
 FormatQuery = Annotated[
     ManifestFormat,
     Query(alias="format", description="json (default), yaml, env (KEY=value lines), or csv "
@@ -146,12 +140,10 @@ def signed(context: AppContext, rep: Representation) -> Representation:
 
 
 def respond(request: Request, rep: Representation) -> Response:
-    headers = {"ETag": rep.etag, "Cache-Control": "no-cache"}
-    if rep.signature:
-        headers[SIGNATURE_HEADER] = rep.signature
-    if etag_matches(request.headers.get("if-none-match"), rep.etag):
-        return Response(status_code=304, headers=headers)
-    return Response(rep.body, media_type=rep.media_type, headers=headers)
+    """The answer :func:`manifest_cache.answer` writes, as the fast path sends it."""
+    status, headers, body = answer(rep, request.headers.get("if-none-match"))
+    return Response(body, status_code=status,
+                    headers={k.decode("latin-1"): v.decode("latin-1") for k, v in headers})
 
 
 def _current(context: AppContext, fmt: ManifestFormat) -> Entry:

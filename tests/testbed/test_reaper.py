@@ -1,4 +1,4 @@
-"""The janitor: what a SIGKILLed owner leaves behind is reaped, and nothing else is touched."""
+"""The testbed reaper: what a SIGKILLed owner leaves behind is reaped, nothing else touched."""
 
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ import pytest
 
 from certifier.settings import Settings
 from tests.requirements import needs_binary, needs_root
-from workers.testbed import janitor, records
-from workers.testbed.base import TAG_RE, TestbedError, TestbedSpec, create_testbed
+from workers.testbed import reaper, records
+from workers.testbed.base import DRIVERS, TAG_RE, TestbedError, TestbedSpec
+from workers.testbed.factory import create_testbed
 from workers.testbed.process import pid_alive
+from workers.testbed.ssh import SshTestbed
 from workers.testbed.tags import control_tag, run_tag, run_tag_prefix
 
 from .conftest import our_namespaces, unique_subnet, unique_tag
@@ -30,7 +32,8 @@ CHILD = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     from workers.testbed import netns
-    from workers.testbed.base import TestbedSpec, create_testbed
+    from workers.testbed.base import TestbedSpec
+    from workers.testbed.factory import create_testbed
 
     tag, subnet, state, records_dir, slow = sys.argv[1:6]
     if slow == "1":
@@ -69,7 +72,7 @@ def test_reaps_a_testbed_whose_owner_was_sigkilled(tmp_path: Path, tag: str,
     _kill9(child)
     assert pid_alive(server_pid)  # nobody cleaned up yet
 
-    removed = janitor.reap(records_dir, orphan_tags={tag})
+    removed = reaper.reap(records_dir, orphan_tags={tag})
 
     assert {f"cf-{tag}-h1", f"cf-{tag}-h2", f"cf-{tag}-sw", f"record {tag}"} <= set(removed)
     assert our_namespaces(tag) == []
@@ -88,7 +91,7 @@ def test_reaps_a_testbed_whose_owner_was_sigkilled_mid_creation(tmp_path: Path, 
     assert left and len(left) < 3  # killed halfway, as intended
     assert records.path_for(records_dir, tag).exists()  # the record came first
 
-    janitor.reap(records_dir, orphan_tags={tag})
+    reaper.reap(records_dir, orphan_tags={tag})
 
     assert our_namespaces(tag) == []
     assert not records.path_for(records_dir, tag).exists()
@@ -98,9 +101,9 @@ def test_leaves_live_testbeds_alone_unless_named_stale(tmp_path: Path, tag: str,
                                                        records_dir: Path) -> None:
     spec = TestbedSpec(name="live", subnet=unique_subnet())
     with create_testbed(spec, tag=tag, state_dir=tmp_path, records_dir=records_dir) as bed:
-        assert not any(tag in r for r in janitor.reap(records_dir, orphan_tags={tag}))
+        assert not any(tag in r for r in reaper.reap(records_dir, orphan_tags={tag}))
         assert len(our_namespaces(tag)) == 3
-        removed = janitor.reap(records_dir, stale_tags={tag}, orphan_tags={tag})
+        removed = reaper.reap(records_dir, stale_tags={tag}, orphan_tags={tag})
         assert f"cf-{tag}-h1" in removed
         assert our_namespaces(tag) == []
     bed.teardown()  # the janitor got there first; teardown copes
@@ -109,7 +112,7 @@ def test_leaves_live_testbeds_alone_unless_named_stale(tmp_path: Path, tag: str,
 def test_reaps_our_namespaces_that_have_no_record(records_dir: Path) -> None:
     tag = unique_tag()
     subprocess.run(["ip", "netns", "add", f"cf-{tag}-h1"], check=True, timeout=10)
-    assert janitor.reap(records_dir, orphan_tags={tag}) == [f"cf-{tag}-h1"]
+    assert reaper.reap(records_dir, orphan_tags={tag}) == [f"cf-{tag}-h1"]
     assert our_namespaces(tag) == []
 
 
@@ -119,7 +122,7 @@ def test_never_touches_namespaces_outside_our_prefix(records_dir: Path) -> None:
     for name in foreign:
         subprocess.run(["ip", "netns", "add", name], check=True, timeout=10)
     try:
-        janitor.reap(records_dir, orphan_tags={tag})
+        reaper.reap(records_dir, orphan_tags={tag})
         listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
                                  check=True, timeout=10).stdout
         for name in foreign:
@@ -144,7 +147,7 @@ def test_a_record_with_a_dead_owner_is_cleared_when_its_tag_is_reused(
 
 def test_stale_tags_must_be_tags(records_dir: Path) -> None:
     with pytest.raises(TestbedError):
-        janitor.reap(records_dir, stale_tags={"../etc"})
+        reaper.reap(records_dir, stale_tags={"../etc"})
 
 
 def test_a_worker_reaps_only_orphans_of_its_own_instance(records_dir: Path) -> None:
@@ -152,7 +155,7 @@ def test_a_worker_reaps_only_orphans_of_its_own_instance(records_dir: Path) -> N
     for tag in (ours, theirs):
         subprocess.run(["ip", "netns", "add", f"cf-{tag}-h1"], check=True, timeout=10)
     try:
-        removed = janitor.reap(records_dir, owned_prefix="rours")
+        removed = reaper.reap(records_dir, owned_prefix="rours")
         assert f"cf-{ours}-h1" in removed
         assert f"cf-{theirs}-h1" not in removed
         assert our_namespaces(theirs) == [f"cf-{theirs}-h1"]
@@ -178,3 +181,21 @@ def test_a_control_tag_is_no_run_s_tag_keeps_the_instance_prefix_and_fits(tmp_pa
     assert control_tag(settings, 7).startswith(run_tag_prefix(settings))
     assert TAG_RE.match(control_tag(settings, 36**6 - 1))
     assert len(f"cf-{control_tag(settings, 36**6 - 1)}") <= 15  # a root-namespace link
+
+
+def test_the_reaper_hands_each_record_to_its_own_drivers_reap(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert set(reaper.DRIVERS) == set(DRIVERS)
+    asked: list[str] = []
+
+    def reap(cls: type[SshTestbed], record: records.Record) -> list[str]:
+        asked.append(record.tag)
+        return ["remote h1:/srv/cf-rzz1"]
+
+    monkeypatch.setattr(SshTestbed, "reap", classmethod(reap))
+    record = records.Record(tag="rzz1", testbed="lab", driver="ssh", namespaces=(),
+                            cookie="c0ffee", owner_pid=1, owner_ticks=None)
+    records.write(tmp_path, record)
+    assert reaper.destroy(record, tmp_path) == ["remote h1:/srv/cf-rzz1", "record rzz1"]
+    assert asked == ["rzz1"]
+    assert records.read_all(tmp_path) == {}

@@ -13,6 +13,10 @@ processes with it.
 Workers that stay up use the same pieces (``workers/janitor.py``): :func:`reap_dead` on every
 reconcile pass, and :func:`reap` with the previous holder's tags right after a claim.
 
+Each driver removes its own objects (``Testbed.reap`` and the drivers' overrides: namespaces and
+links for ``netns``, remote folders for ``ssh``); this module only reads the records, scans the
+host and picks what is orphaned.
+
 Records are read *after* the host is scanned: a creator writes its record before its first
 object, so an object we see has a record we will see, and a testbed being built right now is
 never mistaken for an orphan.
@@ -23,28 +27,21 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
-import shutil
 from collections.abc import Collection
 from pathlib import Path, PurePosixPath
 
 from workers.testbed import records, scratch
-from workers.testbed.base import TAG_RE, TestbedError
-from workers.testbed.netns import (
-    PREFIX,
-    ROOT_LINK_RE,
-    delete_root_links,
-    destroy_namespaces,
-    list_namespaces,
-    list_root_links,
-)
-from workers.testbed.process import CommandResult, InfraError, execute, kill_pids, pids_with_cookie
-from workers.testbed.ssh import cleanup_remote, control_dir
+from workers.testbed.base import TAG_RE, Testbed, TestbedError
+from workers.testbed.local import LocalTestbed
+from workers.testbed.netns import NetnsTestbed
+from workers.testbed.process import CommandResult, InfraError, execute
+from workers.testbed.ssh import SshTestbed
 
 log = logging.getLogger(__name__)
 
-OUR_NAMESPACE = re.compile(rf"^{PREFIX}([a-z0-9]{{1,12}})-([a-z][a-z0-9]{{0,7}})$")
 LOCAL_TIMEOUT = 30.0
+DRIVERS: dict[str, type[Testbed]] = {
+    driver.driver: driver for driver in (NetnsTestbed, SshTestbed, LocalTestbed)}
 
 
 def _can_manage_namespaces() -> bool:
@@ -52,46 +49,18 @@ def _can_manage_namespaces() -> bool:
     return os.geteuid() == 0
 
 
-def _tag_of(namespace: str) -> str | None:
-    match = OUR_NAMESPACE.match(namespace)
-    return match.group(1) if match else None
-
-
 def _local(argv: list[str]) -> CommandResult:
     return execute(argv, timeout=LOCAL_TIMEOUT)
 
 
-def _our_image(path: str, tag: str) -> bool:
-    match = scratch.IMAGE_RE.match(PurePosixPath(path).name)
-    return match is not None and match.group(1) == tag and path.startswith("/")
-
-
 def destroy(record: records.Record, records_dir: Path) -> list[str]:
-    """Tear down the testbed ``record`` describes; returns what was removed.
+    """Tear down the testbed ``record`` describes, by its driver's ``reap``; returns what was
+    removed.
 
     Raises InfraError (and keeps the record, so a later pass retries) when something will not
     go away.
     """
-    removed = [f"pid {pid}" for pid in kill_pids(pids_with_cookie(record.cookie))]
-    for remote in record.remote:
-        removed.append(cleanup_remote(remote, record.cookie))
-    if record.driver == "ssh":
-        control = control_dir(record.tag)
-        if control.is_dir():
-            shutil.rmtree(control, ignore_errors=True)
-            removed.append(f"folder {control}")
-    # Trust the record only as far as our own naming goes.
-    if _can_manage_namespaces():
-        for image in record.scratch:
-            if _our_image(image, record.tag):
-                removed += scratch.release(_local, PurePosixPath(image))
-        links = [n for n in record.links
-                 if (m := ROOT_LINK_RE.match(n)) is not None and m.group(1) == record.tag]
-        if links:
-            removed += [f"link {n}" for n in delete_root_links(links)]
-        ours = [n for n in record.namespaces if _tag_of(n) == record.tag]
-        if ours:
-            removed += destroy_namespaces(ours)
+    removed = DRIVERS.get(record.driver, Testbed).reap(record)
     records.remove(records_dir, record.tag)
     removed.append(f"record {record.tag}")
     return removed
@@ -159,19 +128,7 @@ def _reap_orphans(live: set[str], orphan_tags: Collection[str] | None, owned_pre
                 removed += scratch.release(_local, PurePosixPath(image))
             except (InfraError, ValueError) as exc:
                 log.error("could not release orphan loop device %s (%s): %s", device, image, exc)
-    for name in links:
-        match = ROOT_LINK_RE.match(name)
-        if match and orphan(match.group(1)):
-            try:
-                removed += [f"link {n}" for n in delete_root_links([name])]
-            except InfraError as exc:
-                log.error("could not delete orphan link %s: %s", name, exc)
-    for name in namespaces:
-        if orphan(_tag_of(name)) and name not in removed:
-            try:
-                removed += destroy_namespaces([name])
-            except InfraError as exc:
-                log.error("could not delete orphan namespace %s: %s", name, exc)
+    NetnsTestbed.reap_orphans(namespaces, links, orphan, removed)
 
 
 def reap(records_dir: Path, *, stale_tags: Collection[str] = (),
@@ -194,8 +151,7 @@ def reap(records_dir: Path, *, stale_tags: Collection[str] = (),
     loops: list[tuple[str, str]] = []
     if _can_manage_namespaces():
         try:
-            namespaces = list_namespaces()
-            links = list_root_links()
+            namespaces, links = NetnsTestbed.leftovers()
             loops = _scratch_loops()
         except InfraError as exc:  # no `ip`: there can be no namespaces of ours either
             log.error("janitor cannot list namespaces, links or loop devices: %s", exc)
