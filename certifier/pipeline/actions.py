@@ -38,8 +38,9 @@ from certifier.domain.promotion import (
     blocking,
     decide,
 )
-from certifier.pipeline import knowngood, notify, runs, scheduler, waivers
+from certifier.pipeline import knowngood, notify, runs, waivers
 from certifier.pipeline.errors import Conflict, Invalid, NotFound
+from certifier.pipeline.toolbox import audit, move, summaries
 
 _JUDGED = (RunKind.GATE.value, RunKind.SOAK.value)
 
@@ -64,7 +65,7 @@ def cancel(session: Session, clock: Clock, candidate_id: int, actor: str,
                        "candidate can be cancelled")
     withdrawn = _end(session, clock, cand,
                      Excuse("cancelled", "operator", f"cancelled by {actor}: {reason}"))
-    scheduler.audit(session, clock, actor, "cancel", _subject(cand), reason=reason,
+    audit(session, clock, actor, "cancel", _subject(cand), reason=reason,
                     withdrawn_runs=withdrawn)
     return cand
 
@@ -76,7 +77,7 @@ def _end(session: Session, clock: Clock, cand: models.Candidate, excuse: Excuse)
     finds nothing to claim, so a cancelled candidate never takes a testbed again. A running
     run finishes; its verdict no longer moves the candidate.
     """
-    scheduler.move(session, cand, CandidateState.CANCELLED, clock)
+    move(session, cand, CandidateState.CANCELLED, clock)
     cand.excuses = [excuse.as_dict()]
     withdrawn = runs.withdraw_pending(
         session, [r.id for r in cand.runs if r.state == runs.RunState.PENDING])
@@ -99,7 +100,7 @@ def failing_subjects(cand: models.Candidate) -> dict[str, str]:
 
 def _still_failing(session: Session, cand: models.Candidate, clock: Clock) -> bool:
     waived = waivers.active_subjects(session, cand.id, clock.now())
-    seen = apply_waivers([r for r in scheduler.run_summaries(cand) if r.kind.value in _JUDGED],
+    seen = apply_waivers([r for r in summaries(cand.runs) if r.kind.value in _JUDGED],
                          waived)
     return any(r.verdict in (Verdict.FAILED, Verdict.REGRESSED) for r in seen)
 
@@ -118,7 +119,7 @@ def waive(session: Session, clock: Clock, candidate_id: int, actor: str, subject
         raise Invalid(f"candidate {cand.id} has no failing check or metric {subject!r} "
                       f"(waivable: {known})")
     waiver = waivers.add(session, cand.id, subject, reason, actor, clock.now(), expires_in)
-    scheduler.audit(session, clock, actor, "waive", _subject(cand), subject=subject,
+    audit(session, clock, actor, "waive", _subject(cand), subject=subject,
                     reason=reason, message=failing[subject],
                     expires_at=waiver.expires_at.isoformat() if waiver.expires_at else None)
     requeued = False
@@ -128,7 +129,7 @@ def waive(session: Session, clock: Clock, candidate_id: int, actor: str, subject
         cand.finished_at = None
         cand.excuses = [Excuse("queued", "pipeline",
                                "queued: every failure that rejected it is waived").as_dict()]
-        scheduler.audit(session, clock, actor, "reinstate", _subject(cand),
+        audit(session, clock, actor, "reinstate", _subject(cand),
                         reason="every failure that rejected it is waived")
         requeued = True
     return waiver, requeued
@@ -148,7 +149,7 @@ def retry(session: Session, clock: Clock, candidate_id: int, actor: str, reason:
     if state in (CandidateState.GATING, CandidateState.SOAKING) and (
             state is CandidateState.GATING or cand.soak_started_at is not None):
         waived = waivers.active_subjects(session, cand.id, clock.now())
-        decision = decide(state, scheduler.run_summaries(cand, waived), clock.now(), soak,
+        decision = decide(state, apply_waivers(summaries(cand.runs), waived), clock.now(), soak,
                           cand.soak_started_at, cand.retried_at)
         exhausted = [e for e in decision.excuses if e.kind == "infra_error"]
     if not exhausted:
@@ -156,7 +157,7 @@ def retry(session: Session, clock: Clock, candidate_id: int, actor: str, reason:
                        "gating or soaking candidate whose infra retries ran out can be retried")
     cand.retried_at = clock.now()
     cand.updated_at = clock.now()
-    scheduler.audit(session, clock, actor, "retry", _subject(cand), reason=reason,
+    audit(session, clock, actor, "retry", _subject(cand), reason=reason,
                     state=cand.state, after=exhausted[0].message,
                     runs=exhausted[0].data.get("runs", []))
     return cand
@@ -177,8 +178,8 @@ def promote(session: Session, clock: Clock, candidate_id: int, actor: str, reaso
         raise Conflict(f"candidate {cand.id} is {cand.state}: only a soaking candidate can be "
                        "promoted")
     waived = waivers.active_subjects(session, cand.id, clock.now())
-    decision = decide(CandidateState.SOAKING, scheduler.run_summaries(cand, waived), clock.now(),
-                      soak, cand.soak_started_at, cand.retried_at)
+    decision = decide(CandidateState.SOAKING, apply_waivers(summaries(cand.runs), waived),
+                      clock.now(), soak, cand.soak_started_at, cand.retried_at)
     blockers = blocking(decision)
     if blockers and not force:
         excuses = "; ".join(e.message for e in blockers)
@@ -186,9 +187,9 @@ def promote(session: Session, clock: Clock, candidate_id: int, actor: str, reaso
                        "or promote with force")
     with session.begin_nested():
         kg = knowngood.promote(session, cand, clock, reason=f"promoted by {actor}: {reason}")
-    scheduler.move(session, cand, CandidateState.PROMOTED, clock)
+    move(session, cand, CandidateState.PROMOTED, clock)
     cand.excuses = []
-    scheduler.audit(session, clock, actor, "promote", _subject(cand), version=kg.version,
+    audit(session, clock, actor, "promote", _subject(cand), version=kg.version,
                     reason=reason, manual=True, forced=force)
     if notifier is not None:
         notify.candidate_promoted(session, clock, notifier, cand, kg, actor)
@@ -221,7 +222,7 @@ def mark_bad(session: Session, clock: Clock, actor: str, candidate_id: int,
         withdrawn = _end(session, clock, cand,
                          Excuse("marked_bad", "operator", f"marked bad by {actor}: {reason}",
                                 {"combination": combo.hash}))
-    scheduler.audit(session, clock, actor, "mark_bad", _subject(cand), reason=reason,
+    audit(session, clock, actor, "mark_bad", _subject(cand), reason=reason,
                     combination=combo.hash, state=previous, withdrawn_runs=withdrawn)
     return cand
 
@@ -235,7 +236,7 @@ def unmark_bad(session: Session, clock: Clock, actor: str, candidate_id: int,
     combo = session.get_one(models.Combination, cand.combination_hash, with_for_update=True)
     if combo.bad_at is None:
         raise Conflict(f"the combination of candidate {cand.id} is not marked bad")
-    scheduler.audit(session, clock, actor, "unmark_bad", _subject(cand), reason=reason,
+    audit(session, clock, actor, "unmark_bad", _subject(cand), reason=reason,
                     combination=combo.hash, was_marked_by=combo.bad_by,
                     was_marked_reason=combo.bad_reason)
     combo.bad_at = combo.bad_reason = combo.bad_by = None
@@ -254,7 +255,7 @@ def revoke(session: Session, clock: Clock, version: int, actor: str, reason: str
     kg.revoked_at = clock.now()
     session.flush()
     now_current = knowngood.current(session)
-    scheduler.audit(session, clock, actor, "revoke", f"known-good {version}", reason=reason,
+    audit(session, clock, actor, "revoke", f"known-good {version}", reason=reason,
                     current=now_current.version if now_current else None)
     if notifier is not None:
         notify.known_good_revoked(session, clock, notifier, kg, now_current, actor, reason)

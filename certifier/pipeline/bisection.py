@@ -35,7 +35,7 @@ merged side branch count in the order they were reported.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -62,13 +62,23 @@ from certifier.domain.combination import Combination
 from certifier.domain.judgement import Excuse, RunKind, Verdict
 from certifier.domain.lifecycle import CandidateState
 from certifier.domain.promotion import WAIVABLE_KINDS
-from certifier.pipeline import components, knowngood, runs, scheduler
+from certifier.pipeline import components, knowngood, runs
 from certifier.pipeline.dispatch import Dispatcher, enqueue_run_after_commit
+from certifier.pipeline.toolbox import audit
 
 RUNNING, FOUND, INCONCLUSIVE, STOPPED = "running", "found", "inconclusive", "stopped"
 _JUDGED = (RunKind.GATE.value, RunKind.SOAK.value)
 _OWN_EXCUSES = ("bisection", "culprit")  # the excuses this module adds to a rejected candidate
 WAIT_KIND = "culprit_wait"  # the excuse of a queued candidate held back while one runs
+
+
+@dataclass
+class Progress:
+    """What culprit finding did in one pass; the reconcile loop folds it into its report."""
+
+    started: list[int] = field(default_factory=list)  # candidates whose search began
+    ended: list[int] = field(default_factory=list)  # found, inconclusive or stopped
+    runs_created: list[int] = field(default_factory=list)
 
 
 def _running() -> Any:
@@ -80,23 +90,24 @@ def _running() -> Any:
 
 
 def start(session: Session, cand: models.Candidate, clock: Clock, policy: BisectPolicy | None,
-          dispatcher: Dispatcher, report: scheduler.ReconcileReport) -> None:
+          dispatcher: Dispatcher) -> Progress:
     """Begin culprit finding for a candidate the scheduler just rejected, if it can tell
     anything, and create its first run (or, when the known-good moved since the candidate was
     formed, record why it does not search)."""
+    report = Progress()
     if policy is None or cand.bisection is not None or cand.base_version is None:
-        return
+        return report
     failed = _rejecting_run(cand)
     kg = session.get(models.KnownGood, cand.base_version)
     if failed is None or kg is None or cand.combination.bad_at is not None:
-        return  # not rejected by a run, or a person already said what is wrong with it
+        return report  # not rejected by a run, or a person already said what is wrong with it
     kg_combo = knowngood.combination_of(session, kg.combination_hash)
     combo = knowngood.combination_of(session, cand.combination_hash)
     ranges = {name: commit_range(session, name, kg_combo[name], combo[name])
               for name in combo.changed_against(kg_combo) if name in kg_combo}
     problem = Problem(kg_combo, combo, ranges, failed.id, _rejection_words(failed))
     if not worth_starting(problem, policy, clock.now()):
-        return
+        return report
     state: dict[str, Any] = {
         "status": RUNNING, "known_good": kg.version, "failed_run": failed.id,
         "started_at": clock.now().isoformat(), "finished_at": None,
@@ -107,13 +118,14 @@ def start(session: Session, cand: models.Candidate, clock: Clock, policy: Bisect
     if moved is not None:
         _conclude(session, cand, clock, state, Inconclusive(moved), problem)
         cand.bisection = state
-        return
+        return report
     cand.bisection = state
-    scheduler.audit(session, clock, "scheduler", "bisect", f"candidate {cand.id}",
-                    failed_run=failed.id, known_good=kg.version,
-                    commits={name: len(commits) for name, commits in ranges.items()})
-    report.bisections_started.append(cand.id)
+    audit(session, clock, "scheduler", "bisect", f"candidate {cand.id}",
+          failed_run=failed.id, known_good=kg.version,
+          commits={name: len(commits) for name, commits in ranges.items()})
+    report.started.append(cand.id)
     advance(session, cand, clock, policy, dispatcher, report)
+    return report
 
 
 def _rejecting_run(cand: models.Candidate) -> models.Run | None:
@@ -177,8 +189,9 @@ def commit_range(session: Session, component: str, known_good: str,
 
 
 def advance_all(session: Session, clock: Clock, policy: BisectPolicy | None,
-                dispatcher: Dispatcher, report: scheduler.ReconcileReport) -> None:
+                dispatcher: Dispatcher) -> Progress:
     """One step of every running culprit finding (or its end, when it must stop)."""
+    report = Progress()
     for cand in session.scalars(select(models.Candidate).where(_running())
                                 .order_by(models.Candidate.id)).all():
         reason = _reason_to_stop(session, cand, policy)
@@ -186,6 +199,7 @@ def advance_all(session: Session, clock: Clock, policy: BisectPolicy | None,
             _stop(session, cand, clock, reason, report)
         elif policy is not None:
             advance(session, cand, clock, policy, dispatcher, report)
+    return report
 
 
 def _reason_to_stop(session: Session, cand: models.Candidate,
@@ -199,7 +213,7 @@ def _reason_to_stop(session: Session, cand: models.Candidate,
 
 
 def advance(session: Session, cand: models.Candidate, clock: Clock, policy: BisectPolicy,
-            dispatcher: Dispatcher, report: scheduler.ReconcileReport) -> None:
+            dispatcher: Dispatcher, report: Progress) -> None:
     """Read the finished steps, ask the search what now, and act on it."""
     state = dict(cand.bisection or {})
     by_id = {r.id: r for r in cand.runs}
@@ -218,7 +232,7 @@ def advance(session: Session, cand: models.Candidate, clock: Clock, policy: Bise
     state["steps"] = steps
     if isinstance(decision, Found | Inconclusive):
         _conclude(session, cand, clock, state, decision, problem)
-        report.bisections_ended.append(cand.id)
+        report.ended.append(cand.id)
     else:
         _set_excuse(cand, _progress(decision, run_id, len(steps), policy))
     cand.bisection = state  # a new dict: JSON columns notice assignment, not mutation
@@ -260,7 +274,7 @@ def _problem(session: Session, cand: models.Candidate, state: Mapping[str, Any])
 def _create_run(session: Session, cand: models.Candidate, combo: Combination, clock: Clock,
                 dispatcher: Dispatcher) -> models.Run:
     """A bisect run of ``combo``, sent to a worker once the pass commits."""
-    row = scheduler.ensure_combination(session, combo, clock)
+    row = components.ensure_combination(session, combo, clock)
     attempt = 1 + max((r.attempt for r in cand.runs if r.kind == RunKind.BISECT), default=0)
     now = clock.now()
     run = models.Run(candidate_id=cand.id, kind=RunKind.BISECT, attempt=attempt,
@@ -292,16 +306,16 @@ def _conclude(session: Session, cand: models.Candidate, clock: Clock, state: dic
         state.update(status=INCONCLUSIVE, reason=decision.reason)
         _set_excuse(cand, Excuse("bisection", "culprit finding",
                                  f"culprit finding inconclusive: {decision.reason}"))
-        scheduler.audit(session, clock, "scheduler", "culprit", f"candidate {cand.id}",
-                        status=INCONCLUSIVE, reason=decision.reason)
+        audit(session, clock, "scheduler", "culprit", f"candidate {cand.id}",
+              status=INCONCLUSIVE, reason=decision.reason)
         return
     found = decision.culprit
     result = _result(found, problem)
     state.update(status=FOUND, result=result)
     _set_excuse(cand, _culprit_excuse(session, found, result))
-    scheduler.audit(session, clock, "scheduler", "culprit", f"candidate {cand.id}",
-                    status=FOUND, component=found.component, sha=found.sha,
-                    last_good=found.last_good, evidence=list(found.evidence))
+    audit(session, clock, "scheduler", "culprit", f"candidate {cand.id}",
+          status=FOUND, component=found.component, sha=found.sha,
+          last_good=found.last_good, evidence=list(found.evidence))
 
 
 def _result(found: Culprit, problem: Problem) -> dict[str, Any]:
@@ -328,7 +342,7 @@ def _set_excuse(cand: models.Candidate, excuse: Excuse) -> None:
 
 
 def _stop(session: Session, cand: models.Candidate, clock: Clock, reason: str,
-          report: scheduler.ReconcileReport) -> None:
+          report: Progress) -> None:
     """End a running search without a conclusion; its runs that have not started are
     withdrawn (as cancelling does), so they never take the testbed.
 
@@ -349,9 +363,9 @@ def _stop(session: Session, cand: models.Candidate, clock: Clock, reason: str,
     if cand.state == CandidateState.REJECTED:
         _set_excuse(cand, Excuse("bisection", "culprit finding",
                                  f"culprit finding stopped: {reason}"))
-    scheduler.audit(session, clock, "scheduler", "culprit", f"candidate {cand.id}",
-                    status=STOPPED, reason=reason, withdrawn_runs=sorted(pending))
-    report.bisections_ended.append(cand.id)
+    audit(session, clock, "scheduler", "culprit", f"candidate {cand.id}",
+          status=STOPPED, reason=reason, withdrawn_runs=sorted(pending))
+    report.ended.append(cand.id)
 
 
 

@@ -23,10 +23,11 @@ from sqlalchemy.orm import Session
 
 from certifier.db import models
 from certifier.domain.clock import Clock
-from certifier.domain.combination import SHA_RE
+from certifier.domain.combination import SHA_RE, Combination
 from certifier.domain.lifecycle import CandidateState
 from certifier.pipeline import knowngood
 from certifier.pipeline.errors import Conflict, Invalid, NotFound
+from certifier.pipeline.toolbox import audit
 from certifier.settings import ComponentConfig, TestbedConfig
 
 
@@ -72,8 +73,7 @@ def create_component(
 
 def _audit(session: Session, clock: Clock, actor: str, action: str,
            component: models.Component, **detail: object) -> None:
-    session.add(models.AuditEvent(at=clock.now(), actor=actor, action=action,
-                                  subject=f"component {component.name}", detail=detail))
+    audit(session, clock, actor, action, f"component {component.name}", **detail)
 
 
 def register(session: Session, config: ComponentConfig, clock: Clock, actor: str
@@ -267,3 +267,22 @@ def gone_among(session: Session, pairs: Iterable[tuple[str, str]]) -> frozenset[
         .where(models.Commit.sha.in_(sorted({sha for _, sha in wanted})),
                models.Commit.gone_at.is_not(None))).all()
     return frozenset((str(n), str(sha)) for n, sha in rows if (n, sha) in wanted)
+
+
+def ensure_combination(session: Session, combo: Combination, clock: Clock) -> models.Combination:
+    """The row of ``combo``, created with its items (and any commit not seen yet) if new."""
+    row = session.get(models.Combination, combo.hash)
+    if row is not None:
+        return row
+    row = models.Combination(hash=combo.hash, created_at=clock.now())
+    session.add(row)
+    for name, sha in combo.pairs:
+        component = get_component(session, name)
+        commit = session.scalar(select(models.Commit).where(
+            models.Commit.component_id == component.id, models.Commit.sha == sha))
+        if commit is None:
+            commit, _ = report_commit(session, name, sha, clock, seen_via="manifest")
+        session.add(models.CombinationItem(combination_hash=combo.hash,
+                                           component_id=component.id, commit_id=commit.id))
+    session.flush()
+    return row

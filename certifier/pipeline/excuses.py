@@ -17,11 +17,12 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from certifier.db import models
-from certifier.domain.judgement import Excuse, RunKind, Verdict
+from certifier.domain.judgement import Excuse
 from certifier.domain.lifecycle import CandidateState
-from certifier.domain.promotion import RunSummary, SoakPolicy, apply_waivers, decide
+from certifier.domain.promotion import SoakPolicy, apply_waivers, decide
 from certifier.pipeline import queries
 from certifier.pipeline.errors import NotFound
+from certifier.pipeline.toolbox import summaries
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,22 +61,6 @@ def _waived_at(session: Session, candidate_id: int, at: datetime) -> frozenset[s
         or_(models.Waiver.expires_at.is_(None), models.Waiver.expires_at > at))))
 
 
-def _runs_at(cand: models.Candidate, at: datetime) -> list[RunSummary]:
-    """The candidate's runs as they stood at ``at``: later ones unborn, unfinished ones open."""
-    out = []
-    for run in cand.runs:
-        if run.created_at > at:
-            continue
-        verdict = run.verdict if run.finished_at is not None and run.finished_at <= at else None
-        done = verdict is not None
-        out.append(RunSummary(
-            id=run.id, kind=RunKind(run.kind),
-            verdict=Verdict(verdict) if verdict is not None else None,
-            created_at=run.created_at, finished_at=run.finished_at if done else None,
-            excuses=tuple(Excuse.from_dict(e) for e in run.excuses) if done else ()))
-    return out
-
-
 def for_candidate(session: Session, candidate_id: int, policy: SoakPolicy, now: datetime,
                   at: datetime | None = None) -> Excuses:
     """The candidate's excuses now (``at`` None) or as they were at ``at``."""
@@ -94,6 +79,6 @@ def for_candidate(session: Session, candidate_id: int, policy: SoakPolicy, now: 
         return Excuses(cand.id, state, at, stored, tuple(sorted(waived)))
     soak_started = cand.soak_started_at if state is CandidateState.SOAKING else None
     retried = cand.retried_at if cand.retried_at is not None and cand.retried_at <= at else None
-    decision = decide(state, apply_waivers(_runs_at(cand, at), waived), at, policy, soak_started,
-                      retried)
+    decision = decide(state, apply_waivers(summaries(cand.runs, at), waived), at, policy,
+                      soak_started, retried)
     return Excuses(cand.id, state, at, decision.excuses, tuple(sorted(waived)))

@@ -29,7 +29,6 @@ from certifier.domain.lifecycle import CandidateState
 from certifier.domain.promotion import (
     WAIVABLE_KINDS,
     Action,
-    RunSummary,
     SoakPolicy,
     apply_waivers,
     decide,
@@ -37,6 +36,7 @@ from certifier.domain.promotion import (
 from certifier.pipeline import bisection, knowngood, waivers
 from certifier.pipeline.errors import NotFound
 from certifier.pipeline.runs import CANDIDATE_SIDE
+from certifier.pipeline.toolbox import summaries
 
 DEFAULT_STALE_AFTER = timedelta(days=3)
 ACTIVE_STATES = (CandidateState.GATING.value, CandidateState.SOAKING.value)
@@ -240,16 +240,6 @@ def _run_view(run: models.Run) -> RunView:
                    too_busy=run.too_busy)
 
 
-def _summaries(runs: Iterable[models.Run]) -> list[RunSummary]:
-    return [
-        RunSummary(id=r.id, kind=RunKind(r.kind),
-                   verdict=Verdict(r.verdict) if r.verdict else None,
-                   created_at=r.created_at, finished_at=r.finished_at,
-                   excuses=tuple(Excuse.from_dict(e) for e in r.excuses))
-        for r in runs
-    ]
-
-
 def _items(cand: models.Candidate) -> dict[str, models.CombinationItem]:
     return {item.component.name: item for item in cand.combination.items}
 
@@ -274,7 +264,7 @@ def soak_progress(cand: models.Candidate, now: datetime, policy: SoakPolicy) -> 
     if cand.state != CandidateState.SOAKING or cand.soak_started_at is None:
         return None
     soak_runs = [r for r in cand.runs if r.kind == RunKind.SOAK]
-    decision = decide(CandidateState.SOAKING, _summaries(soak_runs), now, policy,
+    decision = decide(CandidateState.SOAKING, summaries(soak_runs), now, policy,
                       cand.soak_started_at)
     data = decision.data
     elapsed = timedelta(seconds=data.get("elapsed_s", (now - cand.soak_started_at).total_seconds()))
@@ -306,7 +296,7 @@ def live_excuses(
     if state is CandidateState.QUEUED and any(isinstance(e, dict) and e.get("kind")
                                               == bisection.WAIT_KIND for e in cand.excuses):
         return _excuses(cand.excuses)  # held back while culprit finding runs
-    decision = decide(state, apply_waivers(_summaries(cand.runs), waived), now, policy,
+    decision = decide(state, apply_waivers(summaries(cand.runs), waived), now, policy,
                       cand.soak_started_at, cand.retried_at)
     if decision.action is Action.START_SOAK:
         # The gate passed but the scheduler left it gating: another candidate holds the soak

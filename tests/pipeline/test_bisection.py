@@ -523,7 +523,7 @@ def test_stopping_spares_a_bisect_run_that_a_worker_claimed_meanwhile(up: Upstre
         assert [r.state for r in cand.runs if r.kind == "bisect"] == ["pending"]  # as read
         up.world.claim(run_id)  # a worker takes it, in its own transaction, right then
         report = scheduler.ReconcileReport()
-        bisection.advance_all(session, up.clock, None, up.world.dispatcher, report)
+        report.fold(bisection.advance_all(session, up.clock, None, up.world.dispatcher))
     assert report.bisections_ended == [cid]
 
     state = up.candidate(cid).bisection

@@ -20,7 +20,7 @@ from certifier.domain.clock import FakeClock
 from certifier.domain.judgement import JudgementPolicy
 from certifier.domain.promotion import SoakPolicy
 from certifier.domain.results import Better, Check, Measurement, SuiteResult
-from certifier.pipeline import actions, knowngood, runs, scheduler
+from certifier.pipeline import actions, components, knowngood, runs, scheduler
 from certifier.pipeline.dispatch import RecordingDispatcher
 from certifier.pipeline.errors import Conflict
 from tests.api.factories import World, passing_results
@@ -296,7 +296,7 @@ def test_two_promotions_on_the_same_base_cannot_both_win(world: World) -> None:
         first = session.get(models.Candidate, first_id)
         assert first is not None
         combo = knowngood.combination_of(session, first.combination_hash).replace(nova=newer)
-        scheduler.ensure_combination(session, combo, world.clock)
+        components.ensure_combination(session, combo, world.clock)
         now = world.clock.now()
         rival = models.Candidate(combination_hash=combo.hash, state="soaking", base_version=None,
                                  changed=["nova"], excuses=[], created_at=now, updated_at=now)
