@@ -78,7 +78,7 @@ def _end(session: Session, clock: Clock, cand: models.Candidate, excuse: Excuse)
     run finishes; its verdict no longer moves the candidate.
     """
     move(session, cand, CandidateState.CANCELLED, clock)
-    cand.excuses = [excuse.as_dict()]
+    cand.excuses = (excuse,)
     withdrawn = runs.withdraw_pending(
         session, [r.id for r in cand.runs if r.state == runs.RunState.PENDING])
     session.expire(cand, ["runs"])  # a later read in this session must not list them
@@ -91,10 +91,9 @@ def failing_subjects(cand: models.Candidate) -> dict[str, str]:
     """What may be waived for ``cand``: ``{subject: message}`` of its failed checks, broken
     limits and regressions, from its gate and soak runs and its current excuses."""
     found: dict[str, str] = {}
-    raw = [e for r in cand.runs if r.kind in _JUDGED for e in r.excuses] + list(cand.excuses)
-    for e in raw:
-        if isinstance(e, dict) and e.get("kind") in WAIVABLE_KINDS:
-            found.setdefault(str(e.get("subject", "")), str(e.get("message", "")))
+    for e in [*(e for r in cand.runs if r.kind in _JUDGED for e in r.excuses), *cand.excuses]:
+        if e.kind in WAIVABLE_KINDS:
+            found.setdefault(e.subject, e.message)
     return found
 
 
@@ -127,8 +126,8 @@ def waive(session: Session, clock: Clock, candidate_id: int, actor: str, subject
         cand.state = reinstate(cand.state)
         cand.updated_at = clock.now()
         cand.finished_at = None
-        cand.excuses = [Excuse("queued", "pipeline",
-                               "queued: every failure that rejected it is waived").as_dict()]
+        cand.excuses = (Excuse("queued", "pipeline",
+                               "queued: every failure that rejected it is waived"),)
         audit(session, clock, actor, "reinstate", _subject(cand),
                         reason="every failure that rejected it is waived")
         requeued = True
@@ -188,7 +187,7 @@ def promote(session: Session, clock: Clock, candidate_id: int, actor: str, reaso
     with session.begin_nested():
         kg = knowngood.promote(session, cand, clock, reason=f"promoted by {actor}: {reason}")
     move(session, cand, CandidateState.PROMOTED, clock)
-    cand.excuses = []
+    cand.excuses = ()
     audit(session, clock, actor, "promote", _subject(cand), version=kg.version,
                     reason=reason, manual=True, forced=force)
     if notifier is not None:

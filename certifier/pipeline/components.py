@@ -125,7 +125,7 @@ def users(session: Session, component: models.Component) -> list[str]:
             .where(models.CombinationItem.component_id == component.id,
                    models.Candidate.state.in_([*open_states, CandidateState.REJECTED.value]))
             .order_by(models.Candidate.id)):
-        bisecting = isinstance(cand.bisection, dict) and cand.bisection.get("status") == "running"
+        bisecting = cand.bisection is not None and cand.bisection.running
         if cand.state != CandidateState.REJECTED or bisecting:
             found.append(f"candidate {cand.id} ({'culprit finding' if bisecting else cand.state})")
     return found

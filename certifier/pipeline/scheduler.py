@@ -158,7 +158,7 @@ def _form(session: Session, clock: Clock, report: ReconcileReport) -> None:
         cand = models.Candidate(
             combination_hash=the_plan.create.hash, state=CandidateState.QUEUED,
             base_version=kg.version if kg else None, changed=list(the_plan.changed),
-            excuses=[], created_at=now, updated_at=now)
+            excuses=(), created_at=now, updated_at=now)
         session.add(cand)
         session.flush()
         report.formed.append(cand.id)
@@ -192,7 +192,7 @@ def _supersede(session: Session, clock: Clock, cand: models.Candidate,
         data["waived"] = waived
         audit(session, clock, "scheduler", "supersede", f"candidate {cand.id}",
               by=data["by"], waived=waived)
-    cand.excuses = [Excuse("superseded", "pipeline", message, data).as_dict()]
+    cand.excuses = (Excuse("superseded", "pipeline", message, data),)
 
 
 def _audit_released(session: Session, clock: Clock,
@@ -247,8 +247,8 @@ def _waits_to_soak(session: Session, cand: models.Candidate, clock: Clock) -> bo
         models.Candidate.state == CandidateState.SOAKING, models.Candidate.id != cand.id)
         .order_by(models.Candidate.id).limit(1))
     if soaking is not None:
-        cand.excuses = [Excuse("gating", "soak", f"gate passed: waiting for candidate {soaking} "
-                               "to finish soaking").as_dict()]
+        cand.excuses = (Excuse("gating", "soak", f"gate passed: waiting for candidate {soaking} "
+                               "to finish soaking"),)
         return True
     kg = knowngood.current(session)
     if cand.base_version != (kg.version if kg else None):
@@ -265,7 +265,7 @@ def _advance(session: Session, cand: models.Candidate, clock: Clock, policy: Sch
         waived = waivers.active_subjects(session, cand.id, clock.now())
         decision = decide(CandidateState(cand.state), apply_waivers(summaries(cand.runs), waived),
                           clock.now(), policy.soak, cand.soak_started_at, cand.retried_at)
-        cand.excuses = [e.as_dict() for e in decision.excuses]
+        cand.excuses = decision.excuses
         if decision.next_run is not None:
             run = _create_run(session, cand, decision.next_run, clock, dispatcher)
             report.runs_created.append(run.id)
@@ -280,7 +280,7 @@ def _advance(session: Session, cand: models.Candidate, clock: Clock, policy: Sch
         if decision.action is Action.REJECT:
             move(session, cand, CandidateState.REJECTED, clock)
             audit(session, clock, "scheduler", "reject", f"candidate {cand.id}",
-                  excuses=cand.excuses)
+                  excuses=[e.as_dict() for e in cand.excuses])
             report.rejected.append(cand.id)
             # Notify first: the payload carries the rejection's excuses, not culprit finding's.
             notify.candidate_rejected(session, clock,
@@ -327,15 +327,15 @@ def _promote(session: Session, cand: models.Candidate, clock: Clock,
         return
     except knowngood.MarkedBad as exc:
         move(session, cand, CandidateState.CANCELLED, clock)
-        cand.excuses = [Excuse("marked_bad", "operator", str(exc)).as_dict()]
+        cand.excuses = (Excuse("marked_bad", "operator", str(exc)),)
         audit(session, clock, "scheduler", "cancel", f"candidate {cand.id}", reason=str(exc))
         return
     except Conflict as exc:
         move(session, cand, CandidateState.SUPERSEDED, clock)
-        cand.excuses = [Excuse("base_moved", "known-good", str(exc)).as_dict()]
+        cand.excuses = (Excuse("base_moved", "known-good", str(exc)),)
         return
     move(session, cand, CandidateState.PROMOTED, clock)
-    cand.excuses = [e.as_dict() for e in noted]
+    cand.excuses = noted
     audit(session, clock, "scheduler", "promote", f"candidate {cand.id}", version=kg.version)
     report.promoted.append(cand.id)
     notify.candidate_promoted(session, clock, notifier, cand, kg, "scheduler")

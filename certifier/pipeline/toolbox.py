@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from certifier.db import models
 from certifier.domain.clock import Clock
-from certifier.domain.judgement import Excuse, RunKind, Verdict
+from certifier.domain.judgement import RunKind, Verdict
 from certifier.domain.lifecycle import CandidateState, check_transition
 from certifier.domain.promotion import RunSummary
 
@@ -57,5 +57,5 @@ def summaries(runs: Iterable[models.Run], at: datetime | None = None) -> list[Ru
             verdict=Verdict(run.verdict) if seen and run.verdict else None,
             created_at=run.created_at,
             finished_at=run.finished_at if seen else None,
-            excuses=tuple(Excuse.from_dict(e) for e in run.excuses) if seen else ()))
+            excuses=run.excuses if seen else ()))
     return out

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Path, Query
 from sqlalchemy.orm import Session
 
 from certifier.api.auth import AdminDep, OperatorDep
-from certifier.api.deps import ClockDep, ContextDep, DispatcherDep, SessionDep
+from certifier.api.deps import AppContext, ClockDep, ContextDep, DispatcherDep, SessionDep
 from certifier.api.schemas import (
     DB_ID_MAX,
     AuditEventOut,
@@ -38,7 +38,7 @@ from certifier.api.schemas import (
 from certifier.db import models
 from certifier.domain.clock import Clock
 from certifier.domain.durations import DurationError, parse_duration
-from certifier.pipeline import actions, listings, notify, queries, waivers
+from certifier.pipeline import actions, notify, read, waivers
 from certifier.pipeline.dispatch import reconcile_after_commit
 from certifier.pipeline.errors import Invalid
 
@@ -61,7 +61,7 @@ def cancel_candidate(candidate_id: Id, body: CancelRequest, session: SessionDep,
     """Cancel a queued, gating or soaking candidate (operate scope)."""
     cand = actions.cancel(session, clock, candidate_id, who.actor, body.reason)
     reconcile_after_commit(session, dispatcher)
-    return CandidateOut.of(cand)
+    return CandidateOut.stored(cand)
 
 
 @router.post("/candidates/{candidate_id}/retry", response_model=CandidateOut, responses=AUTH)
@@ -76,7 +76,7 @@ def retry_candidate(candidate_id: Id, body: RetryRequest, session: SessionDep, c
     cand = actions.retry(session, clock, candidate_id, who.actor, body.reason,
                          context.settings.soak_policy())
     reconcile_after_commit(session, dispatcher)
-    return CandidateOut.of(cand)
+    return CandidateOut.stored(cand)
 
 
 @router.post("/candidates/{candidate_id}/waive", response_model=WaiveAnswer, responses=AUTH)
@@ -99,7 +99,7 @@ def waive(candidate_id: Id, body: WaiveRequest, session: SessionDep, clock: Cloc
                                      body.reason, expires_in)
     reconcile_after_commit(session, dispatcher)
     return WaiveAnswer(waiver=WaiverOut.of(waiver, clock.now()),
-                       candidate=CandidateOut.of(session.get_one(models.Candidate,
+                       candidate=CandidateOut.stored(session.get_one(models.Candidate,
                                                                  candidate_id)),
                        requeued=requeued)
 
@@ -118,25 +118,25 @@ def promote(candidate_id: Id, body: PromoteRequest, session: SessionDep, clock: 
                                                   dispatcher))
     context.manifest_cache.clear()
     reconcile_after_commit(session, dispatcher)
-    return PromoteAnswer(candidate=CandidateOut.of(kg.candidate),
+    return PromoteAnswer(candidate=CandidateOut.stored(kg.candidate),
                          known_good=ManifestSummary.of(kg))
 
 
 @router.post("/candidates/{candidate_id}/mark-bad", response_model=CandidateDetail,
              responses=AUTH)
 def mark_bad(candidate_id: Id, body: MarkBadRequest, session: SessionDep, clock: ClockDep,
-             dispatcher: DispatcherDep, who: OperatorDep) -> CandidateDetail:
+             context: ContextDep, dispatcher: DispatcherDep, who: OperatorDep) -> CandidateDetail:
     """Mark the candidate's combination bad (operate scope): it is never formed or promoted
     again, and an open candidate is cancelled. 409 if it is already marked, or if it is a
     known-good that is not revoked (revoke it first)."""
     actions.mark_bad(session, clock, who.actor, candidate_id, body.reason)
     reconcile_after_commit(session, dispatcher)
-    return _detail(session, clock, candidate_id)
+    return _detail(session, clock, context, candidate_id)
 
 
 @router.delete("/candidates/{candidate_id}/mark-bad", response_model=CandidateDetail,
                responses=AUTH)
-def unmark_bad(candidate_id: Id, session: SessionDep, clock: ClockDep,
+def unmark_bad(candidate_id: Id, session: SessionDep, clock: ClockDep, context: ContextDep,
                dispatcher: DispatcherDep, who: AdminDep,
                reason: Annotated[str, Query(max_length=2000,
                                             description="why: kept in the audit log")] = "",
@@ -145,12 +145,15 @@ def unmark_bad(candidate_id: Id, session: SessionDep, clock: ClockDep,
     combination is not marked bad."""
     actions.unmark_bad(session, clock, who.actor, candidate_id, reason)
     reconcile_after_commit(session, dispatcher)
-    return _detail(session, clock, candidate_id)
+    return _detail(session, clock, context, candidate_id)
 
 
-def _detail(session: Session, clock: Clock, candidate_id: int) -> CandidateDetail:
-    return CandidateDetail.detail(queries.candidate_detail(session, candidate_id),
-                                  waivers.for_candidate(session, candidate_id), clock.now())
+def _detail(session: Session, clock: Clock, context: AppContext,
+            candidate_id: int) -> CandidateDetail:
+    """The candidate as ``GET /api/v1/candidates/{id}`` gives it."""
+    return CandidateDetail.detail(
+        read.candidate_detail(session, candidate_id, clock.now(), context.settings.soak_policy()),
+        waivers.for_candidate(session, candidate_id), clock.now())
 
 
 @router.post("/known-good/{version}/revoke", response_model=RevokeAnswer, responses=AUTH,
@@ -176,7 +179,7 @@ def audit_log(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> AuditList:
     """Every manual action and scheduler decision, newest first."""
-    rows, next_before = listings.audit_log(session, before, limit, action=action)
+    rows, next_before = read.audit_log(session, before, limit, action=action)
     return AuditList(items=[AuditEventOut(id=r.id, at=r.at, actor=r.actor, action=r.action,
                                           subject=r.subject, detail=dict(r.detail))
                             for r in rows],
