@@ -38,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -52,6 +52,7 @@ from certifier.db import migrate, models
 from certifier.db.session import session_scope
 from certifier.demo import world as demo_world
 from certifier.demo.scenario import _candidate_with
+from certifier.domain.judgement import Excuse
 from certifier.domain.lifecycle import CandidateState
 from certifier.pipeline import actions, components, runs, scheduler
 from certifier.pipeline.dispatch import RecordingDispatcher
@@ -260,17 +261,15 @@ on, counting the candidate as waiting: the pipeline itself retries a busy testbe
 it stays busy, never holding it against the candidate."""
 
 
-def _held(excuses: list[Any], busy_patience: int = BUSY_PATIENCE) -> bool:
+def _held(excuses: Sequence[Excuse], busy_patience: int = BUSY_PATIENCE) -> bool:
     """Whether a candidate's excuses say it waits for a person, or for a testbed that stayed too
     busy for ``busy_patience`` runs."""
     for e in excuses:
-        if not isinstance(e, dict):
-            continue
-        if e.get("kind") in HELD:
+        if e.kind in HELD:
             return True
-        data = e.get("data") if isinstance(e.get("data"), dict) else {}
-        if e.get("kind") == "infra_retry" and "calm down" in str(e.get("message")) \
-                and len(data.get("runs") or ()) >= busy_patience:
+        runs = e.data.get("runs")
+        if e.kind == "infra_retry" and "calm down" in e.message \
+                and isinstance(runs, list) and len(runs) >= busy_patience:
             return True
     return False
 
@@ -334,14 +333,13 @@ class Driver:
                 if out.gate_wall_s is None and state is not CandidateState.GATING \
                         and state is not CandidateState.QUEUED:
                     out.gate_wall_s = time.monotonic() - start
-                out.excuses = [str(e.get("message", "")) for e in cand.excuses
-                               if isinstance(e, dict)]
-                bisection = cand.bisection if isinstance(cand.bisection, dict) else {}
-                result = bisection.get("result") or {}
-                out.culprit = str(result["sha"]) if result.get("sha") else None
-                finding = bisection.get("status") == "running"
+                out.excuses = [e.message for e in cand.excuses]
+                bisection = cand.bisection
+                result = bisection.result if bisection is not None else None
+                out.culprit = result.sha if result is not None and result.sha else None
+                finding = bisection is not None and bisection.running
                 runs_of = [(r.id, r.kind) for r in cand.runs]
-                waiting = _held(list(cand.excuses), self.busy_patience)
+                waiting = _held(cand.excuses, self.busy_patience)
                 if (state.is_final and not finding) or (waiting and not state.is_final):
                     out.end = "waiting" if not state.is_final else str(state)
                     break

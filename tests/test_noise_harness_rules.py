@@ -1,18 +1,21 @@
 """When the noise harness stops driving a candidate and counts it as waiting (benchmarks/)."""
 
+from dataclasses import replace
+
 from benchmarks.noise_harness import BUSY_PATIENCE, _held
+from certifier.domain.judgement import Excuse
 
 
-def busy(runs: int) -> dict[str, object]:
-    return {"kind": "infra_retry", "subject": "run 9",
-            "message": "gating: waiting for the testbed to calm down, next try in 30s (testbed "
-                       "too busy: cpu pressure 93 % (ceiling 50 %)); a busy testbed never counts "
-                       "against the candidate", "data": {"runs": list(range(runs))}}
+def busy(runs: int) -> Excuse:
+    return Excuse("infra_retry", "run 9",
+                  "gating: waiting for the testbed to calm down, next try in 30s (testbed too "
+                  "busy: cpu pressure 93 % (ceiling 50 %)); a busy testbed never counts against "
+                  "the candidate", {"runs": list(range(runs))})
 
 
 def test_a_candidate_waiting_for_a_person_is_held() -> None:
-    assert _held([{"kind": "awaiting_decision", "subject": "promotion", "message": "…"}])
-    assert _held([{"kind": "infra_error", "subject": "run 3", "message": "retries exhausted"}])
+    assert _held([Excuse("awaiting_decision", "promotion", "…")])
+    assert _held([Excuse("infra_error", "run 3", "retries exhausted")])
 
 
 def test_a_busy_testbed_is_waited_for_a_few_runs_then_counted_as_waiting() -> None:
@@ -21,7 +24,6 @@ def test_a_busy_testbed_is_waited_for_a_few_runs_then_counted_as_waiting() -> No
 
 
 def test_a_candidate_still_gating_or_soaking_is_not_held() -> None:
-    assert not _held([{"kind": "soaking", "subject": "soak", "message": "soaking: 1h of 7d"},
-                      "not an excuse"])
-    retry = {**busy(5), "message": "gating: testbed or tool error, retry 1 of 2 in 30s"}
+    assert not _held([Excuse("soaking", "soak", "soaking: 1h of 7d")])
+    retry = replace(busy(5), message="gating: testbed or tool error, retry 1 of 2 in 30s")
     assert not _held([retry])

@@ -1,13 +1,17 @@
-"""Request and response bodies of the v1 API, and their construction from database rows.
+"""Request and response bodies of the v1 API, and their construction.
 
-Responses are built explicitly from rows (``of``) rather than serialising ORM objects, so the
-wire format is the contract published in OpenAPI and a model change cannot leak a column.
+Responses are built explicitly (``of``), never by serialising ORM objects, so the wire format
+is the contract published in OpenAPI and a model change cannot leak a column. What the
+dashboard shows too (candidates, runs, excuses, culprit finding) is built from the read
+model's frozen views (:mod:`certifier.pipeline.read`), the ones its templates are built from,
+so the API and the pages give one answer.
 Lists are objects with an ``items`` array, so fields (paging, totals) can be added later without
 breaking clients.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,9 +39,7 @@ from certifier.api.schemas_tracking import (
 from certifier.db import models
 from certifier.domain.environment import judged_figures
 from certifier.limits import ID_MAX, MAX_DURATION, PROJECT_MAX, URL_MAX, CommitTime, DbId
-from certifier.pipeline.bisection import BisectionView
-from certifier.pipeline.bisection import view as bisection_view
-from certifier.pipeline.runview import ab_series
+from certifier.pipeline import read
 from certifier.settings import ComponentConfig
 
 SHA_PATTERN = r"^(?:[0-9a-fA-F]{40}|[0-9a-fA-F]{64})$"
@@ -75,13 +77,9 @@ class ExcuseOut(_Out):
     data: dict[str, Any] = Field(default_factory=dict)
 
     @classmethod
-    def many(cls, raw: list[Any]) -> list[ExcuseOut]:
-        return [
-            cls(kind=str(e.get("kind", "")), subject=str(e.get("subject", "")),
-                message=str(e.get("message", "")), data=dict(e.get("data") or {}))
-            for e in raw
-            if isinstance(e, dict)
-        ]
+    def many(cls, excuses: Iterable[read.ExcuseView]) -> list[ExcuseOut]:
+        return [cls(kind=e.kind, subject=e.subject, message=e.message, data=dict(e.data))
+                for e in excuses]
 
 
 # Components and commits ---------------------------------------------------------------------
@@ -234,7 +232,7 @@ class RunOut(_Out):
     excuses: list[ExcuseOut]
 
     @classmethod
-    def summary(cls, run: models.Run) -> RunOut:
+    def of_view(cls, run: read.RunView) -> RunOut:
         return cls(id=run.id, kind=run.kind, attempt=run.attempt, state=run.state,
                    verdict=run.verdict, testbed=run.testbed, created_at=run.created_at,
                    started_at=run.started_at, finished_at=run.finished_at,
@@ -334,7 +332,7 @@ class RunDetail(RunOut):
     @classmethod
     def of(cls, run: models.Run) -> RunDetail:
         return cls(
-            **RunOut.summary(run).model_dump(),
+            **RunOut.of_view(read.run_view(run)).model_dump(),
             candidate_id=run.candidate_id, worker=run.worker, dispatched_at=run.dispatched_at,
             tool_versions=dict(run.tool_versions),
             checks=[CheckOut(suite=c.suite, name=c.name, passed=c.passed, message=c.message)
@@ -350,7 +348,7 @@ class RunDetail(RunOut):
             series=[SeriesOut(key=s.key, suite=s.suite, metric=s.metric, labels=dict(s.labels),
                               unit=s.unit, better=s.better, rounds=list(s.rounds),
                               candidate=list(s.candidate), control=list(s.control))
-                    for s in ab_series(run.measurements)],
+                    for s in read.ab_series(run.measurements)],
             log=run.log,
             environment=(None if run.environment is None
                          else {**run.environment, "judged": judged_figures(run.environment)}),
@@ -375,13 +373,18 @@ class CandidateOut(_Out):
     excuses: list[ExcuseOut]
 
     @classmethod
-    def of(cls, cand: models.Candidate) -> CandidateOut:
+    def of(cls, cand: read.CandidateSummary) -> CandidateOut:
         return cls(id=cand.id, state=cand.state, combination=cand.combination_hash,
-                   base_version=cand.base_version, changed=[str(c) for c in cand.changed],
+                   base_version=cand.base_version, changed=list(cand.changed),
                    created_at=cand.created_at, updated_at=cand.updated_at,
                    gating_started_at=cand.gating_started_at,
                    soak_started_at=cand.soak_started_at, finished_at=cand.finished_at,
                    retried_at=cand.retried_at, excuses=ExcuseOut.many(cand.excuses))
+
+    @classmethod
+    def stored(cls, cand: models.Candidate) -> CandidateOut:
+        """``cand`` with the excuses stored on it: lists, and the answers of actions."""
+        return cls.of(read.candidate_summary(cand))
 
 
 class CandidateList(_Out):
@@ -421,10 +424,10 @@ class BadMarkOut(_Out):
     reason: str
 
     @classmethod
-    def of(cls, combo: models.Combination) -> BadMarkOut | None:
-        if combo.bad_at is None:
+    def of(cls, mark: read.BadMark | None) -> BadMarkOut | None:
+        if mark is None:
             return None
-        return cls(at=combo.bad_at, by=combo.bad_by or "", reason=combo.bad_reason or "")
+        return cls(at=mark.at, by=mark.by, reason=mark.reason)
 
 
 class BisectStepOut(_Out):
@@ -467,7 +470,7 @@ class BisectionOut(_Out):
     reason: str | None = Field(description="why it was inconclusive or stopped")
 
     @classmethod
-    def of(cls, found: BisectionView | None) -> BisectionOut | None:
+    def of(cls, found: read.BisectionView | None) -> BisectionOut | None:
         if found is None:
             return None
         culprit = found.culprit
@@ -495,19 +498,16 @@ class CandidateDetail(CandidateOut):
         default=None, description="culprit finding after a rejection (null: none ran)")
 
     @classmethod
-    def detail(cls, cand: models.Candidate, waivers: list[models.Waiver] | None = None,
+    def detail(cls, cand: read.CandidateDetail, waivers: list[models.Waiver] | None = None,
                now: datetime | None = None) -> CandidateDetail:
-        entries = sorted(
-            (CombinationEntry(name=i.component.name, sha=i.commit.sha, title=i.commit.title)
-             for i in cand.combination.items),
-            key=lambda e: e.name,
-        )
         at = now or datetime.now(UTC)
-        return cls(**CandidateOut.of(cand).model_dump(), components=entries,
-                   runs=[RunOut.summary(r) for r in cand.runs],
+        return cls(**CandidateOut.of(cand.summary).model_dump(),
+                   components=[CombinationEntry(name=c.component, sha=c.sha, title=c.title)
+                               for c in cand.combination],
+                   runs=[RunOut.of_view(r) for r in cand.runs],
                    waivers=[WaiverOut.of(w, at) for w in waivers or []],
-                   marked_bad=BadMarkOut.of(cand.combination),
-                   bisection=BisectionOut.of(bisection_view(cand.bisection)))
+                   marked_bad=BadMarkOut.of(cand.marked_bad),
+                   bisection=BisectionOut.of(cand.bisection))
 
 
 # Operator actions ---------------------------------------------------------------------------
@@ -663,7 +663,8 @@ class ExcusesOut(_Out):
 
     candidate: int
     state: str = Field(description="the candidate's state then (or now)")
-    as_of: datetime | None = Field(description="null: now, as the scheduler last judged it")
+    as_of: datetime | None = Field(description="null: now, as the policy judges it now (the "
+                                   "candidate page's answer, and the next reconcile pass's)")
     excuses: list[ExcuseOut]
     waived: list[str] = Field(description="excuse subjects set aside by waivers in force then")
     bisection: BisectionOut | None = Field(

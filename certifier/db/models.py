@@ -29,6 +29,9 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.sql.expression import false
 
+from certifier.db.types import Bisection, Excuses
+from certifier.domain.bisection_state import Record as BisectionRecord
+from certifier.domain.judgement import Excuse
 from certifier.limits import PROJECT_MAX, RECIPE_PATH_MAX, URL_MAX
 
 NAMING_CONVENTION = {
@@ -148,14 +151,14 @@ class Candidate(Base):
     state: Mapped[str] = mapped_column(String(16), index=True)
     base_version: Mapped[int | None]
     changed: Mapped[list[Any]] = mapped_column(default=list)
-    excuses: Mapped[list[Any]] = mapped_column(default=list)
+    excuses: Mapped[tuple[Excuse, ...]] = mapped_column(Excuses, default=tuple)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     gating_started_at: Mapped[datetime | None]
     soak_started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     # Culprit finding after a rejection (see pipeline/bisection.py): its steps and its result.
-    bisection: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    bisection: Mapped[BisectionRecord | None] = mapped_column(Bisection)
     # A person's retry after the infra retries ran out: the infra streak counts from here on.
     retried_at: Mapped[datetime | None]
 
@@ -177,7 +180,7 @@ class Run(Base):
     verdict: Mapped[str | None] = mapped_column(String(16))
     testbed: Mapped[str | None] = mapped_column(String(63))
     worker: Mapped[str | None] = mapped_column(String(200))
-    excuses: Mapped[list[Any]] = mapped_column(default=list)
+    excuses: Mapped[tuple[Excuse, ...]] = mapped_column(Excuses, default=tuple)
     tool_versions: Mapped[dict[str, Any]] = mapped_column(default=dict)
     log: Mapped[str] = mapped_column(Text, default="")
     # The upgrade suite's diff of each component's state snapshots (domain/snapshots.py).

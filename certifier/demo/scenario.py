@@ -12,10 +12,9 @@ commit is judged on its own against the same known-good.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -24,7 +23,7 @@ from certifier.db import models
 from certifier.db.session import session_scope
 from certifier.demo import world as demo_world
 from certifier.domain.clock import SystemClock
-from certifier.domain.judgement import Verdict
+from certifier.domain.judgement import Excuse, Verdict
 from certifier.domain.lifecycle import CandidateState
 from certifier.pipeline import components, knowngood
 from certifier.pipeline.dispatch import Dispatcher, reconcile_after_commit
@@ -100,7 +99,7 @@ class Watcher:
             self._tell(f"candidate {cand.id} [{', '.join(cand.changed)}]: "
                        f"{cand.state}{run_text}")
         exhausted = [m for e, m in zip(cand.excuses, _messages(cand.excuses), strict=True)
-                     if isinstance(e, dict) and e.get("kind") == "infra_error"]
+                     if e.kind == "infra_error"]
         open_ = not CandidateState(cand.state).is_final
         if open_ and exhausted and cand.id not in self.stuck:
             self.stuck[cand.id] = exhausted[0]
@@ -137,8 +136,8 @@ class Watcher:
         raise DemoFailed(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def _messages(excuses: list[Any]) -> list[str]:
-    return [str(e.get("message", "")) if isinstance(e, dict) else str(e) for e in excuses]
+def _messages(excuses: Sequence[Excuse]) -> list[str]:
+    return [e.message for e in excuses]
 
 
 def _rejected(cand: models.Candidate | None) -> str | None:
@@ -243,7 +242,7 @@ def _wait_rejected(factory: sessionmaker[Session], watcher: Watcher, push: demo_
             raise DemoFailed(f"the bad {push.component} commit's candidate {cand.id} ended "
                              f"{cand.state}, not rejected")
         found.append(Rejection(push.component, sha, cand.id,
-                               [str(e["message"]) for e in cand.excuses]))
+                               [e.message for e in cand.excuses]))
         return True
 
     watcher.wait(f"the bad {push.component} commit to be rejected", judged, timeout)

@@ -53,6 +53,9 @@ class RunKind(StrEnum):
     BISECT = "bisect"
 
 
+UNREADABLE = "unreadable"  # the kind of an excuse read back from a shape no version wrote
+
+
 @dataclass(frozen=True, slots=True)
 class Excuse:
     """One reason, in plain words, why something is not (yet) good; data carries the figures."""
@@ -67,9 +70,19 @@ class Excuse:
                 "data": dict(self.data)}
 
     @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> Excuse:
-        return cls(str(raw["kind"]), str(raw["subject"]), str(raw["message"]),
-                   dict(raw.get("data") or {}))
+    def read(cls, raw: object) -> Excuse:
+        """A stored excuse, whatever shape it was stored in: one this version cannot read
+        becomes an excuse that says so (kind ``unreadable``), never an error on a page."""
+        if isinstance(raw, Mapping) and isinstance(raw.get("kind"), str) \
+                and isinstance(raw.get("message"), str):
+            data = raw.get("data")
+            return cls(raw["kind"], str(raw.get("subject") or ""), raw["message"],
+                       dict(data) if isinstance(data, Mapping)
+                       else {} if data is None else {"stored": data})
+        shown = repr(raw)
+        return cls(UNREADABLE, "stored excuse",
+                   "an excuse stored in a shape this version cannot read: "
+                   + (shown if len(shown) <= 200 else shown[:199] + "…"), {"stored": raw})
 
 
 @dataclass(frozen=True, slots=True)

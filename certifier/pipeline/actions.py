@@ -40,9 +40,10 @@ from certifier.domain.promotion import (
     blocking,
     decide,
 )
-from certifier.pipeline import knowngood, notify, runs, scheduler, waivers
+from certifier.pipeline import knowngood, notify, runs, waivers
 from certifier.pipeline.dispatch import known_good_changed, reconcile_after_commit
 from certifier.pipeline.errors import Conflict, Invalid, NotFound
+from certifier.pipeline.toolbox import audit, move, summaries
 
 _JUDGED = (RunKind.GATE.value, RunKind.SOAK.value)
 
@@ -67,7 +68,7 @@ def cancel(session: Session, clock: Clock, candidate_id: int, actor: str,
                        "candidate can be cancelled")
     withdrawn = _end(session, clock, cand,
                      Excuse("cancelled", "operator", f"cancelled by {actor}: {reason}"))
-    scheduler.audit(session, clock, actor, "cancel", _subject(cand), reason=reason,
+    audit(session, clock, actor, "cancel", _subject(cand), reason=reason,
                     withdrawn_runs=withdrawn)
     reconcile_after_commit(session)
     return cand
@@ -80,8 +81,8 @@ def _end(session: Session, clock: Clock, cand: models.Candidate, excuse: Excuse)
     finds nothing to claim, so a cancelled candidate never takes a testbed again. A running
     run finishes; its verdict no longer moves the candidate.
     """
-    scheduler.move(session, cand, CandidateState.CANCELLED, clock)
-    cand.excuses = [excuse.as_dict()]
+    move(session, cand, CandidateState.CANCELLED, clock)
+    cand.excuses = (excuse,)
     withdrawn = runs.withdraw_pending(
         session, [r.id for r in cand.runs if r.state == runs.RunState.PENDING])
     session.expire(cand, ["runs"])  # a later read in this session must not list them
@@ -94,16 +95,15 @@ def failing_subjects(cand: models.Candidate) -> dict[str, str]:
     """What may be waived for ``cand``: ``{subject: message}`` of its failed checks, broken
     limits and regressions, from its gate and soak runs and its current excuses."""
     found: dict[str, str] = {}
-    raw = [e for r in cand.runs if r.kind in _JUDGED for e in r.excuses] + list(cand.excuses)
-    for e in raw:
-        if isinstance(e, dict) and e.get("kind") in WAIVABLE_KINDS:
-            found.setdefault(str(e.get("subject", "")), str(e.get("message", "")))
+    for e in [*(e for r in cand.runs if r.kind in _JUDGED for e in r.excuses), *cand.excuses]:
+        if e.kind in WAIVABLE_KINDS:
+            found.setdefault(e.subject, e.message)
     return found
 
 
 def _still_failing(session: Session, cand: models.Candidate, clock: Clock) -> bool:
     waived = waivers.active_subjects(session, cand.id, clock.now())
-    seen = apply_waivers([r for r in scheduler.run_summaries(cand) if r.kind.value in _JUDGED],
+    seen = apply_waivers([r for r in summaries(cand.runs) if r.kind.value in _JUDGED],
                          waived)
     return any(r.verdict in (Verdict.FAILED, Verdict.REGRESSED) for r in seen)
 
@@ -122,7 +122,7 @@ def waive(session: Session, clock: Clock, candidate_id: int, actor: str, subject
         raise Invalid(f"candidate {cand.id} has no failing check or metric {subject!r} "
                       f"(waivable: {known})")
     waiver = waivers.add(session, cand.id, subject, reason, actor, clock.now(), expires_in)
-    scheduler.audit(session, clock, actor, "waive", _subject(cand), subject=subject,
+    audit(session, clock, actor, "waive", _subject(cand), subject=subject,
                     reason=reason, message=failing[subject],
                     expires_at=waiver.expires_at.isoformat() if waiver.expires_at else None)
     requeued = False
@@ -130,9 +130,9 @@ def waive(session: Session, clock: Clock, candidate_id: int, actor: str, subject
         cand.state = reinstate(cand.state)
         cand.updated_at = clock.now()
         cand.finished_at = None
-        cand.excuses = [Excuse("queued", "pipeline",
-                               "queued: every failure that rejected it is waived").as_dict()]
-        scheduler.audit(session, clock, actor, "reinstate", _subject(cand),
+        cand.excuses = (Excuse("queued", "pipeline",
+                               "queued: every failure that rejected it is waived"),)
+        audit(session, clock, actor, "reinstate", _subject(cand),
                         reason="every failure that rejected it is waived")
         requeued = True
     reconcile_after_commit(session)
@@ -153,7 +153,7 @@ def retry(session: Session, clock: Clock, candidate_id: int, actor: str, reason:
     if state in (CandidateState.GATING, CandidateState.SOAKING) and (
             state is CandidateState.GATING or cand.soak_started_at is not None):
         waived = waivers.active_subjects(session, cand.id, clock.now())
-        decision = decide(state, scheduler.run_summaries(cand, waived), clock.now(), soak,
+        decision = decide(state, apply_waivers(summaries(cand.runs), waived), clock.now(), soak,
                           cand.soak_started_at, cand.retried_at)
         exhausted = [e for e in decision.excuses if e.kind == "infra_error"]
     if not exhausted:
@@ -161,7 +161,7 @@ def retry(session: Session, clock: Clock, candidate_id: int, actor: str, reason:
                        "gating or soaking candidate whose infra retries ran out can be retried")
     cand.retried_at = clock.now()
     cand.updated_at = clock.now()
-    scheduler.audit(session, clock, actor, "retry", _subject(cand), reason=reason,
+    audit(session, clock, actor, "retry", _subject(cand), reason=reason,
                     state=cand.state, after=exhausted[0].message,
                     runs=exhausted[0].data.get("runs", []))
     reconcile_after_commit(session)
@@ -183,8 +183,8 @@ def promote(session: Session, clock: Clock, candidate_id: int, actor: str, reaso
         raise Conflict(f"candidate {cand.id} is {cand.state}: only a soaking candidate can be "
                        "promoted")
     waived = waivers.active_subjects(session, cand.id, clock.now())
-    decision = decide(CandidateState.SOAKING, scheduler.run_summaries(cand, waived), clock.now(),
-                      soak, cand.soak_started_at, cand.retried_at)
+    decision = decide(CandidateState.SOAKING, apply_waivers(summaries(cand.runs), waived),
+                      clock.now(), soak, cand.soak_started_at, cand.retried_at)
     blockers = blocking(decision)
     if blockers and not force:
         excuses = "; ".join(e.message for e in blockers)
@@ -192,9 +192,9 @@ def promote(session: Session, clock: Clock, candidate_id: int, actor: str, reaso
                        "or promote with force")
     with session.begin_nested():
         kg = knowngood.promote(session, cand, clock, reason=f"promoted by {actor}: {reason}")
-    scheduler.move(session, cand, CandidateState.PROMOTED, clock)
-    cand.excuses = []
-    scheduler.audit(session, clock, actor, "promote", _subject(cand), version=kg.version,
+    move(session, cand, CandidateState.PROMOTED, clock)
+    cand.excuses = ()
+    audit(session, clock, actor, "promote", _subject(cand), version=kg.version,
                     reason=reason, manual=True, forced=force)
     if notifier is not None:
         notify.candidate_promoted(session, clock, notifier, cand, kg, actor)
@@ -228,7 +228,7 @@ def mark_bad(session: Session, clock: Clock, actor: str, candidate_id: int,
         withdrawn = _end(session, clock, cand,
                          Excuse("marked_bad", "operator", f"marked bad by {actor}: {reason}",
                                 {"combination": combo.hash}))
-    scheduler.audit(session, clock, actor, "mark_bad", _subject(cand), reason=reason,
+    audit(session, clock, actor, "mark_bad", _subject(cand), reason=reason,
                     combination=combo.hash, state=previous, withdrawn_runs=withdrawn)
     reconcile_after_commit(session)
     return cand
@@ -243,7 +243,7 @@ def unmark_bad(session: Session, clock: Clock, actor: str, candidate_id: int,
     combo = session.get_one(models.Combination, cand.combination_hash, with_for_update=True)
     if combo.bad_at is None:
         raise Conflict(f"the combination of candidate {cand.id} is not marked bad")
-    scheduler.audit(session, clock, actor, "unmark_bad", _subject(cand), reason=reason,
+    audit(session, clock, actor, "unmark_bad", _subject(cand), reason=reason,
                     combination=combo.hash, was_marked_by=combo.bad_by,
                     was_marked_reason=combo.bad_reason)
     combo.bad_at = combo.bad_reason = combo.bad_by = None
@@ -263,7 +263,7 @@ def revoke(session: Session, clock: Clock, version: int, actor: str, reason: str
     kg.revoked_at = clock.now()
     session.flush()
     now_current = knowngood.current(session)
-    scheduler.audit(session, clock, actor, "revoke", f"known-good {version}", reason=reason,
+    audit(session, clock, actor, "revoke", f"known-good {version}", reason=reason,
                     current=now_current.version if now_current else None)
     if notifier is not None:
         notify.known_good_revoked(session, clock, notifier, kg, now_current, actor, reason)

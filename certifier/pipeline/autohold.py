@@ -24,7 +24,7 @@ from certifier.pipeline import components
 from certifier.pipeline.dispatch import reconcile_after_commit
 from certifier.pipeline.errors import Invalid, NotFound
 from certifier.pipeline.runs import get_run
-from certifier.pipeline.scheduler import audit
+from certifier.pipeline.toolbox import audit
 
 MAX_DURATION = timedelta(days=7)
 HELD_VERDICTS = frozenset({Verdict.FAILED, Verdict.REGRESSED})

@@ -1,8 +1,8 @@
 """Culprit finding in the pipeline: bisect runs after a rejection, moved on by the reconcile loop.
 
 The search is pure (``certifier/domain/bisection.py``); this module keeps its state in
-``Candidate.bisection`` (JSON: the commit ranges, every step with its run and verdict, the
-result) and turns the search's decisions into runs:
+``Candidate.bisection`` (a ``domain.bisection_state.Record``, stored as JSON: the commit
+ranges, every step with its run and verdict, the result) and turns the search's decisions into runs:
 
 * **Start**: when the scheduler rejects a candidate for a failed check or a regression (not an
   infra error, a cancellation, a supersession or a person marking it bad), formed on a
@@ -34,9 +34,7 @@ merged side branch count in the order they were reported.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import and_, or_, select
@@ -57,18 +55,36 @@ from certifier.domain.bisection import (
     next_step,
     worth_starting,
 )
+from certifier.domain.bisection_state import (
+    FOUND,
+    INCONCLUSIVE,
+    RUNNING,
+    STOPPED,
+    CulpritRecord,
+    Record,
+    StepRecord,
+)
 from certifier.domain.clock import Clock
 from certifier.domain.combination import Combination
 from certifier.domain.judgement import Excuse, RunKind, Verdict
 from certifier.domain.lifecycle import CandidateState
 from certifier.domain.promotion import WAIVABLE_KINDS
-from certifier.pipeline import components, knowngood, runs, scheduler
+from certifier.pipeline import components, knowngood, runs
 from certifier.pipeline.dispatch import Dispatcher, enqueue_run_after_commit
+from certifier.pipeline.toolbox import audit
 
-RUNNING, FOUND, INCONCLUSIVE, STOPPED = "running", "found", "inconclusive", "stopped"
 _JUDGED = (RunKind.GATE.value, RunKind.SOAK.value)
 _OWN_EXCUSES = ("bisection", "culprit")  # the excuses this module adds to a rejected candidate
 WAIT_KIND = "culprit_wait"  # the excuse of a queued candidate held back while one runs
+
+
+@dataclass
+class Progress:
+    """What culprit finding did in one pass; the reconcile loop folds it into its report."""
+
+    started: list[int] = field(default_factory=list)  # candidates whose search began
+    ended: list[int] = field(default_factory=list)  # found, inconclusive or stopped
+    runs_created: list[int] = field(default_factory=list)
 
 
 def _running() -> Any:
@@ -80,40 +96,36 @@ def _running() -> Any:
 
 
 def start(session: Session, cand: models.Candidate, clock: Clock, policy: BisectPolicy | None,
-          dispatcher: Dispatcher, report: scheduler.ReconcileReport) -> None:
+          dispatcher: Dispatcher) -> Progress:
     """Begin culprit finding for a candidate the scheduler just rejected, if it can tell
     anything, and create its first run (or, when the known-good moved since the candidate was
     formed, record why it does not search)."""
+    report = Progress()
     if policy is None or cand.bisection is not None or cand.base_version is None:
-        return
+        return report
     failed = _rejecting_run(cand)
     kg = session.get(models.KnownGood, cand.base_version)
     if failed is None or kg is None or cand.combination.bad_at is not None:
-        return  # not rejected by a run, or a person already said what is wrong with it
+        return report  # not rejected by a run, or a person already said what is wrong with it
     kg_combo = knowngood.combination_of(session, kg.combination_hash)
     combo = knowngood.combination_of(session, cand.combination_hash)
     ranges = {name: commit_range(session, name, kg_combo[name], combo[name])
               for name in combo.changed_against(kg_combo) if name in kg_combo}
     problem = Problem(kg_combo, combo, ranges, failed.id, _rejection_words(failed))
     if not worth_starting(problem, policy, clock.now()):
-        return
-    state: dict[str, Any] = {
-        "status": RUNNING, "known_good": kg.version, "failed_run": failed.id,
-        "started_at": clock.now().isoformat(), "finished_at": None,
-        "ranges": {name: list(commits) for name, commits in ranges.items()},
-        "steps": [], "result": None, "reason": None,
-    }
+        return report
+    state = Record(RUNNING, kg.version, failed.id, started_at=clock.now(), ranges=ranges)
     moved = _known_good_moved(session, kg.version)
     if moved is not None:
-        _conclude(session, cand, clock, state, Inconclusive(moved), problem)
-        cand.bisection = state
-        return
+        cand.bisection = _conclude(session, cand, clock, state, Inconclusive(moved), problem)
+        return report
     cand.bisection = state
-    scheduler.audit(session, clock, "scheduler", "bisect", f"candidate {cand.id}",
-                    failed_run=failed.id, known_good=kg.version,
-                    commits={name: len(commits) for name, commits in ranges.items()})
-    report.bisections_started.append(cand.id)
+    audit(session, clock, "scheduler", "bisect", f"candidate {cand.id}",
+          failed_run=failed.id, known_good=kg.version,
+          commits={name: len(commits) for name, commits in ranges.items()})
+    report.started.append(cand.id)
     advance(session, cand, clock, policy, dispatcher, report)
+    return report
 
 
 def _rejecting_run(cand: models.Candidate) -> models.Run | None:
@@ -133,8 +145,7 @@ def _rejection_words(run: models.Run | None) -> str:
     """The rejecting run in words, e.g. "soak run 12, by the statistical detector"."""
     if run is None:
         return ""
-    detector = any(isinstance(e, dict) and isinstance(e.get("data"), dict)
-                   and "p_value" in e["data"] for e in run.excuses)
+    detector = any("p_value" in e.data for e in run.excuses)
     return f"{run.kind} run {run.id}" + (", by the statistical detector" if detector else "")
 
 
@@ -177,8 +188,9 @@ def commit_range(session: Session, component: str, known_good: str,
 
 
 def advance_all(session: Session, clock: Clock, policy: BisectPolicy | None,
-                dispatcher: Dispatcher, report: scheduler.ReconcileReport) -> None:
+                dispatcher: Dispatcher) -> Progress:
     """One step of every running culprit finding (or its end, when it must stop)."""
+    report = Progress()
     for cand in session.scalars(select(models.Candidate).where(_running())
                                 .order_by(models.Candidate.id)).all():
         reason = _reason_to_stop(session, cand, policy)
@@ -186,6 +198,7 @@ def advance_all(session: Session, clock: Clock, policy: BisectPolicy | None,
             _stop(session, cand, clock, reason, report)
         elif policy is not None:
             advance(session, cand, clock, policy, dispatcher, report)
+    return report
 
 
 def _reason_to_stop(session: Session, cand: models.Candidate,
@@ -195,72 +208,70 @@ def _reason_to_stop(session: Session, cand: models.Candidate,
         return "culprit finding was turned off (bisection.enabled)"
     if cand.state != CandidateState.REJECTED:
         return f"the candidate is {cand.state} again"
-    return _known_good_moved(session, int(dict(cand.bisection or {})["known_good"]))
+    searched_from = cand.bisection.known_good if cand.bisection is not None else None
+    if searched_from is None:
+        return "its stored state names no known-good to search from"
+    return _known_good_moved(session, searched_from)
 
 
 def advance(session: Session, cand: models.Candidate, clock: Clock, policy: BisectPolicy,
-            dispatcher: Dispatcher, report: scheduler.ReconcileReport) -> None:
+            dispatcher: Dispatcher, report: Progress) -> None:
     """Read the finished steps, ask the search what now, and act on it."""
-    state = dict(cand.bisection or {})
+    state = cand.bisection
+    if state is None or state.known_good is None:
+        return  # nothing to go on: advance_all stops such a search instead
     by_id = {r.id: r for r in cand.runs}
-    steps = [_synced(raw, by_id.get(int(raw["run"]))) for raw in state.get("steps", [])]
-    problem = _problem(session, cand, state)
+    steps = [_synced(step, by_id.get(step.run)) for step in state.steps]
+    problem = _problem(session, cand, state, state.known_good)
     decision = next_step(problem, [_step(s) for s in steps], policy, clock.now())
     run_id = decision.run_id if isinstance(decision, Wait) else None
     if isinstance(decision, Try):
         run_id = _create_run(session, cand, decision.probe.combination, clock, dispatcher).id
         report.runs_created.append(run_id)
-        steps.append({"run": run_id, "phase": str(decision.probe.phase),
-                      "component": decision.probe.component, "sha": decision.probe.sha,
-                      "combination": dict(decision.probe.combination), "verdict": None,
-                      "finished_at": None, "retry": decision.retry,
-                      "purpose": decision.probe.describe()})
-    state["steps"] = steps
+        steps.append(StepRecord(
+            run=run_id, phase=str(decision.probe.phase), component=decision.probe.component,
+            sha=decision.probe.sha, combination=dict(decision.probe.combination),
+            retry=decision.retry, purpose=decision.probe.describe()))
+    state = replace(state, steps=tuple(steps))
     if isinstance(decision, Found | Inconclusive):
-        _conclude(session, cand, clock, state, decision, problem)
-        report.bisections_ended.append(cand.id)
+        state = _conclude(session, cand, clock, state, decision, problem)
+        report.ended.append(cand.id)
     else:
         _set_excuse(cand, _progress(decision, run_id, len(steps), policy))
-    cand.bisection = state  # a new dict: JSON columns notice assignment, not mutation
+    cand.bisection = state
 
 
-def _synced(raw: Mapping[str, Any], run: models.Run | None) -> dict[str, Any]:
-    step = dict(raw)
-    if step.get("withdrawn"):
+def _synced(step: StepRecord, run: models.Run | None) -> StepRecord:
+    if step.withdrawn:
         return step
     if run is None:  # the run row is gone: it said nothing, so it counts as an infra error
-        step["verdict"] = Verdict.INFRA_ERROR.value
-    elif run.verdict is not None:
-        step["verdict"] = run.verdict
-        step["finished_at"] = run.finished_at.isoformat() if run.finished_at else None
-        step["failures"] = sorted({f"{e['kind']}:{e['subject']}" for e in run.excuses or []
-                                   if e.get("kind") in WAIVABLE_KINDS})
+        return replace(step, verdict=Verdict.INFRA_ERROR.value)
+    if run.verdict is not None:
+        return replace(step, verdict=run.verdict, finished_at=run.finished_at,
+                       failures=tuple(sorted({f"{e.kind}:{e.subject}" for e in run.excuses
+                                              if e.kind in WAIVABLE_KINDS})))
     return step
 
 
-def _step(raw: Mapping[str, Any]) -> Step:
-    verdict = raw.get("verdict")
-    ended = raw.get("finished_at")
-    return Step(int(raw["run"]), Combination.of(raw["combination"]),
-                Verdict(verdict) if verdict else None,
-                datetime.fromisoformat(ended) if ended else None,
-                frozenset(str(f) for f in raw.get("failures") or ()))
+def _step(step: StepRecord) -> Step:
+    return Step(step.run, Combination.of(step.combination),
+                Verdict(step.verdict) if step.verdict else None, step.finished_at,
+                frozenset(step.failures or ()))
 
 
-def _problem(session: Session, cand: models.Candidate, state: Mapping[str, Any]) -> Problem:
-    kg = session.get_one(models.KnownGood, int(state["known_good"]))
-    failed_run = state.get("failed_run")
-    failed = session.get(models.Run, failed_run) if failed_run is not None else None
+def _problem(session: Session, cand: models.Candidate, state: Record,
+             known_good: int) -> Problem:
+    kg = session.get_one(models.KnownGood, known_good)
+    failed = session.get(models.Run, state.failed_run) if state.failed_run is not None else None
     return Problem(knowngood.combination_of(session, kg.combination_hash),
                    knowngood.combination_of(session, cand.combination_hash),
-                   {str(n): tuple(c) for n, c in dict(state["ranges"]).items()},
-                   failed_run, _rejection_words(failed))
+                   dict(state.ranges), state.failed_run, _rejection_words(failed))
 
 
 def _create_run(session: Session, cand: models.Candidate, combo: Combination, clock: Clock,
                 dispatcher: Dispatcher) -> models.Run:
     """A bisect run of ``combo``, sent to a worker once the pass commits."""
-    row = scheduler.ensure_combination(session, combo, clock)
+    row = components.ensure_combination(session, combo, clock)
     attempt = 1 + max((r.attempt for r in cand.runs if r.kind == RunKind.BISECT), default=0)
     now = clock.now()
     run = models.Run(candidate_id=cand.id, kind=RunKind.BISECT, attempt=attempt,
@@ -285,33 +296,32 @@ def _progress(decision: Try | Wait, run_id: int | None, steps: int,
                   {"steps": steps, "max_steps": policy.max_steps})
 
 
-def _conclude(session: Session, cand: models.Candidate, clock: Clock, state: dict[str, Any],
-              decision: Found | Inconclusive, problem: Problem) -> None:
-    state["finished_at"] = clock.now().isoformat()
+def _conclude(session: Session, cand: models.Candidate, clock: Clock, state: Record,
+              decision: Found | Inconclusive, problem: Problem) -> Record:
+    """The search's end: its excuse and audit event; returns the record to store."""
     if isinstance(decision, Inconclusive):
-        state.update(status=INCONCLUSIVE, reason=decision.reason)
         _set_excuse(cand, Excuse("bisection", "culprit finding",
                                  f"culprit finding inconclusive: {decision.reason}"))
-        scheduler.audit(session, clock, "scheduler", "culprit", f"candidate {cand.id}",
-                        status=INCONCLUSIVE, reason=decision.reason)
-        return
+        audit(session, clock, "scheduler", "culprit", f"candidate {cand.id}",
+              status=INCONCLUSIVE, reason=decision.reason)
+        return replace(state, status=INCONCLUSIVE, reason=decision.reason,
+                       finished_at=clock.now())
     found = decision.culprit
     result = _result(found, problem)
-    state.update(status=FOUND, result=result)
     _set_excuse(cand, _culprit_excuse(session, found, result))
-    scheduler.audit(session, clock, "scheduler", "culprit", f"candidate {cand.id}",
-                    status=FOUND, component=found.component, sha=found.sha,
-                    last_good=found.last_good, evidence=list(found.evidence))
+    audit(session, clock, "scheduler", "culprit", f"candidate {cand.id}",
+          status=FOUND, component=found.component, sha=found.sha,
+          last_good=found.last_good, evidence=list(found.evidence))
+    return replace(state, status=FOUND, result=result, finished_at=clock.now())
 
 
-def _result(found: Culprit, problem: Problem) -> dict[str, Any]:
-    return {"component": found.component, "sha": found.sha, "last_good": found.last_good,
-            "evidence": list(found.evidence), "explanation": found.explanation,
-            "together": list(found.together),
-            "carriers": list(carriers(problem.ranges[found.component], found.sha))}
+def _result(found: Culprit, problem: Problem) -> CulpritRecord:
+    return CulpritRecord(found.component, found.sha, found.last_good, found.evidence,
+                         found.explanation, found.together,
+                         carriers(problem.ranges[found.component], found.sha))
 
 
-def _culprit_excuse(session: Session, found: Culprit, result: Mapping[str, Any]) -> Excuse:
+def _culprit_excuse(session: Session, found: Culprit, result: CulpritRecord) -> Excuse:
     comp = components.get_component(session, found.component)
     title = session.scalar(select(models.Commit.title).where(
         models.Commit.component_id == comp.id, models.Commit.sha == found.sha)) or ""
@@ -319,16 +329,15 @@ def _culprit_excuse(session: Session, found: Culprit, result: Mapping[str, Any])
     evidence = ", ".join(str(r) for r in found.evidence)
     return Excuse("culprit", f"component {found.component}",
                   f"culprit: {named}; last good {found.last_good[:12]} (evidence: runs "
-                  f"{evidence})", {**result, "title": title})
+                  f"{evidence})", {**result.as_dict(), "title": title})
 
 
 def _set_excuse(cand: models.Candidate, excuse: Excuse) -> None:
-    kept = [e for e in cand.excuses if not (isinstance(e, dict) and e.get("kind") in _OWN_EXCUSES)]
-    cand.excuses = [*kept, excuse.as_dict()]
+    cand.excuses = (*[e for e in cand.excuses if e.kind not in _OWN_EXCUSES], excuse)
 
 
 def _stop(session: Session, cand: models.Candidate, clock: Clock, reason: str,
-          report: scheduler.ReconcileReport) -> None:
+          report: Progress) -> None:
     """End a running search without a conclusion; its runs that have not started are
     withdrawn (as cancelling does), so they never take the testbed.
 
@@ -338,22 +347,19 @@ def _stop(session: Session, cand: models.Candidate, clock: Clock, reason: str,
     row), and only the rows it really deleted count as withdrawn. A run it spared finishes
     as usual.
     """
-    state = dict(cand.bisection or {})
-    pending = set(runs.withdraw_pending(session, [int(s["run"]) for s in state.get("steps", [])
-                                                  if not s.get("withdrawn")]))
+    state = cand.bisection or Record.read(None)
+    pending = set(runs.withdraw_pending(session, [s.run for s in state.steps
+                                                  if not s.withdrawn]))
     session.expire(cand, ["runs"])
-    state["steps"] = [{**s, "withdrawn": True} if int(s["run"]) in pending else s
-                      for s in state.get("steps", [])]
-    state.update(status=STOPPED, reason=reason, finished_at=clock.now().isoformat())
-    cand.bisection = state
+    cand.bisection = replace(
+        state, status=STOPPED, reason=reason, finished_at=clock.now(),
+        steps=tuple(replace(s, withdrawn=True) if s.run in pending else s for s in state.steps))
     if cand.state == CandidateState.REJECTED:
         _set_excuse(cand, Excuse("bisection", "culprit finding",
                                  f"culprit finding stopped: {reason}"))
-    scheduler.audit(session, clock, "scheduler", "culprit", f"candidate {cand.id}",
-                    status=STOPPED, reason=reason, withdrawn_runs=sorted(pending))
-    report.bisections_ended.append(cand.id)
-
-
+    audit(session, clock, "scheduler", "culprit", f"candidate {cand.id}",
+          status=STOPPED, reason=reason, withdrawn_runs=sorted(pending))
+    report.ended.append(cand.id)
 
 
 # What the rest of the pipeline asks ----------------------------------------------------------
@@ -366,108 +372,26 @@ def hold_boarding(session: Session) -> int | None:
                              .order_by(models.Candidate.id).limit(1))
     for queued in session.scalars(select(models.Candidate).where(
             models.Candidate.state == CandidateState.QUEUED)):
-        excuses = [e for e in queued.excuses
-                   if not (isinstance(e, dict) and e.get("kind") == WAIT_KIND)]
+        excuses = tuple(e for e in queued.excuses if e.kind != WAIT_KIND)
         if running is not None:
-            excuses.append(Excuse(
+            excuses += (Excuse(
                 WAIT_KIND, "pipeline",
                 f"waiting for culprit finding of #{running}: the commit it names will be held "
-                "back in the next candidate", {"candidate": running}).as_dict())
+                "back in the next candidate", {"candidate": running}),)
         if excuses != queued.excuses:
             queued.excuses = excuses
     return running
 
 
-def is_running(raw: object) -> bool:
-    """Whether a candidate's ``bisection`` JSON says the search is still running."""
-    return isinstance(raw, dict) and raw.get("status") == RUNNING
+def is_running(state: Record | None) -> bool:
+    """Whether a candidate's culprit finding is still running."""
+    return state is not None and state.running
 
 
-def bisected(raw: object) -> formation.BisectedCulprit | None:
-    """A candidate's ``bisection`` JSON as formation needs it: the culprit, if one was found."""
-    if not isinstance(raw, dict) or raw.get("status") != FOUND:
+def bisected(state: Record | None) -> formation.BisectedCulprit | None:
+    """A candidate's culprit finding as formation needs it: the culprit, if one was found."""
+    if state is None or state.status != FOUND or state.result is None:
         return None
-    result = raw.get("result") or {}
-    return formation.BisectedCulprit(str(result["component"]), str(result["sha"]),
-                                     str(result["last_good"]),
-                                     tuple(str(s) for s in result.get("carriers") or
-                                           [result["sha"]]))
-
-
-@dataclass(frozen=True, slots=True)
-class StepView:
-    run_id: int
-    phase: str  # swap | bisect
-    component: str
-    sha: str
-    purpose: str
-    combination: Mapping[str, str]
-    verdict: str | None  # None: not finished
-    withdrawn: bool  # taken back before it started (culprit finding stopped)
-
-
-@dataclass(frozen=True, slots=True)
-class CulpritView:
-    component: str
-    sha: str
-    last_good: str
-    evidence: tuple[int, ...]
-    explanation: str
-    together: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class BisectionView:
-    """A candidate's culprit finding, for the dashboard and the API."""
-
-    status: str  # running | found | inconclusive | stopped
-    started_at: datetime | None
-    finished_at: datetime | None
-    known_good: int | None
-    failed_run: int | None
-    commits: Mapping[str, int]  # changed component → commits in its range
-    steps: tuple[StepView, ...]
-    reason: str | None  # why it was inconclusive or stopped
-    culprit: CulpritView | None
-
-
-def view(raw: object) -> BisectionView | None:
-    """Read a ``bisection`` JSON for display; tolerant of missing keys, never raising."""
-    if not isinstance(raw, dict):
-        return None
-    steps = tuple(
-        StepView(int(s.get("run") or 0), str(s.get("phase", "")), str(s.get("component", "")),
-                 str(s.get("sha", "")), str(s.get("purpose", "")),
-                 {str(k): str(v) for k, v in dict(s.get("combination") or {}).items()},
-                 str(s["verdict"]) if s.get("verdict") else None, bool(s.get("withdrawn")))
-        for s in raw.get("steps") or [] if isinstance(s, dict))
-    result = raw.get("result")
-    culprit = None
-    if isinstance(result, dict):
-        culprit = CulpritView(
-            str(result.get("component", "")), str(result.get("sha", "")),
-            str(result.get("last_good", "")), tuple(int(r) for r in result.get("evidence") or []),
-            str(result.get("explanation", "")), tuple(str(c) for c in result.get("together") or []))
-    return BisectionView(
-        status=str(raw.get("status", "")), started_at=_when(raw.get("started_at")),
-        finished_at=_when(raw.get("finished_at")), known_good=_int(raw.get("known_good")),
-        failed_run=_int(raw.get("failed_run")),
-        commits={str(n): len(c) for n, c in dict(raw.get("ranges") or {}).items()},
-        steps=steps, reason=str(raw["reason"]) if raw.get("reason") else None, culprit=culprit)
-
-
-def _when(value: object) -> datetime | None:
-    try:
-        return datetime.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        return None
-
-
-def _int(value: object) -> int | None:
-    return value if isinstance(value, int) else None
-
-
-def stored(session: Session, candidate_id: int) -> BisectionView | None:
-    """The culprit finding of a candidate (None: none ran, or no such candidate)."""
-    cand = session.get(models.Candidate, candidate_id)
-    return view(cand.bisection) if cand is not None else None
+    found = state.result
+    return formation.BisectedCulprit(found.component, found.sha, found.last_good,
+                                     found.carriers or (found.sha,))

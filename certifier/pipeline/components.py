@@ -24,11 +24,12 @@ from sqlalchemy.orm import Session
 
 from certifier.db import models
 from certifier.domain.clock import Clock
-from certifier.domain.combination import SHA_RE
+from certifier.domain.combination import SHA_RE, Combination
 from certifier.domain.lifecycle import CandidateState
 from certifier.pipeline import knowngood
 from certifier.pipeline.dispatch import reconcile_after_commit
 from certifier.pipeline.errors import Conflict, Invalid, NotFound
+from certifier.pipeline.toolbox import audit
 from certifier.settings import ComponentConfig, TestbedConfig
 
 
@@ -74,8 +75,7 @@ def create_component(
 
 def _audit(session: Session, clock: Clock, actor: str, action: str,
            component: models.Component, **detail: object) -> None:
-    session.add(models.AuditEvent(at=clock.now(), actor=actor, action=action,
-                                  subject=f"component {component.name}", detail=detail))
+    audit(session, clock, actor, action, f"component {component.name}", **detail)
 
 
 def register(session: Session, config: ComponentConfig, clock: Clock, actor: str
@@ -130,7 +130,7 @@ def users(session: Session, component: models.Component) -> list[str]:
             .where(models.CombinationItem.component_id == component.id,
                    models.Candidate.state.in_([*open_states, CandidateState.REJECTED.value]))
             .order_by(models.Candidate.id)):
-        bisecting = isinstance(cand.bisection, dict) and cand.bisection.get("status") == "running"
+        bisecting = cand.bisection is not None and cand.bisection.running
         if cand.state != CandidateState.REJECTED or bisecting:
             found.append(f"candidate {cand.id} ({'culprit finding' if bisecting else cand.state})")
     return found
@@ -274,3 +274,22 @@ def gone_among(session: Session, pairs: Iterable[tuple[str, str]]) -> frozenset[
         .where(models.Commit.sha.in_(sorted({sha for _, sha in wanted})),
                models.Commit.gone_at.is_not(None))).all()
     return frozenset((str(n), str(sha)) for n, sha in rows if (n, sha) in wanted)
+
+
+def ensure_combination(session: Session, combo: Combination, clock: Clock) -> models.Combination:
+    """The row of ``combo``, created with its items (and any commit not seen yet) if new."""
+    row = session.get(models.Combination, combo.hash)
+    if row is not None:
+        return row
+    row = models.Combination(hash=combo.hash, created_at=clock.now())
+    session.add(row)
+    for name, sha in combo.pairs:
+        component = get_component(session, name)
+        commit = session.scalar(select(models.Commit).where(
+            models.Commit.component_id == component.id, models.Commit.sha == sha))
+        if commit is None:
+            commit, _ = report_commit(session, name, sha, clock, seen_via="manifest")
+        session.add(models.CombinationItem(combination_hash=combo.hash,
+                                           component_id=component.id, commit_id=commit.id))
+    session.flush()
+    return row

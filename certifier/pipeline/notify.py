@@ -104,7 +104,7 @@ def _candidate_payload(session: Session, cand: models.Candidate, known_good: int
     combination = knowngood.combination_of(session, cand.combination_hash)
     return {"summary": summary, "candidate": cand.id, "state": cand.state,
             "combination": dict(combination.pairs), "combination_hash": cand.combination_hash,
-            "known_good": known_good, "excuses": list(cand.excuses),
+            "known_good": known_good, "excuses": [e.as_dict() for e in cand.excuses],
             "link": f"/candidates/{cand.id}", **extra}
 
 
@@ -134,9 +134,8 @@ def candidate_rejected(session: Session, clock: Clock, notifier: Notifier,
     if not notifier.config.targets:
         return []
     when = (cand.finished_at or clock.now()).isoformat()
-    messages = [str(e.get("message", "")) for e in cand.excuses]
-    regressions = [str(e.get("message", "")) for e in cand.excuses
-                   if e.get("kind") == "regression"]
+    messages = [e.message for e in cand.excuses]
+    regressions = [e.message for e in cand.excuses if e.kind == "regression"]
     more = f" (and {len(messages) - 1} more)" if len(messages) > 1 else ""
     new = raise_event(
         session, clock, notifier.config, Event.REJECTED, f"candidate {cand.id}",

@@ -53,7 +53,7 @@ def list_candidates(
     return list(session.scalars(query))
 
 
-def _with_combination_and_runs() -> tuple[LoaderOption, ...]:
+def with_combination_and_runs() -> tuple[LoaderOption, ...]:
     items = selectinload(models.Candidate.combination).selectinload(models.Combination.items)
     return (
         items.selectinload(models.CombinationItem.component),
@@ -67,7 +67,7 @@ def candidate_detail(session: Session, candidate_id: int) -> models.Candidate:
     candidate = session.scalar(
         select(models.Candidate)
         .where(models.Candidate.id == candidate_id)
-        .options(*_with_combination_and_runs())
+        .options(*with_combination_and_runs())
     )
     if candidate is None:
         raise NotFound(f"no candidate {candidate_id}")
@@ -81,7 +81,7 @@ def recent_candidates(session: Session, limit: int = 30) -> list[models.Candidat
             select(models.Candidate)
             .order_by(models.Candidate.id.desc())
             .limit(limit)
-            .options(*_with_combination_and_runs())
+            .options(*with_combination_and_runs())
         )
     )
 

@@ -399,7 +399,7 @@ def finish(
     run = get_run(session, run_id)
     if run.state == RunState.FINISHED:
         return RunJudgement(Verdict(run.verdict or Verdict.INFRA_ERROR),
-                            tuple(Excuse.from_dict(e) for e in run.excuses))
+                            run.excuses)
     if judged is None or setup_error is not None:
         judged = judge(session, run_id, results, policy, setup_error=setup_error)
     judgement = judged
@@ -422,7 +422,7 @@ def finish(
                 side=str(m.side), round=m.round, events=m.events, trials=m.trials))
     run.state = RunState.FINISHED
     run.verdict = judgement.verdict
-    run.excuses = [e.as_dict() for e in judgement.excuses]
+    run.excuses = tuple(judgement.excuses)
     run.tool_versions = versions
     diffs = [d.as_dict() for result in results for d in result.state_diffs]
     run.state_diff = diffs or None

@@ -19,12 +19,13 @@ from certifier.domain import formation
 from certifier.domain.bisection import BisectPolicy
 from certifier.domain.clock import Clock
 from certifier.domain.combination import Combination
-from certifier.domain.judgement import Excuse, RunKind, Verdict
-from certifier.domain.lifecycle import CandidateState, check_transition
-from certifier.domain.promotion import Action, RunSummary, SoakPolicy, apply_waivers, decide
+from certifier.domain.judgement import Excuse, RunKind
+from certifier.domain.lifecycle import CandidateState
+from certifier.domain.promotion import Action, SoakPolicy, apply_waivers, decide
 from certifier.pipeline import bisection, components, knowngood, notify, runs, waivers
 from certifier.pipeline.dispatch import Dispatcher, enqueue_run_after_commit
 from certifier.pipeline.errors import Conflict
+from certifier.pipeline.toolbox import audit, move, summaries
 from certifier.settings import NotificationsConfig
 
 _LOCK_KEY = 0x63657274  # "cert"
@@ -43,6 +44,12 @@ class ReconcileReport:
     runs_expired: list[int] = field(default_factory=list)
     bisections_started: list[int] = field(default_factory=list)  # culprit finding began
     bisections_ended: list[int] = field(default_factory=list)  # found, inconclusive, stopped
+
+    def fold(self, progress: bisection.Progress) -> None:
+        """Add what culprit finding did in this pass."""
+        self.bisections_started.extend(progress.started)
+        self.bisections_ended.extend(progress.ended)
+        self.runs_created.extend(progress.runs_created)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,59 +76,6 @@ def _lock(session: Session) -> None:
         # Take SQLite's write lock before the pass reads anything: two passes that both read
         # before either writes would act twice on one state (a promotion seen as base_moved).
         session.execute(text("UPDATE testbeds SET name = name WHERE 0 = 1"))
-
-
-def audit(session: Session, clock: Clock, actor: str, action: str, subject: str, /,
-          **detail: object) -> None:
-    session.add(models.AuditEvent(at=clock.now(), actor=actor, action=action, subject=subject,
-                                  detail=detail))
-
-
-def move(session: Session, candidate: models.Candidate, target: CandidateState,
-         clock: Clock) -> None:
-    """Change a candidate's state through the lifecycle's transition table."""
-    state = check_transition(candidate.state, target)
-    now = clock.now()
-    candidate.state = state
-    candidate.updated_at = now
-    if state is CandidateState.GATING:
-        candidate.gating_started_at = now
-    elif state is CandidateState.SOAKING:
-        candidate.soak_started_at = now
-    elif state.is_final:
-        candidate.finished_at = now
-
-
-def ensure_combination(session: Session, combo: Combination, clock: Clock) -> models.Combination:
-    row = session.get(models.Combination, combo.hash)
-    if row is not None:
-        return row
-    row = models.Combination(hash=combo.hash, created_at=clock.now())
-    session.add(row)
-    for name, sha in combo.pairs:
-        component = components.get_component(session, name)
-        commit = session.scalar(select(models.Commit).where(
-            models.Commit.component_id == component.id, models.Commit.sha == sha))
-        if commit is None:
-            commit, _ = components.report_commit(session, name, sha, clock, seen_via="manifest")
-        session.add(models.CombinationItem(combination_hash=combo.hash,
-                                           component_id=component.id, commit_id=commit.id))
-    session.flush()
-    return row
-
-
-def run_summaries(candidate: models.Candidate,
-               waived: frozenset[str] = frozenset()) -> list[RunSummary]:
-    """The candidate's runs for the policy, with the subjects people waived set aside."""
-    return apply_waivers([
-        RunSummary(
-            id=r.id, kind=RunKind(r.kind),
-            verdict=Verdict(r.verdict) if r.verdict else None,
-            created_at=r.created_at, finished_at=r.finished_at,
-            excuses=tuple(Excuse.from_dict(e) for e in r.excuses),
-        )
-        for r in candidate.runs
-    ], waived)
 
 
 def _create_run(session: Session, candidate: models.Candidate, kind: RunKind, clock: Clock,
@@ -199,12 +153,12 @@ def _form(session: Session, clock: Clock, report: ReconcileReport) -> None:
     by_id = {c.id: c for c in open_cands}
     formed: models.Candidate | None = None
     if the_plan.create is not None:
-        ensure_combination(session, the_plan.create, clock)
+        components.ensure_combination(session, the_plan.create, clock)
         now = clock.now()
         cand = models.Candidate(
             combination_hash=the_plan.create.hash, state=CandidateState.QUEUED,
             base_version=kg.version if kg else None, changed=list(the_plan.changed),
-            excuses=[], created_at=now, updated_at=now)
+            excuses=(), created_at=now, updated_at=now)
         session.add(cand)
         session.flush()
         report.formed.append(cand.id)
@@ -238,7 +192,7 @@ def _supersede(session: Session, clock: Clock, cand: models.Candidate,
         data["waived"] = waived
         audit(session, clock, "scheduler", "supersede", f"candidate {cand.id}",
               by=data["by"], waived=waived)
-    cand.excuses = [Excuse("superseded", "pipeline", message, data).as_dict()]
+    cand.excuses = (Excuse("superseded", "pipeline", message, data),)
 
 
 def _audit_released(session: Session, clock: Clock,
@@ -293,8 +247,8 @@ def _waits_to_soak(session: Session, cand: models.Candidate, clock: Clock) -> bo
         models.Candidate.state == CandidateState.SOAKING, models.Candidate.id != cand.id)
         .order_by(models.Candidate.id).limit(1))
     if soaking is not None:
-        cand.excuses = [Excuse("gating", "soak", f"gate passed: waiting for candidate {soaking} "
-                               "to finish soaking").as_dict()]
+        cand.excuses = (Excuse("gating", "soak", f"gate passed: waiting for candidate {soaking} "
+                               "to finish soaking"),)
         return True
     kg = knowngood.current(session)
     if cand.base_version != (kg.version if kg else None):
@@ -309,9 +263,9 @@ def _advance(session: Session, cand: models.Candidate, clock: Clock, policy: Sch
              dispatcher: Dispatcher, report: ReconcileReport) -> None:
     for _ in range(3):  # a state change may call for a run at once (gate passed → first soak run)
         waived = waivers.active_subjects(session, cand.id, clock.now())
-        decision = decide(CandidateState(cand.state), run_summaries(cand, waived), clock.now(),
-                          policy.soak, cand.soak_started_at, cand.retried_at)
-        cand.excuses = [e.as_dict() for e in decision.excuses]
+        decision = decide(CandidateState(cand.state), apply_waivers(summaries(cand.runs), waived),
+                          clock.now(), policy.soak, cand.soak_started_at, cand.retried_at)
+        cand.excuses = decision.excuses
         if decision.next_run is not None:
             run = _create_run(session, cand, decision.next_run, clock, dispatcher)
             report.runs_created.append(run.id)
@@ -326,12 +280,12 @@ def _advance(session: Session, cand: models.Candidate, clock: Clock, policy: Sch
         if decision.action is Action.REJECT:
             move(session, cand, CandidateState.REJECTED, clock)
             audit(session, clock, "scheduler", "reject", f"candidate {cand.id}",
-                  excuses=cand.excuses)
+                  excuses=[e.as_dict() for e in cand.excuses])
             report.rejected.append(cand.id)
             # Notify first: the payload carries the rejection's excuses, not culprit finding's.
             notify.candidate_rejected(session, clock,
                                       notify.Notifier(policy.notifications, dispatcher), cand)
-            bisection.start(session, cand, clock, policy.bisection, dispatcher, report)
+            report.fold(bisection.start(session, cand, clock, policy.bisection, dispatcher))
         elif decision.action is Action.PROMOTE:
             _promote(session, cand, clock, report, notify.Notifier(policy.notifications,
                                                                    dispatcher),
@@ -373,15 +327,15 @@ def _promote(session: Session, cand: models.Candidate, clock: Clock,
         return
     except knowngood.MarkedBad as exc:
         move(session, cand, CandidateState.CANCELLED, clock)
-        cand.excuses = [Excuse("marked_bad", "operator", str(exc)).as_dict()]
+        cand.excuses = (Excuse("marked_bad", "operator", str(exc)),)
         audit(session, clock, "scheduler", "cancel", f"candidate {cand.id}", reason=str(exc))
         return
     except Conflict as exc:
         move(session, cand, CandidateState.SUPERSEDED, clock)
-        cand.excuses = [Excuse("base_moved", "known-good", str(exc)).as_dict()]
+        cand.excuses = (Excuse("base_moved", "known-good", str(exc)),)
         return
     move(session, cand, CandidateState.PROMOTED, clock)
-    cand.excuses = [e.as_dict() for e in noted]
+    cand.excuses = noted
     audit(session, clock, "scheduler", "promote", f"candidate {cand.id}", version=kg.version)
     report.promoted.append(cand.id)
     notify.candidate_promoted(session, clock, notifier, cand, kg, "scheduler")
@@ -405,7 +359,7 @@ def reconcile(session: Session, clock: Clock, policy: SchedulerPolicy,
     report = ReconcileReport()
     report.runs_expired = runs.expire_stale(session, clock, policy.run_timeout)
     # Before forming: a culprit named in this pass is held in the candidate formed in it.
-    bisection.advance_all(session, clock, policy.bisection, dispatcher, report)
+    report.fold(bisection.advance_all(session, clock, policy.bisection, dispatcher))
     _form(session, clock, report)
     _board(session, clock, report, policy.parallel_gates)
     active = session.scalars(select(models.Candidate).where(

@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 from certifier.db import models
 from certifier.domain.clock import Clock
 from certifier.pipeline import components
+from certifier.pipeline.toolbox import audit
 from certifier.tracking.sources import (
     CommitInfo,
     Source,
@@ -223,8 +224,7 @@ def _ensure_commit(session: Session, component: models.Component, info: CommitIn
 
 def _audit(session: Session, clock: Clock, action: str, component: models.Component,
            **detail: Any) -> None:
-    session.add(models.AuditEvent(at=clock.now(), actor="tracking", action=action,
-                                  subject=f"component {component.name}", detail=detail))
+    audit(session, clock, "tracking", action, f"component {component.name}", **detail)
 
 
 def mark_gone(session: Session, component: models.Component, shas: Iterable[str],
@@ -252,9 +252,7 @@ def notice_gone(session: Session, name: str, sha: str, clock: Clock, actor: str,
     component = session.scalar(select(models.Component).where(models.Component.name == name))
     if component is None or not mark_gone(session, component, [sha], clock.now()):
         return False
-    session.add(models.AuditEvent(at=clock.now(), actor=actor, action="gone_upstream",
-                                  subject=f"component {name}",
-                                  detail={"sha": sha, "reason": reason}))
+    audit(session, clock, actor, "gone_upstream", f"component {name}", sha=sha, reason=reason)
     session.flush()
     return True
 

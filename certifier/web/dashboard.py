@@ -33,7 +33,7 @@ from certifier.api.schemas import DB_ID_MAX
 from certifier.domain.durations import format_duration
 from certifier.domain.lifecycle import CandidateState
 from certifier.limits import ID_MAX
-from certifier.pipeline import listings, runview, views
+from certifier.pipeline import read
 from certifier.pipeline.errors import NotFound
 from certifier.web import events
 from certifier.web.assets import IMMUTABLE, Assets
@@ -99,7 +99,7 @@ def _detail(detail: dict[str, Any]) -> str:
     return text if len(text) <= 400 else text[:399] + "…"
 
 
-def _link(ref: views.CommitRef) -> str | None:
+def _link(ref: read.CommitRef) -> str | None:
     return commit_url(ref.source, ref.repo_url, ref.sha)
 
 
@@ -126,7 +126,7 @@ def available_actions(request: Request) -> dict[str, bool]:
     return found
 
 
-def _chart_data(page: views.CandidatePage) -> list[dict[str, Any]]:
+def _chart_data(page: read.CandidatePage) -> list[dict[str, Any]]:
     """What charts.js draws: per series, the candidate's points and the known-good's band."""
     return [
         {
@@ -157,7 +157,7 @@ def create_router() -> APIRouter:
 
     def render(request: Request, context: AppContext, session: Session, template: str,
                status: int = 200, **values: Any) -> HTMLResponse:
-        version = events.versioned(views.state_version(session), context)
+        version = events.versioned(read.state_version(session), context)
         html = env.get_template(template).render(
             request=request, now=context.clock.now(), version=version, asset=assets.url,
             plotly_url=assets.plotly_url, **values)
@@ -171,8 +171,8 @@ def create_router() -> APIRouter:
     @router.get("/", response_class=HTMLResponse)
     def overview(request: Request, context: ContextDep, session: SessionDep) -> HTMLResponse:
         now = context.clock.now()
-        data = views.overview(session, now, context.settings.soak_policy(),
-                              views.stale_after(context.settings))
+        data = read.overview(session, now, context.settings.soak_policy(),
+                              read.stale_after(context.settings))
         return render(request, context, session, "overview.html", nav="overview", o=data,
                       manifest_url=f"{request.base_url}api/v1/manifest")
 
@@ -183,7 +183,7 @@ def create_router() -> APIRouter:
         before: int | None = Query(default=None, ge=1, le=ID_MAX),
     ) -> HTMLResponse:
         state = state if state in STATES else None
-        rows, more = views.candidate_list(session, state, before)
+        rows, more = read.candidate_list(session, state, before)
         return render(request, context, session, "candidates.html", nav="candidates",
                       rows=rows, more=more, state=state, states=STATES)
 
@@ -193,7 +193,7 @@ def create_router() -> APIRouter:
         try:
             if not 1 <= candidate_id <= ID_MAX:  # no such id can exist: never ask the database
                 raise NotFound(f"no candidate {candidate_id}")
-            page = views.candidate_page(session, candidate_id, context.clock.now(),
+            page = read.candidate_page(session, candidate_id, context.clock.now(),
                                         context.settings.soak_policy())
         except NotFound as exc:
             return not_found(request, context, session, exc)
@@ -204,7 +204,7 @@ def create_router() -> APIRouter:
     def run(request: Request, context: ContextDep, session: SessionDep,
             run_id: int = PathParam(ge=1, le=DB_ID_MAX)) -> HTMLResponse:
         try:
-            page = runview.run_page(session, run_id)
+            page = read.run_page(session, run_id)
         except NotFound as exc:
             return not_found(request, context, session, exc)
         return render(request, context, session, "run.html", nav="candidates", p=page)
@@ -212,13 +212,13 @@ def create_router() -> APIRouter:
     @router.get("/components", response_class=HTMLResponse)
     def components(request: Request, context: ContextDep, session: SessionDep) -> HTMLResponse:
         return render(request, context, session, "components.html", nav="components",
-                      rows=listings.component_list(session))
+                      rows=read.component_list(session))
 
     @router.get("/components/{name}", response_class=HTMLResponse)
     def component(request: Request, name: str, context: ContextDep,
                   session: SessionDep) -> HTMLResponse:
         try:
-            page = listings.component_page(session, name[:63])
+            page = read.component_page(session, name[:63])
         except NotFound as exc:
             return not_found(request, context, session, exc)
         return render(request, context, session, "component.html", nav="components", p=page)
@@ -226,7 +226,7 @@ def create_router() -> APIRouter:
     @router.get("/known-good", response_class=HTMLResponse)
     def history(request: Request, context: ContextDep, session: SessionDep,
                 before: int | None = Query(default=None, ge=1, le=ID_MAX)) -> HTMLResponse:
-        entries, more = listings.known_good_history(session, before)
+        entries, more = read.known_good_history(session, before)
         return render(request, context, session, "known_good.html", nav="known-good",
                       entries=entries, more=more)
 
@@ -237,7 +237,7 @@ def create_router() -> APIRouter:
         b: int = Query(alias="to", ge=1, le=ID_MAX),
     ) -> HTMLResponse:
         try:
-            changes = listings.known_good_diff(session, a, b)
+            changes = read.known_good_diff(session, a, b)
         except NotFound as exc:
             return not_found(request, context, session, exc)
         return render(request, context, session, "diff.html", nav="known-good", a=a, b=b,
@@ -249,14 +249,14 @@ def create_router() -> APIRouter:
         before: int | None = Query(default=None, ge=1, le=ID_MAX),
         action: str | None = Query(default=None, max_length=64),
     ) -> HTMLResponse:
-        rows, more = listings.audit_log(session, before, action=action or None)
+        rows, more = read.audit_log(session, before, action=action or None)
         return render(request, context, session, "audit.html", nav="audit", rows=rows,
-                      more=more, action=action or "", actions=listings.audit_actions(session))
+                      more=more, action=action or "", actions=read.audit_actions(session))
 
     @router.get("/deliveries", response_class=HTMLResponse)
     def deliveries(request: Request, context: ContextDep, session: SessionDep,
                    before: int | None = Query(default=None, ge=1, le=ID_MAX)) -> HTMLResponse:
-        rows, more, refused = listings.deliveries(session, before)
+        rows, more, refused = read.deliveries(session, before)
         return render(request, context, session, "deliveries.html", nav="deliveries",
                       rows=rows, more=more, refused=refused)
 

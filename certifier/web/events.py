@@ -2,7 +2,7 @@
 
 The pipeline's state lives in the database, written by workers, beat and other API replicas, so
 there is nothing in this process to subscribe to. Instead one :class:`StateWatcher` per app asks
-the database for a small digest (:func:`certifier.pipeline.views.state_version`) every second,
+the database for a small digest (:func:`certifier.pipeline.read.state_version`) every second,
 while at least one browser listens and never otherwise: a thousand open dashboards cost one
 query a second, not a thousand. Each change wakes every stream, which sends a ``changed`` event
 carrying the new version; the page's script fetches the page again and swaps what differs.
@@ -29,7 +29,7 @@ from starlette.concurrency import run_in_threadpool
 
 from certifier.api.deps import AppContext
 from certifier.db.session import session_scope
-from certifier.pipeline import views
+from certifier.pipeline import read
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ RETRY_MS = 1500
 def page_version(context: AppContext) -> str:
     """The version a page rendered now would carry (see :func:`versioned`)."""
     with session_scope(context.session_factory) as session:
-        return versioned(views.state_version(session), context)
+        return versioned(read.state_version(session), context)
 
 
 def versioned(digest: str, context: AppContext) -> str:

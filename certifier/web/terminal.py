@@ -1,6 +1,6 @@
 """The overview for a terminal: what ``certifier status`` prints.
 
-It renders the same :class:`certifier.pipeline.views.Overview` as the dashboard's front page, in
+It renders the same :class:`certifier.pipeline.read.Overview` as the dashboard's front page, in
 plain text with ASCII progress bars, so it reads the same in a terminal, a log or an email.
 Upstream text (commit titles, excuses) is untrusted here too: control characters, including
 ANSI escape sequences and bidirectional overrides, are removed before anything is printed, so a
@@ -13,7 +13,7 @@ import unicodedata
 from datetime import datetime, timedelta
 
 from certifier.domain.durations import format_duration
-from certifier.pipeline import views
+from certifier.pipeline import read
 
 
 def clean(text: str) -> str:
@@ -44,7 +44,7 @@ def _fit(line: str, width: int) -> str:
     return line if len(line) <= width else line[: max(width - 1, 10)] + "…"
 
 
-def _commit(ref: views.CommitRef) -> str:
+def _commit(ref: read.CommitRef) -> str:
     return f"{clean(ref.component)} {ref.sha[:12]} {clean(ref.title)}".rstrip()
 
 
@@ -52,7 +52,7 @@ ROUTINE = frozenset({"queued", "gating", "soaking", "soak_runs"})  # said by the
 INDENT = " " * 18
 
 
-def _entry(entry: views.BoardEntry) -> list[str]:
+def _entry(entry: read.BoardEntry) -> list[str]:
     head = f"  {entry.state:<8} #{entry.id:<6} "
     detail: list[str] = []
     if entry.soak is not None:
@@ -74,7 +74,7 @@ def _entry(entry: views.BoardEntry) -> list[str]:
     return [head.rstrip(), *(INDENT + line for line in detail)]
 
 
-def render_overview(data: views.Overview, width: int = 100) -> str:
+def render_overview(data: read.Overview, width: int = 100) -> str:
     """The overview as lines of text no wider than ``width``."""
     now = data.now
     lines: list[str] = []

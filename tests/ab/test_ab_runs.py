@@ -147,9 +147,9 @@ def test_a_known_good_that_fails_to_deploy_on_the_control_is_an_infra_error(
     run = h.run(run_id)
     assert run.verdict == "infra_error"
     (excuse,) = run.excuses
-    assert excuse["message"].startswith(
+    assert excuse.message.startswith(
         "the known-good (#1) failed to deploy on the control testbed: ")
-    assert "disk full" in excuse["message"]
+    assert "disk full" in excuse.message
     assert _leftovers(h, run_id) == []
 
 

@@ -284,7 +284,7 @@ def exhausted(world: World) -> int:
         created = world.reconcile().runs_created
         run_id = created[-1] if created else run_id
     assert not world.reconcile().runs_created
-    assert [e["kind"] for e in _candidate(world, cid).excuses] == ["infra_error"]
+    assert [e.kind for e in _candidate(world, cid).excuses] == ["infra_error"]
     return cid
 
 
@@ -308,7 +308,7 @@ def test_a_retry_gives_the_candidate_its_runs_back_at_the_next_pass(
     report = world.reconcile()
 
     assert len(report.runs_created) == 1
-    assert [e["kind"] for e in _candidate(world, cid).excuses] == ["gating"]
+    assert [e.kind for e in _candidate(world, cid).excuses] == ["gating"]
 
 
 def test_a_retry_is_audited_with_the_runs_it_gave_up_on(client: TestClient, world: World) -> None:

@@ -53,10 +53,10 @@ def test_a_run_outside_the_configured_range_is_infra_error_with_the_excuse(
     run, _ = _run(tmp_path, unreachable)
     assert run.verdict == "infra_error"  # type: ignore[attr-defined]
     (excuse,) = run.excuses  # type: ignore[attr-defined]
-    assert excuse["subject"] == "environment"
-    assert excuse["message"].startswith("testbed too busy: probe bandwidth ")
-    assert excuse["message"].endswith("(ceiling 1000000 Gbit/s)")
-    assert ";" not in excuse["message"]
+    assert excuse.subject == "environment"
+    assert excuse.message.startswith("testbed too busy: probe bandwidth ")
+    assert excuse.message.endswith("(ceiling 1000000 Gbit/s)")
+    assert ";" not in excuse.message
     assert run.too_busy is True  # type: ignore[attr-defined]
 
 

@@ -27,7 +27,7 @@ from certifier.db import migrate, models
 from certifier.db.session import make_engine, make_session_factory, session_scope
 from certifier.domain.clock import FakeClock
 from certifier.domain.lifecycle import CandidateState
-from certifier.pipeline import actions, knowngood, scheduler
+from certifier.pipeline import actions, components, knowngood, toolbox
 from certifier.pipeline.errors import Conflict
 from tests.api.factories import SOAK, World, sha
 
@@ -59,7 +59,7 @@ def _soaking_on_version_one(engine: Engine, clock: FakeClock) -> list[int]:
         base = knowngood.combination_of(session, kg.combination_hash)
         for i in range(CANDIDATES):
             combo = base.replace(nova=sha(f"nova-{i}"))
-            scheduler.ensure_combination(session, combo, clock)
+            components.ensure_combination(session, combo, clock)
             now = clock.now()
             cand = models.Candidate(combination_hash=combo.hash, state=CandidateState.SOAKING,
                                     base_version=1, changed=["nova"], excuses=[], created_at=now,
@@ -90,7 +90,7 @@ def _race(engine: Engine, clock: FakeClock, candidate_ids: list[int], threads: i
                     cand = session.get(models.Candidate, cid)
                     assert cand is not None
                     knowngood.promote(session, cand, clock, reason="race")
-                    scheduler.move(session, cand, CandidateState.PROMOTED, clock)
+                    toolbox.move(session, cand, CandidateState.PROMOTED, clock)
         except Conflict:
             return "conflict"
         except IntegrityError:

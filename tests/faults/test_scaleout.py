@@ -34,7 +34,7 @@ from certifier.db import migrate, models
 from certifier.db.session import make_engine, make_session_factory, session_scope
 from certifier.demo import world as demo_world
 from certifier.domain.clock import FakeClock, SystemClock
-from certifier.pipeline import components, runs, scheduler, views
+from certifier.pipeline import components, read, runs, scheduler
 from certifier.pipeline.dispatch import reconcile_after_commit
 from certifier.settings import load_settings
 from tests.api.factories import SOAK, World
@@ -124,12 +124,12 @@ def test_soak_stays_one_at_a_time_and_the_waiting_candidate_is_rebased(world: Wo
     assert report.started_soak == [c1]
     state, base, excuses = _candidate(world, c2)
     assert (state, base) == ("gating", None)
-    assert excuses[0]["message"] == f"gate passed: waiting for candidate {c1} to finish soaking"
+    assert excuses[0].message == f"gate passed: waiting for candidate {c1} to finish soaking"
     with session_scope(world.factory) as session:  # the dashboard and API show it too
         waiting = session.get(models.Candidate, c2)
         assert waiting is not None
-        shown = views.live_excuses(waiting, world.clock.now(), SOAK)
-        assert [e.message for e in shown] == [excuses[0]["message"]]
+        shown = read.live_excuses(waiting, world.clock.now(), SOAK)
+        assert [e.message for e in shown] == [excuses[0].message]
 
     soak_run = report.runs_created[0]
     world.claim(soak_run)
@@ -317,11 +317,11 @@ def _assert_one_soaks_while_the_other_waits(factory: sessionmaker[Session],
             session.expunge_all()
         soaking = [c for c in cands if c is not None and c.state == "soaking"]
         waiting = [c for c in cands if c is not None and c.state == "gating"
-                   and c.excuses and c.excuses[0]["message"].startswith("gate passed")]
+                   and c.excuses and c.excuses[0].message.startswith("gate passed")]
         return (soaking[0], waiting[0]) if len(soaking) == len(waiting) == 1 else None
 
     soaking, waiting = _wait("one candidate to soak and the other to wait", settled, 20)
-    assert waiting.excuses[0]["message"] == (
+    assert waiting.excuses[0].message == (
         f"gate passed: waiting for candidate {soaking.id} to finish soaking")
 
 

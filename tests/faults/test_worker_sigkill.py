@@ -130,7 +130,7 @@ def test_a_sigkilled_worker_leaves_nothing_and_its_run_is_retried(
         with session_scope(factory) as session:
             dead = session.get(models.Run, run_id)
             assert dead is not None
-            assert "died during the run" in dead.excuses[0]["message"]
+            assert "died during the run" in dead.excuses[0].message
 
         # 4. The retry: one new attempt of the same gate run, and it passes.
         gate = _wait("the retried gate run to pass",

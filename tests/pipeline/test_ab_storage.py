@@ -17,7 +17,7 @@ from certifier.db.session import session_scope
 from certifier.domain.detector import DetectorPolicy
 from certifier.domain.promotion import SoakPolicy
 from certifier.domain.results import Side
-from certifier.pipeline import runs, runview, views
+from certifier.pipeline import read, runs
 from tests.api.factories import SOAK, World, ab_results
 
 KEY = "ping.loss_pct{dst=h2,src=h1}"
@@ -92,7 +92,7 @@ def test_the_candidate_page_and_metrics_show_the_runs_own_side_only(world: World
         cand_id = session.scalars(select(models.Candidate.id)
                                   .order_by(models.Candidate.id.desc())).first()
         assert cand_id is not None
-        page = views.candidate_page(session, cand_id, world.clock.now(),
+        page = read.candidate_page(session, cand_id, world.clock.now(),
                                     SoakPolicy(duration=timedelta(days=7)))
         exported = _last_measurements(session, kg_candidate)
     (series,) = page.series
@@ -107,7 +107,7 @@ def test_the_run_detail_shows_each_series_by_side_and_round(
     run_id = world.reconcile().runs_created[-1]
     _finish(world, run_id, rounds=3)
     with session_scope(session_factory) as session:
-        page = runview.run_page(session, run_id)
+        page = read.run_page(session, run_id)
     assert page.rounds == 3 and page.ab
     (series,) = page.series
     assert (series.title, series.rounds) == ("ping loss_pct h1→h2", (0, 1, 2))

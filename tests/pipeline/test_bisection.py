@@ -17,6 +17,7 @@ import random
 from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -27,6 +28,7 @@ from certifier.api.app import create_app
 from certifier.db import models
 from certifier.db.session import session_scope
 from certifier.domain.bisection import BisectPolicy
+from certifier.domain.bisection_state import Record
 from certifier.domain.clock import FakeClock
 from certifier.domain.judgement import JudgementPolicy, Verdict
 from certifier.domain.results import Check, SuiteResult
@@ -45,6 +47,11 @@ CONFIRMING = scheduler.SchedulerPolicy(
 ON = scheduler.SchedulerPolicy(soak=SOAK, bisection=BISECT)
 OFF = scheduler.SchedulerPolicy(soak=SOAK, bisection=None)
 PARALLEL = scheduler.SchedulerPolicy(soak=SOAK, bisection=BISECT, parallel_gates=2)
+
+
+def stored(state: Record | None) -> dict[str, Any] | None:
+    """A candidate's culprit finding as its column stores it (the JSON shape never changed)."""
+    return None if state is None else state.as_dict()
 
 
 def failing() -> list[SuiteResult]:
@@ -171,7 +178,7 @@ def test_a_rejection_is_bisected_to_the_first_bad_commit_with_evidence(up: Upstr
     assert [r.bisections_ended for r in reports if r.bisections_ended] == [[cid]]
 
     cand = up.candidate(cid)
-    state = cand.bisection
+    state = stored(cand.bisection)
     assert state is not None and state["status"] == "found"
     result = state["result"]
     assert (result["component"], result["sha"], result["last_good"]) == (
@@ -191,12 +198,12 @@ def test_a_rejection_is_bisected_to_the_first_bad_commit_with_evidence(up: Upstr
     assert len(bisect_runs) <= 1 + 3 + 3  # reproduce, three swaps, then log2 of five commits
     assert set(result["evidence"]) <= {r.id for r in bisect_runs}  # never the rejection alone
 
-    excuse = next(e for e in cand.excuses if e["kind"] == "culprit")
-    assert excuse["subject"] == "component neutron"
-    assert neutron[2][:12] in excuse["message"] and "neutron-3" in excuse["message"]
-    assert (excuse["data"]["sha"], excuse["data"]["last_good"]) == (neutron[2], neutron[1])
-    assert excuse["data"]["evidence"] == result["evidence"]
-    assert cand.excuses[0]["kind"] == "check"  # the rejection's own reason stays first
+    excuse = next(e for e in cand.excuses if e.kind == "culprit")
+    assert excuse.subject == "component neutron"
+    assert neutron[2][:12] in excuse.message and "neutron-3" in excuse.message
+    assert (excuse.data["sha"], excuse.data["last_good"]) == (neutron[2], neutron[1])
+    assert excuse.data["evidence"] == result["evidence"]
+    assert cand.excuses[0].kind == "check"  # the rejection's own reason stays first
     culprit = up.audit("culprit")
     assert [(e.subject, e.detail["status"], e.detail["sha"]) for e in culprit] == [
         (f"candidate {cid}", "found", neutron[2])]
@@ -208,7 +215,7 @@ def test_with_confirmation_every_failing_step_is_seen_twice_before_it_counts(
     up.execute(rejecting.runs_created)
     up.until_quiet(CONFIRMING)
 
-    state = up.candidate(cid).bisection
+    state = stored(up.candidate(cid).bisection)
     assert state is not None and state["status"] == "found"
     assert (state["result"]["sha"], state["result"]["last_good"]) == (neutron[2], neutron[1])
     failed: dict[str, list[list[str]]] = {}
@@ -231,8 +238,8 @@ def test_the_next_candidate_waits_for_culprit_finding_then_holds_the_last_good_c
     assert len(waiting.formed) == 1 and waiting.boarded == []
     queued = up.candidate(waiting.formed[0])
     assert queued.state == "queued"
-    assert any(e["kind"] == "culprit_wait" and f"waiting for culprit finding of #{cid}"
-               in e["message"] for e in queued.excuses)
+    assert any(e.kind == "culprit_wait" and f"waiting for culprit finding of #{cid}"
+               in e.message for e in queued.excuses)
 
     up.execute(report.runs_created)
     reports = up.until_quiet()
@@ -248,7 +255,7 @@ def test_the_next_candidate_waits_for_culprit_finding_then_holds_the_last_good_c
     assert hold.detail == {"candidate": nxt, "culprit": neutron[-1], "held_at": neutron[1],
                            "blamed_by": cid}
     assert up.candidate(nxt).state in ("gating", "soaking")
-    assert not any(e["kind"] == "culprit_wait" for e in up.candidate(nxt).excuses)
+    assert not any(e.kind == "culprit_wait" for e in up.candidate(nxt).excuses)
 
 
 def test_a_newer_neutron_head_ends_the_hold(up: Upstreams) -> None:
@@ -269,7 +276,7 @@ def test_a_single_component_moved_by_several_commits_is_bisected_without_swappin
     cid, report = _until_rejected(up)
     up.execute(report.runs_created)
     up.until_quiet()
-    state = up.candidate(cid).bisection
+    state = stored(up.candidate(cid).bisection)
     assert state is not None and state["status"] == "found"
     assert state["steps"][0]["phase"] == "reproduce"
     assert {s["phase"] for s in state["steps"][1:]} == {"bisect"}
@@ -296,12 +303,12 @@ def test_infra_errors_are_retried_then_culprit_finding_is_inconclusive_and_isola
         if any(r.bisections_ended for r in reports):
             break
     cand = up.candidate(cid)
-    state = cand.bisection
+    state = stored(cand.bisection)
     assert state is not None and state["status"] == "inconclusive"
     tries = 1 + BISECT.max_infra_retries
     assert [s["verdict"] for s in state["steps"]] == ["failed"] + ["infra_error"] * tries
     assert "testbed or tool errors 2 times" in state["reason"]
-    assert any(e["kind"] == "bisection" and "inconclusive" in e["message"] for e in cand.excuses)
+    assert any(e.kind == "bisection" and "inconclusive" in e.message for e in cand.excuses)
     assert [e.detail["status"] for e in up.audit("culprit")] == ["inconclusive"]
     isolating = up.audit("isolate")
     assert isolating and isolating[-1].subject == "component cinder"
@@ -324,7 +331,7 @@ def test_turning_it_off_stops_a_running_search_and_withdraws_its_pending_run(
     assert len(pending) == 1
     report = up.reconcile(OFF)
     assert report.bisections_ended == [cid]
-    state = up.candidate(cid).bisection
+    state = stored(up.candidate(cid).bisection)
     assert state is not None and state["status"] == "stopped"
     assert state["steps"][0]["withdrawn"] is True
     with session_scope(up.factory) as session:  # (SQLite may give its id to a new run)
@@ -373,7 +380,7 @@ def test_a_candidate_re_queued_by_a_waiver_stops_its_culprit_finding(up: Upstrea
     assert requeued
     stopped = up.reconcile()
     assert stopped.bisections_ended == [cid]
-    state = up.candidate(cid).bisection
+    state = stored(up.candidate(cid).bisection)
     assert state is not None and state["status"] == "stopped"
     assert state["reason"] == "the candidate is queued again"
     assert up.audit("culprit")[-1].detail["withdrawn_runs"] == report.runs_created
@@ -399,15 +406,15 @@ def test_a_rejection_that_does_not_reproduce_in_a_bisect_run_ends_inconclusive_a
     reports = up.until_quiet()
 
     cand = up.candidate(cid)
-    state = cand.bisection
+    state = stored(cand.bisection)
     assert state is not None and state["status"] == "inconclusive"
     assert [s["run"] for s in state["steps"]] == [reproduce]  # no probe after it
     assert state["steps"][0]["verdict"] == "passed"
     assert state["reason"].startswith("the failure did not reproduce in a gate run: ")
     assert f"passed in run {reproduce}" in state["reason"]
     assert f"gate run {state['failed_run']}" in state["reason"]
-    assert bisection.bisected(state) is None  # no culprit to hold
-    assert any(e["kind"] == "bisection" and "did not reproduce" in e["message"]
+    assert bisection.bisected(cand.bisection) is None  # no culprit to hold
+    assert any(e.kind == "bisection" and "did not reproduce" in e.message
                for e in cand.excuses)
     assert [e.detail["status"] for e in up.audit("culprit")] == ["inconclusive"]
     assert [r.bisections_ended for r in reports if r.bisections_ended] == [[cid]]
@@ -433,7 +440,7 @@ def test_a_regression_only_the_detector_sees_is_not_blamed_on_the_candidates_own
     with session_scope(session_factory) as session:
         cand = session.get_one(models.Candidate, cid)
         assert cand.state == "rejected"
-        state = cand.bisection
+        state = stored(cand.bisection)
         assert state is not None and state["status"] == "running"
         rejecting = session.get_one(models.Run, state["failed_run"])
         assert rejecting.kind == "soak" and rejecting.verdict == "regressed"
@@ -443,7 +450,7 @@ def test_a_regression_only_the_detector_sees_is_not_blamed_on_the_candidates_own
 
     with session_scope(session_factory) as session:
         cand = session.get_one(models.Candidate, cid)
-        state = cand.bisection
+        state = stored(cand.bisection)
         assert state is not None and state["status"] == "inconclusive"
         assert state["result"] is None and len(state["steps"]) == 1
         assert (f"soak run {rejecting.id}, by the statistical detector rejected it"
@@ -489,12 +496,12 @@ def test_a_candidate_formed_on_a_known_good_that_moved_is_not_searched(up: Upstr
     assert report.bisections_started == [] and report.runs_created == []
 
     cand = up.candidate(b)
-    state = cand.bisection
+    state = stored(cand.bisection)
     assert cand.base_version == 1
     assert state is not None and state["status"] == "inconclusive" and state["steps"] == []
     assert "formed on known-good #1 and the known-good is #2 now" in state["reason"]
     assert not any(r.kind == "bisect" for r in cand.runs)
-    assert any(e["kind"] == "bisection" and "#2 now" in e["message"] for e in cand.excuses)
+    assert any(e.kind == "bisection" and "#2 now" in e.message for e in cand.excuses)
     assert [e.detail["status"] for e in up.audit("culprit")] == ["inconclusive"]
 
 
@@ -508,7 +515,7 @@ def test_a_search_stops_when_the_known_good_moves_under_it(up: Upstreams) -> Non
     stopped = up.reconcile(PARALLEL)
 
     assert stopped.bisections_ended == [b] and stopped.runs_created == []
-    state = up.candidate(b).bisection
+    state = stored(up.candidate(b).bisection)
     assert state is not None and state["status"] == "stopped"
     assert "formed on known-good #1 and the known-good is #2 now" in state["reason"]
     assert state["steps"][0]["run"] == reproduce and state["steps"][0]["withdrawn"] is True
@@ -523,10 +530,10 @@ def test_stopping_spares_a_bisect_run_that_a_worker_claimed_meanwhile(up: Upstre
         assert [r.state for r in cand.runs if r.kind == "bisect"] == ["pending"]  # as read
         up.world.claim(run_id)  # a worker takes it, in its own transaction, right then
         report = scheduler.ReconcileReport()
-        bisection.advance_all(session, up.clock, None, up.world.dispatcher, report)
+        report.fold(bisection.advance_all(session, up.clock, None, up.world.dispatcher))
     assert report.bisections_ended == [cid]
 
-    state = up.candidate(cid).bisection
+    state = stored(up.candidate(cid).bisection)
     assert state is not None and state["status"] == "stopped"
     assert "withdrawn" not in state["steps"][0]
     assert up.audit("culprit")[-1].detail["withdrawn_runs"] == []
@@ -549,7 +556,7 @@ def test_the_rejection_notification_carries_the_rejections_excuses_only(
                           "secret": "not-a-real-secret"}]}))
     cid, _, rejecting = _reject(up, notifying)
     assert rejecting.bisections_started == [cid]
-    assert any(e["kind"] == "bisection" for e in up.candidate(cid).excuses)
+    assert any(e.kind == "bisection" for e in up.candidate(cid).excuses)
     with session_scope(up.factory) as session:
         [sent] = session.scalars(select(models.Notification).where(
             models.Notification.event == "rejected")).all()

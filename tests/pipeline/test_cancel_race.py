@@ -60,5 +60,5 @@ def test_a_cancel_committed_after_the_scheduler_read_the_candidate_stands(
     with session_scope(factory) as session:
         cand = session.get_one(models.Candidate, cand_id)
         assert cand.state == "cancelled"
-        assert cand.excuses[0]["kind"] == "cancelled"
+        assert cand.excuses[0].kind == "cancelled"
         assert session.scalar(select(func.count()).select_from(models.KnownGood)) == 0

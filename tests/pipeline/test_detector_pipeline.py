@@ -109,18 +109,18 @@ def test_a_five_percent_bandwidth_loss_is_rejected_by_the_detector_with_its_figu
         assert [r.verdict for r in soak_runs[:-2]] == [Verdict.PASSED] * (len(soak_runs) - 2)
         assert [r.verdict for r in soak_runs[-2:]] == [Verdict.REGRESSED] * 2
         excuse, confirmed = cand.excuses
-        assert confirmed["kind"] == "rechecked"
-        assert excuse["data"]["runs"] == [r.id for r in soak_runs[-2:]]
-        assert excuse["kind"] == "regression"
-        assert excuse["subject"] == "bandwidth.throughput_gbps{dst=h2,src=h1}"
-        data = excuse["data"]
+        assert confirmed.kind == "rechecked"
+        assert excuse.data["runs"] == [r.id for r in soak_runs[-2:]]
+        assert excuse.kind == "regression"
+        assert excuse.subject == "bandwidth.throughput_gbps{dst=h2,src=h1}"
+        data = excuse.data
         assert data["method"] == "mann-whitney"
         assert data["baseline"]["n"] >= DETECTOR.min_baseline
         assert data["p_value"] <= data["level"]
         low, high = data["shift_ci"]
         assert low <= data["shift"] <= high < 0  # lower, and surely so
         assert -7.0 < data["shift"] < -3.0  # about the 5 % that was injected
-        assert "known-good #1 on gate1" in excuse["message"]
+        assert "known-good #1 on gate1" in excuse.message
 
 
 def test_a_candidate_from_the_same_distribution_soaks_its_week_and_is_promoted(

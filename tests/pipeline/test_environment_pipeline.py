@@ -42,7 +42,7 @@ def _finish(world: World, run_id: int, environment: dict[str, Any] | None,
 def _run(world: World, run_id: int) -> tuple[str | None, bool, list[str], Any]:
     with session_scope(world.factory) as session:
         run = runs.get_run(session, run_id)
-        return run.verdict, run.too_busy, [e["message"] for e in run.excuses], run.environment
+        return run.verdict, run.too_busy, [e.message for e in run.excuses], run.environment
 
 
 def _candidate(world: World) -> tuple[str, list[str]]:
@@ -50,7 +50,7 @@ def _candidate(world: World) -> tuple[str, list[str]]:
         cand = session.scalars(select(models.Candidate).order_by(models.Candidate.id.desc())
                                ).first()
         assert cand is not None
-        return cand.state, [str(e["message"]) for e in cand.excuses]
+        return cand.state, [str(e.message) for e in cand.excuses]
 
 
 def _gate_run(world: World, seed: str) -> int:

@@ -81,7 +81,7 @@ def candidate(world: World, cid: int) -> models.Candidate:
 
 
 def excuse_kinds(world: World, cid: int) -> list[str]:
-    return [e["kind"] for e in candidate(world, cid).excuses]
+    return [e.kind for e in candidate(world, cid).excuses]
 
 
 def flaky_gate(world: World) -> int:
@@ -119,13 +119,13 @@ def test_a_flaky_gate_check_soaks_but_is_not_promoted(world: World) -> None:
     assert report.promoted == [] and report.runs_created == []  # waits for a person
     cand = candidate(world, cid)
     assert cand.state == "soaking"
-    flaky = [e for e in cand.excuses if e["kind"] == "flaky"]
-    assert [e["subject"] for e in flaky] == [SUBJECT]
+    flaky = [e for e in cand.excuses if e.kind == "flaky"]
+    assert [e.subject for e in flaky] == [SUBJECT]
     with session_scope(world.factory) as session:
         gate_runs = sorted(r.id for r in session.get_one(models.Candidate, cid).runs
                            if r.kind == "gate")
-    assert (flaky[0]["data"]["failed_run"], flaky[0]["data"]["passed_run"]) == tuple(gate_runs)
-    assert cand.excuses[-1]["kind"] == "awaiting_waiver"
+    assert (flaky[0].data["failed_run"], flaky[0].data["passed_run"]) == tuple(gate_runs)
+    assert cand.excuses[-1].kind == "awaiting_waiver"
     with session_scope(world.factory) as session:
         assert knowngood.current(session) is None
 

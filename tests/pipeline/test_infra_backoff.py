@@ -36,7 +36,7 @@ def _infra_error(world: World, run_id: int) -> None:
 def _excuses(world: World) -> list[str]:
     with session_scope(world.factory) as session:
         cand = session.query(models.Candidate).one()
-        return [str(e["message"]) for e in cand.excuses]
+        return [str(e.message) for e in cand.excuses]
 
 
 def _first_gate_run(world: World) -> int:

@@ -86,8 +86,8 @@ def test_marking_an_open_candidate_bad_cancels_it_and_is_audited(world: World) -
     mark(world, cid)
     cand = candidate(world, cid)
     assert cand.state == CandidateState.CANCELLED
-    assert [e["kind"] for e in cand.excuses] == ["marked_bad"]
-    assert "corrupts volumes on upgrade" in cand.excuses[0]["message"]
+    assert [e.kind for e in cand.excuses] == ["marked_bad"]
+    assert "corrupts volumes on upgrade" in cand.excuses[0].message
     assert not [r for r in cand.runs if r.id in pending]
     combo = cand.combination
     assert (combo.bad_by, combo.bad_reason) == (ACTOR, "corrupts volumes on upgrade")
@@ -106,7 +106,7 @@ def test_a_finished_candidate_keeps_its_state_when_marked_bad(world: World) -> N
     mark(world, cid)
     cand = candidate(world, cid)
     assert cand.state == CandidateState.CANCELLED
-    assert [e["kind"] for e in cand.excuses] == ["cancelled"]
+    assert [e.kind for e in cand.excuses] == ["cancelled"]
     assert cand.combination.bad_at is not None
 
 
@@ -160,7 +160,7 @@ def test_a_bad_combination_is_never_promoted_even_by_force(world: World) -> None
     assert report.promoted == []
     cand = candidate(world, cid)
     assert cand.state == CandidateState.CANCELLED
-    assert cand.excuses[0]["kind"] == "marked_bad" and "data loss" in cand.excuses[0]["message"]
+    assert cand.excuses[0].kind == "marked_bad" and "data loss" in cand.excuses[0].message
     (event,) = audit(world, "cancel")  # the scheduler says what it did, as for every decision
     assert (event.actor, event.subject) == ("scheduler", f"candidate {cid}")
     assert "data loss" in event.detail["reason"]

@@ -22,7 +22,7 @@ from certifier.db import models
 from certifier.db.session import session_scope
 from certifier.domain.clock import FakeClock
 from certifier.domain.lifecycle import CandidateState
-from certifier.pipeline import actions, knowngood, scheduler
+from certifier.pipeline import actions, knowngood, toolbox
 from certifier.pipeline.errors import Conflict
 from tests.api.factories import World
 
@@ -73,7 +73,7 @@ def _promote(factory: sessionmaker[Session], clock: FakeClock, cid: int) -> None
     with session_scope(factory) as session:
         cand = session.get_one(models.Candidate, cid)
         knowngood.promote(session, cand, clock, reason="soak passed")
-        scheduler.move(session, cand, CandidateState.PROMOTED, clock)
+        toolbox.move(session, cand, CandidateState.PROMOTED, clock)
 
 
 def _state(factory: sessionmaker[Session], cid: int) -> tuple[str, bool, int | None]:
@@ -93,7 +93,7 @@ def test_a_mark_bad_waits_for_a_committing_promotion_then_asks_for_a_revocation(
     with session_scope(factory) as promoting:
         cand = promoting.get_one(models.Candidate, cid)
         knowngood.promote(promoting, cand, clock, reason="soak passed")
-        scheduler.move(promoting, cand, CandidateState.PROMOTED, clock)
+        toolbox.move(promoting, cand, CandidateState.PROMOTED, clock)
         promoting.flush()
         marking = _in_thread(lambda: _mark(factory, clock, cid))
         assert _waits(marking)

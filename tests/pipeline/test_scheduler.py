@@ -20,7 +20,7 @@ from certifier.domain.clock import FakeClock
 from certifier.domain.judgement import JudgementPolicy
 from certifier.domain.promotion import SoakPolicy
 from certifier.domain.results import Better, Check, Measurement, SuiteResult
-from certifier.pipeline import actions, knowngood, runs, scheduler
+from certifier.pipeline import actions, components, knowngood, runs, scheduler
 from certifier.pipeline.dispatch import RecordingDispatcher
 from certifier.pipeline.errors import Conflict
 from tests.api.factories import World, passing_results
@@ -206,7 +206,7 @@ def test_a_soaking_candidate_explains_how_long_it_has_left(world: World) -> None
     world.finish(report.runs_created[0])
     world.clock.advance(timedelta(days=3, hours=4))
     _reconcile(world)
-    messages = [e["message"] for e in _candidate(world, cid).excuses]
+    messages = [e.message for e in _candidate(world, cid).excuses]
     assert "soaking: 3 d 4 h of 7 d" in messages
     assert "passing soak runs: 1 of at least 4" in messages
 
@@ -232,8 +232,8 @@ def test_infra_errors_are_retried_a_bounded_number_of_times_and_never_reject(
     assert len(attempts) == 1 + WEEK.max_infra_retries
     cand = _candidate(world, cid)
     assert cand.state == "gating"
-    assert any(e["kind"] == "infra_error" and "retries exhausted" in e["message"]
-               and "iperf3: not installed" in e["message"] for e in cand.excuses)
+    assert any(e.kind == "infra_error" and "retries exhausted" in e.message
+               and "iperf3: not installed" in e.message for e in cand.excuses)
 
 
 def test_without_a_known_good_the_first_candidate_is_judged_on_its_checks_alone(
@@ -257,7 +257,7 @@ def test_a_failed_check_that_fails_its_recheck_rejects_the_candidate_with_an_exc
     assert report.rejected == [cid]
     cand = _candidate(world, cid)
     assert cand.state == "rejected"
-    assert any("h1 reaches h2" in e["message"] and "100 % loss" in e["message"]
+    assert any("h1 reaches h2" in e.message and "100 % loss" in e.message
                for e in cand.excuses)
 
 
@@ -282,7 +282,7 @@ def test_a_bandwidth_regression_against_the_known_good_rejects_naming_the_metric
     world.finish(report.runs_created[0], _bandwidth(5.0))
     report = world.reconcile()
     assert len(report.rejected) == 1
-    excuse = " ".join(e["message"] for e in _candidate(world, report.rejected[0]).excuses)
+    excuse = " ".join(e.message for e in _candidate(world, report.rejected[0]).excuses)
     assert "bandwidth throughput_gbps h1→h2" in excuse
     assert "known-good #1" in excuse and "-50" in excuse
 
@@ -296,7 +296,7 @@ def test_two_promotions_on_the_same_base_cannot_both_win(world: World) -> None:
         first = session.get(models.Candidate, first_id)
         assert first is not None
         combo = knowngood.combination_of(session, first.combination_hash).replace(nova=newer)
-        scheduler.ensure_combination(session, combo, world.clock)
+        components.ensure_combination(session, combo, world.clock)
         now = world.clock.now()
         rival = models.Candidate(combination_hash=combo.hash, state="soaking", base_version=None,
                                  changed=["nova"], excuses=[], created_at=now, updated_at=now)
@@ -326,7 +326,7 @@ def test_a_run_whose_worker_vanished_ends_as_an_infra_error_and_is_retried(
     with session_scope(world.factory) as session:
         run = runs.get_run(session, run_id)
         assert run.verdict == "infra_error"
-        assert "run timeout" in run.excuses[0]["message"]
+        assert "run timeout" in run.excuses[0].message
         bed = session.get(models.Testbed, "gate1")
         assert bed is not None and bed.leased_by_run_id is None
 

@@ -110,8 +110,8 @@ def test_a_waived_candidate_superseded_by_newer_heads_says_so(world: World) -> N
     assert report.superseded == [cid]
     with session_scope(world.factory) as session:
         [excuse] = session.get_one(models.Candidate, cid).excuses
-    assert excuse["kind"] == "superseded"
-    assert excuse["message"] == (
+    assert excuse.kind == "superseded"
+    assert excuse.message == (
         f"superseded by candidate {report.formed[0]}, a newer combination of heads, before it "
         "ran again; its waivers (ping.h1 reaches h2) stay with it: waive on the new candidate "
         "if the failure shows again")

@@ -23,7 +23,7 @@ from certifier.db.session import session_scope
 from certifier.demo import world as demo_world
 from certifier.domain.clock import SystemClock
 from certifier.domain.lifecycle import CandidateState
-from certifier.pipeline import components, knowngood, runs, scheduler
+from certifier.pipeline import components, knowngood, runs, scheduler, toolbox
 from certifier.pipeline.dispatch import RecordingDispatcher
 from certifier.settings import (
     AbConfig,
@@ -126,9 +126,9 @@ class Harness:
         """Make the candidate of ``run_id`` the next known-good (as a passed soak would)."""
         with session_scope(self.ctx.session_factory) as session:
             cand = runs.get_run(session, run_id).candidate
-            scheduler.move(session, cand, CandidateState.SOAKING, self.clock)
+            toolbox.move(session, cand, CandidateState.SOAKING, self.clock)
             kg = knowngood.promote(session, cand, self.clock, reason="test")
-            scheduler.move(session, cand, CandidateState.PROMOTED, self.clock)
+            toolbox.move(session, cand, CandidateState.PROMOTED, self.clock)
             return kg.version
 
     def testbed_lease(self) -> tuple[int | None, Any]:

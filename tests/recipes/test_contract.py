@@ -177,8 +177,8 @@ def test_a_failed_deploy_fails_the_run_and_its_log_is_served_as_text(tmp_path: P
     run = h.execute(h.gate_run())
     assert run.verdict == "failed"
     [excuse] = run.excuses
-    assert excuse["message"].startswith("deploy check 'app' failed: exit 1: step 12\n")
-    assert excuse["message"].endswith("step 30\ncannot bind port 80")
+    assert excuse.message.startswith("deploy check 'app' failed: exit 1: step 12\n")
+    assert excuse.message.endswith("step 30\ncannot bind port 80")
     assert "deploy app at " in run.log and "installing x = 1" in run.log
     assert "deploy failed: suites skipped" in run.log
     app = create_app(h.settings, dispatcher=RecordingDispatcher(),
@@ -201,7 +201,7 @@ def test_a_hook_that_cannot_start_is_an_infra_error_for_the_run(tmp_path: Path) 
     h.report("app", sha)
     run = h.execute(h.gate_run())
     assert run.verdict == "infra_error"
-    assert "not executable" in run.excuses[0]["message"]
+    assert "not executable" in run.excuses[0].message
 
 
 def test_a_hook_reporting_testbed_trouble_makes_the_run_an_infra_error(tmp_path: Path) -> None:
@@ -212,4 +212,4 @@ def test_a_hook_reporting_testbed_trouble_makes_the_run_an_infra_error(tmp_path:
     h.report("app", sha)
     run = h.execute(h.gate_run())
     assert run.verdict == "infra_error"
-    assert "package mirror did not answer" in run.excuses[0]["message"]
+    assert "package mirror did not answer" in run.excuses[0].message

@@ -82,7 +82,7 @@ def test_taking_over_an_expired_lease_finishes_the_run_that_held_it(world: World
     with session_scope(world.factory) as session:
         old, new = runs.get_run(session, dead), runs.get_run(session, retry_id)
         assert (old.state, old.verdict) == ("finished", "infra_error")
-        assert "took the testbed over" in old.excuses[0]["message"]
+        assert "took the testbed over" in old.excuses[0].message
         assert old.finished_at is not None
         assert (new.state, new.testbed) == ("running", "gate1")
         bed = session.get(models.Testbed, "gate1")
@@ -208,7 +208,7 @@ def test_the_next_claim_of_an_expired_lease_reaps_the_dead_runs_testbed_first(
     assert f"cf-{dead.tag}-h2" in run.log and f"cf-{dead.tag}-x9" in run.log
     old = pipeline.run(dead_run)
     assert (old.state, old.verdict) == ("finished", "infra_error")
-    assert "lease on testbed bed expired" in old.excuses[0]["message"]
+    assert "lease on testbed bed expired" in old.excuses[0].message
     assert namespaces_of(run_tag(pipeline.settings, retry)) == []  # its own, torn down as usual
 
 

@@ -50,7 +50,7 @@ def test_a_silent_configuration_reset_across_the_upgrade_fails_the_run_with_the_
     run = h.execute(run_id)
 
     assert run.verdict == "failed", run.log
-    assert [e["message"] for e in run.excuses] == [
+    assert [e.message for e in run.excuses] == [
         "upgrade check 'state api/config.max_clients' failed: upgrade changed api "
         "config.max_clients: 512 → 64 (not declared in the candidate's upgrade notes)",
         "upgrade check 'state api/service.version' failed: upgrade changed api "

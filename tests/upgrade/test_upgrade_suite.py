@@ -243,5 +243,5 @@ def test_an_upgrade_that_loses_the_resources_fails_the_run_naming_the_resource(
     h.report("app", second)
     run = h.execute(h.gate_run())
     assert run.verdict == "failed"
-    assert [e["message"] for e in run.excuses] == [
+    assert [e.message for e in run.excuses] == [
         "upgrade check 'verify app/data' failed: gone"]

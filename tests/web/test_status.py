@@ -11,7 +11,7 @@ from pathlib import Path
 from certifier.db import migrate
 from certifier.db.session import make_engine, make_session_factory
 from certifier.domain.clock import FakeClock
-from certifier.pipeline import views
+from certifier.pipeline import read
 from certifier.web.terminal import bar, clean, render_overview
 from tests.web.scenes import Scene, busy_pipeline
 
@@ -90,7 +90,7 @@ def test_a_bar_fills_in_proportion() -> None:
 
 def test_an_empty_pipeline_renders_without_surprises() -> None:
     now = datetime(2026, 1, 1, tzinfo=UTC)
-    text = render_overview(views.Overview(now=now, known_good=None,
+    text = render_overview(read.Overview(now=now, known_good=None,
                                           stale_after=timedelta(days=3), queued=(), gating=(),
                                           soaking=(), decisions=(), testbeds=(), counts={}))
     assert "Known-good: none yet" in text

@@ -8,14 +8,14 @@ from types import SimpleNamespace
 import pytest
 
 from certifier.db.session import session_scope
-from certifier.pipeline import listings, views
+from certifier.pipeline import read
 from tests.api.factories import SOAK, World
 from tests.web.scenes import Scene, busy_pipeline
 
 
 def _version(world: World) -> str:
     with session_scope(world.factory) as session:
-        return views.state_version(session)
+        return read.state_version(session)
 
 
 def test_the_version_moves_when_a_run_finishes_and_not_otherwise(world: World) -> None:
@@ -41,7 +41,7 @@ def test_the_version_moves_when_a_commit_arrives(world: World) -> None:
 def test_soak_progress_comes_from_the_promotion_policy(world: World) -> None:
     busy = busy_pipeline(Scene(world.factory, world.clock))
     with session_scope(world.factory) as session:
-        data = views.overview(session, world.clock.now(), SOAK)
+        data = read.overview(session, world.clock.now(), SOAK)
     (entry,) = data.soaking
     assert entry.id == busy.soaking and entry.soak is not None
     soak = entry.soak
@@ -57,7 +57,7 @@ def test_a_soak_past_its_duration_is_full_and_has_nothing_left(world: World) -> 
     busy_pipeline(Scene(world.factory, world.clock))
     world.clock.advance(timedelta(days=2))
     with session_scope(world.factory) as session:
-        soak = views.overview(session, world.clock.now(), SOAK).soaking[0].soak
+        soak = read.overview(session, world.clock.now(), SOAK).soaking[0].soak
     assert soak is not None
     assert (soak.fraction, soak.percent, soak.time_left) == (1.0, 100, timedelta(0))
 
@@ -65,13 +65,13 @@ def test_a_soak_past_its_duration_is_full_and_has_nothing_left(world: World) -> 
 def test_stale_after_reads_the_dashboard_setting_when_there_is_one() -> None:
     configured = SimpleNamespace(config=SimpleNamespace(
         dashboard=SimpleNamespace(stale_after=timedelta(hours=12))))
-    assert views.stale_after(configured) == timedelta(hours=12)
-    assert views.stale_after(SimpleNamespace(config=SimpleNamespace())) == timedelta(days=3)
+    assert read.stale_after(configured) == timedelta(hours=12)
+    assert read.stale_after(SimpleNamespace(config=SimpleNamespace())) == timedelta(days=3)
 
 
 def test_an_overview_without_a_known_good_is_stale(world: World) -> None:
     with session_scope(world.factory) as session:
-        data = views.overview(session, world.clock.now(), SOAK)
+        data = read.overview(session, world.clock.now(), SOAK)
     assert data.known_good is None and data.stale
 
 
@@ -81,14 +81,14 @@ def test_an_overview_without_a_known_good_is_stale(world: World) -> None:
 ])
 def test_a_band_is_median_quartiles_and_extremes(values: list[float],
                                                  band: tuple[float, ...]) -> None:
-    b = views.Band.of(values)
+    b = read.Band.of(values)
     assert (b.n, b.median, b.q1, b.q3, b.low, b.high) == band
 
 
 def test_series_compare_with_the_base_known_goods_samples(world: World) -> None:
     busy = busy_pipeline(Scene(world.factory, world.clock))
     with session_scope(world.factory) as session:
-        page = views.candidate_page(session, busy.rejected, world.clock.now(), SOAK)
+        page = read.candidate_page(session, busy.rejected, world.clock.now(), SOAK)
     by_metric = {s.metric: s for s in page.series}
     bw = by_metric["throughput_gbps"]
     assert bw.flagged and not by_metric["rtt_avg_ms"].flagged
@@ -107,6 +107,6 @@ def test_the_commits_between_two_known_goods_are_listed_newest_first(world: Worl
         scene.commit("nova", seed, f"nova {seed}")
     scene.promote_heads()
     with session_scope(world.factory) as session:
-        (change,) = listings.known_good_diff(session, 1, 2)
+        (change,) = read.known_good_diff(session, 1, 2)
     assert [c.title for c in change.between] == ["nova d", "nova c", "nova b"]
     assert change.old is not None and change.old.title == "first"

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Path, Query
 from sqlalchemy.orm import Session
 
 from certifier.api.auth import AdminDep, OperatorDep
-from certifier.api.deps import ClockDep, ContextDep, DispatcherDep, SessionDep
+from certifier.api.deps import AppContext, ClockDep, ContextDep, DispatcherDep, SessionDep
 from certifier.api.schemas import (
     DB_ID_MAX,
     AuditEventOut,
@@ -39,7 +39,7 @@ from certifier.api.schemas import (
 from certifier.db import models
 from certifier.domain.clock import Clock
 from certifier.domain.durations import DurationError, parse_duration
-from certifier.pipeline import actions, listings, notify, queries, waivers
+from certifier.pipeline import actions, notify, read, waivers
 from certifier.pipeline.errors import Invalid
 
 router = APIRouter(prefix="/api/v1", tags=["actions"])
@@ -59,7 +59,7 @@ def cancel_candidate(candidate_id: Id, body: CancelRequest, session: SessionDep,
                      clock: ClockDep, who: OperatorDep) -> CandidateOut:
     """Cancel a queued, gating or soaking candidate (operate scope)."""
     cand = actions.cancel(session, clock, candidate_id, who.actor, body.reason)
-    return CandidateOut.of(cand)
+    return CandidateOut.stored(cand)
 
 
 @router.post("/candidates/{candidate_id}/retry", response_model=CandidateOut, responses=AUTH)
@@ -72,7 +72,7 @@ def retry_candidate(candidate_id: Id, body: RetryRequest, session: SessionDep, c
     """
     cand = actions.retry(session, clock, candidate_id, who.actor, body.reason,
                          context.settings.soak_policy())
-    return CandidateOut.of(cand)
+    return CandidateOut.stored(cand)
 
 
 @router.post("/candidates/{candidate_id}/waive", response_model=WaiveAnswer, responses=AUTH)
@@ -94,7 +94,7 @@ def waive(candidate_id: Id, body: WaiveRequest, session: SessionDep, clock: Cloc
     waiver, requeued = actions.waive(session, clock, candidate_id, who.actor, body.subject,
                                      body.reason, expires_in)
     return WaiveAnswer(waiver=WaiverOut.of(waiver, clock.now()),
-                       candidate=CandidateOut.of(session.get_one(models.Candidate,
+                       candidate=CandidateOut.stored(session.get_one(models.Candidate,
                                                                  candidate_id)),
                        requeued=requeued)
 
@@ -111,24 +111,24 @@ def promote(candidate_id: Id, body: PromoteRequest, session: SessionDep, clock: 
                          context.settings.soak_policy(), force=body.force,
                          notifier=notify.Notifier(context.settings.config.notifications,
                                                   dispatcher))
-    return PromoteAnswer(candidate=CandidateOut.of(kg.candidate),
+    return PromoteAnswer(candidate=CandidateOut.stored(kg.candidate),
                          known_good=ManifestSummary.of(kg))
 
 
 @router.post("/candidates/{candidate_id}/mark-bad", response_model=CandidateDetail,
              responses=AUTH)
 def mark_bad(candidate_id: Id, body: MarkBadRequest, session: SessionDep, clock: ClockDep,
-             who: OperatorDep) -> CandidateDetail:
+             context: ContextDep, who: OperatorDep) -> CandidateDetail:
     """Mark the candidate's combination bad (operate scope): it is never formed or promoted
     again, and an open candidate is cancelled. 409 if it is already marked, or if it is a
     known-good that is not revoked (revoke it first)."""
     actions.mark_bad(session, clock, who.actor, candidate_id, body.reason)
-    return _detail(session, clock, candidate_id)
+    return _detail(session, clock, context, candidate_id)
 
 
 @router.delete("/candidates/{candidate_id}/mark-bad", response_model=CandidateDetail,
                responses=AUTH)
-def unmark_bad(candidate_id: Id, session: SessionDep, clock: ClockDep,
+def unmark_bad(candidate_id: Id, session: SessionDep, clock: ClockDep, context: ContextDep,
                who: AdminDep,
                reason: Annotated[str, Query(max_length=2000,
                                             description="why: kept in the audit log")] = "",
@@ -136,12 +136,15 @@ def unmark_bad(candidate_id: Id, session: SessionDep, clock: ClockDep,
     """Lift the mark (admin scope). A candidate it cancelled stays cancelled; 409 if the
     combination is not marked bad."""
     actions.unmark_bad(session, clock, who.actor, candidate_id, reason)
-    return _detail(session, clock, candidate_id)
+    return _detail(session, clock, context, candidate_id)
 
 
-def _detail(session: Session, clock: Clock, candidate_id: int) -> CandidateDetail:
-    return CandidateDetail.detail(queries.candidate_detail(session, candidate_id),
-                                  waivers.for_candidate(session, candidate_id), clock.now())
+def _detail(session: Session, clock: Clock, context: AppContext,
+            candidate_id: int) -> CandidateDetail:
+    """The candidate as ``GET /api/v1/candidates/{id}`` gives it."""
+    return CandidateDetail.detail(
+        read.candidate_detail(session, candidate_id, clock.now(), context.settings.soak_policy()),
+        waivers.for_candidate(session, candidate_id), clock.now())
 
 
 @router.post("/known-good/{version}/revoke", response_model=RevokeAnswer, responses=AUTH,
@@ -165,7 +168,7 @@ def audit_log(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> AuditList:
     """Every manual action and scheduler decision, newest first."""
-    rows, next_before = listings.audit_log(session, before, limit, action=action)
+    rows, next_before = read.audit_log(session, before, limit, action=action)
     return AuditList(items=[AuditEventOut(id=r.id, at=r.at, actor=r.actor, action=r.action,
                                           subject=r.subject, detail=dict(r.detail))
                             for r in rows],

@@ -22,7 +22,7 @@ from certifier.api.schemas import (
     json_error,
 )
 from certifier.domain.lifecycle import CandidateState
-from certifier.pipeline import bisection, excuses, queries, runs, waivers
+from certifier.pipeline import queries, read, runs, waivers
 from certifier.pipeline.errors import Invalid
 
 router = APIRouter(prefix="/api/v1", tags=["candidates"])
@@ -37,15 +37,19 @@ def list_candidates(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> CandidateList:
     """Candidates, newest first."""
-    return CandidateList(items=[CandidateOut.of(c)
+    return CandidateList(items=[CandidateOut.stored(c)
                                 for c in queries.list_candidates(session, state, limit)])
 
 
 @router.get("/candidates/{candidate_id}", response_model=CandidateDetail,
             responses={404: {"model": ErrorOut}})
-def get_candidate(candidate_id: Id, session: SessionDep, clock: ClockDep) -> CandidateDetail:
-    return CandidateDetail.detail(queries.candidate_detail(session, candidate_id),
-                                  waivers.for_candidate(session, candidate_id), clock.now())
+def get_candidate(candidate_id: Id, session: SessionDep, clock: ClockDep,
+                  context: ContextDep) -> CandidateDetail:
+    """One candidate; its excuses are the policy's answer now, as on its dashboard page."""
+    now = clock.now()
+    return CandidateDetail.detail(
+        read.candidate_detail(session, candidate_id, now, context.settings.soak_policy()),
+        waivers.for_candidate(session, candidate_id), now)
 
 
 @router.get("/candidates/{candidate_id}/excuses", response_model=ExcusesOut,
@@ -65,12 +69,11 @@ def get_excuses(
             at = at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
         except OverflowError:
             raise Invalid(f"time out of range: {at.isoformat()}") from None
-    found = excuses.for_candidate(session, candidate_id, context.settings.soak_policy(),
-                                  clock.now(), at)
+    found = read.excuses_for(session, candidate_id, context.settings.soak_policy(),
+                             clock.now(), at)
     return ExcusesOut(candidate=found.candidate_id, state=str(found.state), as_of=found.as_of,
-                      excuses=ExcuseOut.many([e.as_dict() for e in found.excuses]),
-                      waived=list(found.waived),
-                      bisection=BisectionOut.of(bisection.stored(session, candidate_id)))
+                      excuses=ExcuseOut.many(found.excuses), waived=list(found.waived),
+                      bisection=BisectionOut.of(found.bisection))
 
 
 @router.get("/runs/{run_id}", response_model=RunDetail, responses={404: {"model": ErrorOut}},

@@ -46,7 +46,7 @@ from certifier.api.schemas import (
 )
 from certifier.db import models
 from certifier.db.session import session_scope
-from certifier.pipeline import knowngood, listings
+from certifier.pipeline import knowngood, read
 from certifier.pipeline.errors import Invalid, NotFound
 
 router = APIRouter(prefix="/api/v1", tags=["manifests"])
@@ -261,7 +261,7 @@ def manifest_diff(
 ) -> ManifestDiff:
     """What changed from known-good ``a`` to ``b``: per component, the old and new commit and
     the commits between (either direction: from a newer to an older version lists a rollback)."""
-    changes = listings.known_good_diff(session, a, b, commits)
+    changes = read.known_good_diff(session, a, b, commits)
     return ManifestDiff(from_version=a, to_version=b, changed=[
         ComponentChange(
             name=c.component, from_sha=c.old.sha if c.old else None,

@@ -21,13 +21,13 @@ from certifier.db import models
 from certifier.domain.lifecycle import CandidateState
 from certifier.pipeline import knowngood
 from certifier.pipeline.errors import NotFound
-from certifier.pipeline.views import (
+from certifier.pipeline.read.records import (
     AuditView,
     CommitRef,
-    _audit_view,
-    _base_items,
-    _ref,
+    audit_view,
+    base_items,
     commits_between,
+    ref,
 )
 
 # Components -----------------------------------------------------------------------------------
@@ -85,15 +85,15 @@ def component_list(session: Session) -> list[ComponentRow]:
 
     heads = queries.newest_commits(session)
     kg = knowngood.current(session)
-    in_kg = _base_items(session, kg.version) if kg else {}
+    in_kg = base_items(session, kg.version) if kg else {}
     out = []
     for comp in session.scalars(select(models.Component).where(
             models.Component.removed_at.is_(None)).order_by(models.Component.name)):
         head = heads.get(comp.id)
         kg_item = in_kg.get(comp.name)
         out.append(ComponentRow(comp.name, comp.source, comp.url, comp.branch, comp.paused,
-                                _ref(head, comp) if head else None,
-                                _ref(kg_item.commit, comp) if kg_item else None))
+                                ref(head, comp) if head else None,
+                                ref(kg_item.commit, comp) if kg_item else None))
     return out
 
 
@@ -144,7 +144,7 @@ def component_page(session: Session, name: str, limit: int = 100) -> ComponentPa
                 tags.append(Tag("culprit", f"blamed by #{cand_id}", f"/candidates/{cand_id}"))
             else:
                 tags.append(Tag(state, f"{state} #{cand_id}", f"/candidates/{cand_id}"))
-        out.append(CommitStatus(_ref(commit, comp), commit.seen_via, commit.gone_at is not None,
+        out.append(CommitStatus(ref(commit, comp), commit.seen_via, commit.gone_at is not None,
                                 tuple(tags), commit.gone_at))
     tracking = session.get(models.TrackingState, comp.id)
     return ComponentPage(comp.name, comp.source, comp.url, comp.branch, comp.paused,
@@ -206,8 +206,8 @@ def _diff(old: Mapping[str, models.CombinationItem], new: Mapping[str, models.Co
         more = False
         if b is not None:
             commits, more = between(b.component, a.commit if a else None, b.commit)
-        out.append(ComponentDiff(name, _ref(a.commit, a.component) if a else None,
-                                 _ref(b.commit, b.component) if b else None, commits, more))
+        out.append(ComponentDiff(name, ref(a.commit, a.component) if a else None,
+                                 ref(b.commit, b.component) if b else None, commits, more))
     return tuple(out)
 
 
@@ -234,11 +234,11 @@ def _preloaded_between(session: Session, pairs: list[tuple[models.Commit, models
     def between(component: models.Component, base: models.Commit | None,
                 head: models.Commit) -> tuple[tuple[CommitRef, ...], bool]:
         if base is None:
-            return (_ref(head, component),), False
+            return (ref(head, component),), False
         rows = [c for c in loaded[component.id] if key(base) < key(c) <= key(head)]
         if not rows or rows[0].id != head.id:
             rows = [head]
-        return tuple(_ref(c, component) for c in rows[:limit]), len(rows) > limit
+        return tuple(ref(c, component) for c in rows[:limit]), len(rows) > limit
 
     return between
 
@@ -265,7 +265,7 @@ def known_good_history(session: Session, before: int | None = None, limit: int =
         prev = kgs[i + 1] if i + 1 < len(kgs) else None
         diff = _diff(items[prev.combination_hash] if prev else {}, items[kg.combination_hash],
                      between)
-        gone = tuple((_ref(item.commit, item.component), item.commit.gone_at)
+        gone = tuple((ref(item.commit, item.component), item.commit.gone_at)
                      for _, item in sorted(items[kg.combination_hash].items())
                      if item.commit.gone_at is not None)
         out.append(HistoryEntry(kg.version, kg.promoted_at, kg.revoked_at, kg.candidate_id,
@@ -294,7 +294,7 @@ def audit_log(session: Session, before: int | None = None, limit: int = 100,
         query = query.where(models.AuditEvent.id < before)
     if action:
         query = query.where(models.AuditEvent.action == action)
-    events = [_audit_view(e) for e in session.scalars(query)]
+    events = [audit_view(e) for e in session.scalars(query)]
     return events[:limit], (events[limit - 1].id if len(events) > limit else None)
 
 

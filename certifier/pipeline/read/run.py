@@ -3,7 +3,7 @@ measurements per series with the candidate's and the control's values round by r
 
 An A/B run (``runs.rounds`` > 0) measured every series on the candidate and on a control
 deployment of the known-good, interleaved; a single-sided run has the candidate's values only
-(round 0). Read-only, like ``views``.
+(round 0). Read-only, like the rest of ``read``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from certifier.db import models
 from certifier.domain.results import Side
 from certifier.pipeline import queries
-from certifier.pipeline.views import NamedSeries, RunView, _run_view
+from certifier.pipeline.read.records import NamedSeries, RunView, run_view
 
 
 def _median(values: Sequence[float | None]) -> float | None:
@@ -94,6 +94,6 @@ class RunPage:
 def run_page(session: Session, run_id: int) -> RunPage:
     """Everything the run page shows; NotFound for an unknown run."""
     run = queries.run_detail(session, run_id)
-    return RunPage(run=_run_view(run), candidate_id=run.candidate_id, worker=run.worker,
+    return RunPage(run=run_view(run), candidate_id=run.candidate_id, worker=run.worker,
                    rounds=run.rounds, checks=tuple(run.checks),
                    series=ab_series(run.measurements), log=run.log)

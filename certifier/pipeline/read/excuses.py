@@ -1,9 +1,11 @@
 """Why a candidate is not (yet) known-good: now, or as of any past time.
 
-Now, the answer is what the last reconcile pass stored on the candidate. For a past time it is
-worked out again, the way britney's excuses or Greenwave's ``when`` would be: the candidate's
-state then (from its timestamps), its runs as they stood then (a run that finished later was
-still in progress), the waivers in force then, and the same pure policy
+Now, the answer is the policy's for an open candidate, asked again with the clock as it is
+(:func:`records.live_excuses`: what the candidate page shows, and what the next reconcile pass
+will store), and the stored answer for a final one. For a past time it is worked out again,
+the way britney's excuses or Greenwave's ``when`` would be: the candidate's state then (from
+its timestamps), its runs as they stood then (a run that finished later was still in
+progress), the waivers in force then, and the same pure policy
 (:func:`certifier.domain.promotion.decide`) the scheduler runs. A final state is the stored
 answer from the moment it was reached.
 """
@@ -17,20 +19,24 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from certifier.db import models
-from certifier.domain.judgement import Excuse, RunKind, Verdict
 from certifier.domain.lifecycle import CandidateState
-from certifier.domain.promotion import RunSummary, SoakPolicy, apply_waivers, decide
+from certifier.domain.promotion import SoakPolicy, apply_waivers, decide
 from certifier.pipeline import queries
 from certifier.pipeline.errors import NotFound
+from certifier.pipeline.read.bisection import BisectionView
+from certifier.pipeline.read.bisection import view as bisection_view
+from certifier.pipeline.read.records import ExcuseView, excuse_views, live_excuses
+from certifier.pipeline.toolbox import summaries
 
 
 @dataclass(frozen=True, slots=True)
 class Excuses:
     candidate_id: int
     state: CandidateState
-    as_of: datetime | None  # None: now, as the scheduler last stored it
-    excuses: tuple[Excuse, ...]
+    as_of: datetime | None  # None: now
+    excuses: tuple[ExcuseView, ...]
     waived: tuple[str, ...]  # excuse subjects set aside by waivers in force
+    bisection: BisectionView | None  # culprit finding, as it stands now
 
 
 def _state_at(cand: models.Candidate, at: datetime) -> CandidateState:
@@ -60,40 +66,27 @@ def _waived_at(session: Session, candidate_id: int, at: datetime) -> frozenset[s
         or_(models.Waiver.expires_at.is_(None), models.Waiver.expires_at > at))))
 
 
-def _runs_at(cand: models.Candidate, at: datetime) -> list[RunSummary]:
-    """The candidate's runs as they stood at ``at``: later ones unborn, unfinished ones open."""
-    out = []
-    for run in cand.runs:
-        if run.created_at > at:
-            continue
-        verdict = run.verdict if run.finished_at is not None and run.finished_at <= at else None
-        done = verdict is not None
-        out.append(RunSummary(
-            id=run.id, kind=RunKind(run.kind),
-            verdict=Verdict(verdict) if verdict is not None else None,
-            created_at=run.created_at, finished_at=run.finished_at if done else None,
-            excuses=tuple(Excuse.from_dict(e) for e in run.excuses) if done else ()))
-    return out
-
-
 def for_candidate(session: Session, candidate_id: int, policy: SoakPolicy, now: datetime,
                   at: datetime | None = None) -> Excuses:
     """The candidate's excuses now (``at`` None) or as they were at ``at``."""
     cand = queries.candidate_detail(session, candidate_id)
+    culprit_finding = bisection_view(cand.bisection)
     if at is None or at >= now:
+        waived_now = _waived_at(session, candidate_id, now)
         return Excuses(cand.id, CandidateState(cand.state), None,
-                       tuple(Excuse.from_dict(e) for e in cand.excuses),
-                       tuple(sorted(_waived_at(session, candidate_id, now))))
+                       live_excuses(cand, now, policy, waived_now),
+                       tuple(sorted(waived_now)), culprit_finding)
     if at < cand.created_at:
         raise NotFound(f"candidate {candidate_id} did not exist yet at {at.isoformat()} "
                        f"(formed {cand.created_at.isoformat()})")
     state = _state_at(cand, at)
     waived = _waived_at(session, candidate_id, at)
     if state.is_final:
-        stored = tuple(Excuse.from_dict(e) for e in cand.excuses)
-        return Excuses(cand.id, state, at, stored, tuple(sorted(waived)))
+        return Excuses(cand.id, state, at, excuse_views(cand.excuses), tuple(sorted(waived)),
+                       culprit_finding)
     soak_started = cand.soak_started_at if state is CandidateState.SOAKING else None
     retried = cand.retried_at if cand.retried_at is not None and cand.retried_at <= at else None
-    decision = decide(state, apply_waivers(_runs_at(cand, at), waived), at, policy, soak_started,
-                      retried)
-    return Excuses(cand.id, state, at, decision.excuses, tuple(sorted(waived)))
+    decision = decide(state, apply_waivers(summaries(cand.runs, at), waived), at, policy,
+                      soak_started, retried)
+    return Excuses(cand.id, state, at, excuse_views(decision.excuses), tuple(sorted(waived)),
+                   culprit_finding)
