@@ -457,7 +457,7 @@ def status() -> None:
 
     from certifier.db.session import make_engine, make_session_factory, session_scope
     from certifier.domain.clock import SystemClock
-    from certifier.pipeline import views
+    from certifier.pipeline import read
     from certifier.web.terminal import render_overview
 
     settings = _settings()
@@ -465,8 +465,8 @@ def status() -> None:
     try:
         _migrate(settings)
         with session_scope(make_session_factory(engine)) as session:
-            overview = views.overview(session, SystemClock().now(), settings.soak_policy(),
-                                      views.stale_after(settings))
+            overview = read.overview(session, SystemClock().now(), settings.soak_policy(),
+                                     read.stale_after(settings))
     except (SQLAlchemyError, CommandError, OSError) as exc:  # unreachable, unknown revision
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         typer.echo(f"certifier: cannot read the pipeline from the database ({reason}); "

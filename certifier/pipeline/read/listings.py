@@ -1,8 +1,8 @@
 """Read-only views of what stands beside the pipeline: components and their commits, the
 known-good history and its diffs, the audit log and webhook deliveries.
 
-Split from :mod:`certifier.pipeline.views` (the overview and the candidate pages), with the same
-rules: a handful of queries per page, plain frozen dataclasses out, nothing written.
+Beside the overview and the candidate pages (``read.overview``, ``read.candidate``), with the
+same rules: a handful of queries per page, plain frozen dataclasses out, nothing written.
 """
 
 from __future__ import annotations
