@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from certifier.db.session import session_scope
+from certifier.domain.clock import FakeClock
 from certifier.pipeline import actions
 from certifier.web.pagecache import MAX_AGE_S, PageCache, VersionProbe
 from tests.api.factories import SOAK, World
@@ -144,3 +145,17 @@ def test_every_caller_gets_a_version_read_after_it_called() -> None:
     versions = asyncio.run(callers(VersionProbe(probe)))
     assert versions == ["v1"] + ["v2"] * 5  # five late callers share one later read
     assert reads == [1, 2]
+
+
+def test_an_aged_page_is_served_only_while_its_new_render_runs(
+    app: FastAPI, client: TestClient, clock: FakeClock
+) -> None:
+    client.get("/")
+    cache = page_cache(app)
+    key, page = next(iter(cache._pages.items()))  # the one page
+    clock.advance(timedelta(seconds=MAX_AGE_S * 1.5))
+    assert cache._fresh(key, page.version, rendering=False) is None
+    assert cache._fresh(key, page.version, rendering=True) is page
+    assert cache._fresh(key, "another version", rendering=True) is None
+    clock.advance(timedelta(seconds=MAX_AGE_S))
+    assert cache._fresh(key, page.version, rendering=True) is None
