@@ -48,7 +48,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.serving import free_port, served, uvicorn_server, wrk  # noqa: E402
+from benchmarks.serving import cpu_seconds, free_port, served, uvicorn_server  # noqa: E402
+from benchmarks.serving import wrk as run_wrk  # noqa: E402
 from certifier.db import migrate, models  # noqa: E402
 from certifier.db.session import make_engine, make_session_factory, session_scope  # noqa: E402
 from certifier.demo.world import BAD_COMMITS, INITIAL  # noqa: E402
@@ -218,6 +219,15 @@ def raw_app() -> object:
 
 
 # -- measuring ---------------------------------------------------------------------------------
+
+
+def wrk(url: str, duration: float, connections: int) -> dict[str, float]:
+    """wrk, and the cores the server behind ``url`` used meanwhile (``cpu``)."""
+    base = url.split("/", 3)
+    server = "/".join(base[:3])
+    cpu, wall = cpu_seconds(server), time.monotonic()
+    got = run_wrk(url, duration, connections)
+    return {**got, "cpu": (cpu_seconds(server) - cpu) / (time.monotonic() - wall)}
 
 
 def while_loaded(manifest: str, page: str, duration: float, connections: int,
@@ -392,16 +402,17 @@ def report(rows: dict[str, list[dict[str, float]]], watched: list[dict[str, floa
           f"{manifest_bytes:,} bytes; certifier serve --workers {args.workers} (access log on); "
           f"wrk 1 thread, {args.connections} connections, {args.duration:g} s, median of "
           f"{args.rounds} interleaved rounds\n")
-    print("| measurement | requests/s | p99 ms | errors |")
-    print("|---|---:|---:|---:|")
+    print("| measurement | requests/s | p99 ms | errors | server CPU, cores |")
+    print("|---|---:|---:|---:|---:|")
     for name, got in rows.items():
         print(f"| {name} | {median(got, 'rps'):.0f} | {median(got, 'p99_ms'):.2f} "
-              f"| {sum(r['errors'] for r in got):.0f} |")
+              f"| {sum(r['errors'] for r in got):.0f} | {median(got, 'cpu'):.2f} |")
     print(f"| GET / by the {args.viewers} watching browsers meanwhile "
-          f"({median(watched, 'changes'):.1f} changes/s) | {median(watched, 'rps'):.1f} | | |")
+          f"({median(watched, 'changes'):.1f} changes/s) | {median(watched, 'rps'):.1f} "
+          "| | | |")
     print(f"| GET / by the {args.viewers} flat-out connections meanwhile "
           f"| {median(loaded, 'rps'):.0f} | {median(loaded, 'p99_ms'):.2f} "
-          f"| {sum(r['errors'] for r in loaded):.0f} |")
+          f"| {sum(r['errors'] for r in loaded):.0f} | |")
     for label, name in (("watched", "manifest while watched, certifier"),
                         ("GET / flat out", "manifest while GET / flat out, certifier")):
         each = [f"{u['rps'] / a['rps']:.2f}/{u['p99_ms'] / a['p99_ms']:.2f}"

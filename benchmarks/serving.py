@@ -7,6 +7,7 @@ log), so that side-by-side figures differ only in the application. :func:`wrk` r
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
@@ -20,6 +21,7 @@ from typing import IO
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+_PIDS: dict[str, int] = {}  # base URL -> the process serving it
 
 
 def free_port() -> int:
@@ -44,8 +46,10 @@ def served(argv: Sequence[str], env: dict[str, str], port: int, probe: str = "/h
                 break
             except httpx.TransportError:
                 time.sleep(0.2)
+        _PIDS[url] = proc.pid
         yield url
     finally:
+        _PIDS.pop(url, None)
         proc.terminate()
         proc.wait(timeout=20)
 
@@ -59,6 +63,26 @@ def uvicorn_server(app: str, env: dict[str, str], probe: str = "/healthz",
             "--log-level", "warning", "--http", "httptools"]
     with served([*argv, "--factory"] if factory else argv, env, port, probe) as url:
         yield url
+
+
+def cpu_seconds(url: str) -> float:
+    """CPU time (user + system) used so far by the server at ``url`` and its child processes
+    (``--workers``): what the server spent, whatever else the machine was doing."""
+    tree, ticks = {_PIDS[url]}, 0
+    stats = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stats.append((int(stat.parent.name), int(fields[1]), int(fields[11]) + int(fields[12])))
+    grown = True
+    while grown:
+        before = len(tree)
+        tree |= {pid for pid, ppid, _ in stats if ppid in tree}
+        grown = len(tree) > before
+    ticks = sum(used for pid, _, used in stats if pid in tree)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def wrk(url: str, duration: float, connections: int,

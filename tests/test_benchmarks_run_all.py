@@ -201,16 +201,16 @@ def test_noise_harness_targets_keep_their_units_and_verdicts() -> None:
 DASHBOARD_SERVING = """round 1 of 5
 Dashboard serving: demo-sized, seeded: 9 candidates, 20 runs, 1254 measurements; …
 
-| measurement | requests/s | p99 ms | errors |
-|---|---:|---:|---:|
-| GET / alone | 1848 | 141.45 | 0 |
-| manifest alone, certifier | 5932 | 24.68 | 0 |
-| manifest while watched, certifier | 6719 | 12.38 | 0 |
-| manifest alone, bare starlette | 15730 | 12.49 | 0 |
-| manifest while GET / flat out, certifier | 4384 | 56.86 | 0 |
-| manifest alone, raw asgi | 18357 | 12.21 | 0 |
-| GET / by the 8 watching browsers meanwhile (1.0 changes/s) | 8.0 | | |
-| GET / by the 8 flat-out connections meanwhile | 491 | 99.31 | 0 |
+| measurement | requests/s | p99 ms | errors | server CPU, cores |
+|---|---:|---:|---:|---:|
+| GET / alone | 1848 | 141.45 | 0 | 0.93 |
+| manifest alone, certifier | 5932 | 24.68 | 0 | 0.88 |
+| manifest while watched, certifier | 6719 | 12.38 | 0 | 0.91 |
+| manifest alone, bare starlette | 15730 | 12.49 | 0 | 0.85 |
+| manifest while GET / flat out, certifier | 4384 | 56.86 | 0 | 0.97 |
+| manifest alone, raw asgi | 18357 | 12.21 | 0 | 0.80 |
+| GET / by the 8 watching browsers meanwhile (1.0 changes/s) | 8.0 | | | |
+| GET / by the 8 flat-out connections meanwhile | 491 | 99.31 | 0 | |
 
 target: GET / >= 1000 req/s: met (1848)
 """

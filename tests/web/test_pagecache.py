@@ -15,13 +15,15 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from certifier.db.session import session_scope
+from certifier.api.app import create_app
+from certifier.db.session import make_engine, make_session_factory, session_scope
 from certifier.domain.clock import FakeClock
 from certifier.pipeline import actions
+from certifier.pipeline.dispatch import RecordingDispatcher
 from certifier.web.pagecache import MAX_AGE_S, PageCache, VersionProbe
 from tests.api.factories import SOAK, World
 from tests.web.live import LiveServer, live_server
-from tests.web.scenes import Scene, busy_pipeline
+from tests.web.scenes import Scene, busy_pipeline, world_settings
 
 
 def page_cache(app: FastAPI) -> PageCache:
@@ -159,3 +161,13 @@ def test_an_aged_page_is_served_only_while_its_new_render_runs(
     assert cache._fresh(key, "another version", rendering=True) is None
     clock.advance(timedelta(seconds=MAX_AGE_S))
     assert cache._fresh(key, page.version, rendering=True) is None
+
+
+def test_without_a_database_the_page_answers_as_it_would_uncached(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'missing' / 'no.sqlite'}")
+    app = create_app(world_settings(tmp_path), dispatcher=RecordingDispatcher(),
+                     session_factory=make_session_factory(engine))
+    with TestClient(app) as client:
+        assert client.get("/").status_code == 503
+        assert page_cache(app).renders == 0
+    engine.dispose()
