@@ -6,24 +6,30 @@ machine's load falls on all of them alike; the table shows each figure's median 
 
 - **certifier**: ``certifier serve`` as users run it: the uvicorn of ``certifier/api/server.py``,
   access log on (written to a file, as ``certifier up`` writes ``api.log``), ``--workers N``.
-- **bare starlette**: a Starlette app answering ``GET /api/v1/manifest`` with the same bytes and
-  ETag (uvicorn, one process, no access log): the ceiling for a framework app.
+- **bare starlette**: ``api_manifest.py``'s Starlette app answering ``GET /api/v1/manifest`` with
+  the same bytes and ETag (uvicorn, one process, no access log): the ceiling for a framework app.
 - **raw asgi**: the same bytes from a bare ASGI callable: the ceiling for uvicorn itself.
 
 Measured, with ``wrk`` (one thread) per round:
 
 1. ``GET /`` alone at ``--connections`` (16) on certifier. Target: >= 1,000 req/s.
 2. ``GET /api/v1/manifest`` alone at 16 connections on each of the three servers.
-3. The same manifest load on certifier while ``--viewers`` (8) dashboard clients request ``GET /``
-   as fast as it answers (a second wrk, 8 connections, started first and stopped after).
-   Targets: the manifest keeps >= 0.8x its req/s alone and its p99 <= 2x alone.
+3. The same manifest load on certifier while ``--viewers`` (8) browsers watch the overview: each
+   listens on ``/events`` and fetches the page on every ``changed`` event, as ``live.js`` does,
+   while a new upstream commit is recorded every second. Targets: the manifest keeps >= 0.8x
+   its req/s alone and its p99 <= 2x alone.
+4. The same manifest load while 8 connections request ``GET /`` as fast as it answers (a second
+   wrk, started first and stopped after): the issue's load, reported beside, no target.
+
+Besides wrk's figures, each step records the cores the certifier server (all its processes) used,
+read from ``/proc``: load from other work on the machine slows the rates but not that.
 
 The database is seeded through the services as the demo leaves it and a little more: the demo's
 four components, two known-goods, five bad commits each rejected by its gate run, a candidate part
 way through a 7-day soak and one queued behind it, about 70 measurements per run. ``--database``
 serves a copy of another SQLite file instead (a real demo's ``certifier.sqlite``).
 
-Usage: python benchmarks/dashboard_serving.py [--duration 8] [--rounds 3] [--connections 16]
+Usage: python benchmarks/dashboard_serving.py [--duration 8] [--rounds 5] [--connections 16]
        [--viewers 8] [--workers 1] [--database PATH]
 """
 
@@ -313,7 +319,7 @@ def median(rows: list[dict[str, float]], key: str) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=8)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--viewers", type=int, default=8)
     parser.add_argument("--workers", type=int, default=1)

@@ -101,11 +101,13 @@ def serve(
 def _served_app(settings: Settings | None = None) -> Any:
     """The app `serve` runs; with ``--workers`` uvicorn calls this in each worker process, which
     reads the same CERTIFIER_* environment (``--config`` and ``--data-dir`` set it)."""
+    from certifier.api import server
     from certifier.api.app import create_app
     from workers.celery_app import create_celery
     from workers.dispatch import CeleryDispatcher
 
     settings = settings or _settings()
+    server.favour_the_event_loop()
     return create_app(settings, dispatcher=CeleryDispatcher(create_celery(settings)))
 
 
