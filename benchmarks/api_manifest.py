@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from contextlib import AbstractContextManager
@@ -28,6 +26,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import serving  # noqa: E402
 from benchmarks.serving import uvicorn_server  # noqa: E402
 from certifier.db import migrate  # noqa: E402
 from certifier.db.session import make_engine, make_session_factory, session_scope  # noqa: E402
@@ -70,18 +69,8 @@ def server(app: str, env: dict[str, str]) -> AbstractContextManager[str]:
 
 
 def wrk(url: str, duration: int, connections: int, etag: str | None) -> dict[str, float]:
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
-    if etag:
-        cmd += ["-H", f"If-None-Match: {etag}"]
-    out = subprocess.run([*cmd, f"{url}/api/v1/manifest"], capture_output=True, text=True,
-                         check=True, timeout=duration + 30).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
-    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    p99_ms = float(p99.group(1)) * scale[p99.group(2)] if p99 else float("nan")
-    return {"rps": rps, "p99_ms": p99_ms,
-            "errors": float(non2xx.group(1)) if non2xx else 0.0}
+    headers = [f"If-None-Match: {etag}"] if etag else []
+    return serving.wrk(f"{url}/api/v1/manifest", duration, connections, headers)
 
 
 def main() -> int:

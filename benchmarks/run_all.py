@@ -236,6 +236,36 @@ def parse_dashboard_scale(out: str) -> list[Figure]:
     return figures
 
 
+def parse_dashboard_serving(out: str) -> list[Figure]:
+    rows = {r["measurement"]: r for r in first_table(out)}
+
+    def rps(name: str) -> float:
+        return number(rows[name]["requests/s"])
+
+    def p99(name: str) -> float:
+        return number(rows[name]["p99 ms"])
+
+    page, alone = rps("GET / alone"), rps("manifest alone, certifier")
+    figures = [Figure("GET / at 16 connections", page, "req/s", "its target", page / 1000,
+                      ">= 1,000 req/s", page >= 1000),
+               Figure("manifest alone", alone, "req/s",
+                      f"bare Starlette {rps('manifest alone, bare starlette'):,.0f}, raw ASGI "
+                      f"{rps('manifest alone, raw asgi'):,.0f} req/s",
+                      alone / rps("manifest alone, bare starlette"))]
+    for label, name, target in (
+            ("watched by 8 browsers", "manifest while watched, certifier", True),
+            ("8 connections on GET / flat out", "manifest while GET / flat out, certifier",
+             False)):
+        ratio, slower = rps(name) / alone, p99(name) / p99("manifest alone, certifier")
+        figures += [
+            Figure(f"manifest while {label}", rps(name), "req/s", f"alone {alone:,.0f} req/s",
+                   ratio, ">= 0.8x alone" if target else "", ratio >= 0.8 if target else None),
+            Figure(f"manifest p99 while {label}", p99(name), "ms",
+                   f"alone {p99('manifest alone, certifier'):.1f} ms", slower,
+                   "<= 2x alone" if target else "", slower <= 2 if target else None)]
+    return figures
+
+
 _INGEST = re.compile(r"^(certifier /api/v1/webhooks/github|bare: store the body)\s+([\d.]+)\s+"
                      r"([\d.]+|nan)\s+([\d.]+|nan)\s+(\d+)\s+([\d.]+)\s*$", re.MULTILINE)
 
@@ -389,6 +419,13 @@ BENCHMARKS = [
         lambda quick: sized("--components", (12, 120, 1200), "components",
                             "--duration", "2" if quick else "10"),
         parse_api_manifest, "GET /api/v1/manifest,", lambda: _missing("wrk"), target_scale="1x"),
+    Benchmark(
+        "dashboard_serving", "dashboard_serving.py",
+        "GET / on a demo-sized database, and the manifest alone, while 8 browsers watch the "
+        "dashboard and while 8 connections request GET / flat out; beside bare Starlette and "
+        "raw ASGI serving the same bytes, interleaved rounds",
+        lambda quick: one("--duration", "3" if quick else "8", "--rounds", "2" if quick else "5"),
+        parse_dashboard_serving, "Dashboard serving:", lambda: _missing("wrk")),
     Benchmark(
         "webhook_ingest", "webhook_ingest.py",
         "signed GitHub pushes stored and queued per second beside a bare store-the-body "

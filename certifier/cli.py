@@ -88,17 +88,34 @@ def _prepare(settings: Settings) -> None:
 
 
 @app.command()
-def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: Annotated[int, typer.Option(
+        min=1, max=64, help="uvicorn worker processes sharing the port (one per core is "
+                            "plenty); each builds its own app")] = 1,
+) -> None:
     """Serve the REST API and the dashboard (uvicorn with the limits of certifier/api/server)."""
+    from certifier.api import server
+
+    settings = _settings()
+    _prepare(settings)
+    app_ref: Any = _served_app(settings) if workers == 1 else "certifier.cli:_served_app"
+    server.serve(app_ref, host=host, port=port, log_level=settings.log_level.lower(),
+                 workers=workers)
+
+
+def _served_app(settings: Settings | None = None) -> Any:
+    """The app `serve` runs; with ``--workers`` uvicorn calls this in each worker process, which
+    reads the same CERTIFIER_* environment (``--config`` and ``--data-dir`` set it)."""
     from certifier.api import server
     from certifier.api.app import create_app
     from workers.celery_app import create_celery
     from workers.dispatch import CeleryDispatcher
 
-    settings = _settings()
-    _prepare(settings)
-    api = create_app(settings, dispatcher=CeleryDispatcher(create_celery(settings)))
-    server.serve(api, host=host, port=port, log_level=settings.log_level.lower())
+    settings = settings or _settings()
+    server.favour_the_event_loop()
+    return create_app(settings, dispatcher=CeleryDispatcher(create_celery(settings)))
 
 
 @app.command()

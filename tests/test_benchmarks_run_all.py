@@ -198,6 +198,34 @@ def test_noise_harness_targets_keep_their_units_and_verdicts() -> None:
         (0.0, "%", True), (12.0, "runs", False), (5.5, "x", False)]
 
 
+DASHBOARD_SERVING = """round 1 of 5
+Dashboard serving: demo-sized, seeded: 9 candidates, 20 runs, 1254 measurements; …
+
+| measurement | requests/s | p99 ms | errors | server CPU, cores |
+|---|---:|---:|---:|---:|
+| GET / alone | 1848 | 141.45 | 0 | 0.93 |
+| manifest alone, certifier | 5932 | 24.68 | 0 | 0.88 |
+| manifest while watched, certifier | 6719 | 12.38 | 0 | 0.91 |
+| manifest alone, bare starlette | 15730 | 12.49 | 0 | 0.85 |
+| manifest while GET / flat out, certifier | 4384 | 56.86 | 0 | 0.97 |
+| manifest alone, raw asgi | 18357 | 12.21 | 0 | 0.80 |
+| GET / by the 8 watching browsers meanwhile (1.0 changes/s) | 8.0 | | | |
+| GET / by the 8 flat-out connections meanwhile | 491 | 99.31 | 0 | |
+
+target: GET / >= 1000 req/s: met (1848)
+"""
+
+
+def test_dashboard_serving_judges_the_watched_manifest_and_reports_the_flat_out_one() -> None:
+    page, alone, watched, watched_p99, flat, flat_p99 = run_all.parse_dashboard_serving(
+        DASHBOARD_SERVING)
+    assert (page.value, page.met, alone.ratio) == (1848, True, pytest.approx(5932 / 15730))
+    assert (watched.ratio, watched.met) == (pytest.approx(6719 / 5932), True)
+    assert (watched_p99.ratio, watched_p99.met) == (pytest.approx(12.38 / 24.68), True)
+    assert (flat.ratio, flat.met, flat_p99.met) == (pytest.approx(4384 / 5932), None, None)
+    assert flat_p99.value == 56.86
+
+
 def test_manifest_figures_are_ratios_to_the_bare_app() -> None:
     plain, conditional, p99 = run_all.parse_api_manifest(API_MANIFEST)
     assert (plain.value, plain.ratio, plain.met) == (4044, pytest.approx(4044 / 4278), True)
@@ -243,6 +271,7 @@ def test_ab_accuracy_targets_are_read_with_their_verdicts() -> None:
 
 def test_output_without_a_table_is_a_parse_error_not_a_crash() -> None:
     for parse in (run_all.parse_api_manifest, run_all.parse_dashboard_scale,
+                  run_all.parse_dashboard_serving,
                   run_all.parse_webhook_ingest, run_all.parse_webhook_latency,
                   run_all.parse_testbed_bench, run_all.parse_detector_accuracy,
                   run_all.parse_ab_accuracy, run_all.parse_promotion_eval):

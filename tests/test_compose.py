@@ -184,6 +184,17 @@ def test_the_api_listens_on_all_interfaces_on_the_port_that_is_probed_and_scrape
     assert f"api:{port}" in targets
 
 
+def test_the_api_serves_with_more_than_one_worker_process() -> None:
+    argv = SERVICES["api"]["command"]
+    assert int(argv[argv.index("--workers") + 1]) >= 2
+    _cli_accepts(argv)
+
+
+def test_the_cli_check_rejects_serve_with_no_worker_process() -> None:
+    with pytest.raises(Exception, match="greater than or equal to 1"):
+        _cli_accepts(["certifier", "serve", "--workers", "0"])
+
+
 def test_the_worker_may_create_network_namespaces() -> None:
     worker = SERVICES["worker"]
     caps = set(worker.get("cap_add", []))

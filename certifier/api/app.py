@@ -42,6 +42,7 @@ from certifier.domain.clock import Clock, SystemClock
 from certifier.pipeline.dispatch import Dispatcher
 from certifier.settings import Settings
 from certifier.web import dashboard
+from certifier.web.pagecache import PageCache
 
 DESCRIPTION = (
     "Certifies combinations of upstream commits: tracks components and their commits, gates "
@@ -96,6 +97,7 @@ def create_app(
     app.add_middleware(JsonDepthLimit)  # inside BodySizeLimit: it reads at most the limit
     app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES)
     app.add_middleware(RefuseNul)
+    app.add_middleware(PageCache, context=context)  # dashboard pages, until the pipeline moves
     app.add_middleware(ManifestFastPath, cache=context.manifest_cache)  # outermost: the hot path
     for module in (health, metrics, components, candidates, manifests, testbeds, webhooks,
                    holds, actions, notifications):

@@ -64,6 +64,7 @@ class LiveServer:
     url: str
     scene: Scene
     clock: FakeClock
+    app: Any = None
 
 
 @contextmanager
@@ -87,7 +88,7 @@ def live_server(tmp_path: Path) -> Iterator[LiveServer]:
             raise RuntimeError("the live server did not start")
         time.sleep(0.02)
     try:
-        yield LiveServer(f"http://127.0.0.1:{port}", Scene(factory, clock), clock)
+        yield LiveServer(f"http://127.0.0.1:{port}", Scene(factory, clock), clock, app)
     finally:
         server.should_exit = True
         thread.join(timeout=20)
