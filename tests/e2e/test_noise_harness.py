@@ -1,13 +1,13 @@
 """The noise harness at CI size: harmless commits on a busy machine are not rejected.
 
 ``benchmarks/noise_harness.py`` drives the real pipeline on real namespaces while ``stress-ng``
-keeps the host busy. Here it runs small: one harmless candidate (a README line) per load level
-(0, 1 and 2 busy CPU and disk workers on top of the suite's own work), with a soak of one run
+keeps the host busy. Here it runs small: one harmless candidate (a README line) on an idle host
+and one beside 2 busy CPU and disk workers (the full size adds level 1), with a soak of one run
 (no extension), moving on after 2 runs on a testbed too busy to judge, and one functional
 breakage (a route that cuts a host off) at the busiest level. The test fails on a false
 rejection, on culprit finding naming a harmless commit, and on a breakage that passes or is
-rejected for another reason. The full size (30 harmless per level, six breakages) is
-``./dev bench``'s; its figures are in ``docs/benchmarks.md``.
+rejected for another reason. The full size (30 harmless per level, six breakages, levels 0, 1
+and 2) is ``./dev bench``'s.
 """
 
 from __future__ import annotations
@@ -38,18 +38,18 @@ def test_harmless_commits_on_a_busy_machine_are_not_rejected(tmp_path: Path) -> 
     _require()
     route = next(b for b in noise_harness.BREAKAGES if b.name == "unreachable route")
     said: list[str] = []
-    figures = noise_harness.run(tmp_path, levels=(0, 1, 2), harmless=1, breakages={2: (route,)},
+    figures = noise_harness.run(tmp_path, levels=(0, 2), harmless=1, breakages={2: (route,)},
                                 soak_runs=1, max_extra_runs=0, busy_patience=2, seed=5,
                                 subnet="198.18.213.0/24", say=said.append)
     print("\n".join(said))  # shown by pytest when the test fails
     assert figures["failures"] == []
     levels = figures["levels"]
-    assert [s["harmless"] for s in levels] == [1, 1, 1]
+    assert [s["harmless"] for s in levels] == [1, 1]
     for s in levels:
         assert s["rejected"] == 0, s["false_rejections"]
         assert s["culprit_named_harmless"] == 0
         # a harmless candidate is promoted, or waits saying why (a testbed too busy to judge)
         assert s["promoted"] + s["waiting"] == 1
     assert levels[0]["promoted"] == 1  # an idle machine has no reason to wait
-    cut = levels[2]["breakages"]["unreachable route"]
+    cut = levels[1]["breakages"]["unreachable route"]
     assert cut["end"] == "rejected" and cut["fitting"], cut
