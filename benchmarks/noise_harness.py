@@ -268,7 +268,7 @@ def _held(excuses: Sequence[Excuse], busy_patience: int = BUSY_PATIENCE) -> bool
         if e.kind in HELD:
             return True
         runs = e.data.get("runs")
-        if e.kind == "infra_retry" and "calm down" in e.message \
+        if e.kind == "infra_retry" and e.data.get("busy") \
                 and isinstance(runs, list) and len(runs) >= busy_patience:
             return True
     return False

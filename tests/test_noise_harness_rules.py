@@ -10,7 +10,7 @@ def busy(runs: int) -> Excuse:
     return Excuse("infra_retry", "run 9",
                   "gating: waiting for the testbed to calm down, next try in 30s (testbed too "
                   "busy: cpu pressure 93 % (ceiling 50 %)); a busy testbed never counts against "
-                  "the candidate", {"runs": list(range(runs))})
+                  "the candidate", {"runs": list(range(runs)), "busy": True})
 
 
 def test_a_candidate_waiting_for_a_person_is_held() -> None:
@@ -25,5 +25,6 @@ def test_a_busy_testbed_is_waited_for_a_few_runs_then_counted_as_waiting() -> No
 
 def test_a_candidate_still_gating_or_soaking_is_not_held() -> None:
     assert not _held([Excuse("soaking", "soak", "soaking: 1h of 7d")])
-    retry = replace(busy(5), message="gating: testbed or tool error, retry 1 of 2 in 30s")
+    retry = replace(busy(5), message="gating: testbed or tool error, retry 1 of 2 in 30s",
+                    data={"runs": list(range(5))})
     assert not _held([retry])

@@ -155,7 +155,8 @@ def _backing_off(stage: str, runs: list[RunSummary], wait: timedelta,
             "infra_retry", f"run {streak[0].id}",
             f"{stage}: waiting for the testbed to calm down, next try in "
             f"{format_duration(wait)} ({detail}); a busy testbed never counts against the "
-            "candidate", {"runs": [r.id for r in streak], "wait_s": wait.total_seconds()})
+            "candidate", {"runs": [r.id for r in streak], "wait_s": wait.total_seconds(),
+                          "busy": True})
     return Excuse(
         "infra_retry", f"run {streak[0].id}",
         f"{stage}: testbed or tool error, retry {len(_budgeted(streak))} of "

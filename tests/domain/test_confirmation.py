@@ -155,6 +155,7 @@ def test_a_testbed_that_stays_too_busy_never_exhausts_the_retries() -> None:
     assert "infra_error" not in [e.kind for e in d.excuses]
     waiting = decide(CandidateState.GATING, runs, T0 + timedelta(minutes=6), POLICY)
     assert "waiting for the testbed to calm down" in waiting.excuses[-1].message
+    assert waiting.excuses[-1].data["busy"] is True  # what tools read, not the wording
 
 
 def test_a_rejection_lists_failures_only_not_what_the_runs_could_not_decide() -> None:
