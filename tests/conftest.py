@@ -6,7 +6,8 @@ gets ``session_factory`` on one connection inside an outer transaction that is r
 the test ends; sessions join it through SAVEPOINTs, so code under test may ``commit()`` as in
 production and still leave nothing behind. ``empty_database_url`` is a fresh, unmigrated database
 of its own for tests of the migrations themselves. ``world`` is the usual starting point of a
-pipeline test on that database: one component and one gate testbed.
+pipeline test on that database: one component and one gate testbed, built by
+``tests/factories.World`` on the shared fake ``clock``.
 
 PostgreSQL is ``postgresql://postgres@127.0.0.1:5432/test`` unless ``CERTIFIER_TEST_POSTGRES_URL``
 says otherwise; each test database is created there and dropped afterwards. If the server is not
@@ -32,7 +33,7 @@ from sqlalchemy.pool import NullPool
 from certifier.db import migrate
 from certifier.db.session import make_engine
 from certifier.domain.clock import FakeClock
-from tests.api.factories import World
+from tests.factories import World
 from tests.requirements import unavailable
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -187,10 +188,17 @@ def session_factory(db_connection: Connection) -> sessionmaker[Session]:
 
 
 @pytest.fixture
-def world(session_factory: sessionmaker[Session]) -> World:
-    """Component ``nova`` and gate testbed ``gate1`` on a clock of their own. A folder or module
-    that needs another world (tests/api, tests/web: a shared clock) defines its own ``world``."""
-    w = World(session_factory, FakeClock())
+def clock() -> FakeClock:
+    """The test's fake clock: the world, the app and the services under test all read it."""
+    return FakeClock()
+
+
+@pytest.fixture
+def world(session_factory: sessionmaker[Session], clock: FakeClock) -> World:
+    """Component ``nova`` and gate testbed ``gate1`` on the test's ``clock``. A module that needs
+    more asks for this one and adds to it (``def world(world): world.testbed("gate2") ...``);
+    tests/api and tests/web start from an empty world of their own."""
+    w = World(session_factory, clock)
     w.component("nova")
     w.testbed("gate1")
     return w

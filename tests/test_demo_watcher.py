@@ -1,6 +1,6 @@
 """The demo fails loudly: what stops its progress is printed as it happens and ends the wait.
 
-The pipeline state is built through the real services (``tests/api/factories.World``) on SQLite
+The pipeline state is built through the real services (``tests/factories.World``) on SQLite
 and PostgreSQL; the watcher reads it as ``certifier demo`` and ``certifier up --demo`` do.
 """
 
@@ -10,32 +10,25 @@ import re
 from datetime import timedelta
 
 import pytest
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
-from certifier.db.session import session_scope
 from certifier.demo import scenario
-from certifier.domain.clock import FakeClock
-from certifier.domain.judgement import JudgementPolicy
 from certifier.domain.results import Check, SuiteResult
-from certifier.pipeline import knowngood, runs
-from tests.api.factories import World
+from certifier.pipeline import knowngood
+from tests.factories import World
 
 CRASH = "unexpected error in the runner: TypeError(\"extractall() got 'filter'\")"
 
 
 @pytest.fixture
-def world(session_factory: sessionmaker[Session]) -> World:
-    w = World(session_factory, FakeClock())  # one infra retry, then an operator must look
-    w.component("nova")
-    w.testbed("gate1")
-    w.commit("nova", "n1")
-    return w
+def world(world: World) -> World:
+    world.commit("nova", "n1")  # the world's policy: one infra retry, then an operator must look
+    return world
 
 
 def _infra_error(world: World, run_id: int) -> None:
     world.claim(run_id)
-    with session_scope(world.factory) as session:
-        runs.finish(session, run_id, [], world.clock, JudgementPolicy(), setup_error=CRASH)
+    world.finish(run_id, [], setup_error=CRASH)
 
 
 def _exhaust_retries(world: World) -> None:

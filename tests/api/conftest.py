@@ -19,8 +19,7 @@ from certifier.api.app import create_app
 from certifier.domain.clock import FakeClock
 from certifier.pipeline.dispatch import RecordingDispatcher
 from certifier.settings import Settings
-
-from .factories import World
+from tests.factories import World
 
 # An admin token every app of these tests knows: registering a component needs one.
 ADMIN_SECRET = "registrar-secret-0123456789"
@@ -31,10 +30,6 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_SECRET}"}
 def db_factory(session_factory: sessionmaker[Session]) -> sessionmaker[Session]:
     return session_factory
 
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture

@@ -20,13 +20,11 @@ from certifier.api.app import create_app
 from certifier.db import migrate, models
 from certifier.db.session import make_engine, make_session_factory, session_scope
 from certifier.domain.clock import FakeClock
-from certifier.domain.judgement import JudgementPolicy
 from certifier.domain.results import Check, SuiteResult
-from certifier.pipeline import runs, scheduler
+from certifier.pipeline import scheduler
 from certifier.pipeline.dispatch import RecordingDispatcher
 from certifier.settings import Settings
-
-from .factories import SOAK, World
+from tests.factories import SOAK, World
 
 OPERATE = "operator-secret-0123456789"
 ADMIN = "admin-secret-0123456789abc"
@@ -269,9 +267,8 @@ RETRY_POLICY = scheduler.SchedulerPolicy(soak=replace(SOAK, max_infra_retries=2,
 
 def _infra_error(world: World, run_id: int) -> None:
     world.claim(run_id)
-    with session_scope(world.factory) as session:
-        runs.finish(session, run_id, [], world.clock, JudgementPolicy(),
-                    setup_error=f"commit {'a' * 40} of nova is not in https://git.example/nova")
+    world.finish(run_id, [],
+                 setup_error=f"commit {'a' * 40} of nova is not in https://git.example/nova")
 
 
 def exhausted(world: World) -> int:

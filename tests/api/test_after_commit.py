@@ -14,9 +14,9 @@ from certifier.api.deps import AppContext
 from certifier.db.session import session_scope
 from certifier.pipeline import actions
 from certifier.pipeline.dispatch import RecordingDispatcher, bind, reconcile_after_commit
+from tests.factories import World
 
 from .conftest import ADMIN
-from .factories import World
 
 
 class Abandoned(Exception):

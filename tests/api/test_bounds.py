@@ -24,8 +24,7 @@ from certifier.domain.clock import FakeClock
 from certifier.limits import JSON_DEPTH_MAX, PROJECT_MAX, URL_MAX
 from certifier.pipeline.dispatch import RecordingDispatcher
 from certifier.settings import Settings
-
-from .factories import World
+from tests.factories import World
 
 TOKEN = "bounds-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -7,8 +7,7 @@ from fastapi.testclient import TestClient
 
 from certifier.domain.results import Check, SuiteResult
 from certifier.domain.snapshots import diff_keys
-
-from .factories import World, ab_results
+from tests.factories import World, ab_results
 
 
 def gating_candidate(world: World) -> tuple[dict[str, str], int]:

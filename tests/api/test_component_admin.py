@@ -20,8 +20,7 @@ from certifier.domain.clock import FakeClock
 from certifier.pipeline.dispatch import RecordingDispatcher
 from certifier.settings import Settings, parse_config_text
 from certifier.tracking import polling
-
-from .factories import World
+from tests.factories import World
 
 ADMIN_SECRET = "admin-secret-0123456789abc"
 OPERATE_SECRET = "operator-secret-0123456789"

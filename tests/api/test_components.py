@@ -11,9 +11,9 @@ from certifier.db import models
 from certifier.domain.clock import FakeClock
 from certifier.pipeline import components
 from certifier.pipeline.dispatch import RecordingDispatcher
+from tests.factories import World, sha
 
 from .conftest import ADMIN
-from .factories import World, sha
 
 NOVA = {"name": "nova", "source": "gitlab", "url": "https://git.example/nova.git",
         "branch": "stable/2026"}

@@ -8,12 +8,9 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from certifier.db.session import session_scope
 from certifier.domain.environment import EnvironmentPolicy
-from certifier.domain.judgement import JudgementPolicy
-from certifier.pipeline import runs
+from tests.factories import World
 
-from .factories import World, passing_results
 from .test_metrics import scrape, value
 
 ENVIRONMENT: dict[str, Any] = {
@@ -31,9 +28,7 @@ def _too_busy_run(world: World) -> int:
     (run_id,) = world.reconcile().runs_created
     world.claim(run_id)
     world.clock.advance(timedelta(minutes=1))
-    with session_scope(world.factory) as session:
-        runs.finish(session, run_id, passing_results(), world.clock, JudgementPolicy(),
-                    environment=ENVIRONMENT, environment_policy=EnvironmentPolicy())
+    world.finish(run_id, environment=ENVIRONMENT, environment_policy=EnvironmentPolicy())
     return run_id
 
 

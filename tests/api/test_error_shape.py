@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from .factories import World
+from tests.factories import World
 
 
 def _shape(answer: Any) -> tuple[int, set[str]]:

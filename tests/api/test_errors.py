@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from certifier.api.errors import MAX_BODY_BYTES
 from certifier.pipeline.dispatch import RecordingDispatcher
+from tests.factories import World, sha
 
 from .conftest import ADMIN
-from .factories import World, sha
 
 
 def test_an_unknown_route_is_a_json_404(client: TestClient) -> None:

@@ -17,8 +17,8 @@ from certifier.api.routers.manifests import csv_rows
 from certifier.domain.clock import FakeClock
 from certifier.pipeline.dispatch import RecordingDispatcher
 from certifier.settings import CertifierConfig, Settings, SoakConfig
+from tests.factories import SOAK, World
 
-from .factories import SOAK, World
 from .test_manifest import two_known_goods
 
 

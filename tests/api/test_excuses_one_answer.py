@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 
 from certifier.db import models
 from certifier.db.session import session_scope
-from tests.api.factories import World
 from tests.api.test_actions import _soaking
+from tests.factories import World
 
 
 def test_the_api_and_the_candidate_page_give_the_same_excuses_now(

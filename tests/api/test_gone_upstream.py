@@ -14,8 +14,7 @@ from fastapi.testclient import TestClient
 from certifier.db.session import session_scope
 from certifier.pipeline import components
 from certifier.tracking import events
-
-from .factories import World
+from tests.factories import World
 
 
 @pytest.fixture

@@ -17,8 +17,7 @@ from certifier.domain.clock import FakeClock
 from certifier.pipeline import autohold
 from certifier.pipeline.dispatch import RecordingDispatcher
 from certifier.settings import Settings
-
-from .factories import World
+from tests.factories import World
 
 SECRET = "s3cret-operator-token-0123"
 AUTH = {"Authorization": f"Bearer {SECRET}"}

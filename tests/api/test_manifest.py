@@ -6,7 +6,7 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from .factories import World
+from tests.factories import World
 
 
 def two_known_goods(world: World) -> dict[str, str]:

@@ -8,8 +8,7 @@ from sqlalchemy.engine import Connection
 
 from certifier.api.manifest_cache import FORMATS, ManifestCache, Representation
 from certifier.domain.clock import FakeClock
-
-from .factories import World
+from tests.factories import World
 
 
 class StatementCounter:

@@ -12,8 +12,7 @@ from typer.testing import CliRunner
 from certifier.api.manifest_cache import SIGNATURE_HEADER
 from certifier.cli import app as cli
 from certifier.pipeline import signing
-
-from .factories import World
+from tests.factories import World
 
 
 def _known_good(world: World) -> int:

@@ -22,8 +22,7 @@ from certifier.domain.clock import FakeClock
 from certifier.pipeline import actions, knowngood
 from certifier.pipeline.dispatch import RecordingDispatcher
 from certifier.settings import CertifierConfig, ManifestConfig, Settings
-
-from .factories import World
+from tests.factories import World
 
 
 @pytest.fixture

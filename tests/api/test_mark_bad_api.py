@@ -19,8 +19,7 @@ from certifier.api.app import create_app
 from certifier.domain.clock import FakeClock
 from certifier.pipeline.dispatch import RecordingDispatcher
 from certifier.settings import Settings
-
-from .factories import World
+from tests.factories import World
 
 OPERATE = "operator-secret-0123456789"
 ADMIN = "admin-secret-0123456789abc"

@@ -17,8 +17,7 @@ from certifier.domain.lifecycle import CandidateState
 from certifier.domain.results import Better, Check, Measurement, SuiteResult
 from certifier.pipeline.dispatch import RecordingDispatcher
 from certifier.settings import Settings
-
-from .factories import SOAK, World
+from tests.factories import SOAK, World
 
 CONFIGURED_SOAK = Settings().config.soak.duration  # the app fixture's settings: the defaults
 

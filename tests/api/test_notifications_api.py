@@ -20,9 +20,8 @@ from certifier.domain.clock import FakeClock
 from certifier.pipeline import notify
 from certifier.pipeline.dispatch import RecordingDispatcher
 from certifier.settings import CertifierConfig, NotificationsConfig, Settings
+from tests.factories import World
 from tests.pipeline.test_notify import SECRET, Receiver, raise_one, targets
-
-from .factories import World
 
 READ = "reader-secret-0123456789ab"
 ADMIN = "admin-secret-0123456789abc"

@@ -23,8 +23,7 @@ from certifier.pipeline import tokens
 from certifier.pipeline.dispatch import RecordingDispatcher
 from certifier.pipeline.tokens import Scope
 from certifier.settings import Settings
-
-from .factories import World
+from tests.factories import World
 
 
 @pytest.fixture

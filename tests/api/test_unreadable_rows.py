@@ -6,8 +6,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from certifier.db.session import session_scope
-from tests.api.factories import World
 from tests.api.test_candidates import gating_candidate
+from tests.factories import World
 
 
 def test_unreadable_excuses_and_culprit_finding_are_shown_by_the_api_and_the_dashboard(

@@ -13,9 +13,9 @@ from certifier.domain.clock import FakeClock
 from certifier.limits import JSON_DEPTH_MAX, PROJECT_MAX
 from certifier.pipeline import components
 from certifier.settings import ComponentConfig
+from tests.factories import sha
 from tests.tracking.payloads import gitlab_headers, gitlab_push
 
-from .factories import sha
 from .test_webhooks import GITLAB_SECRET, count, dispatcher, post_gitlab, secrets, tracked
 
 __all__ = ["dispatcher", "secrets", "tracked"]  # fixtures shared with test_webhooks

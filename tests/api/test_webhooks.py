@@ -21,6 +21,7 @@ from certifier.pipeline.dispatch import RecordingDispatcher
 from certifier.settings import ComponentConfig
 from certifier.tracking import deliveries
 from certifier.tracking.webhooks import ZERO_SHA
+from tests.factories import World, sha
 from tests.tracking.payloads import (
     body_of,
     gerrit_ref_updated,
@@ -29,8 +30,6 @@ from tests.tracking.payloads import (
     gitlab_headers,
     gitlab_push,
 )
-
-from .factories import World, sha
 
 GITLAB_SECRET, GITHUB_SECRET, GERRIT_SECRET = "gl-s3cret", "gh-s3cret", "gr-s3cret"
 

@@ -29,7 +29,7 @@ from certifier.db import migrate
 from certifier.domain.clock import FakeClock
 from certifier.pipeline.dispatch import RecordingDispatcher
 from certifier.settings import ConfigError, Settings, parse_config_text
-from tests.api.factories import World
+from tests.factories import World
 from tests.tracking.payloads import body_of, github_headers, gitlab_headers, gitlab_push
 
 TOKEN = "property-admin-token-0123456789"

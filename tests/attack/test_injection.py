@@ -33,8 +33,8 @@ from certifier.pipeline.dispatch import RecordingDispatcher
 from certifier.settings import ComponentConfig, ConfigError, Settings, parse_config_text
 from certifier.tracking import deliveries, polling
 from certifier.tracking.sources import GitSource, SourceError, SourceSpec, source_factory
-from tests.api.factories import World
 from tests.conftest import fresh_postgres_database
+from tests.factories import World
 from tests.recipes.helpers import git_repo, harness, write_hook
 from tests.requirements import needs_binary
 from tests.tracking.fakes import FakeForge, FakeGerrit, FakeGitHub, FakeGitLab
@@ -150,10 +150,6 @@ def test_no_code_in_certifier_or_workers_runs_a_shell() -> None:
 
 # Component registration: the API --------------------------------------------------------------
 
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from certifier.api.app import create_app
 from certifier.domain.clock import FakeClock
 from certifier.pipeline.dispatch import RecordingDispatcher
 from certifier.settings import Settings
-from tests.api.factories import World
+from tests.factories import World
 from tests.requirements import IN_CI
 
 if not IN_CI:  # CI must have it (an ImportError fails loudly there); elsewhere skip with a reason

@@ -48,7 +48,7 @@ from certifier.settings import (
 )
 from certifier.tracking import polling
 from certifier.tracking.sources import source_factory
-from tests.api.factories import World
+from tests.factories import World
 from tests.tracking.fakes import FakeForge, FakeGerrit, FakeGitHub, FakeGitLab
 from tests.tracking.payloads import (
     body_of,
@@ -112,10 +112,6 @@ def assert_nowhere(secrets: list[str], **places: str) -> None:
         for where, text in places.items():
             assert secret not in text, f"a secret ({secret[:6]}…) leaked into {where}"
 
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from certifier.db.session import make_engine, make_session_factory, session_scop
 from certifier.domain.clock import FakeClock
 from certifier.pipeline import scheduler
 from certifier.pipeline.dispatch import RecordingDispatcher
-from tests.api.factories import POLICY, SOAK, World
+from tests.factories import POLICY, SOAK, World
 
 THREADS = 8
 PASSES = 5

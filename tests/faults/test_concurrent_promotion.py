@@ -29,7 +29,7 @@ from certifier.domain.clock import FakeClock
 from certifier.domain.lifecycle import CandidateState
 from certifier.pipeline import actions, components, knowngood, toolbox
 from certifier.pipeline.errors import Conflict
-from tests.api.factories import SOAK, World, sha
+from tests.factories import SOAK, World, sha
 
 CANDIDATES = 50
 

@@ -33,12 +33,12 @@ from certifier import processes
 from certifier.db import migrate, models
 from certifier.db.session import make_engine, make_session_factory, session_scope
 from certifier.demo import world as demo_world
-from certifier.domain.clock import FakeClock, SystemClock
+from certifier.domain.clock import SystemClock
 from certifier.pipeline import components, read, runs, scheduler
 from certifier.pipeline.dispatch import reconcile_after_commit
 from certifier.settings import load_settings
-from tests.api.factories import SOAK, World
 from tests.conftest import flushed_redis_database, fresh_postgres_database
+from tests.factories import SOAK, World
 from tests.recipes.helpers import git_repo, write_hook
 from tests.requirements import needs_binary
 from workers.celery_app import create_celery
@@ -51,17 +51,13 @@ TWO = scheduler.SchedulerPolicy(soak=SOAK, parallel_gates=2)
 
 
 @pytest.fixture
-def world(session_factory: sessionmaker[Session]) -> World:
-    w = World(session_factory, FakeClock())
-    w.component("nova")
-    w.testbed("gate1")
-    w.testbed("gate2")
-    return w
+def world(world: World) -> World:
+    world.testbed("gate2")
+    return world
 
 
 def _reconcile(world: World, policy: scheduler.SchedulerPolicy) -> scheduler.ReconcileReport:
-    with session_scope(world.factory) as session:
-        return scheduler.reconcile(session, world.clock, policy, world.dispatcher)
+    return world.reconcile(policy)
 
 
 def _claim(world: World, run_id: int, testbed: str | None) -> runs.Claim:

@@ -18,7 +18,7 @@ from certifier.domain.detector import DetectorPolicy
 from certifier.domain.promotion import SoakPolicy
 from certifier.domain.results import Side
 from certifier.pipeline import read, runs
-from tests.api.factories import SOAK, World, ab_results
+from tests.factories import SOAK, World, ab_results
 
 KEY = "ping.loss_pct{dst=h2,src=h1}"
 OWN, CONTROL = 1.0, 99.0  # the run's own value, and the value its control measured

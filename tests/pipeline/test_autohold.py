@@ -8,26 +8,21 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
 
 from certifier.db import models
 from certifier.db.session import session_scope
-from certifier.domain.clock import FakeClock
 from certifier.domain.judgement import JudgementPolicy, Verdict
 from certifier.domain.results import Check, SuiteResult
 from certifier.pipeline import autohold, runs
 from certifier.pipeline.autohold import HoldState
 from certifier.pipeline.errors import Invalid, NotFound
-from tests.api.factories import World
+from tests.factories import World
 
 
 @pytest.fixture
-def world(session_factory: sessionmaker[Session]) -> World:
-    w = World(session_factory, FakeClock())
-    w.component("nova")
-    w.component("neutron")
-    w.testbed("gate1")
-    return w
+def world(world: World) -> World:
+    world.component("neutron")
+    return world
 
 
 def _claimed_gate_run(world: World) -> tuple[int, int]:

@@ -35,7 +35,7 @@ from certifier.domain.results import Check, SuiteResult
 from certifier.pipeline import actions, bisection, knowngood, runs, scheduler
 from certifier.pipeline.dispatch import RecordingDispatcher
 from certifier.settings import ConfigError, NotificationsConfig, Settings, parse_config_text
-from tests.api.factories import SOAK, World, passing_results
+from tests.factories import SOAK, World, passing_results
 from tests.pipeline import test_detector_pipeline as detector
 from workers.context import WorkerContext
 

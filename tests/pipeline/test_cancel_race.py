@@ -20,7 +20,7 @@ from certifier.db.session import session_scope
 from certifier.domain.clock import FakeClock
 from certifier.pipeline import actions, knowngood, notify, scheduler
 from certifier.settings import NotificationsConfig
-from tests.api.factories import SOAK, World
+from tests.factories import SOAK, World
 from tests.pipeline.test_mark_bad_race import _soaking
 
 

@@ -22,7 +22,7 @@ from certifier.domain.detector import DetectorPolicy
 from certifier.domain.judgement import RunKind
 from certifier.domain.results import Better, Check, Measurement, SuiteResult
 from certifier.pipeline import runs, scheduler
-from tests.api.factories import SOAK, World
+from tests.factories import SOAK, World
 
 LEASE = timedelta(minutes=35)
 RTT = Measurement("ping", "rtt_avg_ms", 0.0, "ms", Better.LOWER,
@@ -30,13 +30,10 @@ RTT = Measurement("ping", "rtt_avg_ms", 0.0, "ms", Better.LOWER,
 
 
 @pytest.fixture
-def world(session_factory: sessionmaker[Session]) -> World:
+def world(world: World) -> World:
     """A gate testbed and a soak testbed, as in the README's example config."""
-    w = World(session_factory, FakeClock())
-    w.component("nova")
-    w.testbed("gate1")
-    w.testbed("soak1", role="soak")
-    return w
+    world.testbed("soak1", role="soak")
+    return world
 
 
 def _claim(world: World, run_id: int, testbed: str | None = None) -> runs.Claim:

@@ -21,7 +21,7 @@ from certifier.domain.judgement import JudgementPolicy, RunKind, Verdict
 from certifier.domain.promotion import SoakPolicy
 from certifier.domain.results import Better, Check, Measurement, SuiteResult
 from certifier.pipeline import runs, scheduler
-from tests.api.factories import World
+from tests.factories import World
 
 WEEK = SoakPolicy(duration=timedelta(days=7), interval=timedelta(hours=6), min_runs=4)
 DETECTOR = DetectorPolicy.soak(runs=28)
@@ -40,17 +40,12 @@ def _bandwidth(gbps: float) -> list[SuiteResult]:
 
 
 def _reconcile(world: World, baseline_every: int = 0) -> scheduler.ReconcileReport:
-    with session_scope(world.factory) as session:
-        return scheduler.reconcile(
-            session, world.clock, scheduler.SchedulerPolicy(soak=WEEK,
-                                                            baseline_every=baseline_every),
-            world.dispatcher)
+    return world.reconcile(scheduler.SchedulerPolicy(soak=WEEK, baseline_every=baseline_every))
 
 
 def _run(world: World, run_id: int, gbps: float) -> Verdict:
     world.claim(run_id)
-    with session_scope(world.factory) as session:
-        verdict = runs.finish(session, run_id, _bandwidth(gbps), world.clock, JUDGE).verdict
+    verdict = world.finish(run_id, _bandwidth(gbps), judge=JUDGE).verdict
     world.clock.advance(timedelta(minutes=5))
     return verdict
 

@@ -14,11 +14,11 @@ from sqlalchemy import select
 from certifier.db import models
 from certifier.db.session import session_scope
 from certifier.domain.environment import EnvironmentPolicy
-from certifier.domain.judgement import JudgementPolicy, Verdict
+from certifier.domain.judgement import Verdict
 from certifier.domain.lifecycle import CandidateState
 from certifier.domain.results import Better, Check, Measurement, SuiteResult
 from certifier.pipeline import runs
-from tests.api.factories import World, passing_results
+from tests.factories import World
 
 POLICY = EnvironmentPolicy()
 
@@ -33,10 +33,8 @@ def _finish(world: World, run_id: int, environment: dict[str, Any] | None,
             results: list[SuiteResult] | None = None) -> Verdict:
     world.claim(run_id)
     world.clock.advance(timedelta(minutes=1))
-    with session_scope(world.factory) as session:
-        return runs.finish(session, run_id, passing_results() if results is None else results,
-                           world.clock, JudgementPolicy(), environment=environment,
-                           environment_policy=POLICY).verdict
+    return world.finish(run_id, results, environment=environment,
+                        environment_policy=POLICY).verdict
 
 
 def _run(world: World, run_id: int) -> tuple[str | None, bool, list[str], Any]:
@@ -140,9 +138,7 @@ def test_the_history_leaves_out_runs_refused_as_too_busy(world: World) -> None:
 def test_a_disabled_check_stores_the_figures_and_judges_nothing(world: World) -> None:
     run_id = _gate_run(world, "n1")
     world.claim(run_id)
-    with session_scope(world.factory) as session:
-        verdict = runs.finish(session, run_id, passing_results(), world.clock,
-                              JudgementPolicy(), environment=busy(99.0),
-                              environment_policy=EnvironmentPolicy(enabled=False)).verdict
+    verdict = world.finish(run_id, environment=busy(99.0),
+                           environment_policy=EnvironmentPolicy(enabled=False)).verdict
     assert verdict is Verdict.PASSED
     assert _run(world, run_id)[3] == busy(99.0)

@@ -25,7 +25,7 @@ from certifier.domain.results import Check, SuiteResult
 from certifier.pipeline import actions, knowngood, scheduler
 from certifier.pipeline.dispatch import RecordingDispatcher
 from certifier.settings import CertifierConfig, Settings, SoakConfig
-from tests.api.factories import World
+from tests.factories import World
 
 SOAK = SoakPolicy(duration=timedelta(hours=1), interval=timedelta(minutes=10), min_runs=2,
                   max_infra_retries=1, recheck_failed=1)
@@ -39,18 +39,11 @@ def ping(reach: bool) -> list[SuiteResult]:
                                               "0 % loss" if reach else "100 % loss")])]
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
 
 @pytest.fixture
-def world(session_factory: sessionmaker[Session], clock: FakeClock) -> World:
-    w = World(session_factory, clock)
-    w.policy = scheduler.SchedulerPolicy(soak=SOAK)
-    w.component("nova")
-    w.testbed("gate1")
-    return w
+def world(world: World) -> World:
+    world.policy = scheduler.SchedulerPolicy(soak=SOAK)
+    return world
 
 
 @pytest.fixture

@@ -8,29 +8,28 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from certifier.db import models
 from certifier.db.session import session_scope
-from certifier.domain.judgement import JudgementPolicy
 from certifier.domain.promotion import SoakPolicy
-from certifier.pipeline import runs, scheduler
-from tests.api.factories import World
+from certifier.pipeline import scheduler
+from tests.factories import World
 
 POLICY = SoakPolicy(duration=timedelta(hours=1), interval=timedelta(minutes=10), min_runs=1,
                     max_infra_retries=4, infra_backoff=timedelta(seconds=30),
                     infra_backoff_max=timedelta(seconds=100))
 
 
-def _reconcile(world: World) -> scheduler.ReconcileReport:
-    with session_scope(world.factory) as session:
-        return scheduler.reconcile(session, world.clock, scheduler.SchedulerPolicy(soak=POLICY),
-                                   world.dispatcher)
+@pytest.fixture
+def world(world: World) -> World:
+    world.policy = scheduler.SchedulerPolicy(soak=POLICY)
+    return world
 
 
 def _infra_error(world: World, run_id: int) -> None:
     world.claim(run_id)
-    with session_scope(world.factory) as session:
-        runs.finish(session, run_id, [], world.clock, JudgementPolicy(),
-                    setup_error="testbed: ip netns add failed")
+    world.finish(run_id, [], setup_error="testbed: ip netns add failed")
 
 
 def _excuses(world: World) -> list[str]:
@@ -41,20 +40,20 @@ def _excuses(world: World) -> list[str]:
 
 def _first_gate_run(world: World) -> int:
     world.commit("nova", "n1")
-    report = _reconcile(world)
+    report = world.reconcile()
     assert len(report.runs_created) == 1
     return report.runs_created[0]
 
 
 def test_the_retry_after_an_infra_error_waits_for_its_backoff(world: World) -> None:
     _infra_error(world, _first_gate_run(world))
-    assert _reconcile(world).runs_created == []
+    assert world.reconcile().runs_created == []
     assert any("retry 1 of 4 in 30 s" in m and "ip netns add failed" in m
                for m in _excuses(world))
     world.clock.advance(timedelta(seconds=29))
-    assert _reconcile(world).runs_created == []
+    assert world.reconcile().runs_created == []
     world.clock.advance(timedelta(seconds=1))
-    assert len(_reconcile(world).runs_created) == 1
+    assert len(world.reconcile().runs_created) == 1
 
 
 def test_the_backoff_doubles_with_each_retry_and_is_capped(world: World) -> None:
@@ -63,7 +62,7 @@ def test_the_backoff_doubles_with_each_retry_and_is_capped(world: World) -> None
     for _ in range(4):
         _infra_error(world, run_id)
         waited = 0
-        while not (report := _reconcile(world)).runs_created:
+        while not (report := world.reconcile()).runs_created:
             world.clock.advance(timedelta(seconds=5))
             waited += 5
             assert waited < 1000, "no retry came"
@@ -78,13 +77,13 @@ def test_infra_errors_never_reject_and_stop_after_the_bound(world: World) -> Non
     for _ in range(1 + POLICY.max_infra_retries):
         _infra_error(world, run_id)
         world.clock.advance(POLICY.infra_backoff_max)
-        report = _reconcile(world)
+        report = world.reconcile()
         assert report.rejected == []
         if not report.runs_created:
             break
         run_id = report.runs_created[0]
     world.clock.advance(timedelta(days=1))
-    report = _reconcile(world)
+    report = world.reconcile()
     assert (report.runs_created, report.rejected) == ([], [])
     assert any("retries exhausted" in m for m in _excuses(world))
 
@@ -93,9 +92,9 @@ def test_a_soak_run_infra_error_also_waits_before_its_retry(world: World) -> Non
     gate = _first_gate_run(world)
     world.claim(gate)
     world.finish(gate)
-    report = _reconcile(world)
+    report = world.reconcile()
     assert report.started_soak and len(report.runs_created) == 1
     _infra_error(world, report.runs_created[0])
-    assert _reconcile(world).runs_created == []
+    assert world.reconcile().runs_created == []
     world.clock.advance(POLICY.retry_delay(1))
-    assert len(_reconcile(world).runs_created) == 1
+    assert len(world.reconcile().runs_created) == 1

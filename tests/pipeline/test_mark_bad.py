@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from certifier.db import migrate, models
 from certifier.db.session import make_engine, make_session_factory, session_scope
@@ -26,22 +26,10 @@ from certifier.domain.lifecycle import CandidateState
 from certifier.domain.results import Check, SuiteResult
 from certifier.pipeline import actions, knowngood, runs
 from certifier.pipeline.errors import Conflict, NotFound
-from tests.api.factories import SOAK, World
+from tests.factories import SOAK, World
 
 ACTOR = "token:olga"
 
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def world(session_factory: sessionmaker[Session], clock: FakeClock) -> World:
-    w = World(session_factory, clock)
-    w.component("nova")
-    w.testbed("gate1")
-    return w
 
 
 def soaking(world: World, seed: str = "n1") -> int:

@@ -24,7 +24,7 @@ from certifier.domain.clock import FakeClock
 from certifier.domain.lifecycle import CandidateState
 from certifier.pipeline import actions, knowngood, toolbox
 from certifier.pipeline.errors import Conflict
-from tests.api.factories import World
+from tests.factories import World
 
 ACTOR = "token:olga"
 BLOCKED_FOR_S = 1.0  # how long the second side must keep waiting while the first holds on

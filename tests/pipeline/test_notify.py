@@ -38,7 +38,7 @@ from certifier.settings import (
     load_config_file,
     parse_config_text,
 )
-from tests.api.factories import SOAK, World
+from tests.factories import SOAK, World
 from workers.celery_app import create_celery
 from workers.context import WorkerContext
 from workers.dispatch import DELIVER_NOTIFICATIONS_TASK
@@ -113,10 +113,6 @@ def silent_url() -> Iterator[str]:
     yield f"http://127.0.0.1:{sock.getsockname()[1]}/hook"
     sock.close()
 
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 def targets(*specs: dict[str, Any], **policy: Any) -> NotificationsConfig:

@@ -17,36 +17,23 @@ from sqlalchemy.orm import Session, sessionmaker
 from certifier.db import models
 from certifier.db.session import session_scope
 from certifier.domain.clock import FakeClock
-from certifier.domain.judgement import JudgementPolicy
 from certifier.domain.promotion import SoakPolicy
 from certifier.domain.results import Better, Check, Measurement, SuiteResult
 from certifier.pipeline import actions, components, knowngood, runs, scheduler
 from certifier.pipeline.dispatch import RecordingDispatcher
 from certifier.pipeline.errors import Conflict
-from tests.api.factories import World, passing_results
+from tests.factories import World, passing_results
 
 WEEK = SoakPolicy(duration=timedelta(days=7), interval=timedelta(hours=6), min_runs=4,
                   max_infra_retries=2)
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
 
 @pytest.fixture
-def world(session_factory: sessionmaker[Session], clock: FakeClock) -> World:
-    w = World(session_factory, clock)
-    w.component("nova")
-    w.component("neutron")
-    w.testbed("gate1")
-    return w
-
-
-def _reconcile(world: World, policy: SoakPolicy = WEEK) -> scheduler.ReconcileReport:
-    with session_scope(world.factory) as session:
-        return scheduler.reconcile(session, world.clock, scheduler.SchedulerPolicy(soak=policy),
-                                   world.dispatcher)
+def world(world: World) -> World:
+    world.component("neutron")
+    world.policy = scheduler.SchedulerPolicy(soak=WEEK)
+    return world
 
 
 def _candidate(world: World, cid: int) -> models.Candidate:
@@ -66,18 +53,11 @@ def _bandwidth(gbps: float) -> list[SuiteResult]:
     )]
 
 
-def _finish(world: World, run_id: int, results: list[SuiteResult],
-            setup_error: str | None = None) -> None:
-    with session_scope(world.factory) as session:
-        runs.finish(session, run_id, results, world.clock, JudgementPolicy(),
-                    setup_error=setup_error)
-
-
 def _gate(world: World, results: list[SuiteResult] | None = None) -> int:
     """Report heads, board the candidate and finish its gate run; the candidate's id."""
     world.commit("nova", "n1")
     world.commit("neutron", "q1")
-    report = _reconcile(world)
+    report = world.reconcile()
     assert len(report.formed) == 1 and report.boarded == report.formed
     world.claim(report.runs_created[0])
     world.finish(report.runs_created[0], results)
@@ -87,7 +67,7 @@ def _gate(world: World, results: list[SuiteResult] | None = None) -> int:
 def test_a_reported_commit_forms_boards_and_dispatches_one_gate_run(world: World) -> None:
     world.commit("nova", "n1")
     world.commit("neutron", "q1")
-    report = _reconcile(world)
+    report = world.reconcile()
     assert len(report.formed) == 1
     assert report.boarded == report.formed
     assert len(report.runs_created) == 1
@@ -101,8 +81,8 @@ def test_a_reported_commit_forms_boards_and_dispatches_one_gate_run(world: World
 def test_reconciling_again_creates_no_second_candidate_or_run(world: World) -> None:
     world.commit("nova", "n1")
     world.commit("neutron", "q1")
-    first = _reconcile(world)
-    second = _reconcile(world)
+    first = world.reconcile()
+    second = world.reconcile()
     assert (second.formed, second.runs_created) == ([], [])
     with session_scope(world.factory) as session:
         assert session.scalar(select(func.count()).select_from(models.Run)) == 1
@@ -112,7 +92,7 @@ def test_reconciling_again_creates_no_second_candidate_or_run(world: World) -> N
 
 def test_no_candidate_forms_until_every_component_has_a_commit(world: World) -> None:
     world.commit("nova", "n1")
-    assert _reconcile(world).formed == []
+    assert world.reconcile().formed == []
 
 
 def test_runs_are_dispatched_only_after_the_transaction_commits(world: World) -> None:
@@ -132,7 +112,7 @@ def test_runs_are_dispatched_only_after_the_transaction_commits(world: World) ->
 def test_a_redelivered_run_task_finds_nothing_to_claim(world: World) -> None:
     world.commit("nova", "n1")
     world.commit("neutron", "q1")
-    run_id = _reconcile(world).runs_created[0]
+    run_id = world.reconcile().runs_created[0]
     lease = timedelta(minutes=30)
     with session_scope(world.factory) as session:
         assert runs.claim(session, run_id, "w1", world.clock, lease) is runs.Claim.CLAIMED
@@ -149,7 +129,7 @@ def test_a_redelivered_run_task_finds_nothing_to_claim(world: World) -> None:
 def test_a_run_waits_while_the_only_testbed_is_leased(world: World) -> None:
     world.commit("nova", "n1")
     world.commit("neutron", "q1")
-    run_id = _reconcile(world).runs_created[0]
+    run_id = world.reconcile().runs_created[0]
     with session_scope(world.factory) as session:
         session.execute(models.Testbed.__table__.update().values(
             leased_by_run_id=None, lease_expires_at=world.clock.now() + timedelta(hours=1)))
@@ -178,7 +158,7 @@ def test_a_week_of_soak_takes_seconds_and_promotes_after_the_full_duration(world
     soak_runs = 0
     promoted_after = None
     for step in range(1, 40):
-        report = _reconcile(world)
+        report = world.reconcile()
         if report.promoted:
             promoted_after = step
             break
@@ -201,11 +181,11 @@ def test_a_week_of_soak_takes_seconds_and_promotes_after_the_full_duration(world
 
 def test_a_soaking_candidate_explains_how_long_it_has_left(world: World) -> None:
     cid = _gate(world)
-    report = _reconcile(world)
+    report = world.reconcile()
     world.claim(report.runs_created[0])
     world.finish(report.runs_created[0])
     world.clock.advance(timedelta(days=3, hours=4))
-    _reconcile(world)
+    world.reconcile()
     messages = [e.message for e in _candidate(world, cid).excuses]
     assert "soaking: 3 d 4 h of 7 d" in messages
     assert "passing soak runs: 1 of at least 4" in messages
@@ -216,16 +196,16 @@ def test_infra_errors_are_retried_a_bounded_number_of_times_and_never_reject(
 ) -> None:
     world.commit("nova", "n1")
     world.commit("neutron", "q1")
-    report = _reconcile(world)
+    report = world.reconcile()
     cid = report.formed[0]
     run_id = report.runs_created[0]
     attempts = []
     for _ in range(5):
         attempts.append(run_id)
         world.claim(run_id)
-        _finish(world, run_id, [], setup_error="iperf3: not installed")
+        world.finish(run_id, [], setup_error="iperf3: not installed")
         world.clock.advance(WEEK.infra_backoff_max)  # past any backoff (tests/pipeline/...backoff)
-        report = _reconcile(world)
+        report = world.reconcile()
         if not report.runs_created:
             break
         run_id = report.runs_created[0]
@@ -240,7 +220,7 @@ def test_without_a_known_good_the_first_candidate_is_judged_on_its_checks_alone(
     world: World,
 ) -> None:
     cid = _gate(world, _bandwidth(0.001))  # any number passes: there is nothing to compare with
-    assert _reconcile(world).started_soak == [cid]
+    assert world.reconcile().started_soak == [cid]
 
 
 def test_a_failed_check_that_fails_its_recheck_rejects_the_candidate_with_an_excuse(
@@ -249,11 +229,11 @@ def test_a_failed_check_that_fails_its_recheck_rejects_the_candidate_with_an_exc
     failing = [SuiteResult(suite="ping",
                            checks=[Check("ping", "h1 reaches h2", False, "100 % loss")])]
     cid = _gate(world, failing)
-    report = _reconcile(world)  # a failed check is rechecked first (tests/domain/test_flaky.py)
+    report = world.reconcile()  # a failed check is rechecked first (tests/domain/test_flaky.py)
     assert report.rejected == [] and len(report.runs_created) == 1
     world.claim(report.runs_created[0])
     world.finish(report.runs_created[0], failing)
-    report = _reconcile(world)
+    report = world.reconcile()
     assert report.rejected == [cid]
     cand = _candidate(world, cid)
     assert cand.state == "rejected"
@@ -290,7 +270,7 @@ def test_a_bandwidth_regression_against_the_known_good_rejects_naming_the_metric
 def test_two_promotions_on_the_same_base_cannot_both_win(world: World) -> None:
     world.commit("nova", "n1")
     world.commit("neutron", "q1")
-    first_id = _reconcile(world).formed[0]
+    first_id = world.reconcile().formed[0]
     newer = world.commit("nova", "n2")
     with session_scope(world.factory) as session:
         first = session.get(models.Candidate, first_id)
@@ -314,14 +294,14 @@ def test_a_run_whose_worker_vanished_ends_as_an_infra_error_and_is_retried(
 ) -> None:
     world.commit("nova", "n1")
     world.commit("neutron", "q1")
-    run_id = _reconcile(world).runs_created[0]
+    run_id = world.reconcile().runs_created[0]
     world.claim(run_id)
     world.clock.advance(timedelta(hours=1))  # beyond the default 30-minute run timeout
-    report = _reconcile(world)
+    report = world.reconcile()
     assert report.runs_expired == [run_id]
     assert report.runs_created == []  # the retry waits out its backoff first
     world.clock.advance(WEEK.retry_delay(1))
-    report = _reconcile(world)
+    report = world.reconcile()
     assert len(report.runs_created) == 1 and report.runs_created[0] != run_id
     with session_scope(world.factory) as session:
         run = runs.get_run(session, run_id)
@@ -334,16 +314,16 @@ def test_a_run_whose_worker_vanished_ends_as_an_infra_error_and_is_retried(
 def test_a_pending_run_whose_message_was_lost_is_dispatched_again(world: World) -> None:
     world.commit("nova", "n1")
     world.commit("neutron", "q1")
-    run_id = _reconcile(world).runs_created[0]
+    run_id = world.reconcile().runs_created[0]
     world.clock.advance(timedelta(minutes=5))
-    report = _reconcile(world)
+    report = world.reconcile()
     assert report.runs_redispatched == [run_id]
     assert world.dispatcher.runs == [run_id, run_id]
 
 
 def test_a_passing_gate_starts_the_soak_with_its_first_run_at_once(world: World) -> None:
     cid = _gate(world, passing_results())
-    report = _reconcile(world)
+    report = world.reconcile()
     assert report.started_soak == [cid]
     assert len(report.runs_created) == 1
     with session_scope(world.factory) as session:
@@ -353,7 +333,7 @@ def test_a_passing_gate_starts_the_soak_with_its_first_run_at_once(world: World)
 def test_cancelling_a_candidate_withdraws_its_runs_that_have_not_started(world: World) -> None:
     world.commit("nova", "n1")
     world.commit("neutron", "q1")
-    report = _reconcile(world)
+    report = world.reconcile()
     run_id = report.runs_created[0]
     with session_scope(world.factory) as session:
         actions.cancel(session, world.clock, report.formed[0], "token:alice", "wrong branch")
@@ -363,5 +343,5 @@ def test_cancelling_a_candidate_withdraws_its_runs_that_have_not_started(world: 
         assert session.scalar(select(func.count()).select_from(models.Run)) == 0
         bed = session.get(models.Testbed, "gate1")
         assert bed is not None and bed.leased_by_run_id is None
-    assert _reconcile(world).runs_created == []
+    assert world.reconcile().runs_created == []
     assert _candidate(world, report.formed[0]).state == "cancelled"

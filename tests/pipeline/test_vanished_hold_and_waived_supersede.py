@@ -10,15 +10,13 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
 
 from certifier.db import models
 from certifier.db.session import session_scope
-from certifier.domain.clock import FakeClock
 from certifier.domain.results import Check, SuiteResult
 from certifier.pipeline import actions, components, knowngood
 from certifier.tracking import events
-from tests.api.factories import World
+from tests.factories import World
 
 
 def failing() -> list[SuiteResult]:
@@ -27,12 +25,9 @@ def failing() -> list[SuiteResult]:
 
 
 @pytest.fixture
-def world(session_factory: sessionmaker[Session]) -> World:
-    w = World(session_factory, FakeClock())
-    for name in ("nova", "neutron"):
-        w.component(name)
-    w.testbed("gate1")
-    return w
+def world(world: World) -> World:
+    world.component("neutron")
+    return world
 
 
 def _blamed(world: World) -> tuple[str, str]:

@@ -31,8 +31,8 @@ from certifier.db import models
 from certifier.db.session import session_scope
 from certifier.pipeline import runs
 from certifier.settings import UpgradeSuiteConfig
-from tests.api.factories import World
 from tests.conftest import fresh_postgres_database
+from tests.factories import World
 from tests.recipes.helpers import Harness, git_repo, harness, namespaces_of, write_hook
 from tests.requirements import needs_binary, needs_root
 from workers import janitor

@@ -45,10 +45,6 @@ SECRET = "gitlab-webhook-secret-for-failures"
 LAST_SECOND = "@253402300799 +0000"
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
 
 def delivery(factory: sessionmaker[Session], delivery_id: int) -> models.Delivery:
     with session_scope(factory) as session:

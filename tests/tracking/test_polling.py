@@ -10,7 +10,6 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,11 +26,6 @@ from certifier.tracking.webhooks import dedup_key
 from .conftest import Upstream
 from .fakes import FakeGitLab, FakeRepo
 from .payloads import body_of, gitlab_push
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 def add(factory: sessionmaker[Session], clock: FakeClock, **config: object) -> int:

@@ -29,11 +29,6 @@ from .payloads import body_of, gerrit_ref_updated, github_push, gitlab_push
 from .test_polling import add, commits, head
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
 @dataclass
 class Forge:
     """One forge's fake and how it words a push from ``before`` to ``after``; ``forced``: the

@@ -27,7 +27,7 @@ from certifier.pipeline import components, knowngood, runs, scheduler
 from certifier.pipeline.dispatch import RecordingDispatcher
 from certifier.tracking import events
 from certifier.tracking.sources import CommitInfo
-from tests.api.factories import World, passing_results, sha
+from tests.factories import World, passing_results, sha
 
 S = CandidateState
 A, B, C, D = "a" * 40, "b" * 40, "c" * 40, "d" * 40

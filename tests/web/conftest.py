@@ -1,6 +1,6 @@
 """Fixtures for the dashboard tests: an app on the shared rolled-back test database, a world.
 
-``World`` (tests/api/factories.py) builds pipeline state through the real services; the app
+``World`` (tests/factories.py) builds pipeline state through the real services; the app
 shares its fake clock, so a test moves time and sees the pages move with it. The soak policy
 of the app's settings is the world's, so the app's progress bars agree with the scheduler.
 """
@@ -18,13 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from certifier.api.app import create_app
 from certifier.domain.clock import FakeClock
 from certifier.pipeline.dispatch import RecordingDispatcher
-from tests.api.factories import World
+from tests.factories import World
 from tests.web.scenes import world_settings
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from certifier.domain.clock import FakeClock
 from certifier.domain.results import Better, Check, Measurement, SuiteResult
 from certifier.pipeline import components
 from certifier.settings import CertifierConfig, ComponentConfig, Settings, SoakConfig
-from tests.api.factories import SOAK, World
+from tests.factories import SOAK, World
 
 EVIL = '<script>alert("owned")</script>'
 FORGES = {

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.factories import SOAK
+from tests.factories import SOAK
 from tests.web.live import (
     CHROMIUM,
     CHROMIUM_ARGS,

@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 from certifier.db.session import session_scope
 from certifier.pipeline import components
 from certifier.tracking import events
-from tests.api.factories import World
+from tests.factories import World
 
 
 def _known_good(world: World) -> str:

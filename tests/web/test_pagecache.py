@@ -21,7 +21,7 @@ from certifier.domain.clock import FakeClock
 from certifier.pipeline import actions
 from certifier.pipeline.dispatch import RecordingDispatcher
 from certifier.web.pagecache import MAX_AGE_S, PageCache, VersionProbe
-from tests.api.factories import SOAK, World
+from tests.factories import SOAK, World
 from tests.web.live import LiveServer, live_server
 from tests.web.scenes import Scene, busy_pipeline, world_settings
 

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from certifier.domain.results import SuiteResult
 from certifier.domain.snapshots import diff_keys
 from certifier.web.dashboard import available_actions
-from tests.api.factories import World, ab_results
+from tests.factories import World, ab_results
 from tests.web.scenes import EVIL, Scene, busy_pipeline, suite_results
 
 ESCAPED = "&lt;script&gt;alert(&#34;owned&#34;)&lt;/script&gt;"

@@ -6,8 +6,8 @@ from fastapi.testclient import TestClient
 
 from certifier.db.session import session_scope
 from certifier.pipeline import actions
-from tests.api.factories import World
 from tests.api.test_actions import RETRY_POLICY, exhausted
+from tests.factories import World
 
 
 def test_a_candidate_whose_infra_retries_ran_out_offers_a_retry(

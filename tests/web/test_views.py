@@ -9,7 +9,7 @@ import pytest
 
 from certifier.db.session import session_scope
 from certifier.pipeline import read
-from tests.api.factories import SOAK, World
+from tests.factories import SOAK, World
 from tests.web.scenes import Scene, busy_pipeline
 
 

@@ -1,4 +1,4 @@
-"""Building pipeline state for API tests through the real services.
+"""Building pipeline state for tests through the real services: every test's ``World``.
 
 A known-good is reached the way production reaches it: components, reported commits, reconcile
 passes, finished runs and a fake clock moved past the soak.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -15,7 +16,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from certifier.db import models
 from certifier.db.session import session_scope
 from certifier.domain.clock import FakeClock
-from certifier.domain.judgement import JudgementPolicy
+from certifier.domain.environment import EnvironmentPolicy
+from certifier.domain.judgement import JudgementPolicy, RunJudgement
 from certifier.domain.promotion import SoakPolicy
 from certifier.domain.results import Better, Check, Measurement, Side, SuiteResult
 from certifier.pipeline import components, runs, scheduler
@@ -87,9 +89,13 @@ class World:
         with session_scope(self.factory) as session:
             session.add(models.Testbed(name=name, driver="netns", role=role))
 
-    def reconcile(self) -> scheduler.ReconcileReport:
+    def reconcile(
+        self, policy: scheduler.SchedulerPolicy | None = None
+    ) -> scheduler.ReconcileReport:
+        """One reconcile pass, as the beat task runs it; ``policy`` instead of the world's."""
         with session_scope(self.factory) as session:
-            return scheduler.reconcile(session, self.clock, self.policy, self.dispatcher)
+            return scheduler.reconcile(session, self.clock, policy or self.policy,
+                                       self.dispatcher)
 
     def claim(self, run_id: int) -> None:
         with session_scope(self.factory) as session:
@@ -97,11 +103,18 @@ class World:
             assert claim is runs.Claim.CLAIMED
 
     def finish(self, run_id: int, results: list[SuiteResult] | None = None,
-               rounds: int = 0) -> None:
+               rounds: int = 0, *, setup_error: str | None = None,
+               judge: JudgementPolicy | None = None,
+               environment: dict[str, Any] | None = None,
+               environment_policy: EnvironmentPolicy | None = None) -> RunJudgement:
+        """Finish a run as the worker does (passing ping results unless ``results`` say
+        otherwise); what the run was judged."""
         with session_scope(self.factory) as session:
-            runs.finish(session, run_id, passing_results() if results is None else results,
-                        self.clock, JudgementPolicy(), log=f"log of run {run_id}\n",
-                        rounds=rounds)
+            return runs.finish(
+                session, run_id, passing_results() if results is None else results,
+                self.clock, judge or JudgementPolicy(), log=f"log of run {run_id}\n",
+                rounds=rounds, setup_error=setup_error, environment=environment,
+                environment_policy=environment_policy)
 
     def promote_heads(self) -> int:
         """Carry the current heads through gate and soak to a new known-good; its version."""
