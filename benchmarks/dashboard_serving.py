@@ -30,7 +30,9 @@ way through a 7-day soak and one queued behind it, about 70 measurements per run
 serves a copy of another SQLite file instead (a real demo's ``certifier.sqlite``).
 
 Usage: python benchmarks/dashboard_serving.py [--duration 8] [--rounds 5] [--connections 16]
-       [--viewers 8] [--workers 1] [--database PATH]
+       [--viewers 8] [--workers N] [--database PATH]
+
+``--workers`` defaults to what ``certifier serve`` starts when not told (one per core, at most 4).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.serving import cpu_seconds, free_port, served, uvicorn_server  # noqa: E402
 from benchmarks.serving import wrk as run_wrk  # noqa: E402
+from certifier.api import server  # noqa: E402
 from certifier.db import migrate, models  # noqa: E402
 from certifier.db.session import make_engine, make_session_factory, session_scope  # noqa: E402
 from certifier.demo.world import BAD_COMMITS, INITIAL  # noqa: E402
@@ -230,10 +233,10 @@ def raw_app() -> object:
 def wrk(url: str, duration: float, connections: int) -> dict[str, float]:
     """wrk, and the cores the server behind ``url`` used meanwhile (``cpu``)."""
     base = url.split("/", 3)
-    server = "/".join(base[:3])
-    cpu, wall = cpu_seconds(server), time.monotonic()
+    origin = "/".join(base[:3])
+    cpu, wall = cpu_seconds(origin), time.monotonic()
     got = run_wrk(url, duration, connections)
-    return {**got, "cpu": (cpu_seconds(server) - cpu) / (time.monotonic() - wall)}
+    return {**got, "cpu": (cpu_seconds(origin) - cpu) / (time.monotonic() - wall)}
 
 
 def while_loaded(manifest: str, page: str, duration: float, connections: int,
@@ -322,7 +325,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--viewers", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=server.default_workers())
     parser.add_argument("--database", type=Path, help="serve a copy of this SQLite file")
     args = parser.parse_args()
     if shutil.which("wrk") is None:

@@ -91,13 +91,14 @@ def _prepare(settings: Settings) -> None:
 def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
-    workers: Annotated[int, typer.Option(
-        min=1, max=64, help="uvicorn worker processes sharing the port (one per core is "
-                            "plenty); each builds its own app")] = 1,
+    workers: Annotated[int | None, typer.Option(
+        min=1, max=64, show_default="one per core, at most 4",
+        help="uvicorn worker processes sharing the port; each builds its own app")] = None,
 ) -> None:
     """Serve the REST API and the dashboard (uvicorn with the limits of certifier/api/server)."""
     from certifier.api import server
 
+    workers = workers or server.default_workers()
     settings = _settings()
     _prepare(settings)
     app_ref: Any = _served_app(settings) if workers == 1 else "certifier.cli:_served_app"

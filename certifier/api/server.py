@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from typing import Any
 
@@ -187,6 +188,16 @@ def favour_the_event_loop() -> None:
     (1.3x instead of 2x); a render takes a little longer in wall time. Called in each serving
     process: it is an interpreter setting, so the tests' and the workers' are left alone."""
     sys.setswitchinterval(SWITCH_INTERVAL_S)
+
+
+def default_workers() -> int:
+    """``certifier serve``'s processes when not told: one per core it may use, at most 4.
+
+    One process serves the manifest and the dashboard from one event loop, so a page read flat
+    out takes its share from the operators' manifest pulls (docs/benchmarks.md, dashboard
+    serving); a second process on a second core keeps them apart.
+    """
+    return max(1, min(4, len(os.sched_getaffinity(0))))
 
 
 def serve(app: ASGIApp | str, host: str, port: int, log_level: str, workers: int = 1) -> None:
