@@ -63,7 +63,8 @@ def ab_results(rounds: int, own: float = 1.0, control: float = 99.0) -> list[Sui
 
 
 class World:
-    """Pipeline state behind the API under test, changed through the services."""
+    """Pipeline state for a test (components, commits, testbeds, runs), changed only through
+    the services, on the test's fake clock."""
 
     def __init__(self, factory: sessionmaker[Session], clock: FakeClock) -> None:
         self.factory = factory
