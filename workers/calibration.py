@@ -10,7 +10,10 @@ only, since nothing of ours runs yet:
 
 * ping: 20 packets 10 ms apart from ``p1`` to ``p2`` and back (rtt, loss);
 * iperf3: one TCP stream ``p1 → p2`` for 1 s (Gbit/s);
-* fio: 0.5 s of 4 KiB random writes on a 4 MiB file in the probe's state folder (IOPS).
+* fio: 4 KiB random writes on a 4 MiB file in the probe's state folder, three bursts of 0.2 s,
+  the best of them (IOPS). A virtual disk's write rate swings between bursts even on an idle
+  machine (seen here: 68 to 170 k IOPS for single 0.5 s bursts, 102 to 160 k for the best of three),
+  while a disk kept busy by others lowers every burst: the best of a few tells the two apart.
 
 Then it tears the testbed down. The probe goes through :func:`create_testbed`, so it is
 recorded on disk before the first namespace exists, and a SIGKILL in the middle leaves a record
@@ -54,7 +57,8 @@ class ProbeOptions:
     tcp_seconds: float = 1.0
     fio: bool = True
     fio_size: str = "4M"
-    fio_seconds: float = 0.5
+    fio_seconds: float = 0.2
+    fio_bursts: int = 3
     quiet_seconds: float = 0.5
 
 
@@ -85,33 +89,47 @@ def _tools(bed: Testbed, options: ProbeOptions, figures: dict[str, Any], notes: 
 
 
 def _fio(bed: Testbed, options: ProbeOptions, notes: list[str]) -> float | None:
-    """4 KiB random writes on a small file in the probe's state folder: direct I/O, or
-    buffered (noted) where the filesystem refuses it. Not the storage suite's scratch ext4:
-    making one costs a second, and the probe compares the host with itself only."""
+    """4 KiB random writes on a small file in the probe's state folder, the best of
+    ``fio_bursts`` bursts: direct I/O, or buffered (noted) where the filesystem refuses it.
+    Not the storage suite's scratch ext4: making one costs a second, and the probe compares
+    the host with itself only."""
     data = bed.state_dir / "probe.fio"
     try:
         for direct in (1, 0):
-            argv = ["fio", "--name=probe", f"--filename={data}", f"--size={options.fio_size}",
-                    f"--runtime={int(options.fio_seconds * 1000)}ms", "--time_based",
-                    "--rw=randwrite", "--bs=4k", "--ioengine=psync" if not direct
-                    else "--ioengine=libaio", "--iodepth=16", f"--direct={direct}",
-                    "--output-format=json"]
-            done = bed.run(argv, timeout=options.fio_seconds + 60)
-            try:
-                job = storage.parse_fio(done.stdout).jobs.get("probe")
-            except storage.FioParseError as exc:
-                job, why = None, str(exc)
-            else:
-                why = "no probe job in the report" if job is None else f"error {job.error}"
-            if done.ok and job is not None and not job.error:
-                if not direct:
-                    notes.append("fio: direct I/O refused here; buffered figure")
-                return round(job.write_iops, 1)
-            notes.append(f"fio (direct={direct}): exit {done.returncode}, {why}: "
-                         f"{done.output.strip()[:200]}")
+            best = _fio_burst(bed, options, data, direct, notes)
+            if best is None:
+                continue
+            for _ in range(options.fio_bursts - 1):
+                again = _fio_burst(bed, options, data, direct, notes)
+                best = best if again is None else max(best, again)
+            if not direct:
+                notes.append("fio: direct I/O refused here; buffered figure")
+            return best
         return None
     finally:
         data.unlink(missing_ok=True)
+
+
+def _fio_burst(bed: Testbed, options: ProbeOptions, data: Path, direct: int,
+               notes: list[str]) -> float | None:
+    """One burst's write IOPS, or None (and a note) if fio failed."""
+    argv = ["fio", "--name=probe", f"--filename={data}", f"--size={options.fio_size}",
+            f"--runtime={int(options.fio_seconds * 1000)}ms", "--time_based",
+            "--rw=randwrite", "--bs=4k", "--ioengine=psync" if not direct
+            else "--ioengine=libaio", "--iodepth=16", f"--direct={direct}",
+            "--output-format=json"]
+    done = bed.run(argv, timeout=options.fio_seconds + 60)
+    try:
+        job = storage.parse_fio(done.stdout).jobs.get("probe")
+    except storage.FioParseError as exc:
+        job, why = None, str(exc)
+    else:
+        why = "no probe job in the report" if job is None else f"error {job.error}"
+    if done.ok and job is not None and not job.error:
+        return round(job.write_iops, 1)
+    notes.append(f"fio (direct={direct}): exit {done.returncode}, {why}: "
+                 f"{done.output.strip()[:200]}")
+    return None
 
 
 def probe(recorder: Recorder, which: str, *, testbed: str, driver: str, tag: str | None,
