@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from certifier.domain.absoak import SoakPolicy as ABSoakPolicy
-from certifier.domain.abtest import ABPolicy
+from certifier.domain.abtest import DEFAULT_MIN_CHANGE, ABPolicy
 from certifier.domain.bisection import BisectPolicy
 from certifier.domain.detector import DetectorPolicy
 from certifier.domain.environment import FIGURES as ENVIRONMENT_FIGURES
@@ -117,7 +117,24 @@ class DetectorConfig(Strict):
     baseline_window: int = Field(default=40, ge=5, le=1000)
     floor_pct: float = Field(default=1.0, ge=0, le=100)
     floors: dict[str, float] = Field(default_factory=dict)
+    min_change: dict[str, float] = Field(default_factory=dict)
     baseline_every: int = Field(default=4, ge=0, le=1000)
+
+    @field_validator("min_change")
+    @classmethod
+    def _min_change(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = [k for k in v if not re.fullmatch(r"[a-z_]+\.[a-z0-9_]+", k)]
+        if bad:
+            raise ValueError(f"metric keys are written suite.metric, e.g. "
+                             f"bandwidth.udp_jitter_ms: {bad}")
+        negative = [k for k, f in v.items() if not (f >= 0 and math.isfinite(f))]
+        if negative:
+            raise ValueError(f"min_change is a size in the metric's unit, 0 or more: {negative}")
+        return v
+
+    def min_changes(self) -> dict[str, float]:
+        """The built-in smallest changes that matter, overridden by ``min_change``."""
+        return {**DEFAULT_MIN_CHANGE, **self.min_change}
 
     @field_validator("floors")
     @classmethod
@@ -328,7 +345,8 @@ class AbConfig(Strict):
     def gate_policy(self, detector: DetectorConfig) -> ABPolicy:
         """The gate's statistics (rounds, floors) for gate and bisect runs."""
         return ABPolicy(min_rounds=self.min_rounds, max_rounds=self.max_rounds,
-                        floor_pct=detector.floor_pct, floors=dict(detector.floors))
+                        floor_pct=detector.floor_pct, floors=dict(detector.floors),
+                        min_change=detector.min_changes())
 
     def soak_policy(self, detector: DetectorConfig, soak: SoakConfig) -> ABSoakPolicy:
         """The soak's statistics: calibrated for the planned soak and its extension, with the
@@ -338,6 +356,7 @@ class AbConfig(Strict):
                             max_extra_runs=soak.max_extra_runs,
                             min_runs=detector.min_candidate_runs,
                             rounds_per_run=self.soak_rounds, floor_pct=detector.floor_pct,
-                            floors=dict(detector.floors), lean_pct=self.lean_pct)
+                            floors=dict(detector.floors), lean_pct=self.lean_pct,
+                            min_change=detector.min_changes())
 
 

@@ -44,6 +44,8 @@ def test_short_durations_let_a_demo_soak_in_seconds() -> None:
         ("testbeds:\n  - {name: a, hosts: [h1, h1]}\n", r"unique"),
         ("detector:\n  floors: {'rm -rf': 2}\n", r"detector\.floors .*suite\.metric"),
         ("detector:\n  floors: {ping.rtt_p99_ms: 250}\n", r"between 0 and 100"),
+        ("detector:\n  min_change: {bandwidth.udp_jitter_ms: -1}\n", r"0 or more"),
+        ("detector:\n  min_change: {jitter: 1}\n", r"detector\.min_change .*suite\.metric"),
         ("detector:\n  false_reject_target: 0.9\n", r"detector\.false_reject_target \(line 2\)"),
         ("detector:\n  min_baseline_runs: 30\n  baseline_window: 20\n",
          r"baseline_window \(20\) is smaller than min_baseline_runs \(30\)"),
@@ -101,6 +103,17 @@ def test_the_detector_is_planned_for_the_whole_soak() -> None:
     assert detector.floor_for("bandwidth", "throughput_gbps", counts=False) == 1.0
     off = load_settings(config=parse_config_text("detector:\n  enabled: false\n"))
     assert off.judgement_policy().detector is None
+
+
+def test_the_smallest_changes_that_matter_reach_the_gate_and_the_soak() -> None:
+    settings = load_settings(config=parse_config_text(
+        "detector:\n  min_change: {ping.rtt_avg_ms: 0.1}\n"))
+    config = settings.config
+    for policy in (config.ab.gate_policy(config.detector),
+                   config.ab.soak_policy(config.detector, config.soak)):
+        assert policy.min_change == {"bandwidth.udp_jitter_ms": 0.05, "ping.rtt_avg_ms": 0.1}
+    quiet = parse_config_text("detector:\n  min_change: {bandwidth.udp_jitter_ms: 0}\n")
+    assert quiet.ab.gate_policy(quiet.detector).min_change["bandwidth.udp_jitter_ms"] == 0
 
 
 def test_the_environment_section_becomes_the_checks_policy() -> None:

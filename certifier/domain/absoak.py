@@ -49,6 +49,7 @@ from scipy import special, stats  # type: ignore[import-untyped]
 
 from certifier.domain.abtest import (
     DEFAULT_INFORMATIVE,
+    DEFAULT_MIN_CHANGE,
     MAD_TO_SD,
     ABJudgement,
     ABVerdict,
@@ -56,6 +57,7 @@ from certifier.domain.abtest import (
     PairedSeries,
     binomial_p,
     counts_text,
+    floor_words,
     fmt_p,
     fmt_size,
     fmt_value,
@@ -70,6 +72,7 @@ from certifier.domain.abtest import (
     shown,
     shown_interval,
     sum_counts,
+    with_min_change,
     worse_diffs,
 )
 from certifier.domain.detector import DetectorPolicy, Scale, _fmt_signed, describe
@@ -102,6 +105,7 @@ class SoakPolicy:
     count_equivalence_pp: float = 2.0
     pp_floor: float = 0.1
     informative: frozenset[str] = DEFAULT_INFORMATIVE
+    min_change: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_MIN_CHANGE))
     calibration_headroom: float = 0.9
     calibration_trials: int = 20_000
     seed: int = 20_261_205
@@ -399,12 +403,16 @@ def _soak_values(series: SoakSeries, policy: SoakPolicy, level: float) -> ABVerd
     cand_med, ctrl_med = _medians(series)
     unit = shift_unit(s.unit, scale)
     floor_cfg = policy.floors.get(f"{s.suite}.{s.metric}", policy.floor_pct)
+    min_change = policy.min_change.get(f"{s.suite}.{s.metric}")
     if scale is Scale.LOG:
-        floor, floor_shown = pct_threshold(floor_cfg, s.better, scale), floor_cfg
-        equivalence = pct_threshold(policy.equivalence_pct, s.better, scale)
-        lean = pct_threshold(policy.lean_pct, s.better, scale)
+        floor_shown = with_min_change(floor_cfg, min_change, ctrl_med, scale)
+        floor = pct_threshold(floor_shown, s.better, scale)
+        equivalence = pct_threshold(max(policy.equivalence_pct, 2 * floor_shown), s.better,
+                                    scale)
+        lean = pct_threshold(max(policy.lean_pct, 2 * floor_shown), s.better, scale)
     else:
-        floor = floor_shown = linear_floor(s, floor_cfg, policy.pp_floor, ctrl_med)
+        floor_cfg = linear_floor(s, floor_cfg, policy.pp_floor, ctrl_med)
+        floor = floor_shown = with_min_change(floor_cfg, min_change, ctrl_med, scale)
         ref = abs(ctrl_med) if math.isfinite(ctrl_med) else 0.0
         equivalence = max(policy.equivalence_pct / 100.0 * ref, 2 * floor)
         lean = max(policy.lean_pct / 100.0 * ref, 2 * floor)
@@ -415,7 +423,8 @@ def _soak_values(series: SoakSeries, policy: SoakPolicy, level: float) -> ABVerd
     overall = float(np.median(every_round)) if total else math.nan
     all_p = signed_rank_p(every_round) if total else 1.0
     leans = overall > lean and all_p < policy.lean_p
-    bound = f"{policy.lean_pct:g} %" if scale is Scale.LOG else f"{fmt_size(lean)} {unit}"
+    bound = (f"{max(policy.lean_pct, 2 * floor_shown):g} %" if scale is Scale.LOG
+             else f"{fmt_size(lean)} {unit}")
     lean_text = (f"{_fmt_signed(shown(overall, s.better, scale))} {unit} over every round, "
                  f"beyond the lean bound of {bound}, signed-rank {fmt_p(all_p)}")
     notes: list[str] = []
@@ -444,7 +453,8 @@ def _soak_values(series: SoakSeries, policy: SoakPolicy, level: float) -> ABVerd
         sentence = (f"{describe(s)}: {fmt_value(cand_med, s.unit)} vs "
                     f"{fmt_value(ctrl_med, s.unit)} in the controls (medians), "
                     f"{_fmt_signed(shift)} {unit} (95 % CI {_fmt_signed(low)}…"
-                    f"{_fmt_signed(high)} {unit}; floor {floor_shown:g} {unit}) over "
+                    f"{_fmt_signed(high)} {unit}; "
+                    f"{floor_words(floor_shown, floor_cfg, min_change, s.unit, unit)}) over "
                     f"{runs_text}, signed-rank {fmt_p(window.p)} (level {level:.2g})")
     elif outcome is Outcome.UNDECIDED:
         sentence = (f"{describe(s)}: cannot decide yet after {n} soak runs (shift "

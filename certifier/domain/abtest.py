@@ -75,12 +75,20 @@ if TYPE_CHECKING:  # judgement may import this module; import it back only when 
 FloatArray = npt.NDArray[np.float64]
 
 DEFAULT_PRIOR_NOISE: Mapping[str, float] = {
-    f"ping.{m}": 30.0 for m in ("rtt_min_ms", "rtt_avg_ms", "rtt_p50_ms", "rtt_p99_ms",
-                                "rtt_max_ms")}
+    **{f"ping.{m}": 30.0 for m in ("rtt_min_ms", "rtt_avg_ms", "rtt_p50_ms", "rtt_p99_ms",
+                                   "rtt_max_ms")},
+    "bandwidth.udp_jitter_ms": 30.0}
 """Priors of one round's noise (percent) for series known to be far noisier than the default:
 round-trip times of tens of microseconds between namespaces jump between a fast and a slow mode
 (7 µs or 20 µs, whatever the CPU was doing), so two rounds that both landed in different modes
-must not look like a 170 % regression before the noise history has seen the series."""
+must not look like a 170 % regression before the noise history has seen the series. iperf3's
+UDP jitter between namespaces is a few microseconds and moves the same way."""
+
+DEFAULT_MIN_CHANGE: Mapping[str, float] = {"bandwidth.udp_jitter_ms": 0.05}
+"""The smallest change that matters, in the metric's own unit, where a percentage cannot say
+it: UDP jitter of 2.5 µs against 7.3 µs is +192 % (seen on an idle machine, and not repeated
+by the confirmation run) but no network anyone runs can tell; a real jitter problem is
+milliseconds. A series must worsen by more than this *and* by more than its floor in percent."""
 
 DEFAULT_INFORMATIVE = frozenset({
     "bandwidth.udp_loss_pct", "bandwidth.retransmits",
@@ -240,6 +248,7 @@ class ABPolicy:
     prior_weight: float = 3.0
     noise_floor_pct: float = 0.5
     informative: frozenset[str] = DEFAULT_INFORMATIVE
+    min_change: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_MIN_CHANGE))
 
     @property
     def looks(self) -> int:
@@ -426,6 +435,26 @@ def linear_floor(s: PairedSeries, policy_pct: float, pp_floor: float, median: fl
     return max(base, pp_floor if s.unit == "%" else COUNT_FLOOR if s.unit == "count" else 0.0)
 
 
+def with_min_change(floor_pct: float, min_change: float | None, median: float,
+                    scale: Scale) -> float:
+    """A floor raised to ``min_change`` (the metric's own unit): in percent of the control's
+    ``median`` on the log scale, as it is on the linear one."""
+    if not min_change:
+        return floor_pct
+    if scale is Scale.LOG:
+        return (max(floor_pct, 100.0 * min_change / median)
+                if math.isfinite(median) and median > 0 else floor_pct)
+    return max(floor_pct, min_change)
+
+
+def floor_words(floor_shown: float, configured: float, min_change: float | None,
+                metric_unit: str, unit: str) -> str:
+    """"floor 1 %", or "floor 0.05 ms" where the smallest change that matters set it."""
+    if min_change and floor_shown > configured and unit == "%":
+        return f"floor {min_change:g} {metric_unit}"
+    return f"floor {floor_shown:g} {unit}"
+
+
 def noise_scale(sequences: Iterable[Sequence[float]], scale: Scale, prior: float,
                 prior_weight: float, floor: float) -> tuple[float, int]:
     """The spread of one round's paired difference, and how many differences it rests on.
@@ -582,17 +611,24 @@ def _gate_values(s: PairedSeries, policy: ABPolicy, level: float,
         notes.append(f"{len(s.rounds) - len(d)} round(s) with non-finite values left out")
     cand_med, ctrl_med = median_of(s.candidate), median_of(s.control)
     unit = shift_unit(s.unit, scale)
+    min_change = policy.min_change.get(f"{s.suite}.{s.metric}")
     if scale is Scale.LOG:
-        floor_shown = policy.floor_for(s.suite, s.metric, policy.floor_pct)
+        configured = policy.floor_for(s.suite, s.metric, policy.floor_pct)
+        floor_shown = with_min_change(configured, min_change, ctrl_med, scale)
         floor = pct_threshold(floor_shown, s.better, scale)
-        cap = pct_threshold(policy.cap_for(s.suite, s.metric), s.better, scale)
-        equivalence = pct_threshold(policy.equivalence_pct, s.better, scale)
+        cap_shown = with_min_change(policy.cap_for(s.suite, s.metric), min_change, ctrl_med,
+                                    scale)
+        cap = pct_threshold(cap_shown, s.better, scale)
+        equivalence = pct_threshold(max(policy.equivalence_pct, 2 * floor_shown), s.better,
+                                    scale)
         prior, noise_floor = policy.prior_for(s.suite, s.metric), policy.noise_floor_pct
     else:
-        floor = floor_shown = linear_floor(
+        configured = linear_floor(
             s, policy.floor_for(s.suite, s.metric, policy.floor_pct), policy.pp_floor, ctrl_med)
+        floor = floor_shown = with_min_change(configured, min_change, ctrl_med, scale)
         ref = abs(ctrl_med) if math.isfinite(ctrl_med) else 0.0
-        cap = max(policy.cap_for(s.suite, s.metric) / 100.0 * ref, 10 * floor)
+        cap_shown = policy.cap_for(s.suite, s.metric)
+        cap = max(cap_shown / 100.0 * ref, 10 * floor)
         equivalence = max(policy.equivalence_pct / 100.0 * ref, 2 * floor)
         prior = max(policy.prior_for(s.suite, s.metric) / 100.0 * ref, floor)
         noise_floor = max(policy.noise_floor_pct / 100.0 * ref, floor / 10, TINY)
@@ -625,9 +661,10 @@ def _gate_values(s: PairedSeries, policy: ABPolicy, level: float,
     noise_shown = abs(shown(band, Better.LOWER, scale))
     rounds = f"{n} round{'s' * (n != 1)}"
     if outcome is Outcome.REGRESSED:
-        why = (f"every round worse than {policy.cap_for(s.suite, s.metric):g} %"
+        why = (f"every round worse than {cap_shown:g} %"
                if gross and not mu - band > floor else
-               f"noise band ±{fmt_size(noise_shown)} {unit}, floor {floor_shown:g} {unit}")
+               f"noise band ±{fmt_size(noise_shown)} {unit}, "
+               + floor_words(floor_shown, configured, min_change, s.unit, unit))
         sentence = (f"{describe(s)}: {fmt_value(cand_med, s.unit)} vs "
                     f"{fmt_value(ctrl_med, s.unit)} in the controls of the same {rounds} "
                     f"(medians): {_fmt_signed(shift)} {unit} (bound {_fmt_signed(low)}…"

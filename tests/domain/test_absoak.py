@@ -179,3 +179,24 @@ def test_a_loss_count_far_above_the_controls_leans_worse_while_undecided() -> No
     (v,) = judge_soak([[loss_run(12, 0)], [loss_run(14, 1)]], POLICY).verdicts
     assert v.outcome is Outcome.UNDECIDED and v.leans_worse
     assert "pp over every run, beyond the lean bound of 2 pp" in v.sentence
+
+
+def jitter_run(rng: np.random.Generator, cand_ms: float, ctrl_ms: float) -> PairedSeries:
+    return PairedSeries("bandwidth", "udp_jitter_ms", "ms", Better.LOWER, PAIR, (0, 1, 2, 3),
+                        tuple(cand_ms * (1 + 0.1 * rng.standard_normal(4))),
+                        tuple(ctrl_ms * (1 + 0.1 * rng.standard_normal(4))))
+
+
+def test_microseconds_more_udp_jitter_neither_regress_nor_lean_over_a_soak() -> None:
+    rng = np.random.default_rng(10)
+    runs = [[jitter_run(rng, 0.007, 0.0025)] for _ in range(10)]  # +180 %, 4.5 µs
+    (v,) = judge_soak(runs, POLICY).verdicts
+    assert v.outcome is not Outcome.REGRESSED and not v.leans_worse
+    (old,) = judge_soak(runs, replace(POLICY, min_change={})).verdicts
+    assert old.outcome is Outcome.REGRESSED
+
+
+def test_a_millisecond_of_udp_jitter_regresses_over_a_soak_naming_its_floor() -> None:
+    rng = np.random.default_rng(10)
+    (v,) = judge_soak([[jitter_run(rng, 1.0, 0.0025)] for _ in range(10)], POLICY).verdicts
+    assert v.outcome is Outcome.REGRESSED and "floor 0.05 ms" in v.sentence

@@ -263,3 +263,25 @@ def test_a_real_latency_step_still_regresses_at_once() -> None:
     # 5 ms of added delay (a netem or a detour) on a 20 µs path
     (v,) = judge_gate(paired_series(rtt([5.02, 5.03], [0.02, 0.021])), ABPolicy()).verdicts
     assert v.outcome is Outcome.REGRESSED
+
+
+def jitter(cand: list[float], ctrl: list[float]) -> list[Measurement]:
+    return [Measurement("bandwidth", "udp_jitter_ms", v, "ms", Better.LOWER, PAIR, side, r)
+            for values, side in ((cand, CAND), (ctrl, CTRL)) for r, v in enumerate(values)]
+
+
+def test_microseconds_of_udp_jitter_are_below_the_smallest_change_that_matters() -> None:
+    # seen on an idle machine: 7.3 µs against 2.5 µs (+192 %), not repeated by its confirmation
+    seen = paired_series(jitter([0.0073, 0.0071, 0.0075], [0.0025, 0.0026, 0.0024]))
+    (v,) = judge_gate(seen, ABPolicy()).verdicts
+    assert v.outcome is not Outcome.REGRESSED
+    # without the default smallest change, the same rounds were a regression
+    (old,) = judge_gate(seen, ABPolicy(min_change={}, prior_noise={})).verdicts
+    assert old.outcome is Outcome.REGRESSED
+
+
+def test_a_jitter_of_milliseconds_still_regresses_and_names_its_floor_in_ms() -> None:
+    (v,) = judge_gate(paired_series(jitter([1.2, 1.3, 1.25], [0.0025, 0.0026, 0.0024])),
+                      ABPolicy()).verdicts
+    assert v.outcome is Outcome.REGRESSED
+    assert "floor 0.05 ms" in v.sentence and "%" in v.sentence
