@@ -12,8 +12,9 @@ Rows
   A/B gate run   the same as an A/B run measures it (issue 12): the candidate's testbed and a twin
                  control testbed built at once, the suites on both in rounds of alternating order
                  (ab.min_rounds, 2, then more while the A/B statistics leave a series undecided,
-                 up to ab.max_rounds, 6), each round with its share of the measuring time (the
-                 default ab.round_time: split; workers/abrounds.py, as the runner runs them),
+                 of the suites with such a series only, up to ab.max_rounds, 3), each round
+                 with its share of the measuring time (the default ab.round_time: split;
+                 workers/abrounds.py, as the runner runs them),
                  both torn down; the row names the rounds each run took;
                  median, interleaved with the gate runs (target: at most 2.5 x the gate run's).
                  Deploy hooks are left out of both, as a recipe's cost is not Certifier's.
@@ -37,7 +38,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from certifier.domain.abtest import ABPolicy, needs_more_rounds
+from certifier.domain.abtest import ABPolicy, undecided_suites
 from certifier.domain.results import Measurement, Side, SuiteResult
 from certifier.settings import AbConfig, SuitesConfig
 from certifier.topology import load as load_topology
@@ -50,6 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SMALL_CLOUD = ROOT / "examples" / "topologies" / "small-cloud.yaml"
 RUN = secrets.token_hex(3)  # in every tag: a crashed earlier run cannot be in the way
 AB_ROUNDS: list[int] = []  # rounds each A/B gate run measured
+AB_NOTES: list[str] = []  # what the rounds past the minimum measured, as the run log says it
 
 
 def _bare_iperf3(bed: Testbed, seconds: int, port: int) -> float:
@@ -147,10 +149,10 @@ def _gate(work: Path, i: int) -> None:
             _suite(bed, name)
 
 
-def _more_rounds(measurements: list[Measurement], rounds_done: int) -> bool:
+def _more_rounds(measurements: list[Measurement], rounds_done: int) -> frozenset[str]:
     ab = AbConfig()
     policy = ABPolicy(min_rounds=ab.min_rounds, max_rounds=ab.max_rounds)
-    return needs_more_rounds(measurements, rounds_done, policy)
+    return undecided_suites(measurements, policy)
 
 
 def _ab_gate(work: Path, i: int) -> int:
@@ -165,11 +167,16 @@ def _ab_gate(work: Path, i: int) -> int:
         rounds = abrounds.rounds_for(AbConfig(), "gate", _more_rounds)
         _, done = abrounds.measure(SuitesConfig().enabled,
                                    lambda name, side: _suite(sides[side], name, rounds.share),
-                                   rounds, lambda _: None)
+                                   rounds, _keep_round_notes)
     finally:
         for bed in beds:
             bed.teardown()
     return done
+
+
+def _keep_round_notes(text: str) -> None:
+    if text.startswith("A/B: round"):
+        AB_NOTES.append(text)
 
 
 def _timed_rounds(run: Callable[[Path, int], int | None], work: Path, i: int) -> float:
@@ -240,6 +247,8 @@ def main() -> int:
           f"setup+teardown times {', '.join(f'{t:.2f}' for t in cycles)} s; "
           f"gate runs {', '.join(f'{t:.1f}' for t in gates)} s; "
           f"A/B gate runs {', '.join(f'{t:.1f}' for t in ab_gates)} s")
+    for text in sorted(set(AB_NOTES)):
+        print(f"{AB_NOTES.count(text)} x {text}")
     return 0 if all(row[-1] for row in rows) else 1
 
 

@@ -5,7 +5,8 @@ The runner builds the two testbeds and deploys both sides once; this module deci
 run is measured A/B at all (:func:`single_sided_because`) and runs the rounds (:func:`measure`):
 round r runs every enabled suite on both sides, the candidate first in even rounds and the
 control first in odd ones, so an order effect (a warm cache, a host that just got busy) falls on
-each side equally often. Every measurement is tagged with its side and round.
+each side equally often. A round past ``min_rounds`` measures only the suites the statistics
+name (those with a series still undecided). Every measurement is tagged with its side and round.
 
 How results are represented, for judgement and storage:
 
@@ -23,7 +24,7 @@ How results are represented, for judgement and storage:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -33,9 +34,11 @@ from workers.testbed.base import TestbedSpec
 
 CONTROL_PREFIX = "control."
 
-# Asked after each round once ``min_rounds`` are done: should another round be measured? It gets
-# every measurement so far (both sides, from suites that ran cleanly) and the rounds done.
-MoreRounds = Callable[[list[Measurement], int], bool]
+# Asked after each round once ``min_rounds`` are done: should another round be measured, and of
+# which suites? It gets every measurement so far (both sides, from suites that ran cleanly) and
+# the rounds done, and answers True (every suite again), False or an empty set (no more rounds),
+# or the names of the suites to measure again.
+MoreRounds = Callable[[list[Measurement], int], bool | Set[str]]
 
 
 def stop_at_min(measurements: list[Measurement], rounds_done: int) -> bool:
@@ -129,15 +132,17 @@ def measure(suites: Sequence[str], run_suite: Callable[[str, Side], SuiteResult]
 
     ``run_suite(name, side)`` runs one suite on one side's testbed. The rounds stop early after
     a round in which something failed (a functional failure fails at once; a broken control
-    makes the run an infra error either way).
+    makes the run an infra error either way). Past ``rounds.least``, ``rounds.more`` says
+    whether to go on and with which suites.
     """
     results: list[SuiteResult] = []
     done = 0
-    while done < rounds.most:
+    wanted = list(suites)
+    while wanted and done < rounds.most:
         order = (Side.CANDIDATE, Side.CONTROL) if done % 2 == 0 else (Side.CONTROL,
                                                                       Side.CANDIDATE)
         this_round: list[SuiteResult] = []
-        for name in suites:
+        for name in wanted:
             for side in order:
                 result = _tagged(run_suite(name, side), side, done)
                 note(f"round {done} {side}: suite {name}: {len(result.checks)} checks kept, "
@@ -149,7 +154,16 @@ def measure(suites: Sequence[str], run_suite: Callable[[str, Side], SuiteResult]
         if broken(this_round):
             note(f"A/B: stopped after round {done - 1}: a check or a tool failed")
             break
-        if done >= rounds.least and (done >= rounds.most or not rounds.more(
-                [m for r in results if not r.infra_error for m in r.measurements], done)):
+        if done < rounds.least:
+            continue
+        if done >= rounds.most:
             break
+        more = rounds.more([m for r in results if not r.infra_error for m in r.measurements],
+                           done)
+        again = list(suites) if more is True else [n for n in suites if more and n in more]
+        if again and again != wanted:
+            settled = [n for n in suites if n not in again]
+            note(f"A/B: round {done} measures {', '.join(again)} only: the series of "
+                 f"{', '.join(settled)} are decided")
+        wanted = again
     return results, done

@@ -28,7 +28,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from certifier.db.session import session_scope
-from certifier.domain.abtest import NoiseHistory, needs_more_rounds
+from certifier.domain.abtest import NoiseHistory, undecided_suites
 from certifier.domain.judgement import RunJudgement, Verdict
 from certifier.domain.results import Measurement, Side, SuiteResult
 from certifier.domain.snapshots import Snapshot
@@ -373,12 +373,12 @@ def _probe(ctx: WorkerContext, plan: runs.RunPlan, recorder: Recorder, which: st
 
 
 def _statistics(settings: Settings, noise: NoiseHistory) -> abrounds.MoreRounds:
-    """Another round while the A/B statistics leave some series undecided (judged as the run
-    will be: the same policy, the same noise history of the testbed)."""
+    """Another round, of the suites whose series the A/B statistics leave undecided (judged as
+    the run will be: the same policy, the same noise history of the testbed)."""
     policy = settings.config.ab.gate_policy(settings.config.detector)
 
-    def more(measurements: list[Measurement], rounds_done: int) -> bool:
-        return needs_more_rounds(measurements, rounds_done, policy, noise)
+    def more(measurements: list[Measurement], rounds_done: int) -> frozenset[str]:
+        return undecided_suites(measurements, policy, noise)
 
     return more
 

@@ -7,7 +7,8 @@ sides of a round alike, and the paired difference of a round cancels it. Here li
 * :func:`paired_series`: measurements grouped into series, candidate and control paired per
   round (a round missing a side is dropped; counts summed per side);
 * :func:`judge_gate`: one verdict per series — ``regressed``, ``ok`` or ``undecided`` — and
-  :func:`needs_more_rounds`, which asks for another pair of rounds while a series is undecided;
+  :func:`needs_more_rounds`, which asks for another pair of rounds while a series is undecided,
+  and :func:`undecided_suites`, the suites that round measures;
 * the verdict records and their excuses, shared with the soak (:mod:`certifier.domain.absoak`).
 
 How a series is judged. Each round gives one *worse-oriented* difference (positive = the
@@ -741,5 +742,15 @@ def needs_more_rounds(measurements: Iterable[Measurement], rounds_done: int,
         return False
     if rounds_done < policy.min_rounds:
         return True
-    verdict = judge_gate(paired_series(measurements), policy, noise)
-    return bool(verdict.undecided) and not verdict.regressed
+    return bool(undecided_suites(measurements, policy, noise))
+
+
+def undecided_suites(measurements: Iterable[Measurement], policy: ABPolicy | None = None,
+                     noise: NoiseHistory | None = None) -> frozenset[str]:
+    """The suites whose series another round should measure: those with a series still
+    undecided; none once some series has regressed. A round past ``min_rounds`` measures only
+    these, so one undecided round-trip time costs a second of pings, not every suite again."""
+    verdict = judge_gate(paired_series(measurements), policy or ABPolicy(), noise)
+    if verdict.regressed:
+        return frozenset()
+    return frozenset(v.suite for v in verdict.undecided)

@@ -76,6 +76,27 @@ def test_the_callback_stops_the_rounds_when_it_says_no() -> None:
     assert done == 3
 
 
+def test_rounds_past_the_minimum_measure_only_the_suites_the_callback_names() -> None:
+    notes: list[str] = []
+    suites = Suites()
+    rounds = abrounds.Rounds(2, 3, lambda ms, n: frozenset({"bandwidth"}))
+    results, done = abrounds.measure(("ping", "bandwidth", "storage"), suites, rounds,
+                                     notes.append)
+    assert done == 3
+    third = [(name, side) for name, side in suites.calls[12:]]
+    assert third == [("bandwidth", Side.CANDIDATE), ("bandwidth", Side.CONTROL)]
+    assert {(m.suite, m.round) for r in results for m in r.measurements} == {
+        (s, r) for s in ("ping", "bandwidth", "storage") for r in (0, 1)} | {("bandwidth", 2)}
+    assert ("A/B: round 2 measures bandwidth only: the series of ping, storage are decided"
+            in notes)
+
+
+def test_an_empty_set_of_suites_ends_the_rounds() -> None:
+    suites = Suites()
+    _, done = _measure(suites, abrounds.Rounds(2, 5, lambda ms, n: frozenset()))
+    assert done == 2 and len(suites.calls) == 8
+
+
 def test_soak_runs_measure_a_fixed_number_of_rounds_without_asking() -> None:
     config = AbConfig(soak_rounds=3, min_rounds=1, max_rounds=6)
 

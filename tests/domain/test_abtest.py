@@ -12,6 +12,7 @@ from certifier.domain.abtest import (
     PairedSeries,
     judge_gate,
     needs_more_rounds,
+    undecided_suites,
     paired_series,
 )
 from certifier.domain.results import Better, Measurement, Side
@@ -285,3 +286,17 @@ def test_a_jitter_of_milliseconds_still_regresses_and_names_its_floor_in_ms() ->
                       ABPolicy()).verdicts
     assert v.outcome is Outcome.REGRESSED
     assert "floor 0.05 ms" in v.sentence and "%" in v.sentence
+
+
+def test_another_round_measures_only_the_suites_with_an_undecided_series() -> None:
+    rng = np.random.default_rng(5)
+    decided = draw(rng, 2, series=3)  # bandwidth at 3 % noise: ok after two rounds
+    undecided = rtt([0.030, 0.019], [0.020, 0.021])  # ping: +20 % either way, undecided
+    policy = ABPolicy()
+    assert {v.suite for v in judge_gate(paired_series(decided), policy).undecided} == set()
+    assert undecided_suites([*decided, *undecided], policy) == {"ping"}
+    assert needs_more_rounds([*decided, *undecided], 2, policy)
+    # a regression anywhere ends the rounds: the run is judged and confirmed by another run
+    broken = draw(np.random.default_rng(5), 2, series=3, step=0.5)
+    assert judge_gate(paired_series(broken), policy).regressed
+    assert undecided_suites([*broken, *undecided], policy) == frozenset()
