@@ -15,7 +15,9 @@ Rows
                  of the suites with such a series only, up to ab.max_rounds, 3), each round
                  with its share of the measuring time (the default ab.round_time: split;
                  workers/abrounds.py, as the runner runs them),
-                 both torn down; the row names the rounds each run took;
+                 both torn down; the row names the rounds each run took; a round past the
+                 minimum is asked for with the earlier A/B runs' noise history, as the runner
+                 asks with the testbed's;
                  median, interleaved with the gate runs (target: at most 2.5 x the gate run's).
                  Deploy hooks are left out of both, as a recipe's cost is not Certifier's.
 
@@ -38,7 +40,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from certifier.domain.abtest import ABPolicy, undecided_suites
+from certifier.domain.abtest import ABPolicy, NoiseHistory, paired_series, undecided_suites
 from certifier.domain.results import Measurement, Side, SuiteResult
 from certifier.settings import AbConfig, SuitesConfig
 from certifier.topology import load as load_topology
@@ -52,6 +54,7 @@ SMALL_CLOUD = ROOT / "examples" / "topologies" / "small-cloud.yaml"
 RUN = secrets.token_hex(3)  # in every tag: a crashed earlier run cannot be in the way
 AB_ROUNDS: list[int] = []  # rounds each A/B gate run measured
 AB_NOTES: list[str] = []  # what the rounds past the minimum measured, as the run log says it
+AB_HISTORY: list[list[Measurement]] = []  # earlier A/B gate runs: the testbed's noise history
 
 
 def _bare_iperf3(bed: Testbed, seconds: int, port: int) -> float:
@@ -150,9 +153,12 @@ def _gate(work: Path, i: int) -> None:
 
 
 def _more_rounds(measurements: list[Measurement], rounds_done: int) -> frozenset[str]:
+    """As the runner asks: with the noise history of the earlier A/B runs on this testbed (none
+    before the first, as on a new testbed)."""
     ab = AbConfig()
     policy = ABPolicy(min_rounds=ab.min_rounds, max_rounds=ab.max_rounds)
-    return undecided_suites(measurements, policy)
+    noise = NoiseHistory.from_runs(paired_series(ms) for ms in AB_HISTORY)
+    return undecided_suites(measurements, policy, noise)
 
 
 def _ab_gate(work: Path, i: int) -> int:
@@ -165,9 +171,10 @@ def _ab_gate(work: Path, i: int) -> int:
     try:
         sides = {Side.CANDIDATE: beds[0], Side.CONTROL: beds[1]}
         rounds = abrounds.rounds_for(AbConfig(), "gate", _more_rounds)
-        _, done = abrounds.measure(SuitesConfig().enabled,
-                                   lambda name, side: _suite(sides[side], name, rounds.share),
-                                   rounds, _keep_round_notes)
+        results, done = abrounds.measure(
+            SuitesConfig().enabled, lambda name, side: _suite(sides[side], name, rounds.share),
+            rounds, _keep_round_notes)
+        AB_HISTORY.append([m for r in results for m in r.measurements])
     finally:
         for bed in beds:
             bed.teardown()

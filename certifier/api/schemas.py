@@ -219,24 +219,8 @@ class ComponentList(_Out):
 # Candidates and runs ------------------------------------------------------------------------
 
 
-class RunOut(_Out):
-    id: int
-    kind: str
-    attempt: int
-    state: str
-    verdict: str | None
-    testbed: str | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    excuses: list[ExcuseOut]
-
-    @classmethod
-    def of_view(cls, run: read.RunView) -> RunOut:
-        return cls(id=run.id, kind=run.kind, attempt=run.attempt, state=run.state,
-                   verdict=run.verdict, testbed=run.testbed, created_at=run.created_at,
-                   started_at=run.started_at, finished_at=run.finished_at,
-                   excuses=ExcuseOut.many(run.excuses))
+RunOut = read.RunRow
+"""A run in a candidate's answer: the read model's own record, served as it is."""
 
 
 class CheckOut(_Out):
@@ -332,7 +316,7 @@ class RunDetail(RunOut):
     @classmethod
     def of(cls, run: models.Run) -> RunDetail:
         return cls(
-            **RunOut.of_view(read.run_view(run)).model_dump(),
+            **dict(read.run_row(run)),
             candidate_id=run.candidate_id, worker=run.worker, dispatched_at=run.dispatched_at,
             tool_versions=dict(run.tool_versions),
             checks=[CheckOut(suite=c.suite, name=c.name, passed=c.passed, message=c.message)
@@ -504,7 +488,7 @@ class CandidateDetail(CandidateOut):
         return cls(**CandidateOut.of(cand.summary).model_dump(),
                    components=[CombinationEntry(name=c.component, sha=c.sha, title=c.title)
                                for c in cand.combination],
-                   runs=[RunOut.of_view(r) for r in cand.runs],
+                   runs=list(cand.runs),
                    waivers=[WaiverOut.of(w, at) for w in waivers or []],
                    marked_bad=BadMarkOut.of(cand.marked_bad),
                    bisection=BisectionOut.of(cand.bisection))

@@ -1,5 +1,6 @@
 """The records every page shares: commits, excuses, runs, soak progress, audit events, and how
-they are read from rows. Frozen dataclasses, so a template or a schema cannot change them.
+they are read from rows. Frozen dataclasses (a run: a frozen pydantic model, which the API
+serves as it is), so a template or a schema cannot change them.
 
 Excuses of an open candidate are the policy's answer now (:func:`live_excuses`), the one the
 next reconcile pass will store, so the dashboard and the API say the same thing.
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, selectinload
 
@@ -84,8 +86,13 @@ class SoakProgress:
         return max(self.duration - self.elapsed, timedelta(0))
 
 
-@dataclass(frozen=True, slots=True)
-class RunView:
+class RunRow(BaseModel):
+    """A run as every list shows it. One declaration for the pages and the API, which answers
+    it as it is (a candidate's ``runs``; ``GET /api/v1/runs/{id}`` extends it): a pydantic model,
+    frozen, so neither a template nor a route can change it."""
+
+    model_config = ConfigDict(frozen=True)
+
     id: int
     kind: str
     attempt: int
@@ -96,9 +103,6 @@ class RunView:
     started_at: datetime | None
     finished_at: datetime | None
     excuses: tuple[ExcuseView, ...] = ()
-    state_diff: tuple[dict[str, Any], ...] = ()  # the upgrade suite's, as stored
-    environment: str = ""  # the environment check's figures in one line (domain.environment)
-    too_busy: bool = False
 
     @property
     def outcome(self) -> str:
@@ -113,6 +117,15 @@ class RunView:
         if self.started_at and self.finished_at:
             return self.finished_at - self.started_at
         return None
+
+
+class RunView(RunRow):
+    """A run as the pages show it: the row, and what its page and the candidate's add (the
+    API's run detail carries these in full, not as the pages' summaries)."""
+
+    state_diff: tuple[dict[str, Any], ...] = ()  # the upgrade suite's, as stored
+    environment: str = ""  # the environment check's figures in one line (domain.environment)
+    too_busy: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,14 +192,22 @@ def excuse_views(excuses: Iterable[Excuse]) -> tuple[ExcuseView, ...]:
     return tuple(ExcuseView(e.kind, e.subject, e.message, dict(e.data)) for e in excuses)
 
 
+def run_row(run: models.Run) -> RunRow:
+    return RunRow(**_row_fields(run))
+
+
 def run_view(run: models.Run) -> RunView:
-    return RunView(id=run.id, kind=run.kind, attempt=run.attempt, state=run.state,
-                   verdict=run.verdict, testbed=run.testbed, created_at=run.created_at,
-                   started_at=run.started_at, finished_at=run.finished_at,
-                   excuses=excuse_views(run.excuses),
+    return RunView(**_row_fields(run),
                    state_diff=tuple(d for d in run.state_diff or () if isinstance(d, dict)),
                    environment=summary_line(judged_figures(run.environment)),
                    too_busy=run.too_busy)
+
+
+def _row_fields(run: models.Run) -> dict[str, Any]:
+    return {"id": run.id, "kind": run.kind, "attempt": run.attempt, "state": run.state,
+            "verdict": run.verdict, "testbed": run.testbed, "created_at": run.created_at,
+            "started_at": run.started_at, "finished_at": run.finished_at,
+            "excuses": excuse_views(run.excuses)}
 
 
 def items_of(cand: models.Candidate) -> dict[str, models.CombinationItem]:
