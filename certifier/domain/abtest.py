@@ -314,6 +314,7 @@ class ABVerdict:
     notes: tuple[str, ...]
     sentence: str
     leans_worse: bool = False  # undecided, but worse than the lean bound, consistently
+    more_rounds_help: bool = False  # gate: undecided, and the rounds left could decide it
 
     @property
     def regressed(self) -> bool:
@@ -604,7 +605,7 @@ def _gate_counts(s: PairedSeries, policy: ABPolicy, level: float) -> ABVerdict:
 
 
 def _gate_values(s: PairedSeries, policy: ABPolicy, level: float,
-                 history: Sequence[Sequence[float]]) -> ABVerdict:
+                 history: Sequence[Sequence[float]], last_level: float) -> ABVerdict:
     notes: list[str] = []
     scale = scale_of([s])
     d = worse_diffs(s, scale)
@@ -677,9 +678,30 @@ def _gate_values(s: PairedSeries, policy: ABPolicy, level: float,
     else:
         sentence = (f"{describe(s)}: ok, {_fmt_signed(shift)} {unit} vs the controls over "
                     f"{rounds}")
+    helps = outcome is Outcome.UNDECIDED and (
+        n < policy.min_rounds or _decidable_by_the_cap(mu, sigma, n, steps, floor, equivalence,
+                                                       policy, last_level))
     return ABVerdict(*s.names, "gate",
                      "paired-huber", outcome, n, cand_med, ctrl_med, shift, low, high, unit,
-                     noise_shown, floor_shown, math.nan, level, None, 0, tuple(notes), sentence)
+                     noise_shown, floor_shown, math.nan, level, None, 0, tuple(notes), sentence,
+                     more_rounds_help=helps)
+
+
+def _decidable_by_the_cap(mu: float, sigma: float, n: int, steps: int, floor: float,
+                          equivalence: float, policy: ABPolicy, last_level: float) -> bool:
+    """Whether the rounds left, up to ``max_rounds``, could decide a series: at the cap, with
+    the same noise scale, its band would be narrower than the equivalence bound (so a shift
+    near 0 could be shown ok), or its estimate so far would clear the floor (regressed). A
+    series whose band is ±300 % after two rounds (a 20 µs round-trip time, a virtual disk's
+    IOPS) is decided by neither in a third round, so it asks for none: the soak, with its many
+    rounds, decides it."""
+    last = policy.max_rounds
+    if last <= n:
+        return False
+    df = max(1.0, steps + 2 * (last - n) + policy.prior_weight - 1.0)
+    se = sigma * math.sqrt(HUBER_VARIANCE / last)
+    return (t_quantile(policy.ok_confidence, df) * se < equivalence
+            or mu - t_quantile(1.0 - last_level, df) * se > floor)
 
 
 def _unmoved(s: PairedSeries) -> bool:
@@ -727,7 +749,8 @@ def judge_gate(series: Iterable[PairedSeries], policy: ABPolicy | None = None,
         elif s.counted:
             verdicts.append(_gate_counts(s, policy, level))
         else:
-            verdicts.append(_gate_values(s, policy, level, noise.for_key(s.key)))
+            verdicts.append(_gate_values(s, policy, level, noise.for_key(s.key),
+                                         policy.level(len(judged), policy.max_rounds)))
     return ABJudgement(tuple(verdicts))
 
 
@@ -748,9 +771,12 @@ def needs_more_rounds(measurements: Iterable[Measurement], rounds_done: int,
 def undecided_suites(measurements: Iterable[Measurement], policy: ABPolicy | None = None,
                      noise: NoiseHistory | None = None) -> frozenset[str]:
     """The suites whose series another round should measure: those with a series still
-    undecided; none once some series has regressed. A round past ``min_rounds`` measures only
-    these, so one undecided round-trip time costs a second of pings, not every suite again."""
+    undecided that the rounds left could decide (:func:`_decidable_by_the_cap`; counts and
+    series below ``min_rounds`` always may); none once some series has regressed. A round past
+    ``min_rounds`` measures only these, so one undecided round-trip time costs a second of
+    pings, not every suite again, and a series too noisy for the rounds left costs none."""
     verdict = judge_gate(paired_series(measurements), policy or ABPolicy(), noise)
     if verdict.regressed:
         return frozenset()
-    return frozenset(v.suite for v in verdict.undecided)
+    return frozenset(v.suite for v in verdict.undecided
+                     if v.more_rounds_help or v.method == "binomial")

@@ -223,12 +223,14 @@ def test_udp_loss_is_informative_only() -> None:
 
 def test_more_rounds_are_asked_while_a_series_is_undecided() -> None:
     s = [bw(9.0, CAND, 0), bw(10.0, CTRL, 0), bw(9.8, CAND, 1), bw(9.6, CTRL, 1)]
-    assert needs_more_rounds(s, 2, ABPolicy(equivalence_pct=2.0))
+    assert needs_more_rounds(s, 2, ABPolicy(equivalence_pct=10.0))
+    # one whose band at the cap stays wider than the equivalence bound asks for none
+    assert not needs_more_rounds(s, 2, ABPolicy(equivalence_pct=2.0))
 
 
 def test_no_more_rounds_once_max_rounds_ran_even_when_undecided() -> None:
     s = [bw(9.0, CAND, 0), bw(10.0, CTRL, 0), bw(9.8, CAND, 1), bw(9.6, CTRL, 1)]
-    policy = ABPolicy(equivalence_pct=2.0, max_rounds=2)
+    policy = ABPolicy(equivalence_pct=10.0, max_rounds=2)
     assert judge_gate(paired_series(s), policy).undecided
     assert not needs_more_rounds(s, 2, policy)
 
@@ -288,15 +290,21 @@ def test_a_jitter_of_milliseconds_still_regresses_and_names_its_floor_in_ms() ->
     assert "floor 0.05 ms" in v.sentence and "%" in v.sentence
 
 
-def test_another_round_measures_only_the_suites_with_an_undecided_series() -> None:
-    rng = np.random.default_rng(5)
-    decided = draw(rng, 2, series=3)  # bandwidth at 3 % noise: ok after two rounds
-    undecided = rtt([0.030, 0.019], [0.020, 0.021])  # ping: +20 % either way, undecided
-    policy = ABPolicy()
-    assert {v.suite for v in judge_gate(paired_series(decided), policy).undecided} == set()
-    assert undecided_suites([*decided, *undecided], policy) == {"ping"}
-    assert needs_more_rounds([*decided, *undecided], 2, policy)
+def test_another_round_measures_only_the_suites_a_round_could_still_decide() -> None:
+    policy = ABPolicy(equivalence_pct=10.0)
+    decided = [Measurement("storage", "seq_write_mbps", 500.0, "MB/s", Better.HIGHER, {}, side,
+                           r) for r in range(2) for side in (CAND, CTRL)]  # the same: ok
+    close = [bw(9.0, CAND, 0, "x"), bw(10.0, CTRL, 0, "x"), bw(9.8, CAND, 1, "x"),
+             bw(9.6, CTRL, 1, "x")]
+    noisy = rtt([0.030, 0.019], [0.020, 0.021])  # ±30 % a round: no round decides it soon
+    verdicts = {v.suite: v for v in judge_gate(paired_series([*decided, *close, *noisy]),
+                                               policy).verdicts}
+    assert verdicts["storage"].outcome is Outcome.OK
+    assert verdicts["bandwidth"].outcome is verdicts["ping"].outcome is Outcome.UNDECIDED
+    assert verdicts["bandwidth"].more_rounds_help and not verdicts["ping"].more_rounds_help
+    assert undecided_suites([*decided, *close, *noisy], policy) == {"bandwidth"}
+    assert not needs_more_rounds([*decided, *noisy], 2, policy)
     # a regression anywhere ends the rounds: the run is judged and confirmed by another run
     broken = draw(np.random.default_rng(5), 2, series=3, step=0.5)
     assert judge_gate(paired_series(broken), policy).regressed
-    assert undecided_suites([*broken, *undecided], policy) == frozenset()
+    assert undecided_suites([*broken, *close], policy) == frozenset()
