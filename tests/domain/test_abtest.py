@@ -12,8 +12,8 @@ from certifier.domain.abtest import (
     PairedSeries,
     judge_gate,
     needs_more_rounds,
-    undecided_suites,
     paired_series,
+    undecided_suites,
 )
 from certifier.domain.results import Better, Measurement, Side
 
