@@ -221,13 +221,20 @@ def _next_desired(
     suspects = [name for name in sorted(latest.changed) if name in changed_now]
     if len(changed_now) < 2 or not suspects:
         return Desired(desired, tuple(held.values()))
-    alone = suspects[0]
-    # Every other component at its known-good commit (one the known-good lacks keeps its head).
-    isolated = Combination.of({
-        name: sha if name == alone or name not in known_good else known_good[name]
-        for name, sha in desired.items()
-    })
-    return Desired(isolated, tuple(held.values()), alone)
+    # A suspect's isolation that was already a candidate (a person cancelled it, say) is never
+    # formed again, so the next suspect isolates; with none left the heads go on together,
+    # rather than the train waiting for a new commit of the suspect that was tried.
+    tried = {Combination.of(p.combination) for p in past}
+    for alone in suspects:
+        # Every other component at its known-good commit (one the known-good lacks keeps its
+        # head).
+        isolated = Combination.of({
+            name: sha if name == alone or name not in known_good else known_good[name]
+            for name, sha in desired.items()
+        })
+        if isolated not in tried:
+            return Desired(isolated, tuple(held.values()), alone)
+    return Desired(desired, tuple(held.values()))
 
 
 def plan(

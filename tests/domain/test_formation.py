@@ -102,3 +102,21 @@ def test_nothing_isolates_while_culprit_finding_runs() -> None:
     assert running.isolating is None and running.combination == Combination.of(heads)
     inconclusive = next_desired(heads, KG3, 1, _bisected(found=False))
     assert inconclusive.isolating == "cinder"  # no culprit named: isolation as before
+
+
+def test_an_isolation_already_tried_moves_on_instead_of_stalling_the_train() -> None:
+    # seen in the noise harness: the isolation candidate of an inconclusive culprit finding was
+    # cancelled, and with that combination never formed again no candidate was formed at all
+    heads = {"nova": B, "neutron": D, "cinder": B}
+    rejected = _bisected(found=False)
+    cinder_alone = {"nova": A, "neutron": A, "cinder": B}
+    cancelled = PastCandidate(7, S.CANCELLED, cinder_alone, ("cinder",), 1)
+    wanted = next_desired(heads, KG3, 1, [*rejected, cancelled])
+    assert wanted.isolating == "neutron"
+    assert wanted.combination == Combination.of({"nova": A, "neutron": D, "cinder": A})
+    every = [cancelled, *(PastCandidate(8 + i, S.CANCELLED, combo, (name,), 1)
+                          for i, (name, combo) in enumerate((
+                              ("neutron", {"nova": A, "neutron": D, "cinder": A}),
+                              ("nova", {"nova": B, "neutron": A, "cinder": A}))))]
+    moved_on = next_desired(heads, KG3, 1, [*rejected, *every])
+    assert moved_on.isolating is None and moved_on.combination == Combination.of(heads)
