@@ -183,8 +183,8 @@ def gate(drawn: Drawn, policy: ABPolicy) -> tuple[np.ndarray, np.ndarray]:
             if verdict.regressed:
                 regressed[i] = True
                 break
-            if not any(v.more_rounds_help for v in verdict.undecided):
-                break  # as abtest.undecided_suites: only a round that could decide is run
+            if not verdict.suites_to_remeasure():
+                break  # as the runner: only a round that could decide something is run
     return regressed, rounds_taken
 
 

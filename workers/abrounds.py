@@ -6,7 +6,8 @@ run is measured A/B at all (:func:`single_sided_because`) and runs the rounds (:
 round r runs every enabled suite on both sides, the candidate first in even rounds and the
 control first in odd ones, so an order effect (a warm cache, a host that just got busy) falls on
 each side equally often. A round past ``min_rounds`` measures only the suites the statistics
-name (those with a series still undecided). Every measurement is tagged with its side and round.
+name (those with an undecided series another round could decide). Every measurement is tagged
+with its side and round.
 
 How results are represented, for judgement and storage:
 
@@ -164,6 +165,6 @@ def measure(suites: Sequence[str], run_suite: Callable[[str, Side], SuiteResult]
         if again and again != wanted:
             settled = [n for n in suites if n not in again]
             note(f"A/B: round {done} measures {', '.join(again)} only: the series of "
-                 f"{', '.join(settled)} are decided")
+                 f"{', '.join(settled)} are decided, or left to the soak")
         wanted = again
     return results, done

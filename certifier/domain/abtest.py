@@ -368,6 +368,15 @@ class ABJudgement:
         found = [v.excuse() for v in (*self.regressed, *self.undecided)]
         return [e for e in found if e is not None]
 
+    def suites_to_remeasure(self) -> frozenset[str]:
+        """The suites another gate round should measure: those with an undecided series the
+        rounds left could decide (:func:`_decidable_by_the_cap`; counts and series below
+        ``min_rounds`` always may); none once some series has regressed."""
+        if self.regressed:
+            return frozenset()
+        return frozenset(v.suite for v in self.undecided
+                         if v.more_rounds_help or v.method == "binomial")
+
 
 # --- shared arithmetic (the soak uses it too) -------------------------------------------------
 
@@ -770,13 +779,9 @@ def needs_more_rounds(measurements: Iterable[Measurement], rounds_done: int,
 
 def undecided_suites(measurements: Iterable[Measurement], policy: ABPolicy | None = None,
                      noise: NoiseHistory | None = None) -> frozenset[str]:
-    """The suites whose series another round should measure: those with a series still
-    undecided that the rounds left could decide (:func:`_decidable_by_the_cap`; counts and
-    series below ``min_rounds`` always may); none once some series has regressed. A round past
+    """The suites whose series another round should measure
+    (:meth:`ABJudgement.suites_to_remeasure` of the gate's judgement so far). A round past
     ``min_rounds`` measures only these, so one undecided round-trip time costs a second of
     pings, not every suite again, and a series too noisy for the rounds left costs none."""
-    verdict = judge_gate(paired_series(measurements), policy or ABPolicy(), noise)
-    if verdict.regressed:
-        return frozenset()
-    return frozenset(v.suite for v in verdict.undecided
-                     if v.more_rounds_help or v.method == "binomial")
+    return judge_gate(paired_series(measurements), policy or ABPolicy(),
+                      noise).suites_to_remeasure()

@@ -87,8 +87,8 @@ def test_rounds_past_the_minimum_measure_only_the_suites_the_callback_names() ->
     assert third == [("bandwidth", Side.CANDIDATE), ("bandwidth", Side.CONTROL)]
     assert {(m.suite, m.round) for r in results for m in r.measurements} == {
         (s, r) for s in ("ping", "bandwidth", "storage") for r in (0, 1)} | {("bandwidth", 2)}
-    assert ("A/B: round 2 measures bandwidth only: the series of ping, storage are decided"
-            in notes)
+    assert ("A/B: round 2 measures bandwidth only: the series of ping, storage are decided, "
+            "or left to the soak" in notes)
 
 
 def test_an_empty_set_of_suites_ends_the_rounds() -> None:
