@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -65,6 +65,17 @@ class SoakConfig(Strict):
                           max_extra_runs=self.max_extra_runs)
 
 
+_V = TypeVar("_V")
+
+
+def _metric_keyed(v: dict[str, _V], example: str) -> dict[str, _V]:
+    """``v`` if every key is written suite.metric (``example`` shows one), else a ValueError."""
+    bad = [k for k in v if not re.fullmatch(r"[a-z_]+\.[a-z0-9_]+", k)]
+    if bad:
+        raise ValueError(f"metric keys are written suite.metric, e.g. {example}: {bad}")
+    return v
+
+
 class MarginConfig(Strict):
     max_worse_pct: float = Field(default=20.0, ge=0)
     min_abs: float = Field(default=0.0, ge=0)
@@ -78,10 +89,7 @@ class ThresholdsConfig(Strict):
     @field_validator("metrics")
     @classmethod
     def _metric_keys(cls, v: dict[str, MarginConfig]) -> dict[str, MarginConfig]:
-        bad = [k for k in v if not re.fullmatch(r"[a-z_]+\.[a-z0-9_]+", k)]
-        if bad:
-            raise ValueError(f"metric keys are written suite.metric, e.g. ping.rtt_avg_ms: {bad}")
-        return v
+        return _metric_keyed(v, "ping.rtt_avg_ms")
 
     @field_validator("limits")
     @classmethod
@@ -123,11 +131,8 @@ class DetectorConfig(Strict):
     @field_validator("min_change")
     @classmethod
     def _min_change(cls, v: dict[str, float]) -> dict[str, float]:
-        bad = [k for k in v if not re.fullmatch(r"[a-z_]+\.[a-z0-9_]+", k)]
-        if bad:
-            raise ValueError(f"metric keys are written suite.metric, e.g. "
-                             f"bandwidth.udp_jitter_ms: {bad}")
-        negative = [k for k, f in v.items() if not (f >= 0 and math.isfinite(f))]
+        negative = [k for k, f in _metric_keyed(v, "bandwidth.udp_jitter_ms").items()
+                    if not (f >= 0 and math.isfinite(f))]
         if negative:
             raise ValueError(f"min_change is a size in the metric's unit, 0 or more: {negative}")
         return v
@@ -139,10 +144,8 @@ class DetectorConfig(Strict):
     @field_validator("floors")
     @classmethod
     def _floor_keys(cls, v: dict[str, float]) -> dict[str, float]:
-        bad = [k for k in v if not re.fullmatch(r"[a-z_]+\.[a-z0-9_]+", k)]
-        if bad:
-            raise ValueError(f"metric keys are written suite.metric, e.g. ping.rtt_p99_ms: {bad}")
-        negative = [k for k, f in v.items() if not 0 <= f <= 100]
+        negative = [k for k, f in _metric_keyed(v, "ping.rtt_p99_ms").items()
+                    if not 0 <= f <= 100]
         if negative:
             raise ValueError(f"floors are percentages between 0 and 100: {negative}")
         return v
