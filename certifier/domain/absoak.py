@@ -402,20 +402,23 @@ def _soak_values(series: SoakSeries, policy: SoakPolicy, level: float) -> ABVerd
     n = len(units)
     cand_med, ctrl_med = _medians(series)
     unit = shift_unit(s.unit, scale)
-    floor_cfg = policy.floors.get(f"{s.suite}.{s.metric}", policy.floor_pct)
+    configured = policy.floors.get(f"{s.suite}.{s.metric}", policy.floor_pct)
     min_change = policy.min_change.get(f"{s.suite}.{s.metric}")
     if scale is Scale.LOG:
-        floor_shown = with_min_change(floor_cfg, min_change, ctrl_med, scale)
+        floor_shown = with_min_change(configured, min_change, ctrl_med, scale)
         floor = pct_threshold(floor_shown, s.better, scale)
         equivalence = pct_threshold(max(policy.equivalence_pct, 2 * floor_shown), s.better,
                                     scale)
-        lean = pct_threshold(max(policy.lean_pct, 2 * floor_shown), s.better, scale)
+        lean_pct = max(policy.lean_pct, 2 * floor_shown)
+        lean = pct_threshold(lean_pct, s.better, scale)
+        bound = f"{lean_pct:g} %"
     else:
-        floor_cfg = linear_floor(s, floor_cfg, policy.pp_floor, ctrl_med)
-        floor = floor_shown = with_min_change(floor_cfg, min_change, ctrl_med, scale)
+        configured = linear_floor(s, configured, policy.pp_floor, ctrl_med)
+        floor = floor_shown = with_min_change(configured, min_change, ctrl_med, scale)
         ref = abs(ctrl_med) if math.isfinite(ctrl_med) else 0.0
         equivalence = max(policy.equivalence_pct / 100.0 * ref, 2 * floor)
         lean = max(policy.lean_pct / 100.0 * ref, 2 * floor)
+        bound = f"{fmt_size(lean)} {unit}"
     total = sum(len(u) for u in units)
     # the estimate over every round so far (NaN: none) and how consistently the rounds point
     # worse: an undecided series beyond the lean bound on both is never promoted undecided
@@ -423,8 +426,6 @@ def _soak_values(series: SoakSeries, policy: SoakPolicy, level: float) -> ABVerd
     overall = float(np.median(every_round)) if total else math.nan
     all_p = signed_rank_p(every_round) if total else 1.0
     leans = overall > lean and all_p < policy.lean_p
-    bound = (f"{max(policy.lean_pct, 2 * floor_shown):g} %" if scale is Scale.LOG
-             else f"{fmt_size(lean)} {unit}")
     lean_text = (f"{_fmt_signed(shown(overall, s.better, scale))} {unit} over every round, "
                  f"beyond the lean bound of {bound}, signed-rank {fmt_p(all_p)}")
     notes: list[str] = []
@@ -454,7 +455,7 @@ def _soak_values(series: SoakSeries, policy: SoakPolicy, level: float) -> ABVerd
                     f"{fmt_value(ctrl_med, s.unit)} in the controls (medians), "
                     f"{_fmt_signed(shift)} {unit} (95 % CI {_fmt_signed(low)}…"
                     f"{_fmt_signed(high)} {unit}; "
-                    f"{floor_words(floor_shown, floor_cfg, min_change, s.unit, unit)}) over "
+                    f"{floor_words(floor_shown, configured, min_change, s.unit, unit)}) over "
                     f"{runs_text}, signed-rank {fmt_p(window.p)} (level {level:.2g})")
     elif outcome is Outcome.UNDECIDED:
         sentence = (f"{describe(s)}: cannot decide yet after {n} soak runs (shift "

@@ -278,7 +278,7 @@ def test_microseconds_of_udp_jitter_are_below_the_smallest_change_that_matters()
     seen = paired_series(jitter([0.0073, 0.0071, 0.0075], [0.0025, 0.0026, 0.0024]))
     (v,) = judge_gate(seen, ABPolicy()).verdicts
     assert v.outcome is not Outcome.REGRESSED
-    # without the default smallest change, the same rounds were a regression
+    # without the smallest change and the jitter prior (before both), a regression
     (old,) = judge_gate(seen, ABPolicy(min_change={}, prior_noise={})).verdicts
     assert old.outcome is Outcome.REGRESSED
 
