@@ -371,6 +371,12 @@ def report(results: dict[str, dict[str, Any]], soak_policy: SoakPolicy,
     return "\n".join(lines)
 
 
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="150 candidates a cell (CI size)")
@@ -397,7 +403,8 @@ def main(argv: list[str] | None = None) -> int:
                for cell in selected}
     print(report(results, soak_policy, gate_policy, "quick" if args.quick else "full"))
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        # numpy scalars (a median delay, a count) as plain numbers
+        Path(args.json).write_text(json.dumps(results, indent=1, default=_plain))
     return 0
 
 
