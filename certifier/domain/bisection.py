@@ -42,7 +42,11 @@ Everything here is a pure function of what was tested so far: :func:`next_step` 
 search against the recorded steps and says what to do now — test a combination, wait for a run,
 or conclude. A step whose run ended ``infra_error`` says nothing about the combination and is
 retried with backoff, a bounded number of times; then, like a search that needs more runs than
-``max_steps``, the search stops inconclusive with the reason.
+``max_steps``, the search stops inconclusive with the reason. A run the environment check
+refused ("testbed too busy") is not an error of the testbed but its load: as a gate run, it is
+retried with the same backoff for as long as the testbed stays busy, and it counts neither
+against the retries nor against ``max_steps`` — a busy spell delays culprit finding, it never
+ends it.
 """
 
 from __future__ import annotations
@@ -66,7 +70,8 @@ class Phase(StrEnum):
 class BisectPolicy:
     """How far culprit finding may go: ``max_steps`` runs in all (retries and confirmations
     included), and each step's infra errors retried ``max_infra_retries`` times, the n-th after
-    ``infra_backoff * 2**(n-1)`` (at most ``infra_backoff_max``), as gate runs are.
+    ``infra_backoff * 2**(n-1)`` (at most ``infra_backoff_max``), as gate runs are. Runs refused
+    as too busy are retried on the same backoff without limit and count in neither budget.
     ``confirm_failures``: a failing step counts only once a second run of the same combination
     fails on the same thing (the gate's confirmation rule), so noise never names a culprit."""
 
@@ -139,6 +144,7 @@ class Step:
     verdict: Verdict | None = None
     finished_at: datetime | None = None
     failures: frozenset[str] = frozenset()  # "check:<subject>", "regression:<subject>", …
+    busy: bool = False  # infra_error only because the environment check found the testbed busy
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,11 +175,13 @@ class Try:
 
 @dataclass(frozen=True, slots=True)
 class Wait:
-    """Nothing to do yet: ``run_id`` is still running, or a retry waits until ``until``."""
+    """Nothing to do yet: ``run_id`` is still running, or a retry waits until ``until``
+    (``busy``: because the last run found the testbed too busy, not after an error)."""
 
     probe: Probe
     run_id: int | None = None
     until: datetime | None = None
+    busy: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,16 +267,17 @@ def _answer(probe: Probe, steps: Sequence[Step], policy: BisectPolicy,
         if step.verdict is not Verdict.INFRA_ERROR:
             break
         errors.insert(0, step)
-    if len(errors) > policy.max_infra_retries:
-        runs = ", ".join(str(s.run_id) for s in errors)
+    failed = [s for s in errors if not s.busy]  # a busy testbed is waited for, not counted
+    if len(failed) > policy.max_infra_retries:
+        runs = ", ".join(str(s.run_id) for s in failed)
         return Inconclusive(f"testing {probe.describe()} hit testbed or tool errors "
-                            f"{len(errors)} times in a row (runs {runs})")
+                            f"{len(failed)} times in a row (runs {runs})")
     if errors:
         ended = errors[-1].finished_at or now
         ready = ended + policy.retry_delay(len(errors))
         if now < ready:
-            return Wait(probe, until=ready)
-    if len(steps) >= policy.max_steps:
+            return Wait(probe, until=ready, busy=errors[-1].busy)
+    if sum(1 for s in steps if not s.busy) >= policy.max_steps:
         return Inconclusive(f"the limit of {policy.max_steps} runs was reached before the "
                             f"culprit was found (next: {probe.describe()})")
     return Try(probe, retry=len(errors))

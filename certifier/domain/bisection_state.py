@@ -57,6 +57,7 @@ class StepRecord:
     finished_at: datetime | None = None
     failures: tuple[str, ...] | None = None  # "kind:subject" of each failure; None: not read
     withdrawn: bool = False  # taken back before it started (culprit finding stopped)
+    busy: bool = False  # an infra error only because the testbed was too busy
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -68,6 +69,8 @@ class StepRecord:
             out["failures"] = list(self.failures)
         if self.withdrawn:
             out["withdrawn"] = True
+        if self.busy:
+            out["busy"] = True
         return out
 
     @classmethod
@@ -81,7 +84,7 @@ class StepRecord:
             verdict=str(raw["verdict"]) if raw.get("verdict") else None,
             finished_at=_when(raw.get("finished_at")),
             failures=_strs(failures) if failures is not None else None,
-            withdrawn=bool(raw.get("withdrawn")))
+            withdrawn=bool(raw.get("withdrawn")), busy=raw.get("busy") is True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -237,7 +237,8 @@ def advance(session: Session, cand: models.Candidate, clock: Clock, policy: Bise
         state = _conclude(session, cand, clock, state, decision, problem)
         report.ended.append(cand.id)
     else:
-        _set_excuse(cand, _progress(decision, run_id, len(steps), policy))
+        counted = sum(1 for s in steps if not s.busy)  # as next_step counts them
+        _set_excuse(cand, _progress(decision, run_id, counted, policy))
     cand.bisection = state
 
 
@@ -247,16 +248,17 @@ def _synced(step: StepRecord, run: models.Run | None) -> StepRecord:
     if run is None:  # the run row is gone: it said nothing, so it counts as an infra error
         return replace(step, verdict=Verdict.INFRA_ERROR.value)
     if run.verdict is not None:
+        failures = tuple(sorted({f"{e.kind}:{e.subject}" for e in run.excuses
+                                 if e.kind in WAIVABLE_KINDS}))
         return replace(step, verdict=run.verdict, finished_at=run.finished_at,
-                       failures=tuple(sorted({f"{e.kind}:{e.subject}" for e in run.excuses
-                                              if e.kind in WAIVABLE_KINDS})))
+                       failures=failures, busy=bool(run.too_busy))
     return step
 
 
 def _step(step: StepRecord) -> Step:
     return Step(step.run, Combination.of(step.combination),
                 Verdict(step.verdict) if step.verdict else None, step.finished_at,
-                frozenset(step.failures or ()))
+                frozenset(step.failures or ()), busy=step.busy)
 
 
 def _problem(session: Session, cand: models.Candidate, state: Record,
@@ -287,7 +289,10 @@ def _create_run(session: Session, cand: models.Candidate, combo: Combination, cl
 def _progress(decision: Try | Wait, run_id: int | None, steps: int,
               policy: BisectPolicy) -> Excuse:
     what = decision.probe.describe()
-    if isinstance(decision, Wait) and decision.until is not None:
+    if isinstance(decision, Wait) and decision.until is not None and decision.busy:
+        doing = (f"waiting for the testbed to calm down to test {what}, next try from "
+                 f"{decision.until:%H:%M:%S} UTC (a busy testbed never counts as a step)")
+    elif isinstance(decision, Wait) and decision.until is not None:
         doing = f"retrying {what} after a testbed error, from {decision.until:%H:%M:%S} UTC"
     else:
         doing = f"testing {what}" + (f" (run {run_id})" if run_id is not None else "")

@@ -283,6 +283,39 @@ def test_infra_errors_beyond_the_retries_stop_the_search_inconclusive() -> None:
     assert "the rejected candidate's own combination" in decision.reason
 
 
+def test_a_busy_testbed_is_waited_for_without_using_up_retries_or_steps() -> None:
+    """Runs the environment check refused ("testbed too busy") delay culprit finding on the
+    gate's backoff for as long as the testbed stays busy; they are not errors, so neither the
+    retry budget nor the step limit shrinks, and the search still finds the culprit."""
+    prob = problem({"neutron": 2})
+    policy = BisectPolicy(confirm_failures=False, max_steps=2, max_infra_retries=1,
+                          infra_backoff=timedelta(seconds=30),
+                          infra_backoff_max=timedelta(minutes=2))
+    first = next_step(prob, [], policy, T0)
+    assert isinstance(first, Try)
+    combo = first.probe.combination
+    busy = [Step(100 + i, combo, Verdict.INFRA_ERROR, T0, busy=True) for i in range(6)]
+    waiting = next_step(prob, busy, policy, T0 + timedelta(seconds=10))
+    assert isinstance(waiting, Wait) and waiting.busy
+    assert waiting.until == T0 + timedelta(minutes=2)  # the backoff, capped, as a gate's
+    retry = next_step(prob, busy, policy, T0 + timedelta(minutes=2))
+    assert isinstance(retry, Try) and retry.probe == first.probe
+    # one real infra error among them is still within the budget of one retry
+    mixed = [*busy, Step(200, combo, Verdict.INFRA_ERROR, T0)]
+    assert isinstance(next_step(prob, mixed, policy, T0 + timedelta(hours=1)), Try)
+    two = [*mixed, Step(201, combo, Verdict.INFRA_ERROR, T0)]
+    ended = next_step(prob, two, policy, T0 + timedelta(hours=1))
+    assert isinstance(ended, Inconclusive) and "2 times in a row (runs 200, 201)" in ended.reason
+    # the busy runs took none of the two steps: reproduce, then the bisect step, then found
+    steps = [*busy, Step(300, combo, Verdict.FAILED, T0)]
+    probe = next_step(prob, steps, policy, T0 + timedelta(hours=1))
+    assert isinstance(probe, Try)
+    steps.append(Step(301, probe.probe.combination, Verdict.PASSED, T0))
+    found = next_step(prob, steps, policy, T0 + timedelta(hours=1))
+    assert isinstance(found, Found) and found.culprit.sha == sha("neutron", 2)
+    assert 100 not in found.culprit.evidence
+
+
 def test_the_step_limit_stops_a_long_search_inconclusive() -> None:
     prob = problem({"neutron": 64})
     decision, steps = drive(prob, broken_from("neutron", 40),

@@ -7,8 +7,9 @@ testbed's would: whatever contains a broken commit fails. The tests follow what 
 promises: a first bisect run that reproduces the rejection (or ends the search when it does not),
 bisect runs named by their own combination, a ``culprit`` excuse with its evidence, the next
 candidate waiting meanwhile and then holding the culprit's component at its last good commit;
-infra errors retried and then inconclusive; no search from a known-good that is no longer the
-current one; the setting that turns it off, and a stop that spares a run a worker already took.
+infra errors retried and then inconclusive, a busy testbed waited for; no search from a
+known-good that is no longer the current one; the setting that turns it off, and a stop that
+spares a run a worker already took.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from certifier.db.session import session_scope
 from certifier.domain.bisection import BisectPolicy
 from certifier.domain.bisection_state import Record
 from certifier.domain.clock import FakeClock
+from certifier.domain.environment import EnvironmentPolicy
 from certifier.domain.judgement import JudgementPolicy, Verdict
 from certifier.domain.results import Check, SuiteResult
 from certifier.pipeline import actions, bisection, knowngood, runs, scheduler
@@ -47,6 +49,8 @@ CONFIRMING = scheduler.SchedulerPolicy(
 ON = scheduler.SchedulerPolicy(soak=SOAK, bisection=BISECT)
 OFF = scheduler.SchedulerPolicy(soak=SOAK, bisection=None)
 PARALLEL = scheduler.SchedulerPolicy(soak=SOAK, bisection=BISECT, parallel_gates=2)
+BUSY_HOST = {"version": 1, "host": {}, "spans": {},  # above the default ceiling of 50 %
+             "probes": {"start": {"background": {"cpu_pressure_pct": 90.0}}}}
 
 
 def stored(state: Record | None) -> dict[str, Any] | None:
@@ -74,6 +78,7 @@ class Upstreams:
         self.world.promote_heads()
         self.broken: set[str] = set()
         self.infra: set[str] = set()  # shas whose runs hit testbed errors
+        self.busy: set[str] = set()  # shas whose runs find the testbed too busy
 
     def push(self, name: str, *seeds: str, breaks_from: str | None = None) -> list[str]:
         """Commits on ``name``'s branch, oldest first; from ``breaks_from`` on they break it."""
@@ -99,6 +104,10 @@ class Upstreams:
                 if shas & self.infra:
                     runs.finish(session, run_id, [], self.clock, JudgementPolicy(),
                                 setup_error="testbed: could not create namespace")
+                elif shas & self.busy:  # the start probe saw the host 90 % cpu-starved
+                    runs.finish(session, run_id, passing_results(), self.clock,
+                                JudgementPolicy(), environment=BUSY_HOST,
+                                environment_policy=EnvironmentPolicy())
                 else:
                     runs.finish(session, run_id, failing() if shas & self.broken
                                 else passing_results(), self.clock, JudgementPolicy())
@@ -312,6 +321,39 @@ def test_infra_errors_are_retried_then_culprit_finding_is_inconclusive_and_isola
     assert [e.detail["status"] for e in up.audit("culprit")] == ["inconclusive"]
     isolating = up.audit("isolate")
     assert isolating and isolating[-1].subject == "component cinder"
+
+
+def test_a_busy_testbed_delays_culprit_finding_but_never_ends_it(up: Upstreams) -> None:
+    """Bisect runs the environment check refuses wait for the testbed to calm down, as gate
+    runs do: more of them than the retry budget and the step limit allow, and the search still
+    finds the culprit once the testbed is quiet."""
+    up.busy.add(up.good["cinder"])  # the first swap-back (cinder at known-good) is refused
+    cid, _, report = _reject(up)
+    up.execute(report.runs_created)
+    refusals = BISECT.max_infra_retries + BISECT.max_steps + 2
+    for _ in range(refusals):
+        up.until_quiet()
+        up.clock.advance(timedelta(minutes=10))  # past the backoff (at most 10 minutes)
+    cand = up.candidate(cid)
+    state = stored(cand.bisection)
+    assert state is not None and state["status"] == "running"
+    busy_steps = [s for s in state["steps"] if s.get("busy")]
+    assert len(busy_steps) >= refusals - 1
+    assert all(s["verdict"] == "infra_error" for s in busy_steps)
+    progress = [e.message for e in cand.excuses if e.kind == "bisection"]
+    assert len(progress) == 1 and "calm down" in progress[0], progress
+    assert "step 1 of at most" in progress[0]  # only the reproducing run counted
+    up.busy.clear()  # the testbed calms down
+    reports = []
+    for _ in range(10):
+        reports += up.until_quiet()
+        up.clock.advance(timedelta(minutes=10))
+        if any(r.bisections_ended for r in reports):
+            break
+    state = stored(up.candidate(cid).bisection)
+    assert state is not None and state["status"] == "found", state.get("reason")
+    assert state["result"]["component"] == "neutron"
+    assert not up.audit("isolate")
 
 
 def test_turned_off_a_rejection_isolates_as_before(up: Upstreams) -> None:
