@@ -271,7 +271,14 @@ def _held(excuses: Sequence[Excuse], busy_patience: int = BUSY_PATIENCE) -> bool
         if e.kind == "infra_retry" and e.data.get("busy") \
                 and isinstance(runs, list) and len(runs) >= busy_patience:
             return True
-    return False
+    return _finding_waits(excuses, busy_patience)
+
+
+def _finding_waits(excuses: Sequence[Excuse], busy_patience: int = BUSY_PATIENCE) -> bool:
+    """Whether culprit finding waits for a testbed that stayed too busy for ``busy_patience``
+    runs (it waits as long as that lasts; the harness moves on)."""
+    return any(e.kind == "bisection" and int(e.data.get("busy_runs") or 0) >= busy_patience
+               for e in excuses)
 
 
 class Driver:
@@ -340,6 +347,8 @@ class Driver:
                 finding = bisection is not None and bisection.running
                 runs_of = [(r.id, r.kind) for r in cand.runs]
                 waiting = _held(cand.excuses, self.busy_patience)
+                if finding and state.is_final and waiting:  # it waits for a calm testbed
+                    finding = False
                 if (state.is_final and not finding) or (waiting and not state.is_final):
                     out.end = "waiting" if not state.is_final else str(state)
                     break

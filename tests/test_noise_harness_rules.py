@@ -28,3 +28,12 @@ def test_a_candidate_still_gating_or_soaking_is_not_held() -> None:
     retry = replace(busy(5), message="gating: testbed or tool error, retry 1 of 2 in 30s",
                     data={"runs": list(range(5))})
     assert not _held([retry])
+
+
+def test_culprit_finding_on_a_busy_testbed_is_left_waiting_after_a_few_runs() -> None:
+    def finding(busy_runs: int) -> Excuse:
+        return Excuse("bisection", "culprit finding",
+                      "culprit finding: step 1 of at most 16: waiting for the testbed to calm "
+                      "down …", {"steps": 1, "max_steps": 16, "busy_runs": busy_runs})
+    assert not _held([finding(BUSY_PATIENCE - 1)])
+    assert _held([finding(BUSY_PATIENCE)])

@@ -237,8 +237,7 @@ def advance(session: Session, cand: models.Candidate, clock: Clock, policy: Bise
         state = _conclude(session, cand, clock, state, decision, problem)
         report.ended.append(cand.id)
     else:
-        counted = sum(1 for s in steps if not s.busy)  # as next_step counts them
-        _set_excuse(cand, _progress(decision, run_id, counted, policy))
+        _set_excuse(cand, _progress(decision, run_id, steps, policy))
     cand.bisection = state
 
 
@@ -286,8 +285,21 @@ def _create_run(session: Session, cand: models.Candidate, combo: Combination, cl
     return run
 
 
-def _progress(decision: Try | Wait, run_id: int | None, steps: int,
+def _busy_streak(steps: list[StepRecord]) -> int:
+    """The finished steps in a row, newest last, that the testbed was too busy for."""
+    streak = 0
+    for step in reversed([s for s in steps if s.verdict is not None]):
+        if not step.busy:
+            break
+        streak += 1
+    return streak
+
+
+def _progress(decision: Try | Wait, run_id: int | None, records: list[StepRecord],
               policy: BisectPolicy) -> Excuse:
+    """The search's progress excuse; ``data.busy_runs``: the runs in a row the testbed was too
+    busy for (they count as no step, as :func:`next_step` counts them)."""
+    steps = sum(1 for s in records if not s.busy)
     what = decision.probe.describe()
     if isinstance(decision, Wait) and decision.until is not None and decision.busy:
         doing = (f"waiting for the testbed to calm down to test {what}, next try from "
@@ -298,7 +310,8 @@ def _progress(decision: Try | Wait, run_id: int | None, steps: int,
         doing = f"testing {what}" + (f" (run {run_id})" if run_id is not None else "")
     return Excuse("bisection", "culprit finding",
                   f"culprit finding: step {steps} of at most {policy.max_steps}: {doing}",
-                  {"steps": steps, "max_steps": policy.max_steps})
+                  {"steps": steps, "max_steps": policy.max_steps,
+                   "busy_runs": _busy_streak(records)})
 
 
 def _conclude(session: Session, cand: models.Candidate, clock: Clock, state: Record,

@@ -340,9 +340,10 @@ def test_a_busy_testbed_delays_culprit_finding_but_never_ends_it(up: Upstreams) 
     busy_steps = [s for s in state["steps"] if s.get("busy")]
     assert len(busy_steps) >= refusals - 1
     assert all(s["verdict"] == "infra_error" for s in busy_steps)
-    progress = [e.message for e in cand.excuses if e.kind == "bisection"]
-    assert len(progress) == 1 and "calm down" in progress[0], progress
-    assert "step 1 of at most" in progress[0]  # only the reproducing run counted
+    progress = [e for e in cand.excuses if e.kind == "bisection"]
+    assert len(progress) == 1 and "calm down" in progress[0].message, progress
+    assert "step 1 of at most" in progress[0].message  # only the reproducing run counted
+    assert progress[0].data["busy_runs"] == len(busy_steps)
     up.busy.clear()  # the testbed calms down
     reports = []
     for _ in range(10):
