@@ -271,7 +271,10 @@ class EnvironmentConfig(Strict):
     same testbed plus ``mad_k`` scaled MADs, at least ``floors`` away (per figure); ``ceilings``
     refuse whatever the history, and are the only test below ``min_history`` runs.
     ``probe`` runs the calibration probe at the start and end of each run; ``probe_fio`` its
-    fio part."""
+    fio part. ``controlled``: how a run with contemporaneous controls (an A/B run) is judged:
+    ``ceilings`` (default: the controls share the load, so only a ceiling refuses it; figures
+    out of the usual range are noted and keep the run out of the history) or ``usual`` (as a
+    single-sided run)."""
 
     enabled: bool = True
     window: int = Field(default=20, ge=3, le=1000)
@@ -281,6 +284,7 @@ class EnvironmentConfig(Strict):
     ceilings: dict[str, float | None] = Field(default_factory=dict)
     probe: bool = True
     probe_fio: bool = True
+    controlled: Literal["ceilings", "usual"] = "ceilings"
 
     @field_validator("floors", "ceilings")
     @classmethod
@@ -304,7 +308,9 @@ class EnvironmentConfig(Strict):
     def policy(self) -> EnvironmentPolicy:
         return EnvironmentPolicy(enabled=self.enabled, window=self.window,
                                  min_history=self.min_history, mad_k=self.mad_k,
-                                 floors=dict(self.floors), ceilings=dict(self.ceilings))
+                                 floors=dict(self.floors), ceilings=dict(self.ceilings),
+                                 controlled=self.controlled)
+
 
 class AbConfig(Strict):
     """A/B runs with contemporaneous controls (issue #12): a run of a kind in ``run_kinds`` that

@@ -55,6 +55,7 @@ def test_short_durations_let_a_demo_soak_in_seconds() -> None:
         ("environment:\n  min_history: 10\n  window: 5\n",
          r"window \(5\) is smaller than min_history \(10\)"),
         ("environment:\n  mad_k: 0\n", r"environment\.mad_k \(line 2\)"),
+        ("environment:\n  controlled: never\n", r"environment\.controlled \(line 2\)"),
         ("ab:\n  min_rounds: 4\n  max_rounds: 3\n",
          r"ab \(line 1\): min_rounds \(4\) is more than max_rounds \(3\)"),
         ("ab:\n  run_kinds: [gate, baseline]\n", r"ab\.run_kinds\.1 \(line 2\)"),
@@ -123,6 +124,9 @@ def test_the_environment_section_becomes_the_checks_policy() -> None:
     policy = config.environment.policy()
     assert policy.window == 10 and policy.ceiling("background_cpu_pressure_pct") is None
     assert policy.floor("probe_tcp_gbps") == 25 and policy.floor("cpu_steal_pct") == 5
+    assert policy.controlled == "ceilings"  # the default: A/B runs refused by ceilings only
+    strict = parse_config_text("environment:\n  controlled: usual\n").environment.policy()
+    assert strict.controlled == "usual"
 
 
 @pytest.mark.parametrize(("text", "key"), [

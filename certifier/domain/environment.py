@@ -13,6 +13,14 @@ but never closer to the median than a floor, so that an idle history (MAD 0) doe
 3-point blip into "too busy". A ceiling refuses a figure whatever the history (a host 60 % of
 the time short of CPU measures nothing reliably, even if it always is), and it is the only test
 while the testbed has fewer than ``min_history`` runs with figures.
+
+A run with contemporaneous controls (an A/B run: the known-good measured beside the candidate,
+interleaved, in the same minutes) carries its own reference: a load both sides share is the
+environment's and cancels in the comparison. Such a run is refused only beyond a ceiling
+(``EnvironmentPolicy.controlled == "ceilings"``, the default); a figure merely out of the
+testbed's usual range is noted with the run (:func:`unusual`), and the run is left out of the
+history, so a busy spell still never becomes the usual state. Single-sided runs, which have
+only the history to go by, keep the usual-range test.
 """
 
 from __future__ import annotations
@@ -67,6 +75,7 @@ FIGURES: dict[str, Figure] = {
     "probe_fio_iops": Figure("probe fio", "IOPS", "lower", 60.0, relative=True),
 }
 BACKGROUND = "background_"
+UNUSUAL = "unusual"  # a stored environment's key: the figures :func:`unusual` found, in words
 HOST_FIGURES = tuple(k for k in FIGURES if not k.startswith(("probe_", BACKGROUND)))
 PROBE_FIGURES = tuple(k for k in FIGURES if k.startswith("probe_"))
 BACKGROUND_FIGURES = tuple(k for k in FIGURES if k.startswith(BACKGROUND))
@@ -83,6 +92,7 @@ class EnvironmentPolicy:
     mad_k: float = 4.0
     floors: Mapping[str, float] = field(default_factory=dict)
     ceilings: Mapping[str, float | None] = field(default_factory=dict)
+    controlled: Literal["ceilings", "usual"] = "ceilings"  # runs with contemporaneous controls
 
     def floor(self, name: str) -> float:
         return self.floors.get(name, FIGURES[name].floor)
@@ -147,6 +157,17 @@ def summary_line(figures: Mapping[str, float]) -> str:
                      for k in shown if k in figures)
 
 
+def run_line(environment: Mapping[str, Any] | None) -> str:
+    """A stored environment in one line for the run pages: :func:`summary_line`, then what
+    was out of the testbed's usual range in a run judged against its controls."""
+    line = summary_line(judged_figures(environment))
+    noted = environment.get(UNUSUAL) if isinstance(environment, Mapping) else None
+    if isinstance(noted, list) and noted:
+        line += ("; " if line else "") + ("unusual for this testbed, so judged against its "
+                                          "controls only: " + "; ".join(map(str, noted)))
+    return line
+
+
 @dataclass(frozen=True, slots=True)
 class Deviation:
     """One figure out of range: its value, the usual value (None without history), the limit."""
@@ -198,16 +219,38 @@ def deviations(figures: Mapping[str, float], history: Sequence[Mapping[str, floa
     return found
 
 
+def refusing(found: Sequence[Deviation], policy: EnvironmentPolicy,
+             controlled: bool = False) -> list[Deviation]:
+    """The deviations that refuse a run: all of them, or for a run with contemporaneous
+    controls judged by ceilings only, those beyond a ceiling."""
+    if controlled and policy.controlled == "ceilings":
+        return [d for d in found if d.reason == "ceiling"]
+    return list(found)
+
+
+def unusual(figures: Mapping[str, float], history: Sequence[Mapping[str, float]],
+            policy: EnvironmentPolicy, controlled: bool = False) -> list[Deviation]:
+    """The deviations of a run that do not refuse it (a controlled run's figures out of the
+    usual range): noted with the run, shown on its page, and the run is kept out of the
+    testbed's history. Empty when the check is off."""
+    if not policy.enabled:
+        return []
+    found = deviations(figures, history, policy)
+    refused = refusing(found, policy, controlled)
+    return [d for d in found if d not in refused]
+
+
 def judge_environment(figures: Mapping[str, float], history: Sequence[Mapping[str, float]],
-                      policy: EnvironmentPolicy) -> Excuse | None:
+                      policy: EnvironmentPolicy, controlled: bool = False) -> Excuse | None:
     """An ``infra_error`` excuse if the run's environment is out of range, else None.
 
     ``history``: the judged figures of the testbed's earlier runs, newest first (the newest
-    ``policy.window`` are used).
+    ``policy.window`` are used). ``controlled``: the run measured contemporaneous controls
+    (see the module's docstring).
     """
     if not policy.enabled:
         return None
-    found = deviations(figures, history, policy)
+    found = refusing(deviations(figures, history, policy), policy, controlled)
     if not found:
         return None
     return Excuse("infra_error", "environment",

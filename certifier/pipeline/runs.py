@@ -22,7 +22,13 @@ from certifier.db import models
 from certifier.domain.abtest import NoiseHistory, PairedSeries, paired_series
 from certifier.domain.clock import Clock
 from certifier.domain.detector import DetectorPolicy
-from certifier.domain.environment import EnvironmentPolicy, judge_environment, judged_figures
+from certifier.domain.environment import (
+    UNUSUAL,
+    EnvironmentPolicy,
+    judge_environment,
+    judged_figures,
+    unusual,
+)
 from certifier.domain.environment import apply as apply_environment
 from certifier.domain.judgement import (
     ABEvidence,
@@ -406,8 +412,11 @@ def finish(
     if environment is not None:
         run.environment = dict(environment)
         if environment_policy is not None:
-            excuse = environment_excuse(session, run, environment, environment_policy)
+            excuse, noted = environment_excuse(session, run, environment, environment_policy,
+                                               controlled=rounds > 0)
             run.too_busy = excuse is not None
+            if noted:
+                run.environment = {**run.environment, UNUSUAL: noted}
             judgement = apply_environment(judgement, excuse)
     versions: dict[str, str] = {}
     for result in results:
@@ -440,8 +449,10 @@ def environment_history(session: Session, run: models.Run,
     """The judged environment figures of the newest ``window`` finished runs on ``run``'s
     testbed that have them, newest first.
 
-    Runs refused as too busy are left out, so a busy spell never becomes the usual state by
-    repetition; a lasting change of the machine is the operator's to accept (floors, ceilings).
+    Runs refused as too busy are left out, and so are runs judged against their controls
+    despite figures out of the usual range (``environment.unusual``), so a busy spell never
+    becomes the usual state by repetition; a lasting change of the machine is the operator's to
+    accept (floors, ceilings).
     """
     if run.testbed is None:
         return []
@@ -452,9 +463,9 @@ def environment_history(session: Session, run: models.Run,
                    models.Run.state == RunState.FINISHED, models.Run.too_busy.is_(False),
                    models.Run.environment.is_not(None))
             .order_by(models.Run.finished_at.desc(), models.Run.id.desc())
-            .limit(window * 2)):  # some may hold no judged figure (a probe that was skipped)
+            .limit(window * 4)):  # some hold no judged figure (a probe skipped) or are unusual
         figures = judged_figures(environment)
-        if figures:
+        if figures and not (isinstance(environment, dict) and environment.get(UNUSUAL)):
             found.append(figures)
         if len(found) == window:
             break
@@ -462,13 +473,18 @@ def environment_history(session: Session, run: models.Run,
 
 
 def environment_excuse(session: Session, run: models.Run, environment: Mapping[str, Any],
-                       policy: EnvironmentPolicy) -> Excuse | None:
+                       policy: EnvironmentPolicy, *, controlled: bool = False,
+                       ) -> tuple[Excuse | None, list[str]]:
     """The ``infra_error`` excuse for ``run`` if its environment is out of its testbed's usual
-    range (:mod:`certifier.domain.environment`), else None."""
+    range (:mod:`certifier.domain.environment`), else None; and the figures out of that range
+    that did not refuse it (``controlled``: a run with contemporaneous controls, judged by
+    the ceilings only), in words."""
     if not policy.enabled:
-        return None
-    return judge_environment(judged_figures(environment),
-                             environment_history(session, run, policy.window), policy)
+        return None, []
+    figures = judged_figures(environment)
+    history = environment_history(session, run, policy.window)
+    return (judge_environment(figures, history, policy, controlled),
+            [d.describe() for d in unusual(figures, history, policy, controlled)])
 
 
 def expire_stale(session: Session, clock: Clock, run_timeout: timedelta) -> list[int]:

@@ -14,7 +14,9 @@ from certifier.domain.environment import (
     apply,
     judge_environment,
     judged_figures,
+    run_line,
     summary_line,
+    unusual,
 )
 from certifier.domain.judgement import Excuse, RunJudgement, Verdict
 
@@ -79,6 +81,32 @@ def test_only_the_newest_window_of_history_counts() -> None:
     history = QUIET + [{"background_cpu_pressure_pct": 45.0}] * 20  # newest first: quiet ones
     policy = EnvironmentPolicy(window=6)
     assert judge_environment({"background_cpu_pressure_pct": 40.0}, history, policy) is not None
+
+
+def test_a_run_with_controls_is_refused_by_ceilings_only_and_the_rest_is_noted() -> None:
+    """Its controls share the testbed's load: a figure out of the usual range is noted, not
+    refused; a ceiling still refuses; ``controlled="usual"`` judges it as a one-sided run."""
+    loud = {"background_cpu_pressure_pct": 40.0, "probe_tcp_gbps": 2.0}
+    assert judge_environment(loud, QUIET, POLICY, controlled=True) is None
+    assert [d.describe() for d in unusual(loud, QUIET, POLICY, controlled=True)] == [
+        "cpu pressure 40 % vs usual 2 %", "probe bandwidth 2 Gbit/s vs usual 9.9 Gbit/s"]
+    over = judge_environment({**loud, "background_cpu_pressure_pct": 63.0}, QUIET, POLICY,
+                             controlled=True)
+    assert over is not None and over.message == ("testbed too busy: cpu pressure 63 % vs usual "
+                                                  "2 % (ceiling 50 %)")
+    strict = EnvironmentPolicy(controlled="usual")
+    assert judge_environment(loud, QUIET, strict, controlled=True) is not None
+    assert unusual(loud, QUIET, strict, controlled=True) == []
+    assert unusual(loud, QUIET, POLICY) == []  # a one-sided run: refused, nothing to note
+    assert unusual(loud, QUIET, EnvironmentPolicy(enabled=False), controlled=True) == []
+
+
+def test_the_run_line_adds_what_was_unusual_for_a_run_with_controls() -> None:
+    assert run_line({**STORED, "unusual": ["cpu pressure 40 % vs usual 2 %"]}) == (
+        summary_line(judged_figures(STORED)) + "; unusual for this testbed, so judged against "
+        "its controls only: cpu pressure 40 % vs usual 2 %")
+    assert run_line(STORED) == summary_line(judged_figures(STORED))
+    assert run_line(None) == "" and run_line({"unusual": "garbage"}) == ""
 
 
 def test_the_excuse_carries_each_deviation_as_data() -> None:

@@ -17,7 +17,7 @@ from certifier.domain.environment import EnvironmentPolicy
 from certifier.domain.judgement import Verdict
 from certifier.domain.lifecycle import CandidateState
 from certifier.domain.results import Better, Check, Measurement, SuiteResult
-from certifier.pipeline import runs
+from certifier.pipeline import read, runs
 from tests.factories import World
 
 POLICY = EnvironmentPolicy()
@@ -105,19 +105,71 @@ def test_a_regression_on_a_too_busy_run_is_not_counted(world: World) -> None:
     assert _candidate(world)[0] == CandidateState.GATING
 
 
-def test_a_deviation_from_the_testbeds_usual_range_is_too_busy(world: World) -> None:
+def _quiet_history(world: World) -> None:
+    """Five passed gate runs on an idle testbed (background cpu pressure about 2 %)."""
     for i, cpu in enumerate((2.0, 1.5, 2.5, 2.0, 3.0)):
         world.commit("nova", f"quiet{i}")
         (run_id,) = world.reconcile().runs_created
         assert _finish(world, run_id, busy(cpu)) is Verdict.PASSED
-        world.reconcile()
-        with session_scope(world.factory) as session:  # free the testbed for the next one
-            for cand in session.scalars(select(models.Candidate).where(
-                    models.Candidate.state.in_(("gating", "soaking")))):
-                cand.state = CandidateState.CANCELLED
+        _free_testbed(world)
+
+
+def _free_testbed(world: World) -> None:
+    """Let the judged candidate move on, then cancel it, so the next one gates at once."""
+    world.reconcile()
+    with session_scope(world.factory) as session:
+        for cand in session.scalars(select(models.Candidate).where(
+                models.Candidate.state.in_(("gating", "soaking")))):
+            cand.state = CandidateState.CANCELLED
+
+
+def test_a_deviation_from_the_testbeds_usual_range_is_too_busy(world: World) -> None:
+    _quiet_history(world)
     run_id = _gate_run(world, "loud")
     assert _finish(world, run_id, busy(40.0)) is Verdict.INFRA_ERROR
     assert _run(world, run_id)[2] == ["testbed too busy: cpu pressure 40 % vs usual 2 %"]
+
+
+def _finish_controlled(world: World, run_id: int, cpu: float,
+                       policy: EnvironmentPolicy = POLICY) -> Verdict:
+    world.claim(run_id)
+    world.clock.advance(timedelta(minutes=1))
+    return world.finish(run_id, rounds=2, environment=busy(cpu),
+                        environment_policy=policy).verdict
+
+
+def test_a_run_with_controls_is_judged_on_a_busier_testbed_noted_and_kept_out_of_history(
+        world: World) -> None:
+    """An A/B run's controls share the testbed's load: busier than usual, it is judged, not
+    refused; the figure is noted with the run (its page says so) and the run stays out of the
+    testbed's history. A ceiling still refuses it, and ``controlled: usual`` judges it as a
+    single-sided run."""
+    _quiet_history(world)
+    run_id = _gate_run(world, "loud")
+    assert _finish_controlled(world, run_id, 40.0) is Verdict.PASSED
+    verdict, too_busy, excuses, stored = _run(world, run_id)
+    assert (verdict, too_busy, excuses) == ("passed", False, [])
+    assert stored["unusual"] == ["cpu pressure 40 % vs usual 2 %"]
+    with session_scope(world.factory) as session:
+        line = read.run_view(runs.get_run(session, run_id)).environment
+        assert line == ("cpu pressure 40 %; unusual for this testbed, so judged against its "
+                        "controls only: cpu pressure 40 % vs usual 2 %")
+        later = models.Run(candidate_id=runs.get_run(session, run_id).candidate_id,
+                           kind="gate", attempt=99, state="pending", testbed="gate1",
+                           created_at=world.clock.now())
+        session.add(later)
+        session.flush()
+        history = runs.environment_history(session, later, 20)
+        assert {"background_cpu_pressure_pct": 40.0} not in history and len(history) == 5
+    _free_testbed(world)
+    refused = _gate_run(world, "ceiling")
+    assert _finish_controlled(world, refused, 63.0) is Verdict.INFRA_ERROR
+    assert _run(world, refused)[2] == ["testbed too busy: cpu pressure 63 % vs usual 2 % "
+                                       "(ceiling 50 %)"]
+    world.clock.advance(world.policy.soak.infra_backoff)
+    (again,) = world.reconcile().runs_created
+    strict = EnvironmentPolicy(controlled="usual")
+    assert _finish_controlled(world, again, 40.0, strict) is Verdict.INFRA_ERROR
 
 
 def test_the_history_leaves_out_runs_refused_as_too_busy(world: World) -> None:

@@ -18,7 +18,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from certifier.db import models
-from certifier.domain.environment import judged_figures, summary_line
+from certifier.domain.environment import run_line
 from certifier.domain.judgement import Excuse, RunKind
 from certifier.domain.lifecycle import CandidateState
 from certifier.domain.promotion import (
@@ -199,7 +199,7 @@ def run_row(run: models.Run) -> RunRow:
 def run_view(run: models.Run) -> RunView:
     return RunView(**_row_fields(run),
                    state_diff=tuple(d for d in run.state_diff or () if isinstance(d, dict)),
-                   environment=summary_line(judged_figures(run.environment)),
+                   environment=run_line(run.environment),
                    too_busy=run.too_busy)
 
 
