@@ -145,6 +145,7 @@ class Step:
     finished_at: datetime | None = None
     failures: frozenset[str] = frozenset()  # "check:<subject>", "regression:<subject>", …
     busy: bool = False  # infra_error only because the environment check found the testbed busy
+    # (a failed check on a busy testbed still fails: such a run is an ordinary step)
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +269,7 @@ def _answer(probe: Probe, steps: Sequence[Step], policy: BisectPolicy,
             break
         errors.insert(0, step)
     failed = [s for s in errors if not s.busy]  # a busy testbed is waited for, not counted
+    counted = sum(1 for s in steps if not (s.busy and s.verdict is Verdict.INFRA_ERROR))
     if len(failed) > policy.max_infra_retries:
         runs = ", ".join(str(s.run_id) for s in failed)
         return Inconclusive(f"testing {probe.describe()} hit testbed or tool errors "
@@ -277,7 +279,7 @@ def _answer(probe: Probe, steps: Sequence[Step], policy: BisectPolicy,
         ready = ended + policy.retry_delay(len(errors))
         if now < ready:
             return Wait(probe, until=ready, busy=errors[-1].busy)
-    if sum(1 for s in steps if not s.busy) >= policy.max_steps:
+    if counted >= policy.max_steps:
         return Inconclusive(f"the limit of {policy.max_steps} runs was reached before the "
                             f"culprit was found (next: {probe.describe()})")
     return Try(probe, retry=len(errors))

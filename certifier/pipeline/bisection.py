@@ -249,8 +249,9 @@ def _synced(step: StepRecord, run: models.Run | None) -> StepRecord:
     if run.verdict is not None:
         failures = tuple(sorted({f"{e.kind}:{e.subject}" for e in run.excuses
                                  if e.kind in WAIVABLE_KINDS}))
+        busy = run.verdict == Verdict.INFRA_ERROR.value and bool(run.too_busy)
         return replace(step, verdict=run.verdict, finished_at=run.finished_at,
-                       failures=failures, busy=bool(run.too_busy))
+                       failures=failures, busy=busy)
     return step
 
 

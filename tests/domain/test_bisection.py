@@ -314,6 +314,11 @@ def test_a_busy_testbed_is_waited_for_without_using_up_retries_or_steps() -> Non
     found = next_step(prob, steps, policy, T0 + timedelta(hours=1))
     assert isinstance(found, Found) and found.culprit.sha == sha("neutron", 2)
     assert 100 not in found.culprit.evidence
+    # a run that failed a check on a busy testbed is a step like any other
+    failed_busy = [Step(400, combo, Verdict.FAILED, T0, busy=True)]
+    limited = next_step(prob, failed_busy, BisectPolicy(confirm_failures=False, max_steps=1),
+                        T0)
+    assert isinstance(limited, Inconclusive) and "limit of 1 runs" in limited.reason
 
 
 def test_the_step_limit_stops_a_long_search_inconclusive() -> None:
