@@ -347,8 +347,8 @@ class Driver:
                 finding = bisection is not None and bisection.running
                 runs_of = [(r.id, r.kind) for r in cand.runs]
                 waiting = _held(cand.excuses, self.busy_patience)
-                if finding and state.is_final and waiting:  # it waits for a calm testbed
-                    finding = False
+                if finding and _finding_waits(cand.excuses, self.busy_patience):
+                    finding = False  # it waits for a calm testbed, as long as that takes
                 if (state.is_final and not finding) or (waiting and not state.is_final):
                     out.end = "waiting" if not state.is_final else str(state)
                     break

@@ -308,9 +308,12 @@ class RunDetail(RunOut):
     environment: dict[str, Any] | None = Field(
         default=None, description="the host during the run: pressure per suite and combined "
         "(host), the calibration probes at start and end (probes, each with its background "
-        "pressure), and the figures the environment check judged (judged)")
-    too_busy: bool = Field(default=False, description="the environment check found the testbed "
-                           "out of its usual range: the run is infra_error unless a check "
+        "pressure), the figures the environment check judged (judged), and for a run with "
+        "controls judged despite figures out of the testbed's usual range, those figures in "
+        "words (unusual)")
+    too_busy: bool = Field(default=False, description="the environment check refused the run: "
+                           "a figure out of the testbed's usual range (single-sided runs) or "
+                           "beyond a ceiling (any run); it is infra_error unless a check "
                            "failed")
 
     @classmethod

@@ -75,7 +75,8 @@ FIGURES: dict[str, Figure] = {
     "probe_fio_iops": Figure("probe fio", "IOPS", "lower", 60.0, relative=True),
 }
 BACKGROUND = "background_"
-UNUSUAL = "unusual"  # a stored environment's key: the figures :func:`unusual` found, in words
+UNUSUAL = "unusual"  # a stored environment's key: the figures :func:`assess` noted, in words
+ENVIRONMENT = "environment"  # the subject of the check's excuse
 HOST_FIGURES = tuple(k for k in FIGURES if not k.startswith(("probe_", BACKGROUND)))
 PROBE_FIGURES = tuple(k for k in FIGURES if k.startswith("probe_"))
 BACKGROUND_FIGURES = tuple(k for k in FIGURES if k.startswith(BACKGROUND))
@@ -219,44 +220,50 @@ def deviations(figures: Mapping[str, float], history: Sequence[Mapping[str, floa
     return found
 
 
-def refusing(found: Sequence[Deviation], policy: EnvironmentPolicy,
-             controlled: bool = False) -> list[Deviation]:
-    """The deviations that refuse a run: all of them, or for a run with contemporaneous
-    controls judged by ceilings only, those beyond a ceiling."""
-    if controlled and policy.controlled == "ceilings":
-        return [d for d in found if d.reason == "ceiling"]
-    return list(found)
-
-
-def unusual(figures: Mapping[str, float], history: Sequence[Mapping[str, float]],
-            policy: EnvironmentPolicy, controlled: bool = False) -> list[Deviation]:
-    """The deviations of a run that do not refuse it (a controlled run's figures out of the
-    usual range): noted with the run, shown on its page, and the run is kept out of the
-    testbed's history. Empty when the check is off."""
-    if not policy.enabled:
-        return []
-    found = deviations(figures, history, policy)
-    refused = refusing(found, policy, controlled)
-    return [d for d in found if d not in refused]
-
-
-def judge_environment(figures: Mapping[str, float], history: Sequence[Mapping[str, float]],
-                      policy: EnvironmentPolicy, controlled: bool = False) -> Excuse | None:
-    """An ``infra_error`` excuse if the run's environment is out of range, else None.
+def assess(figures: Mapping[str, float], history: Sequence[Mapping[str, float]],
+           policy: EnvironmentPolicy, controlled: bool = False,
+           ) -> tuple[Excuse | None, list[Deviation]]:
+    """The environment check's answer for one run: the ``infra_error`` excuse that refuses it
+    (None: judged on its numbers), and, for a run it does not refuse, the deviations it notes
+    instead (a run with contemporaneous controls judged by ceilings only: figures out of the
+    usual range, kept with the run and shown on its page; the run is kept out of the testbed's
+    history). Both empty when the check is off.
 
     ``history``: the judged figures of the testbed's earlier runs, newest first (the newest
     ``policy.window`` are used). ``controlled``: the run measured contemporaneous controls
     (see the module's docstring).
     """
     if not policy.enabled:
-        return None
-    found = refusing(deviations(figures, history, policy), policy, controlled)
-    if not found:
-        return None
-    return Excuse("infra_error", "environment",
-                  "testbed too busy: " + "; ".join(d.describe() for d in found),
-                  {"deviations": [d.as_dict() for d in found],
-                   "history_runs": min(len(history), policy.window)})
+        return None, []
+    found = deviations(figures, history, policy)
+    ceilings_only = controlled and policy.controlled == "ceilings"
+    refused = [d for d in found if d.reason == "ceiling"] if ceilings_only else found
+    if not refused:
+        return None, found
+    return Excuse("infra_error", ENVIRONMENT,
+                  "testbed too busy: " + "; ".join(d.describe() for d in refused),
+                  {"deviations": [d.as_dict() for d in refused],
+                   "history_runs": min(len(history), policy.window)}), []
+
+
+def judge_environment(figures: Mapping[str, float], history: Sequence[Mapping[str, float]],
+                      policy: EnvironmentPolicy, controlled: bool = False) -> Excuse | None:
+    """An ``infra_error`` excuse if the run's environment is out of range, else None
+    (:func:`assess`)."""
+    return assess(figures, history, policy, controlled)[0]
+
+
+def unusual(figures: Mapping[str, float], history: Sequence[Mapping[str, float]],
+            policy: EnvironmentPolicy, controlled: bool = False) -> list[Deviation]:
+    """What the check notes of a run it does not refuse (:func:`assess`)."""
+    return assess(figures, history, policy, controlled)[1]
+
+
+def only_too_busy(excuses: Sequence[Excuse]) -> bool:
+    """Whether an ``infra_error`` run's only reason is the environment check ("testbed too
+    busy"): such a run is waited for, never counted as an error (a testbed that also failed to
+    build, say, is an error like any other)."""
+    return bool(excuses) and all(e.subject == ENVIRONMENT for e in excuses)
 
 
 def apply(judgement: RunJudgement, excuse: Excuse | None) -> RunJudgement:

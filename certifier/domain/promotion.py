@@ -34,6 +34,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from certifier.domain.durations import format_duration
+from certifier.domain.environment import only_too_busy
 from certifier.domain.judgement import Excuse, RunKind, Verdict
 from certifier.domain.lifecycle import CandidateState
 
@@ -118,7 +119,7 @@ def _retry_wait(runs: list[RunSummary], now: datetime, policy: SoakPolicy,
 
 def _busy(run: RunSummary) -> bool:
     """An infra error whose only reason is the environment check ("testbed too busy")."""
-    return bool(run.excuses) and all(e.subject == "environment" for e in run.excuses)
+    return only_too_busy(run.excuses)
 
 
 def _budgeted(streak: list[RunSummary]) -> list[RunSummary]:

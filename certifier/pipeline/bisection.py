@@ -66,6 +66,7 @@ from certifier.domain.bisection_state import (
 )
 from certifier.domain.clock import Clock
 from certifier.domain.combination import Combination
+from certifier.domain.environment import only_too_busy
 from certifier.domain.judgement import Excuse, RunKind, Verdict
 from certifier.domain.lifecycle import CandidateState
 from certifier.domain.promotion import WAIVABLE_KINDS
@@ -249,7 +250,7 @@ def _synced(step: StepRecord, run: models.Run | None) -> StepRecord:
     if run.verdict is not None:
         failures = tuple(sorted({f"{e.kind}:{e.subject}" for e in run.excuses
                                  if e.kind in WAIVABLE_KINDS}))
-        busy = run.verdict == Verdict.INFRA_ERROR.value and bool(run.too_busy)
+        busy = run.verdict == Verdict.INFRA_ERROR.value and only_too_busy(run.excuses)
         return replace(step, verdict=run.verdict, finished_at=run.finished_at,
                        failures=failures, busy=busy)
     return step

@@ -7,6 +7,7 @@ it survives worker restarts, and an expired lease can be taken over.
 
 from __future__ import annotations
 
+import itertools
 import statistics
 from collections import defaultdict
 from collections.abc import Mapping
@@ -22,13 +23,7 @@ from certifier.db import models
 from certifier.domain.abtest import NoiseHistory, PairedSeries, paired_series
 from certifier.domain.clock import Clock
 from certifier.domain.detector import DetectorPolicy
-from certifier.domain.environment import (
-    UNUSUAL,
-    EnvironmentPolicy,
-    judge_environment,
-    judged_figures,
-    unusual,
-)
+from certifier.domain.environment import UNUSUAL, EnvironmentPolicy, assess, judged_figures
 from certifier.domain.environment import apply as apply_environment
 from certifier.domain.judgement import (
     ABEvidence,
@@ -456,18 +451,22 @@ def environment_history(session: Session, run: models.Run,
     """
     if run.testbed is None:
         return []
+    query = (select(models.Run.environment)
+             .where(models.Run.testbed == run.testbed, models.Run.id != run.id,
+                    models.Run.state == RunState.FINISHED, models.Run.too_busy.is_(False),
+                    models.Run.environment.is_not(None))
+             .order_by(models.Run.finished_at.desc(), models.Run.id.desc()))
+    page = window * 4  # some hold no judged figure (a probe skipped) or were unusual
     found: list[dict[str, float]] = []
-    for environment in session.scalars(
-            select(models.Run.environment)
-            .where(models.Run.testbed == run.testbed, models.Run.id != run.id,
-                   models.Run.state == RunState.FINISHED, models.Run.too_busy.is_(False),
-                   models.Run.environment.is_not(None))
-            .order_by(models.Run.finished_at.desc(), models.Run.id.desc())
-            .limit(window * 4)):  # some hold no judged figure (a probe skipped) or are unusual
-        figures = judged_figures(environment)
-        if figures and not (isinstance(environment, dict) and environment.get(UNUSUAL)):
-            found.append(figures)
-        if len(found) == window:
+    for offset in itertools.count(0, page):  # page back until the window is full
+        rows = session.scalars(query.limit(page).offset(offset)).all()
+        for environment in rows:
+            figures = judged_figures(environment)
+            if figures and not (isinstance(environment, dict) and environment.get(UNUSUAL)):
+                found.append(figures)
+                if len(found) == window:
+                    return found
+        if len(rows) < page:
             break
     return found
 
@@ -477,14 +476,13 @@ def environment_excuse(session: Session, run: models.Run, environment: Mapping[s
                        ) -> tuple[Excuse | None, list[str]]:
     """The ``infra_error`` excuse for ``run`` if its environment is out of its testbed's usual
     range (:mod:`certifier.domain.environment`), else None; and the figures out of that range
-    that did not refuse it (``controlled``: a run with contemporaneous controls, judged by
-    the ceilings only), in words."""
+    that the check notes instead of refusing it (``controlled``: a run with contemporaneous
+    controls, judged by the ceilings only), in words."""
     if not policy.enabled:
         return None, []
-    figures = judged_figures(environment)
-    history = environment_history(session, run, policy.window)
-    return (judge_environment(figures, history, policy, controlled),
-            [d.describe() for d in unusual(figures, history, policy, controlled)])
+    excuse, noted = assess(judged_figures(environment),
+                           environment_history(session, run, policy.window), policy, controlled)
+    return excuse, [d.describe() for d in noted]
 
 
 def expire_stale(session: Session, clock: Clock, run_timeout: timedelta) -> list[int]:

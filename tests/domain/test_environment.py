@@ -14,6 +14,7 @@ from certifier.domain.environment import (
     apply,
     judge_environment,
     judged_figures,
+    only_too_busy,
     run_line,
     summary_line,
     unusual,
@@ -94,11 +95,20 @@ def test_a_run_with_controls_is_refused_by_ceilings_only_and_the_rest_is_noted()
                              controlled=True)
     assert over is not None and over.message == ("testbed too busy: cpu pressure 63 % vs usual "
                                                   "2 % (ceiling 50 %)")
+    assert unusual({**loud, "background_cpu_pressure_pct": 63.0}, QUIET, POLICY,
+                   controlled=True) == []  # refused: nothing is "judged against its controls"
     strict = EnvironmentPolicy(controlled="usual")
     assert judge_environment(loud, QUIET, strict, controlled=True) is not None
     assert unusual(loud, QUIET, strict, controlled=True) == []
     assert unusual(loud, QUIET, POLICY) == []  # a one-sided run: refused, nothing to note
     assert unusual(loud, QUIET, EnvironmentPolicy(enabled=False), controlled=True) == []
+
+
+def test_only_a_run_refused_for_nothing_but_the_environment_is_too_busy() -> None:
+    busy = Excuse("infra_error", "environment", "testbed too busy: cpu pressure 63 %")
+    broken = Excuse("infra_error", "testbed", "testbed: could not create namespace")
+    assert only_too_busy([busy])
+    assert not only_too_busy([broken, busy]) and not only_too_busy([])
 
 
 def test_the_run_line_adds_what_was_unusual_for_a_run_with_controls() -> None:

@@ -101,9 +101,11 @@ class Upstreams:
             self.world.claim(run_id)
             self.clock.advance(timedelta(minutes=5))
             with session_scope(self.factory) as session:
-                if shas & self.infra:
+                if shas & self.infra:  # on a busy host too, when also in ``busy``
                     runs.finish(session, run_id, [], self.clock, JudgementPolicy(),
-                                setup_error="testbed: could not create namespace")
+                                setup_error="testbed: could not create namespace",
+                                environment=BUSY_HOST if shas & self.busy else None,
+                                environment_policy=EnvironmentPolicy())
                 elif shas & self.busy:  # the start probe saw the host 90 % cpu-starved
                     runs.finish(session, run_id, passing_results(), self.clock,
                                 JudgementPolicy(), environment=BUSY_HOST,
@@ -299,10 +301,15 @@ def test_a_single_commit_rejection_needs_no_culprit_finding(up: Upstreams) -> No
     assert up.candidate(cid).bisection is None
 
 
+@pytest.mark.parametrize("busy_too", [False, True], ids=["idle", "busy-too"])
 def test_infra_errors_are_retried_then_culprit_finding_is_inconclusive_and_isolation_follows(
-    up: Upstreams,
+    up: Upstreams, busy_too: bool,
 ) -> None:
+    """A testbed that fails to build is an error whether or not the host is also busy: the
+    retries run out, and the search ends."""
     up.infra.add(up.good["cinder"])  # the first swap-back (cinder at known-good) never deploys
+    if busy_too:
+        up.busy.add(up.good["cinder"])
     cid, _, report = _reject(up)
     up.execute(report.runs_created)
     reports = []

@@ -187,6 +187,29 @@ def test_the_history_leaves_out_runs_refused_as_too_busy(world: World) -> None:
             {"background_cpu_pressure_pct": 2.0}]
 
 
+def test_the_history_pages_back_past_runs_noted_as_unusual(world: World) -> None:
+    """A long busy spell of A/B runs (each noted as unusual) does not push the testbed's quiet
+    history out of reach: the history pages back until its window is full."""
+    gate = _gate_run(world, "n1")
+    with session_scope(world.factory) as session:
+        cid = runs.get_run(session, gate).candidate_id
+        start = world.clock.now()
+        for i in range(5 + 30):  # oldest first: 5 quiet runs, then 30 unusual ones
+            environment: dict[str, Any] = busy(2.0 if i < 5 else 40.0)
+            if i >= 5:
+                environment["unusual"] = ["cpu pressure 40 % vs usual 2 %"]
+            session.add(models.Run(candidate_id=cid, kind="gate", attempt=100 + i,
+                                   state="finished", verdict="passed", testbed="gate1",
+                                   created_at=start, finished_at=start + timedelta(minutes=i),
+                                   environment=environment))
+        probe = models.Run(candidate_id=cid, kind="gate", attempt=999, state="pending",
+                           testbed="gate1", created_at=start)
+        session.add(probe)
+        session.flush()
+        history = runs.environment_history(session, probe, 5)  # a page is 20 runs
+        assert history == [{"background_cpu_pressure_pct": 2.0}] * 5
+
+
 def test_a_disabled_check_stores_the_figures_and_judges_nothing(world: World) -> None:
     run_id = _gate_run(world, "n1")
     world.claim(run_id)

@@ -254,8 +254,9 @@ def _environment(session: Session) -> Iterable[Metric]:
         labels=["testbed", "figure", "unit"])
     refused = CounterMetricFamily(
         "certifier_runs_too_busy",
-        "Runs the environment check found out of the testbed's usual range (infra_error "
-        "unless a check failed: retried, never counted against the candidate).",
+        "Runs the environment check refused as too busy (out of the testbed's usual range, "
+        "or beyond a ceiling for runs with controls; infra_error unless a check failed: "
+        "retried, never counted against the candidate).",
         labels=["testbed"])
     counts = dict(session.execute(
         select(models.Run.testbed, func.count())
