@@ -144,8 +144,18 @@ class Step:
     verdict: Verdict | None = None
     finished_at: datetime | None = None
     failures: frozenset[str] = frozenset()  # "check:<subject>", "regression:<subject>", …
-    busy: bool = False  # infra_error only because the environment check found the testbed busy
-    # (a failed check on a busy testbed still fails: such a run is an ordinary step)
+    busy: bool = False  # the environment check found the testbed too busy
+
+    @property
+    def waited(self) -> bool:
+        """An infra error only because the testbed was too busy: waited for, never a step (a
+        check that failed on a busy testbed still failed: such a run is an ordinary step)."""
+        return self.busy and self.verdict is Verdict.INFRA_ERROR
+
+
+def steps_taken(steps: Sequence[Step]) -> int:
+    """The steps that count towards ``max_steps``: every run but those :attr:`Step.waited`."""
+    return sum(1 for s in steps if not s.waited)
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,8 +278,7 @@ def _answer(probe: Probe, steps: Sequence[Step], policy: BisectPolicy,
         if step.verdict is not Verdict.INFRA_ERROR:
             break
         errors.insert(0, step)
-    failed = [s for s in errors if not s.busy]  # a busy testbed is waited for, not counted
-    counted = sum(1 for s in steps if not (s.busy and s.verdict is Verdict.INFRA_ERROR))
+    failed = [s for s in errors if not s.waited]  # a busy testbed is waited for, not counted
     if len(failed) > policy.max_infra_retries:
         runs = ", ".join(str(s.run_id) for s in failed)
         return Inconclusive(f"testing {probe.describe()} hit testbed or tool errors "
@@ -278,8 +287,8 @@ def _answer(probe: Probe, steps: Sequence[Step], policy: BisectPolicy,
         ended = errors[-1].finished_at or now
         ready = ended + policy.retry_delay(len(errors))
         if now < ready:
-            return Wait(probe, until=ready, busy=errors[-1].busy)
-    if counted >= policy.max_steps:
+            return Wait(probe, until=ready, busy=errors[-1].waited)
+    if steps_taken(steps) >= policy.max_steps:
         return Inconclusive(f"the limit of {policy.max_steps} runs was reached before the "
                             f"culprit was found (next: {probe.describe()})")
     return Try(probe, retry=len(errors))

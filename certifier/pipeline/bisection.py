@@ -53,6 +53,7 @@ from certifier.domain.bisection import (
     Wait,
     carriers,
     next_step,
+    steps_taken,
     worth_starting,
 )
 from certifier.domain.bisection_state import (
@@ -238,7 +239,7 @@ def advance(session: Session, cand: models.Candidate, clock: Clock, policy: Bise
         state = _conclude(session, cand, clock, state, decision, problem)
         report.ended.append(cand.id)
     else:
-        _set_excuse(cand, _progress(decision, run_id, steps, policy))
+        _set_excuse(cand, _progress(decision, run_id, [_step(s) for s in steps], policy))
     cand.bisection = state
 
 
@@ -287,21 +288,21 @@ def _create_run(session: Session, cand: models.Candidate, combo: Combination, cl
     return run
 
 
-def _busy_streak(steps: list[StepRecord]) -> int:
-    """The finished steps in a row, newest last, that the testbed was too busy for."""
+def _busy_streak(steps: list[Step]) -> int:
+    """The finished steps in a row, newest last, that waited for a busy testbed."""
     streak = 0
     for step in reversed([s for s in steps if s.verdict is not None]):
-        if not step.busy:
+        if not step.waited:
             break
         streak += 1
     return streak
 
 
-def _progress(decision: Try | Wait, run_id: int | None, records: list[StepRecord],
+def _progress(decision: Try | Wait, run_id: int | None, records: list[Step],
               policy: BisectPolicy) -> Excuse:
     """The search's progress excuse; ``data.busy_runs``: the runs in a row the testbed was too
-    busy for (they count as no step, as :func:`next_step` counts them)."""
-    steps = sum(1 for s in records if not s.busy)
+    busy for (they count as no step: :func:`steps_taken`)."""
+    steps = steps_taken(records)
     what = decision.probe.describe()
     if isinstance(decision, Wait) and decision.until is not None and decision.busy:
         doing = (f"waiting for the testbed to calm down to test {what}, next try from "
