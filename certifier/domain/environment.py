@@ -18,7 +18,7 @@ A run with contemporaneous controls (an A/B run: the known-good measured beside 
 interleaved, in the same minutes) carries its own reference: a load both sides share is the
 environment's and cancels in the comparison. Such a run is refused only beyond a ceiling
 (``EnvironmentPolicy.controlled == "ceilings"``, the default); a figure merely out of the
-testbed's usual range is noted with the run (:func:`unusual`), and the run is left out of the
+testbed's usual range is noted with the run (:func:`assess`), and the run is left out of the
 history, so a busy spell still never becomes the usual state. Single-sided runs, which have
 only the history to go by, keep the usual-range test.
 """
@@ -251,12 +251,6 @@ def judge_environment(figures: Mapping[str, float], history: Sequence[Mapping[st
     """An ``infra_error`` excuse if the run's environment is out of range, else None
     (:func:`assess`)."""
     return assess(figures, history, policy, controlled)[0]
-
-
-def unusual(figures: Mapping[str, float], history: Sequence[Mapping[str, float]],
-            policy: EnvironmentPolicy, controlled: bool = False) -> list[Deviation]:
-    """What the check notes of a run it does not refuse (:func:`assess`)."""
-    return assess(figures, history, policy, controlled)[1]
 
 
 def only_too_busy(excuses: Sequence[Excuse]) -> bool:

@@ -10,14 +10,15 @@ from typing import Any
 import pytest
 
 from certifier.domain.environment import (
+    Deviation,
     EnvironmentPolicy,
     apply,
+    assess,
     judge_environment,
     judged_figures,
     only_too_busy,
     run_line,
     summary_line,
-    unusual,
 )
 from certifier.domain.judgement import Excuse, RunJudgement, Verdict
 
@@ -82,6 +83,12 @@ def test_only_the_newest_window_of_history_counts() -> None:
     history = QUIET + [{"background_cpu_pressure_pct": 45.0}] * 20  # newest first: quiet ones
     policy = EnvironmentPolicy(window=6)
     assert judge_environment({"background_cpu_pressure_pct": 40.0}, history, policy) is not None
+
+
+def unusual(figures: dict[str, float], history: list[dict[str, float]],
+            policy: EnvironmentPolicy, controlled: bool = False) -> list[Deviation]:
+    """What the check notes of a run instead of refusing it."""
+    return assess(figures, history, policy, controlled)[1]
 
 
 def test_a_run_with_controls_is_refused_by_ceilings_only_and_the_rest_is_noted() -> None:
