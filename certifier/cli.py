@@ -12,7 +12,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -385,10 +385,37 @@ def candidate_retry(
 ) -> None:
     """Retry a candidate whose infra retries ran out: its infra streak restarts now, and the
     next pass runs it again. Exit 1 when there is nothing to retry."""
-    import getpass
-
     from certifier.domain.clock import SystemClock
     from certifier.pipeline import actions
+
+    _candidate_action(reason, "runs it", "retried, its infra retries start again",
+                      lambda session, settings, actor: actions.retry(
+                          session, SystemClock(), candidate_id, actor, reason,
+                          settings.soak_policy()))
+
+
+@candidate_app.command("stop-culprit-finding")
+def candidate_stop_culprit_finding(
+    candidate_id: Annotated[int, typer.Argument(help="the candidate's id")],
+    reason: Annotated[str, typer.Option(help="why: kept in the audit log")],
+) -> None:
+    """Stop the culprit finding of a rejected candidate: its pending bisect runs are withdrawn
+    and the train moves on at the next pass. Exit 1 when none runs."""
+    from certifier.domain.clock import SystemClock
+    from certifier.pipeline import actions
+
+    _candidate_action(reason, "lets the train move on", "culprit finding stopped",
+                      lambda session, _, actor: actions.stop_culprit_finding(
+                          session, SystemClock(), candidate_id, actor, reason))
+
+
+def _candidate_action(reason: str, then: str, done: str,
+                      act: Callable[[Any, Settings, str], Any]) -> None:
+    """One audited action on a candidate as ``cli:<user>``: ``act(session, settings, actor)``
+    returns the candidate. Exit 2 without a reason, 1 with the service's word when refused;
+    ``then``: what the reconcile pass it asks for does; ``done``: said after the state."""
+    import getpass
+
     from certifier.pipeline.errors import ServiceError
 
     if not reason.strip():
@@ -396,11 +423,9 @@ def candidate_retry(
         raise typer.Exit(2)
     settings = _settings()
     try:
-        with _action_scope(settings, "runs it") as session:
-            cand = actions.retry(session, SystemClock(), candidate_id,
-                                 f"cli:{getpass.getuser()}", reason, settings.soak_policy())
-            typer.echo(f"candidate {cand.id}: {cand.state}; retried, its infra retries start "
-                       "again")
+        with _action_scope(settings, then) as session:
+            cand = act(session, settings, f"cli:{getpass.getuser()}")
+            typer.echo(f"candidate {cand.id}: {cand.state}; {done}")
     except ServiceError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None

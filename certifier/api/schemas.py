@@ -530,6 +530,10 @@ class RetryRequest(_Action):
     pass
 
 
+class StopCulpritRequest(_Action):
+    pass
+
+
 class PromoteRequest(_Action):
     force: bool = Field(default=False,
                         description="promote even with unwaived failures (they are audited)")

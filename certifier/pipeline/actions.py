@@ -1,5 +1,5 @@
-"""People's controls: cancel, waive, retry, promote and mark bad a candidate; revoke a
-known-good.
+"""People's controls: cancel, waive, retry, promote and mark bad a candidate, stop its culprit
+finding; revoke a known-good.
 
 Each action checks the candidate's state through the lifecycle, changes it, and writes one audit
 event naming the actor (``token:<name>`` over the API, ``cli:<user>`` on the server). They only
@@ -18,6 +18,12 @@ A retry gives a candidate whose infra retries ran out (it waits, holding the pip
 ``infra_error`` excuse) a fresh retry budget: ``candidates.retried_at`` is when, and the policy
 counts the infra streak only from then (``promotion.decide``).
 
+Stopping culprit finding ends a running search on a rejected candidate through the scheduler's
+own stop (``bisection.stop``): its pending runs are withdrawn and the search ends ``stopped``,
+naming the person. While a search runs no queued candidate boards, and one waiting for a busy
+testbed waits as long as that lasts; once stopped, formation goes on as after an inconclusive
+search (it isolates one changed component at a time). The candidate stays rejected.
+
 Marking a candidate's combination bad records who and why on the combination: formation never
 forms it again and ``knowngood.promote`` refuses it, even when forced. An open candidate is
 cancelled at once; a known-good still served must be revoked first.
@@ -30,6 +36,7 @@ from datetime import timedelta
 from sqlalchemy.orm import Session
 
 from certifier.db import models
+from certifier.domain.bisection_state import FOUND, INCONCLUSIVE, STOPPED, Record
 from certifier.domain.clock import Clock
 from certifier.domain.judgement import Excuse, RunKind, Verdict
 from certifier.domain.lifecycle import CandidateState, reinstate
@@ -40,7 +47,7 @@ from certifier.domain.promotion import (
     blocking,
     decide,
 )
-from certifier.pipeline import knowngood, notify, runs, waivers
+from certifier.pipeline import bisection, knowngood, notify, runs, waivers
 from certifier.pipeline.dispatch import known_good_changed, reconcile_after_commit
 from certifier.pipeline.errors import Conflict, Invalid, NotFound
 from certifier.pipeline.toolbox import audit, move, summaries
@@ -166,6 +173,36 @@ def retry(session: Session, clock: Clock, candidate_id: int, actor: str, reason:
                     runs=exhausted[0].data.get("runs", []))
     reconcile_after_commit(session)
     return cand
+
+
+def stop_culprit_finding(session: Session, clock: Clock, candidate_id: int, actor: str,
+                         reason: str) -> models.Candidate:
+    """Stop the culprit finding that runs for a rejected candidate; it stays rejected.
+
+    The way out of a search that holds the train (it may wait for a testbed that stays too busy
+    for as long as that lasts) short of turning culprit finding off for everyone. 409 when no
+    search runs, saying what became of it.
+    """
+    cand = _candidate(session, candidate_id)
+    if not bisection.is_running(cand.bisection):
+        raise Conflict(f"candidate {cand.id} has no culprit finding running: "
+                       f"{_search_words(cand.bisection)}")
+    bisection.stop(session, cand, clock, reason, actor=actor)
+    cand.updated_at = clock.now()
+    reconcile_after_commit(session)
+    return cand
+
+
+def _search_words(state: Record | None) -> str:
+    """What became of a candidate's culprit finding that is not running, in words."""
+    if state is None:
+        return "none was started"
+    if state.status == FOUND and state.result is not None:
+        return (f"it already found the culprit ({state.result.component} "
+                f"{state.result.sha[:12]})")
+    said = {INCONCLUSIVE: "it ended inconclusive", STOPPED: "it was already stopped"}.get(
+        state.status, f"it is {state.status}")
+    return said + (f" ({state.reason})" if state.reason else "")
 
 
 def promote(session: Session, clock: Clock, candidate_id: int, actor: str, reason: str,

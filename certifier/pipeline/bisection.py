@@ -22,8 +22,10 @@ ranges, every step with its run and verdict, the result) and turns the search's 
   says why, and formation isolates as before. Both are audited as ``culprit``.
 * **Meanwhile** no candidate boards (:func:`hold_boarding`): the queued one would otherwise take
   the testbed without the hold the result is about to give it. A search stops when the
-  candidate leaves ``rejected``, when it is turned off, or when the known-good moves (the same
-  reason as at the start); its runs not yet claimed are withdrawn.
+  candidate leaves ``rejected``, when it is turned off, when the known-good moves (the same
+  reason as at the start), or when a person stops it (``actions.stop_culprit_finding``: a
+  search waiting for a testbed that stays busy holds the train for as long as that lasts);
+  its runs not yet claimed are withdrawn (:func:`stop`).
 
 Commit order: ``models.Commit`` knows no parents. A component's range is its commits ordered by
 ``(first_seen_at, id)`` strictly after the known-good's commit up to and including the
@@ -78,6 +80,7 @@ from certifier.pipeline.toolbox import audit
 _JUDGED = (RunKind.GATE.value, RunKind.SOAK.value)
 _OWN_EXCUSES = ("bisection", "culprit")  # the excuses this module adds to a rejected candidate
 WAIT_KIND = "culprit_wait"  # the excuse of a queued candidate held back while one runs
+SCHEDULER = "scheduler"  # the actor of the searches' own audit events
 
 
 @dataclass
@@ -122,7 +125,7 @@ def start(session: Session, cand: models.Candidate, clock: Clock, policy: Bisect
         cand.bisection = _conclude(session, cand, clock, state, Inconclusive(moved), problem)
         return report
     cand.bisection = state
-    audit(session, clock, "scheduler", "bisect", f"candidate {cand.id}",
+    audit(session, clock, SCHEDULER, "bisect", f"candidate {cand.id}",
           failed_run=failed.id, known_good=kg.version,
           commits={name: len(commits) for name, commits in ranges.items()})
     report.started.append(cand.id)
@@ -193,11 +196,13 @@ def advance_all(session: Session, clock: Clock, policy: BisectPolicy | None,
                 dispatcher: Dispatcher) -> Progress:
     """One step of every running culprit finding (or its end, when it must stop)."""
     report = Progress()
+    # Locked (PostgreSQL): a person stopping a search (actions.stop_culprit_finding, which
+    # locks the row too) and this pass take turns, so neither overwrites the other's record.
     for cand in session.scalars(select(models.Candidate).where(_running())
-                                .order_by(models.Candidate.id)).all():
+                                .order_by(models.Candidate.id).with_for_update()).all():
         reason = _reason_to_stop(session, cand, policy)
         if reason is not None:
-            _stop(session, cand, clock, reason, report)
+            stop(session, cand, clock, reason, report=report)
         elif policy is not None:
             advance(session, cand, clock, policy, dispatcher, report)
     return report
@@ -323,14 +328,14 @@ def _conclude(session: Session, cand: models.Candidate, clock: Clock, state: Rec
     if isinstance(decision, Inconclusive):
         _set_excuse(cand, Excuse("bisection", "culprit finding",
                                  f"culprit finding inconclusive: {decision.reason}"))
-        audit(session, clock, "scheduler", "culprit", f"candidate {cand.id}",
+        audit(session, clock, SCHEDULER, "culprit", f"candidate {cand.id}",
               status=INCONCLUSIVE, reason=decision.reason)
         return replace(state, status=INCONCLUSIVE, reason=decision.reason,
                        finished_at=clock.now())
     found = decision.culprit
     result = _result(found, problem)
     _set_excuse(cand, _culprit_excuse(session, found, result))
-    audit(session, clock, "scheduler", "culprit", f"candidate {cand.id}",
+    audit(session, clock, SCHEDULER, "culprit", f"candidate {cand.id}",
           status=FOUND, component=found.component, sha=found.sha,
           last_good=found.last_good, evidence=list(found.evidence))
     return replace(state, status=FOUND, result=result, finished_at=clock.now())
@@ -357,17 +362,25 @@ def _set_excuse(cand: models.Candidate, excuse: Excuse) -> None:
     cand.excuses = (*[e for e in cand.excuses if e.kind not in _OWN_EXCUSES], excuse)
 
 
-def _stop(session: Session, cand: models.Candidate, clock: Clock, reason: str,
-          report: Progress) -> None:
-    """End a running search without a conclusion; its runs that have not started are
-    withdrawn (as cancelling does), so they never take the testbed.
+def stop(session: Session, cand: models.Candidate, clock: Clock, reason: str, *,
+         actor: str = SCHEDULER, report: Progress | None = None) -> list[int]:
+    """End a running search without a conclusion; the ids of its runs withdrawn.
 
-    What was read as pending may have been claimed since by a worker: it runs now and holds
-    the testbed's lease. So the delete is conditional (``state = 'pending'``, decided by the
-    database, where the claim's ``UPDATE … WHERE state = 'pending'`` competes for the same
+    ``actor``: who stops it, named in the audit event; a person's ``reason`` is kept as
+    "stopped by <actor>: <reason>". The candidate keeps its state; a stopped search names no
+    culprit, so formation goes on as after an inconclusive one.
+
+    Its runs that have not started are withdrawn (as cancelling does), so they never take the
+    testbed. What was read as pending may have been claimed since by a worker: it runs now and
+    holds the testbed's lease. So the delete is conditional (``state = 'pending'``, decided by
+    the database, where the claim's ``UPDATE … WHERE state = 'pending'`` competes for the same
     row), and only the rows it really deleted count as withdrawn. A run it spared finishes
     as usual.
     """
+    said = f"culprit finding stopped: {reason}"
+    if actor != SCHEDULER:
+        reason = f"stopped by {actor}: {reason}"
+        said = f"culprit finding {reason}"
     state = cand.bisection or Record.read(None)
     pending = set(runs.withdraw_pending(session, [s.run for s in state.steps
                                                   if not s.withdrawn]))
@@ -376,11 +389,12 @@ def _stop(session: Session, cand: models.Candidate, clock: Clock, reason: str,
         state, status=STOPPED, reason=reason, finished_at=clock.now(),
         steps=tuple(replace(s, withdrawn=True) if s.run in pending else s for s in state.steps))
     if cand.state == CandidateState.REJECTED:
-        _set_excuse(cand, Excuse("bisection", "culprit finding",
-                                 f"culprit finding stopped: {reason}"))
-    audit(session, clock, "scheduler", "culprit", f"candidate {cand.id}",
+        _set_excuse(cand, Excuse("bisection", "culprit finding", said))
+    audit(session, clock, actor, "culprit", f"candidate {cand.id}",
           status=STOPPED, reason=reason, withdrawn_runs=sorted(pending))
-    report.ended.append(cand.id)
+    if report is not None:
+        report.ended.append(cand.id)
+    return sorted(pending)
 
 
 # What the rest of the pipeline asks ----------------------------------------------------------

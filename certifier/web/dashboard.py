@@ -49,9 +49,9 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
-ACTIONS = ("waive", "promote", "cancel", "mark-bad", "retry")
+ACTIONS = ("waive", "promote", "cancel", "mark-bad", "retry", "culprit/stop")
 _ACTION_PATH = re.compile(
-    r"^/api/v1/candidates/\{[^}]+\}/(waive|promote|cancel|mark-bad|retry)$")
+    r"^/api/v1/candidates/\{[^}]+\}/(waive|promote|cancel|mark-bad|retry|culprit/stop)$")
 STATES = tuple(s.value for s in CandidateState)
 
 

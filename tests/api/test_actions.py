@@ -1,4 +1,5 @@
-"""People's controls over the API: cancel, waive, retry, promote, revoke, and the audit log."""
+"""People's controls over the API: cancel, waive, retry, promote, revoke, stopping culprit
+finding, and the audit log."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from certifier.pipeline import scheduler
 from certifier.pipeline.dispatch import RecordingDispatcher
 from certifier.settings import Settings
 from tests.factories import SOAK, World
+from tests.pipeline.test_bisection import Upstreams, _reject
 
 OPERATE = "operator-secret-0123456789"
 ADMIN = "admin-secret-0123456789abc"
@@ -89,6 +91,7 @@ def test_mutating_endpoints_refuse_without_a_token(client: TestClient, world: Wo
     for path, body in ((f"/api/v1/candidates/{cid}/cancel", {"reason": "x"}),
                        (f"/api/v1/candidates/{cid}/waive", {"subject": "a", "reason": "x"}),
                        (f"/api/v1/candidates/{cid}/promote", {"reason": "x"}),
+                       (f"/api/v1/candidates/{cid}/culprit/stop", {"reason": "x"}),
                        ("/api/v1/known-good/1/revoke", {"reason": "x"})):
         answer = client.post(path, json=body)
         assert answer.status_code == 401, path
@@ -369,3 +372,77 @@ def test_an_operator_retries_from_the_command_line(tmp_path: Path) -> None:
     assert _candidate(world, cid).retried_at is not None
     assert again.returncode == 1 and "nothing to retry" in again.stderr
     engine.dispose()
+
+
+# Stopping culprit finding: a search that holds the train ------------------------------------
+
+
+def searching(factory: sessionmaker[Session], clock: FakeClock) -> tuple[Upstreams, int, list[int]]:
+    """A rejected candidate whose culprit finding runs (three components moved, a neutron commit
+    breaks the ping check): (the world, the candidate, the search's pending run)."""
+    up = Upstreams(factory, clock)
+    cid, _, rejecting = _reject(up)
+    return up, cid, rejecting.runs_created
+
+
+def test_stopping_culprit_finding_answers_the_rejected_candidate_and_is_audited(
+    client: TestClient, db_factory: sessionmaker[Session], clock: FakeClock,
+    dispatcher: RecordingDispatcher,
+) -> None:
+    _, cid, pending = searching(db_factory, clock)
+    answer = client.post(f"/api/v1/candidates/{cid}/culprit/stop",
+                         json={"reason": "gate1 stays busy"}, headers=bearer(OPERATE))
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["state"] == "rejected"
+    assert "culprit finding stopped by token:olga: gate1 stays busy" in [
+        e["message"] for e in answer.json()["excuses"]]
+    assert dispatcher.reconciles >= 1  # the next pass lets the train move on at once
+    detail = client.get(f"/api/v1/candidates/{cid}").json()
+    assert detail["bisection"]["status"] == "stopped"
+    assert detail["bisection"]["reason"] == "stopped by token:olga: gate1 stays busy"
+    assert not [r for r in detail["runs"] if r["kind"] == "bisect"]  # withdrawn
+    event = client.get("/api/v1/audit?action=culprit").json()["items"][0]
+    assert (event["actor"], event["subject"]) == ("token:olga", f"candidate {cid}")
+    assert event["detail"]["withdrawn_runs"] == pending
+
+
+def test_stopping_culprit_finding_when_none_runs_is_a_409_and_an_unknown_candidate_a_404(
+    client: TestClient, db_factory: sessionmaker[Session], clock: FakeClock,
+) -> None:
+    _, cid, _ = searching(db_factory, clock)
+    path = f"/api/v1/candidates/{cid}/culprit/stop"
+    assert client.post(path, json={"reason": "x"}, headers=bearer(OPERATE)).status_code == 200
+    again = client.post(path, json={"reason": "x"}, headers=bearer(OPERATE))
+    assert again.status_code == 409
+    assert "has no culprit finding running: it was already stopped" in again.json()["detail"]
+    unknown = client.post("/api/v1/candidates/999999/culprit/stop", json={"reason": "x"},
+                          headers=bearer(OPERATE))
+    assert unknown.status_code == 404 and "no candidate 999999" in unknown.json()["detail"]
+
+
+def test_stopping_culprit_finding_needs_an_operate_token_and_a_reason(
+    client: TestClient, db_factory: sessionmaker[Session], clock: FakeClock,
+) -> None:
+    up, cid, _ = searching(db_factory, clock)
+    path = f"/api/v1/candidates/{cid}/culprit/stop"
+    assert client.post(path, json={"reason": "x"}).status_code == 401
+    assert client.post(path, json={"reason": "x"}, headers=bearer(READ)).status_code == 403
+    for body in ({}, {"reason": ""}, {"reason": "   "}, {"reason": "x" * 2001},
+                 {"reason": "x", "force": True}):
+        refused = client.post(path, json=body, headers=bearer(OPERATE))
+        assert refused.status_code == 422, body
+        assert refused.json()["errors"], body
+    assert client.post("/api/v1/candidates/0/culprit/stop", json={"reason": "x"},
+                       headers=bearer(OPERATE)).status_code == 422
+    state = up.candidate(cid).bisection
+    assert state is not None and state.status == "running"  # nothing refused touched it
+
+
+def test_stopping_culprit_finding_is_documented_with_its_error_answers(
+    client: TestClient,
+) -> None:
+    operation = client.get("/openapi.json").json()["paths"][
+        "/api/v1/candidates/{candidate_id}/culprit/stop"]["post"]
+    assert {"200", "401", "403", "404", "409", "422"} <= set(operation["responses"])
+    assert operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/StopCulpritRequest")

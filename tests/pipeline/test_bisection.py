@@ -66,8 +66,8 @@ def failing() -> list[SuiteResult]:
 class Upstreams:
     """Three components at known-good #1; ``broken`` holds the shas that break a check."""
 
-    def __init__(self, factory: sessionmaker[Session]) -> None:
-        self.clock = FakeClock()
+    def __init__(self, factory: sessionmaker[Session], clock: FakeClock | None = None) -> None:
+        self.clock = clock or FakeClock()  # an app's, when a test asks it too
         self.world = World(factory, self.clock)
         self.factory = factory
         for name in ("cinder", "neutron", "nova"):

@@ -2,7 +2,8 @@
 
 Every page loads without a console error and is photographed (laptop and phone) into
 ``test-artifacts/screenshots/``; the soak progress bar moves on a live update without a reload;
-untrusted text stays text; the pages read without JavaScript.
+untrusted text stays text; the pages read without JavaScript; an operator action sent from the
+page changes it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.api.test_actions import searching
 from tests.factories import SOAK
 from tests.web.live import (
     CHROMIUM,
@@ -276,6 +278,27 @@ def test_a_waive_by_an_authorised_token_changes_the_page(
         page.wait_for_selector("ul.waivers li", timeout=10_000)
         assert "known iperf3 noise" in page.locator("ul.waivers").inner_text()
         assert page.evaluate("window.__notReloaded") is True
+        assert console.errors == []
+    finally:
+        context.close()
+
+
+def test_stopping_culprit_finding_from_the_page_ends_the_search_and_takes_the_button_away(
+    browser: Any, server: LiveServer, operator_token: str
+) -> None:
+    _, cid, _ = searching(server.scene.factory, server.clock)
+    context, page, console = _open(browser, LAPTOP)
+    try:
+        page.goto(server.url + f"/candidates/{cid}")
+        page.fill("#token", operator_token)
+        page.click(".token-form button[type=submit]")
+        page.fill("#stop-culprit-reason", "gate1 stays busy all week")
+        page.click("form[data-action=stop-culprit-finding] button[type=submit]")
+        page.wait_for_selector(".action-result.ok", timeout=10_000)
+        page.wait_for_selector("form[data-action=stop-culprit-finding]", state="detached",
+                               timeout=10_000)
+        said = page.locator("#culprit-finding ~ p.culprit-note").first.inner_text()
+        assert said.startswith("stopped by token:") and "gate1 stays busy all week" in said
         assert console.errors == []
     finally:
         context.close()

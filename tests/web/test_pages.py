@@ -158,7 +158,7 @@ def test_the_actions_are_offered_only_when_the_api_has_them(
     with TestClient(bare) as probe:
         assert probe.get("/offered").json() == {"waive": False, "promote": False,
                                                 "cancel": False, "mark-bad": False,
-                                                "retry": False}
+                                                "retry": False, "culprit/stop": False}
         router = APIRouter(prefix="/api/v1")
 
         @router.post("/candidates/{candidate_id}/cancel")

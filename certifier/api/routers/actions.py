@@ -1,5 +1,5 @@
-"""People's controls over the API: cancel, waive, retry, promote and mark bad a candidate,
-revoke a known-good, and the audit log they all write to.
+"""People's controls over the API: cancel, waive, retry, promote and mark bad a candidate, stop
+its culprit finding, revoke a known-good, and the audit log they all write to.
 
 Each needs a bearer token of the scope named in its description (``certifier/api/auth.py``);
 the services are in ``certifier/pipeline/actions.py``. They register their own after-commit work
@@ -32,6 +32,7 @@ from certifier.api.schemas import (
     RetryRequest,
     RevokeAnswer,
     RevokeRequest,
+    StopCulpritRequest,
     WaiveAnswer,
     WaiveRequest,
     WaiverOut,
@@ -72,6 +73,20 @@ def retry_candidate(candidate_id: Id, body: RetryRequest, session: SessionDep, c
     """
     cand = actions.retry(session, clock, candidate_id, who.actor, body.reason,
                          context.settings.soak_policy())
+    return CandidateOut.stored(cand)
+
+
+@router.post("/candidates/{candidate_id}/culprit/stop", response_model=CandidateOut,
+             responses=AUTH)
+def stop_culprit_finding(candidate_id: Id, body: StopCulpritRequest, session: SessionDep,
+                         clock: ClockDep, who: OperatorDep) -> CandidateOut:
+    """Stop the culprit finding that runs for a rejected candidate (operate scope).
+
+    Its pending bisect runs are withdrawn and the search ends ``stopped``; the candidate stays
+    rejected, and the next pass (asked for after the commit) lets the train move on as after an
+    inconclusive search. 409 when no culprit finding runs for it.
+    """
+    cand = actions.stop_culprit_finding(session, clock, candidate_id, who.actor, body.reason)
     return CandidateOut.stored(cand)
 
 

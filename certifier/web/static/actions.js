@@ -1,7 +1,8 @@
-// Operator actions on the candidate page: cancel, promote, waive, mark bad, retry.
+// Operator actions on the candidate page: cancel, promote, waive, mark bad, retry, stop culprit
+// finding.
 //
 // They are the REST API's own endpoints (POST /api/v1/candidates/{id}/cancel|promote|waive|
-// mark-bad|retry) with a bearer token. The token is pasted once and kept in this browser's
+// mark-bad|retry|culprit/stop) with a bearer token. The token is pasted once and kept in this browser's
 // localStorage, never sent anywhere but this origin's API. A form the server does not offer (data-unavailable, or an
 // answer 404/405 from the API) stays disabled. After an action the page refreshes its live parts.
 (function () {
