@@ -19,9 +19,20 @@ line in a random component) one after another, each driven until promoted, rejec
 then one real breakage after another (6 % tc rate cut, 2 % packet drop, MTU mismatch,
 unreachable route, write-through cache, an upgrade that loses data), each expected to end rejected
 with a fitting excuse — or to wait, saying why, where the environment check finds the testbed too
-busy. A breakage that is promoted is a silent pass: a failure of the pipeline.
+busy. A breakage that is promoted is a silent pass: a failure of the pipeline. Each breakage is
+followed by a commit that puts its component's known-good contents back, so no candidate carries
+two of them; when the harness moves on from a candidate that waits, it does what an operator
+would: cancels it, and stops a culprit search that waits for a calm testbed
+(``actions.stop_culprit_finding``), so the train moves on.
 
-Prints a table per level and writes a JSON file. ``--quick``: a few candidates per level.
+Besides the verdicts it counts, per level, the harmless candidates whose soak was extended, in
+which a soak run found a series leaning worse, and that were held for a person.
+
+Prints a table per level and writes a JSON file. ``--quick``: a few candidates per level. The
+full size takes hours: ``--append`` pools a run's figures with those already in ``--json`` (only
+figures of the same code — ``certifier/`` but its web pages, ``workers/``, this file — and the
+same soak pool), and ``--minutes-per-level`` bounds a run, so the full size may be reached over
+several runs.
 """
 
 from __future__ import annotations
@@ -29,6 +40,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import hashlib
 import json
 import os
 import random
@@ -54,7 +66,7 @@ from certifier.demo import world as demo_world
 from certifier.demo.scenario import _candidate_with
 from certifier.domain.judgement import Excuse
 from certifier.domain.lifecycle import CandidateState
-from certifier.pipeline import actions, components, runs, scheduler
+from certifier.pipeline import actions, bisection, components, runs, scheduler
 from certifier.pipeline.dispatch import RecordingDispatcher
 from certifier.settings import Settings, load_settings
 from workers import runner
@@ -250,6 +262,9 @@ class Outcome:
     gate_wall_s: float | None = None  # push to the gate's decision, real seconds
     gate_run_s: list[float] = field(default_factory=list)  # each gate-kind run, real seconds
     fitting: bool | None = None  # breakages: the excuse names what broke
+    waited_for: str | None = None  # end "waiting": "a person" or "a calm testbed"
+    soak_extended: bool = False  # the soak ran past its plan: some series was undecided
+    leaned: bool = False  # a soak run found a series leaning worse, undecided
 
 
 HELD = frozenset({"infra_error", "awaiting_decision", "awaiting_waiver"})
@@ -279,6 +294,18 @@ def _finding_waits(excuses: Sequence[Excuse], busy_patience: int = BUSY_PATIENCE
     runs (it waits as long as that lasts; the harness moves on)."""
     return any(e.kind == "bisection" and int(e.data.get("busy_runs") or 0) >= busy_patience
                for e in excuses)
+
+
+def _waits_for(excuses: Sequence[Excuse]) -> str:
+    """Whom a candidate the harness counts as waiting waits for."""
+    return "a person" if any(e.kind in HELD for e in excuses) else "a calm testbed"
+
+
+def _leaned(runs_of: Sequence[models.Run]) -> bool:
+    """Whether a soak run found a series leaning worse that it could not decide yet (what
+    extends a soak to its bound and then holds the candidate for a person)."""
+    return any(e.kind == "undecidable" and e.data.get("leans_worse")
+               for r in runs_of if r.kind == "soak" for e in r.excuses)
 
 
 class Driver:
@@ -320,11 +347,20 @@ class Driver:
         times = [t for i, t in self.run_seconds.items() if self.run_kinds.get(i) == "baseline"]
         return statistics.median(times) if times else None
 
-    def cancel_active(self, reason: str) -> None:
+    def move_on(self, reason: str, *, cancel: bool) -> None:
+        """Clear the train for the next candidate, as an operator would: a culprit search
+        still running (it waits for a calm testbed) is stopped, and with ``cancel`` the open
+        candidates are cancelled."""
         with session_scope(self.ctx.session_factory) as session:
             for cand in session.scalars(select(models.Candidate).where(
-                    models.Candidate.state.in_(("queued", "gating", "soaking")))):
-                actions.cancel(session, self.clock, cand.id, "noise-harness", reason)
+                    models.Candidate.state == CandidateState.REJECTED)):
+                if bisection.is_running(cand.bisection):
+                    actions.stop_culprit_finding(session, self.clock, cand.id, "noise-harness",
+                                                 reason)
+            if cancel:
+                for cand in session.scalars(select(models.Candidate).where(
+                        models.Candidate.state.in_(("queued", "gating", "soaking")))):
+                    actions.cancel(session, self.clock, cand.id, "noise-harness", reason)
 
     def drive(self, out: Outcome, max_steps: int, say: Any) -> Outcome:
         """Drive the candidate holding ``out.sha`` until it ends (and its culprit finding)."""
@@ -341,16 +377,20 @@ class Driver:
                         and state is not CandidateState.QUEUED:
                     out.gate_wall_s = time.monotonic() - start
                 out.excuses = [e.message for e in cand.excuses]
+                out.soak_extended |= any(e.kind == "soak_extended" for e in cand.excuses)
                 bisection = cand.bisection
                 result = bisection.result if bisection is not None else None
                 out.culprit = result.sha if result is not None and result.sha else None
                 finding = bisection is not None and bisection.running
                 runs_of = [(r.id, r.kind) for r in cand.runs]
+                out.leaned = _leaned(cand.runs)
                 waiting = _held(cand.excuses, self.busy_patience)
                 if finding and _finding_waits(cand.excuses, self.busy_patience):
                     finding = False  # it waits for a calm testbed, as long as that takes
                 if (state.is_final and not finding) or (waiting and not state.is_final):
                     out.end = "waiting" if not state.is_final else str(state)
+                    if out.end == "waiting":
+                        out.waited_for = _waits_for(cand.excuses)
                     break
         else:
             out.end = "stuck" if out.candidate else "not formed"
@@ -378,31 +418,33 @@ def push(driver: Driver, repos: dict[str, Path], component: str, files: dict[str
 
 def run_level(driver: Driver, repos: dict[str, Path], level: int, harmless: int,
               breakages: tuple[Breakage, ...], rng: random.Random, max_steps: int,
-              say: Any) -> list[Outcome]:
+              say: Any, deadline: float | None = None) -> list[Outcome]:
+    """Harmless candidates one after another (no new one after ``deadline``, a monotonic
+    time), then each breakage, every one followed by a commit that puts the known-good's
+    contents back, so that each candidate carries one breakage at most."""
     outcomes: list[Outcome] = []
     names = sorted(repos)
     for i in range(harmless):
+        if deadline is not None and time.monotonic() >= deadline:
+            say(f"  time is up after {i} harmless candidates")
+            break
         comp = rng.choice(names)
         note = f"Docs: note {level}.{i} ({rng.getrandbits(32):08x})\n"
         readme = repos[comp] / "README.md"
         text = (readme.read_text() if readme.exists() else "") + note
         title = f"README: a line about {comp} ({level}.{i})"
         sha = push(driver, repos, comp, {"README.md": text}, title)
-        outcomes.append(driver.drive(Outcome("harmless", title[:22], comp, sha), max_steps, say))
-        if outcomes[-1].end in ("waiting", "stuck"):
-            driver.cancel_active("noise harness: moving on")
+        out = driver.drive(Outcome("harmless", title[:22], comp, sha), max_steps, say)
+        outcomes.append(out)
+        driver.move_on("noise harness: moving on", cancel=out.end in ("waiting", "stuck"))
     for brk in breakages:
-        sha = push(driver, repos, brk.push.component, brk.push.files, brk.push.title)
-        out = driver.drive(Outcome("breakage", brk.name, brk.push.component, sha), max_steps,
-                           say)
+        comp = brk.push.component
+        sha = push(driver, repos, comp, brk.push.files, brk.push.title)
+        out = driver.drive(Outcome("breakage", brk.name, comp, sha), max_steps, say)
         text = " ".join(out.excuses)
         out.fitting = out.end == "rejected" and any(w in text for w in brk.push.expect)
         outcomes.append(out)
-        if out.end != "rejected":
-            driver.cancel_active("noise harness: moving on")
-    # The known-good's contents back at every broken head: they ride with the next level's first
-    # candidate (behaviourally harmless, as the README lines).
-    for comp in sorted({b.push.component for b in breakages}):
+        driver.move_on("noise harness: moving on", cancel=out.end != "rejected")
         push(driver, repos, comp, GOOD_FILES[comp], f"Back to the known-good {comp}")
     return outcomes
 
@@ -419,15 +461,30 @@ def summary(level: int, outcomes: list[Outcome]) -> dict[str, Any]:
         "promoted": sum(o.end == "promoted" for o in harmless),
         "rejected": sum(o.end == "rejected" for o in harmless),
         "waiting": sum(o.end in ("waiting", "stuck", "not formed") for o in harmless),
+        "held_for_a_person": sum(o.waited_for == "a person" for o in harmless),
+        "soak_extended": sum(o.soak_extended for o in harmless),
+        "leaned": sum(o.leaned for o in harmless),
         "false_rejections": [{"sha": o.sha, "excuses": o.excuses}
                              for o in harmless if o.end == "rejected"],
         "culprit_named_harmless": len(culprit_named),
-        "breakages": {o.name: {"end": o.end, "fitting": o.fitting, "gate_runs": o.gate_runs,
-                               "soak_runs": o.soak_runs, "excuses": o.excuses}
-                      for o in outcomes if o.kind == "breakage"},
+        "breakages": _breakages([o for o in outcomes if o.kind == "breakage"]),
         "gate_wall_median_s": statistics.median(gates) if gates else None,
         "gate_run_median_s": statistics.median(single) if single else None,
     }
+
+
+def _breakages(outcomes: list[Outcome]) -> dict[str, dict[str, Any]]:
+    """Each breakage's end by name; a name met again (figures pooled from several runs) is
+    numbered: "MTU mismatch (2)"."""
+    found: dict[str, dict[str, Any]] = {}
+    for o in outcomes:
+        name, n = o.name, 1
+        while name in found:
+            n += 1
+            name = f"{o.name} ({n})"
+        found[name] = {"end": o.end, "fitting": o.fitting, "gate_runs": o.gate_runs,
+                       "soak_runs": o.soak_runs, "excuses": o.excuses}
+    return found
 
 
 def breakage_cell(b: dict[str, Any]) -> str:
@@ -448,6 +505,8 @@ def table(levels: list[dict[str, Any]]) -> str:
                   f"{s['culprit_named_harmless']}",
                   *(f"    false rejection {f['sha'][:10]}: {' | '.join(f['excuses'])}"
                     for f in s["false_rejections"]),
+                  f"  harmless soaks extended {s['soak_extended']}, a series leaned worse in "
+                  f"{s['leaned']}, held for a person {s['held_for_a_person']}",
                   *(f"  {name:<22} {breakage_cell(b)}" for name, b in s["breakages"].items()),
                   f"  gate wall time per candidate (push to the gate's decision), median: "
                   f"{_s(s['gate_wall_median_s'])}; its first gate run, median: "
@@ -518,7 +577,7 @@ def failures(levels: list[dict[str, Any]]) -> list[str]:
 def run(root: Path, *, levels: tuple[int, ...], harmless: int,
         breakages: dict[int, tuple[Breakage, ...]], soak_runs: int, seed: int, subnet: str,
         max_extra_runs: int | None = None, busy_patience: int = BUSY_PATIENCE,
-        say: Any = print) -> dict[str, Any]:
+        minutes_per_level: float | None = None, say: Any = print) -> dict[str, Any]:
     """Build the world, certify its first heads, then every load level (with the breakages
     given for it); the figures."""
     interval = 600
@@ -549,17 +608,88 @@ def run(root: Path, *, levels: tuple[int, ...], harmless: int,
         with tempfile.TemporaryDirectory(prefix="noise-load-") as scratch, \
                 load(level, Path(scratch), budget) as what:
             t0 = time.monotonic()
+            deadline = t0 + 60 * minutes_per_level if minutes_per_level else None
             outs = run_level(driver, repos, level, harmless, breakages.get(level, ()), rng,
-                             max_steps, say)
+                             max_steps, say, deadline)
             s = summary(level, outs)
             s.update(load=what, seconds=round(time.monotonic() - t0, 1),
                      candidates=[asdict(o) for o in outs])
             results.append(s)
-    return {"when": datetime.now(UTC).isoformat(timespec="seconds"),
-            "single_run_gate_s": driver.single_sided_s(),
-            "harmless_per_level":
-            harmless, "soak_runs": soak_runs, "seconds": round(time.monotonic() - started, 1),
-            "initial": asdict(first), "levels": results, "failures": failures(results)}
+    when = datetime.now(UTC).isoformat(timespec="seconds")
+    seconds = round(time.monotonic() - started, 1)
+    return {"when": when, "code": code_fingerprint(), "single_run_gate_s": driver.single_sided_s(),
+            "harmless_per_level": harmless, "soak_runs": soak_runs,
+            "max_extra_runs": max_extra_runs, "seconds": seconds,
+            "initial": asdict(first), "levels": results, "failures": failures(results),
+            "batches": [{"when": when, "commit": _commit(), "seed": seed, "seconds": seconds,
+                         "single_run_gate_s": driver.single_sided_s(),
+                         "harmless": {str(s["level"]): s["harmless"] for s in results}}]}
+
+
+CODE = ("certifier", "workers")
+"""What decides a candidate's fate, so what figures pooled across runs must share (the
+dashboard's templates and static files excepted)."""
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def code_fingerprint(root: Path = ROOT) -> str:
+    """A hash of the code under test: ``certifier/`` (but its web pages), ``workers/`` and
+    this harness, as they are on disk (committed or not)."""
+    files = sorted(p for d in CODE for p in (root / d).rglob("*")
+                   if p.is_file() and "__pycache__" not in p.parts
+                   and p.relative_to(root).parts[:2] != ("certifier", "web"))
+    digest = hashlib.sha256()
+    for path in [*files, root / "benchmarks" / "noise_harness.py"]:
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def _commit() -> str | None:
+    """The checkout's commit, ``+dirty`` when it has changes; None outside git."""
+    try:
+        sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short=10", "HEAD"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--",
+                                *CODE, "benchmarks/noise_harness.py"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return sha + ("+dirty" if dirty else "")
+
+
+class Unpoolable(Exception):
+    """Figures that cannot be pooled with a file's: other code or another soak."""
+
+
+def pool(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The figures of an earlier run (``old``, as this harness wrote them) and a new one's,
+    pooled: each level's candidates together and summed up again, the batches listed. Only
+    figures of the same code and soak pool; ``Unpoolable`` says what differs."""
+    for key, what in (("code", "the code under test"), ("soak_runs", "the soak's runs"),
+                      ("max_extra_runs", "the soak's extension")):
+        if old.get(key) != new.get(key):
+            raise Unpoolable(f"{what} differs: {old.get(key)!r} in the file, {new.get(key)!r} "
+                             "now; start a new file to measure this code")
+    by_level: dict[int, dict[str, Any]] = {s["level"]: s for s in old["levels"]}
+    for s in new["levels"]:
+        before = by_level.get(s["level"])
+        if before is None:
+            by_level[s["level"]] = s
+            continue
+        candidates = before["candidates"] + s["candidates"]
+        merged = summary(s["level"], [Outcome(**c) for c in candidates])
+        merged.update(load=s["load"], seconds=round(before["seconds"] + s["seconds"], 1),
+                      candidates=candidates)
+        by_level[s["level"]] = merged
+    levels = [by_level[k] for k in sorted(by_level)]
+    batches = old.get("batches", []) + new["batches"]
+    singles = [b["single_run_gate_s"] for b in batches if b.get("single_run_gate_s")]
+    return {**new, "single_run_gate_s": statistics.median(singles) if singles else None,
+            "harmless_per_level": min((s["harmless"] for s in levels), default=0),
+            "seconds": round(old["seconds"] + new["seconds"], 1), "levels": levels,
+            "failures": failures(levels), "batches": batches}
 
 
 def main() -> int:
@@ -580,6 +710,12 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=12)
     parser.add_argument("--subnet", default="198.18.212.0/24")
     parser.add_argument("--json", type=Path, default=Path("noise_harness.json"))
+    parser.add_argument("--append", action="store_true",
+                        help="pool this run's figures with those already in --json (same code "
+                             "and soak only), so the full size may be reached over several runs")
+    parser.add_argument("--minutes-per-level", type=float,
+                        help="start no harmless candidate after this many minutes of a level "
+                             "(its breakages still run)")
     parser.add_argument("--keep", type=Path, help="build the world here and keep it")
     parser.add_argument("--single-gate-s", type=float,
                         help="the single-run gate's wall time to compare with (default: the "
@@ -588,6 +724,12 @@ def main() -> int:
     harmless = opts.harmless if opts.harmless is not None else 3 if opts.quick else 30
     chosen = select_breakages(opts.breakages)
     levels = tuple(int(x) for x in opts.levels.split(","))
+    earlier = json.loads(opts.json.read_text()) if opts.append and opts.json.exists() else None
+    if earlier is not None and earlier.get("code") != code_fingerprint():
+        raise SystemExit(f"{opts.json} holds figures of other code ({earlier.get('code')}, now "
+                         f"{code_fingerprint()}): they cannot be pooled; start a new file")
+    # each pooled batch draws other components and notes
+    seed = opts.seed + len(earlier.get("batches", [])) if earlier else opts.seed
 
     def say(text: str) -> None:
         print(text, flush=True)
@@ -603,11 +745,21 @@ def main() -> int:
         figures = run(root, levels=levels, harmless=1 if opts.ci else harmless,
                       breakages=ci_breakages(levels) if opts.ci
                       else dict.fromkeys(levels, chosen),
-                      soak_runs=opts.soak_runs, seed=opts.seed, subnet=opts.subnet, say=say,
-                      max_extra_runs=opts.max_extra_runs)
+                      soak_runs=opts.soak_runs, seed=seed, subnet=opts.subnet, say=say,
+                      max_extra_runs=opts.max_extra_runs,
+                      minutes_per_level=opts.minutes_per_level)
+    if earlier is not None:
+        try:
+            figures = pool(earlier, figures)
+        except Unpoolable as exc:
+            kept = opts.json.with_suffix(".unpooled.json")
+            kept.write_text(json.dumps(figures, indent=2, default=str))
+            raise SystemExit(f"not pooled with {opts.json}: {exc}; this run's figures are in "
+                             f"{kept}") from None
     opts.json.write_text(json.dumps(figures, indent=2, default=str))
-    print(f"noise harness ({harmless} harmless per level, soak of {opts.soak_runs} runs, "
-          f"{figures['seconds'] / 60:.1f} min):")
+    print(f"noise harness ({figures['harmless_per_level']} harmless per level, soak of "
+          f"{opts.soak_runs} runs, {figures['seconds'] / 60:.1f} min over "
+          f"{len(figures['batches'])} run(s)):")
     print(table(figures["levels"]))
     print(targets(figures["levels"], opts.single_gate_s or figures["single_run_gate_s"]))
     print()
