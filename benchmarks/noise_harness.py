@@ -41,6 +41,7 @@ import argparse
 import contextlib
 import ctypes
 import hashlib
+import importlib.metadata
 import json
 import os
 import random
@@ -59,6 +60,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from certifier.db import migrate, models
 from certifier.db.session import session_scope
@@ -259,12 +261,14 @@ class Outcome:
     gate_runs: int = 0
     soak_runs: int = 0
     runs_total: int = 0
-    gate_wall_s: float | None = None  # push to the gate's decision, real seconds
+    gate_wall_s: float | None = None  # its candidate formed to the gate's decision, real s
     gate_run_s: list[float] = field(default_factory=list)  # each gate-kind run, real seconds
     fitting: bool | None = None  # breakages: the excuse names what broke
     waited_for: str | None = None  # end "waiting": "a person" or "a calm testbed"
     soak_extended: bool = False  # the soak ran past its plan: some series was undecided
     leaned: bool = False  # a soak run found a series leaning worse, undecided
+    others_cancelled: int = 0  # waiting candidates of other commits cancelled on the way
+    changed: list[str] = field(default_factory=list)  # the candidate's changed components
 
 
 HELD = frozenset({"infra_error", "awaiting_decision", "awaiting_waiver"})
@@ -341,11 +345,28 @@ class Driver:
             with session_scope(self.ctx.session_factory) as session:
                 self.run_kinds[run_id] = runs.get_run(session, run_id).kind
 
+    def single_sided_runs(self) -> list[float]:
+        """Wall times of the one-sided runs (the known-good's baseline runs: the same suites
+        without a control side), real seconds."""
+        return [round(t, 2) for i, t in self.run_seconds.items()
+                if self.run_kinds.get(i) == "baseline"]
+
     def single_sided_s(self) -> float | None:
-        """Median wall time of a one-sided run (the known-good's baseline runs: the same suites
-        without a control side) — what a single-run gate costs; None if there were none."""
-        times = [t for i, t in self.run_seconds.items() if self.run_kinds.get(i) == "baseline"]
+        """Median wall time of a one-sided run — what a single-run gate costs; None if there
+        were none."""
+        times = self.single_sided_runs()
         return statistics.median(times) if times else None
+
+    def _cancel_waiting(self, session: Session) -> int:
+        """Cancel the open candidates that wait (for a person, or a testbed that stayed busy);
+        how many."""
+        waiting = [c for c in session.scalars(select(models.Candidate).where(
+            models.Candidate.state.in_(("queued", "gating", "soaking"))))
+            if _held(c.excuses, self.busy_patience)]
+        for cand in waiting:
+            actions.cancel(session, self.clock, cand.id, "noise-harness",
+                           "noise harness: not a commit it measures, and it waits")
+        return len(waiting)
 
     def move_on(self, reason: str, *, cancel: bool) -> None:
         """Clear the train for the next candidate, as an operator would: a culprit search
@@ -363,16 +384,23 @@ class Driver:
                     actions.cancel(session, self.clock, cand.id, "noise-harness", reason)
 
     def drive(self, out: Outcome, max_steps: int, say: Any) -> Outcome:
-        """Drive the candidate holding ``out.sha`` until it ends (and its culprit finding)."""
-        start = time.monotonic()
+        """Drive the candidate holding ``out.sha`` until it ends (and its culprit finding).
+
+        Until one holds it, an open candidate formation made of other commits (an isolation
+        after a culprit search that could not finish) is driven too, and cancelled once it
+        waits: the harness judges only the commits it pushed."""
+        start: float | None = None  # when a candidate holding out.sha was first seen
         for _ in range(max_steps):
             self.step()
             with session_scope(self.ctx.session_factory) as session:
                 cand = _candidate_with(session, out.component, out.sha)
                 if cand is None:
+                    out.others_cancelled += self._cancel_waiting(session)
                     continue
                 out.candidate = cand.id
+                out.changed = [str(c) for c in cand.changed]
                 state = CandidateState(cand.state)
+                start = time.monotonic() if start is None else start
                 if out.gate_wall_s is None and state is not CandidateState.GATING \
                         and state is not CandidateState.QUEUED:
                     out.gate_wall_s = time.monotonic() - start
@@ -420,8 +448,10 @@ def run_level(driver: Driver, repos: dict[str, Path], level: int, harmless: int,
               breakages: tuple[Breakage, ...], rng: random.Random, max_steps: int,
               say: Any, deadline: float | None = None) -> list[Outcome]:
     """Harmless candidates one after another (no new one after ``deadline``, a monotonic
-    time), then each breakage, every one followed by a commit that puts the known-good's
-    contents back, so that each candidate carries one breakage at most."""
+    time), then each breakage. A breakage that is not blamed (rejected with only its component
+    changed, or named by culprit finding) is followed at once by a commit that puts its
+    component's known-good contents back, so the next candidate does not carry it too; a blamed
+    one is held back by the pipeline itself, and put back at the end of the level."""
     outcomes: list[Outcome] = []
     names = sorted(repos)
     for i in range(harmless):
@@ -437,6 +467,7 @@ def run_level(driver: Driver, repos: dict[str, Path], level: int, harmless: int,
         out = driver.drive(Outcome("harmless", title[:22], comp, sha), max_steps, say)
         outcomes.append(out)
         driver.move_on("noise harness: moving on", cancel=out.end in ("waiting", "stuck"))
+    blamed: list[str] = []
     for brk in breakages:
         comp = brk.push.component
         sha = push(driver, repos, comp, brk.push.files, brk.push.title)
@@ -445,6 +476,12 @@ def run_level(driver: Driver, repos: dict[str, Path], level: int, harmless: int,
         out.fitting = out.end == "rejected" and any(w in text for w in brk.push.expect)
         outcomes.append(out)
         driver.move_on("noise harness: moving on", cancel=out.end != "rejected")
+        if out.end == "rejected" and (out.changed == [comp] or out.culprit == sha):
+            blamed.append(comp)
+        else:
+            push(driver, repos, comp, GOOD_FILES[comp], f"Back to the known-good {comp}")
+    # They ride with the next level's first candidate (behaviourally harmless).
+    for comp in sorted(set(blamed)):
         push(driver, repos, comp, GOOD_FILES[comp], f"Back to the known-good {comp}")
     return outcomes
 
@@ -482,7 +519,8 @@ def _breakages(outcomes: list[Outcome]) -> dict[str, dict[str, Any]]:
         while name in found:
             n += 1
             name = f"{o.name} ({n})"
-        found[name] = {"end": o.end, "fitting": o.fitting, "gate_runs": o.gate_runs,
+        found[name] = {"breakage": o.name, "end": o.end, "fitting": o.fitting,
+                       "gate_runs": o.gate_runs,
                        "soak_runs": o.soak_runs, "excuses": o.excuses}
     return found
 
@@ -544,10 +582,11 @@ def targets(levels: list[dict[str, Any]], reference_s: float | None) -> str:
             line(scope, "breakages", "admitted breakages caught, none passed",
                  caught == len(judged) and not silent if judged else None,
                  f"{100 * caught / len(judged) if judged else 0:.0f} % of {len(judged)} caught")
-        tc = s["breakages"].get(BREAKAGES[0].name)
-        if tc is not None and tc["end"] == "rejected":
+        cuts = [b["soak_runs"] for b in s["breakages"].values()
+                if b["breakage"] == BREAKAGES[0].name and b["end"] == "rejected"]
+        if cuts:
             line(scope, "tc_cut", "6 % rate cut caught within 10 soak runs",
-                 tc["soak_runs"] <= 10, f"{tc['soak_runs']} soak runs")
+                 max(cuts) <= 10, f"{max(cuts)} soak runs at most, of {len(cuts)} caught")
     if gates and reference_s:
         ratio = statistics.median(gates) / reference_s
         line("all", "cost", "gate wall time <= 2.5x a single-run gate", ratio <= 2.5,
@@ -577,9 +616,12 @@ def failures(levels: list[dict[str, Any]]) -> list[str]:
 def run(root: Path, *, levels: tuple[int, ...], harmless: int,
         breakages: dict[int, tuple[Breakage, ...]], soak_runs: int, seed: int, subnet: str,
         max_extra_runs: int | None = None, busy_patience: int = BUSY_PATIENCE,
-        minutes_per_level: float | None = None, say: Any = print) -> dict[str, Any]:
+        minutes_per_level: float | None = None, code: str | None = None,
+        say: Any = print) -> dict[str, Any]:
     """Build the world, certify its first heads, then every load level (with the breakages
-    given for it); the figures."""
+    given for it); the figures. ``code``: the code's fingerprint when the run began (default:
+    now)."""
+    code = code or code_fingerprint()
     interval = 600
     config = build_world(root / "world", subnet, soak_runs, interval, max_extra_runs)
     settings = load_settings(config_file=config, data_dir=root / "data")
@@ -608,7 +650,7 @@ def run(root: Path, *, levels: tuple[int, ...], harmless: int,
         with tempfile.TemporaryDirectory(prefix="noise-load-") as scratch, \
                 load(level, Path(scratch), budget) as what:
             t0 = time.monotonic()
-            deadline = t0 + 60 * minutes_per_level if minutes_per_level else None
+            deadline = t0 + 60 * minutes_per_level if minutes_per_level is not None else None
             outs = run_level(driver, repos, level, harmless, breakages.get(level, ()), rng,
                              max_steps, say, deadline)
             s = summary(level, outs)
@@ -617,32 +659,43 @@ def run(root: Path, *, levels: tuple[int, ...], harmless: int,
             results.append(s)
     when = datetime.now(UTC).isoformat(timespec="seconds")
     seconds = round(time.monotonic() - started, 1)
-    return {"when": when, "code": code_fingerprint(), "single_run_gate_s": driver.single_sided_s(),
-            "harmless_per_level": harmless, "soak_runs": soak_runs,
-            "max_extra_runs": max_extra_runs, "seconds": seconds,
+    return {"when": when, "code": code, "single_run_gate_s": driver.single_sided_s(),
+            "harmless_per_level": min((s["harmless"] for s in results), default=0),
+            "harmless_asked": harmless, "soak_runs": soak_runs,
+            "max_extra_runs": settings.soak_policy().max_extra_runs, "seconds": seconds,
             "initial": asdict(first), "levels": results, "failures": failures(results),
             "batches": [{"when": when, "commit": _commit(), "seed": seed, "seconds": seconds,
-                         "single_run_gate_s": driver.single_sided_s(),
+                         "single_run_s": driver.single_sided_runs(),
                          "harmless": {str(s["level"]): s["harmless"] for s in results}}]}
 
 
 CODE = ("certifier", "workers")
-"""What decides a candidate's fate, so what figures pooled across runs must share (the
-dashboard's templates and static files excepted)."""
-
+"""The code under test, which figures pooled across runs must share: the whole service (a
+change anywhere in it may change a verdict, so none is guessed harmless) but the dashboard's
+pages, with this harness and the statistics libraries' versions."""
+LIBRARIES = ("numpy", "scipy")
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def code_fingerprint(root: Path = ROOT) -> str:
-    """A hash of the code under test: ``certifier/`` (but its web pages), ``workers/`` and
-    this harness, as they are on disk (committed or not)."""
-    files = sorted(p for d in CODE for p in (root / d).rglob("*")
-                   if p.is_file() and "__pycache__" not in p.parts
+    """A hash of the code under test as it is on disk, committed or not: the files git tracks
+    under ``certifier/`` (but ``certifier/web/``) and ``workers/`` (every file there outside a
+    git checkout), this harness, and the versions of ``LIBRARIES``."""
+    try:
+        listed = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--", *CODE],
+                                capture_output=True, check=True).stdout.decode().split("\0")
+        files = [root / name for name in listed if name]
+    except (OSError, subprocess.CalledProcessError):
+        files = [p for d in CODE for p in (root / d).rglob("*")
+                 if p.is_file() and "__pycache__" not in p.parts]
+    files = sorted(p for p in files if p.is_file()
                    and p.relative_to(root).parts[:2] != ("certifier", "web"))
     digest = hashlib.sha256()
     for path in [*files, root / "benchmarks" / "noise_harness.py"]:
         digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    for name in LIBRARIES:
+        digest.update(f"{name}=={importlib.metadata.version(name)}\0".encode())
     return digest.hexdigest()[:16]
 
 
@@ -685,7 +738,7 @@ def pool(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         by_level[s["level"]] = merged
     levels = [by_level[k] for k in sorted(by_level)]
     batches = old.get("batches", []) + new["batches"]
-    singles = [b["single_run_gate_s"] for b in batches if b.get("single_run_gate_s")]
+    singles = [t for b in batches for t in b.get("single_run_s", [])]
     return {**new, "single_run_gate_s": statistics.median(singles) if singles else None,
             "harmless_per_level": min((s["harmless"] for s in levels), default=0),
             "seconds": round(old["seconds"] + new["seconds"], 1), "levels": levels,
@@ -713,7 +766,7 @@ def main() -> int:
     parser.add_argument("--append", action="store_true",
                         help="pool this run's figures with those already in --json (same code "
                              "and soak only), so the full size may be reached over several runs")
-    parser.add_argument("--minutes-per-level", type=float,
+    parser.add_argument("--minutes-per-level", type=_positive,
                         help="start no harmless candidate after this many minutes of a level "
                              "(its breakages still run)")
     parser.add_argument("--keep", type=Path, help="build the world here and keep it")
@@ -724,10 +777,17 @@ def main() -> int:
     harmless = opts.harmless if opts.harmless is not None else 3 if opts.quick else 30
     chosen = select_breakages(opts.breakages)
     levels = tuple(int(x) for x in opts.levels.split(","))
+    code = code_fingerprint()
     earlier = json.loads(opts.json.read_text()) if opts.append and opts.json.exists() else None
-    if earlier is not None and earlier.get("code") != code_fingerprint():
-        raise SystemExit(f"{opts.json} holds figures of other code ({earlier.get('code')}, now "
-                         f"{code_fingerprint()}): they cannot be pooled; start a new file")
+    if earlier is not None:
+        wanted = {"code": code, "soak_runs": opts.soak_runs}
+        if opts.max_extra_runs is not None:
+            wanted["max_extra_runs"] = opts.max_extra_runs
+        differ = [f"{k} {earlier.get(k)!r} there, {v!r} now" for k, v in wanted.items()
+                  if earlier.get(k) != v]
+        if differ:
+            raise SystemExit(f"{opts.json} holds figures that cannot be pooled with this run's "
+                             f"({'; '.join(differ)}): start a new file")
     # each pooled batch draws other components and notes
     seed = opts.seed + len(earlier.get("batches", [])) if earlier else opts.seed
 
@@ -747,7 +807,12 @@ def main() -> int:
                       else dict.fromkeys(levels, chosen),
                       soak_runs=opts.soak_runs, seed=seed, subnet=opts.subnet, say=say,
                       max_extra_runs=opts.max_extra_runs,
-                      minutes_per_level=opts.minutes_per_level)
+                      minutes_per_level=opts.minutes_per_level, code=code)
+    if code_fingerprint() != code:
+        kept = opts.json.with_suffix(".unpooled.json")
+        kept.write_text(json.dumps(figures, indent=2, default=str))
+        raise SystemExit(f"the code changed during the run ({code} at the start, "
+                         f"{code_fingerprint()} now): its figures are in {kept}, not pooled")
     if earlier is not None:
         try:
             figures = pool(earlier, figures)
@@ -767,6 +832,13 @@ def main() -> int:
         print(f"FAILED: {line}")
     print(f"figures in {opts.json}")
     return 1 if figures["failures"] else 0
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+    return value
 
 
 def ci_breakages(levels: tuple[int, ...]) -> dict[int, tuple[Breakage, ...]]:
