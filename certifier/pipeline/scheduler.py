@@ -127,11 +127,18 @@ def _form(session: Session, clock: Clock, report: ReconcileReport) -> None:
     rejected = session.scalars(select(models.Candidate).where(
         models.Candidate.state == CandidateState.REJECTED)
         .order_by(models.Candidate.id.desc()).limit(200)).all()
+    # Candidates set aside on this known-good (an isolation a person cancelled, or one
+    # superseded) were candidates too: formation must know them, or it would ask for the same
+    # isolation again, which is never formed twice, and the train would wait for ever.
+    set_aside = session.scalars(select(models.Candidate).where(
+        models.Candidate.state.in_([CandidateState.CANCELLED, CandidateState.SUPERSEDED]),
+        models.Candidate.base_version == kg.version)
+        .order_by(models.Candidate.id.desc()).limit(200)).all() if kg else []
     history = [formation.PastCandidate(
         c.id, CandidateState(c.state), knowngood.combination_of(session, c.combination_hash),
         tuple(str(n) for n in c.changed), c.base_version,
         bisecting=bisection.is_running(c.bisection), bisected=bisection.bisected(c.bisection))
-        for c in rejected]
+        for c in [*rejected, *set_aside]]
     wanted = formation.next_desired({name: c.sha for name, c in head_commits.items()},
                                     kg_combo, kg.version if kg else None, history,
                                     gone=_gone_hold_targets(session, kg_combo, history))

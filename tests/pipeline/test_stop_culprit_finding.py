@@ -139,6 +139,28 @@ def test_after_the_stop_formation_isolates_as_after_an_inconclusive_search(
     assert up.audit("isolate")[-1].subject == "component cinder"
 
 
+def test_an_isolation_a_person_cancels_gives_way_to_the_next_suspect(up: Upstreams) -> None:
+    """After the stop, formation isolates one changed component; cancelled (the testbed stays
+    busy), that isolation is never formed again, so the next pass isolates the next suspect
+    instead of asking for the cancelled one for ever (the noise harness stalled on this)."""
+    up.busy.add(up.good["cinder"])
+    cid, _, rejecting = _reject(up)
+    up.execute(rejecting.runs_created)
+    _wait_for_busy(up)
+    _stop(up, cid)
+    [first] = up.reconcile().formed
+    first_suspect = up.audit("isolate")[-1].subject
+    with session_scope(up.factory) as session:
+        actions.cancel(session, up.clock, first, ACTOR, WHY)
+
+    [second] = up.reconcile().formed
+
+    assert up.audit("isolate")[-1].detail == {"candidate": second}
+    assert up.audit("isolate")[-1].subject not in (first_suspect, "")
+    assert up.candidate(second).state == "gating"
+    assert len(up.candidate(second).changed) == 1
+
+
 def test_a_candidate_without_a_culprit_search_has_nothing_to_stop(up: Upstreams) -> None:
     up.push("neutron", "neutron-1", breaks_from="neutron-1")
     cid, _ = _until_rejected(up)  # one commit: the rejection names it, no search
