@@ -19,11 +19,13 @@ line in a random component) one after another, each driven until promoted, rejec
 then one real breakage after another (6 % tc rate cut, 2 % packet drop, MTU mismatch,
 unreachable route, write-through cache, an upgrade that loses data), each expected to end rejected
 with a fitting excuse — or to wait, saying why, where the environment check finds the testbed too
-busy. A breakage that is promoted is a silent pass: a failure of the pipeline. Each breakage is
-followed by a commit that puts its component's known-good contents back, so no candidate carries
-two of them; when the harness moves on from a candidate that waits, it does what an operator
-would: cancels it, and stops a culprit search that waits for a calm testbed
-(``actions.stop_culprit_finding``), so the train moves on.
+busy. A breakage that is promoted is a silent pass: a failure of the pipeline. A breakage the
+pipeline did not blame is followed by a commit that puts its component's known-good contents
+back, so no candidate carries two of them; when the harness moves on from a candidate that
+waits, it does what an operator would: cancels it, and stops a culprit search that waits for a
+calm testbed (``actions.stop_culprit_finding``), so the train moves on. A candidate formation
+makes of other commits meanwhile (an isolation after a search that could not finish) is
+cancelled: each pushed commit is judged in a candidate of its own.
 
 Besides the verdicts it counts, per level, the harmless candidates whose soak was extended, in
 which a soak run found a series leaning worse, and that were held for a person.
@@ -267,7 +269,7 @@ class Outcome:
     waited_for: str | None = None  # end "waiting": "a person" or "a calm testbed"
     soak_extended: bool = False  # the soak ran past its plan: some series was undecided
     leaned: bool = False  # a soak run found a series leaning worse, undecided
-    others_cancelled: int = 0  # waiting candidates of other commits cancelled on the way
+    others_cancelled: int = 0  # candidates of other commits (isolations) cancelled on the way
     changed: list[str] = field(default_factory=list)  # the candidate's changed components
 
 
@@ -357,16 +359,14 @@ class Driver:
         times = self.single_sided_runs()
         return statistics.median(times) if times else None
 
-    def _cancel_waiting(self, session: Session) -> int:
-        """Cancel the open candidates that wait (for a person, or a testbed that stayed busy);
-        how many."""
-        waiting = [c for c in session.scalars(select(models.Candidate).where(
-            models.Candidate.state.in_(("queued", "gating", "soaking"))))
-            if _held(c.excuses, self.busy_patience)]
-        for cand in waiting:
+    def _cancel_open(self, session: Session) -> int:
+        """Cancel the open candidates (none holds the commit driven); how many."""
+        others = list(session.scalars(select(models.Candidate).where(
+            models.Candidate.state.in_(("queued", "gating", "soaking")))))
+        for cand in others:
             actions.cancel(session, self.clock, cand.id, "noise-harness",
-                           "noise harness: not a commit it measures, and it waits")
-        return len(waiting)
+                           "noise harness: not the commit it measures")
+        return len(others)
 
     def move_on(self, reason: str, *, cancel: bool) -> None:
         """Clear the train for the next candidate, as an operator would: a culprit search
@@ -387,15 +387,15 @@ class Driver:
         """Drive the candidate holding ``out.sha`` until it ends (and its culprit finding).
 
         Until one holds it, an open candidate formation made of other commits (an isolation
-        after a culprit search that could not finish) is driven too, and cancelled once it
-        waits: the harness judges only the commits it pushed."""
+        after a culprit search that could not finish) is cancelled: the harness judges only
+        the commits it pushed, each in a candidate of its own."""
         start: float | None = None  # when a candidate holding out.sha was first seen
         for _ in range(max_steps):
             self.step()
             with session_scope(self.ctx.session_factory) as session:
                 cand = _candidate_with(session, out.component, out.sha)
                 if cand is None:
-                    out.others_cancelled += self._cancel_waiting(session)
+                    out.others_cancelled += self._cancel_open(session)
                     continue
                 out.candidate = cand.id
                 out.changed = [str(c) for c in cand.changed]
