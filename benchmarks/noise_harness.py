@@ -546,7 +546,7 @@ def table(levels: list[dict[str, Any]]) -> str:
                   f"  harmless soaks extended {s['soak_extended']}, a series leaned worse in "
                   f"{s['leaned']}, held for a person {s['held_for_a_person']}",
                   *(f"  {name:<22} {breakage_cell(b)}" for name, b in s["breakages"].items()),
-                  f"  gate wall time per candidate (push to the gate's decision), median: "
+                  f"  gate wall time per candidate (its forming to the gate's decision), median: "
                   f"{_s(s['gate_wall_median_s'])}; its first gate run, median: "
                   f"{_s(s['gate_run_median_s'])}", ""]
     return "\n".join(lines)
