@@ -29,7 +29,7 @@ nobody upstream can build on, and only archived known-goods can deploy it at all
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from certifier.domain.combination import Combination
@@ -185,16 +185,24 @@ def next_desired(
     known_good_version: int | None,
     history: Iterable[PastCandidate],
     gone: Collection[tuple[str, str]] = (),
+    tried: Callable[[str], bool] | None = None,
 ) -> Desired:
     """The combination the train should test next: heads, minus holds, isolating if needed.
 
     ``gone``: ``(component, sha)`` pairs upstream no longer has; a hold at one is released.
+    ``tried``: whether a combination hash was a candidate that has ended (rejected, cancelled,
+    superseded: it is never formed again, so an isolation that was one is skipped for the next
+    suspect); by default, whether one of ``history`` has it. An open candidate's combination is
+    not tried: while it runs it stays the one desired.
     """
     past = list(history)
     held = holds(heads, known_good, past, gone)
     released = released_holds(heads, known_good, past, gone) if gone else ()
-    return replace(_next_desired(heads, known_good, known_good_version, past, held),
-                   released=released)
+    if tried is None:
+        hashes = {Combination.of(p.combination).hash for p in past}
+        tried = hashes.__contains__
+    return replace(_next_desired(heads, known_good, known_good_version, past, held,
+                                 tried), released=released)
 
 
 def _next_desired(
@@ -203,6 +211,7 @@ def _next_desired(
     known_good_version: int | None,
     past: list[PastCandidate],
     held: dict[str, Hold],
+    tried: Callable[[str], bool],
 ) -> Desired:
     desired = desired_combination(heads, known_good, {n: h.at for n, h in held.items()})
     if desired is None or known_good is None:
@@ -224,7 +233,6 @@ def _next_desired(
     # A suspect's isolation that was already a candidate (a person cancelled it, say) is never
     # formed again, so the next suspect isolates; with none left the heads go on together,
     # rather than the train waiting for a new commit of the suspect that was tried.
-    tried = {Combination.of(p.combination) for p in past}
     for alone in suspects:
         # Every other component at its known-good commit (one the known-good lacks keeps its
         # head).
@@ -232,7 +240,7 @@ def _next_desired(
             name: sha if name == alone or name not in known_good else known_good[name]
             for name, sha in desired.items()
         })
-        if isolated not in tried:
+        if not tried(isolated.hash):
             return Desired(isolated, tuple(held.values()), alone)
     return Desired(desired, tuple(held.values()))
 

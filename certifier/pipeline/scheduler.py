@@ -118,6 +118,14 @@ def _gone_hold_targets(session: Session, kg_combo: Combination | None,
     return components.gone_among(session, targets)
 
 
+def _tried(session: Session, combination_hash: str) -> bool:
+    """Whether a combination was a candidate that has ended (rejected, cancelled, superseded):
+    formation never asks for such an isolation again, as it would never be formed."""
+    return session.scalar(select(models.Candidate.id).where(
+        models.Candidate.combination_hash == combination_hash,
+        models.Candidate.state.in_([s.value for s in CandidateState if s.is_final]))) is not None
+
+
 def _form(session: Session, clock: Clock, report: ReconcileReport) -> None:
     kg = knowngood.current(session)
     kg_combo = knowngood.combination_of(session, kg.combination_hash) if kg else None
@@ -127,21 +135,16 @@ def _form(session: Session, clock: Clock, report: ReconcileReport) -> None:
     rejected = session.scalars(select(models.Candidate).where(
         models.Candidate.state == CandidateState.REJECTED)
         .order_by(models.Candidate.id.desc()).limit(200)).all()
-    # Candidates set aside on this known-good (an isolation a person cancelled, or one
-    # superseded) were candidates too: formation must know them, or it would ask for the same
-    # isolation again, which is never formed twice, and the train would wait for ever.
-    set_aside = session.scalars(select(models.Candidate).where(
-        models.Candidate.state.in_([CandidateState.CANCELLED, CandidateState.SUPERSEDED]),
-        models.Candidate.base_version == kg.version)
-        .order_by(models.Candidate.id.desc()).limit(200)).all() if kg else []
     history = [formation.PastCandidate(
         c.id, CandidateState(c.state), knowngood.combination_of(session, c.combination_hash),
         tuple(str(n) for n in c.changed), c.base_version,
         bisecting=bisection.is_running(c.bisection), bisected=bisection.bisected(c.bisection))
-        for c in [*rejected, *set_aside]]
+        for c in rejected]
     wanted = formation.next_desired({name: c.sha for name, c in head_commits.items()},
                                     kg_combo, kg.version if kg else None, history,
-                                    gone=_gone_hold_targets(session, kg_combo, history))
+                                    gone=_gone_hold_targets(session, kg_combo, history),
+                                    tried=lambda combination_hash: _tried(
+                                        session, combination_hash))
     desired = wanted.combination
     open_cands = list(session.scalars(select(models.Candidate).where(
         models.Candidate.state.in_([s.value for s in CandidateState if not s.is_final]))))
