@@ -51,7 +51,7 @@ SECURITY_HEADERS = {
 }
 ACTIONS = ("waive", "promote", "cancel", "mark-bad", "retry", "culprit/stop")
 _ACTION_PATH = re.compile(
-    r"^/api/v1/candidates/\{[^}]+\}/(waive|promote|cancel|mark-bad|retry|culprit/stop)$")
+    r"^/api/v1/candidates/\{[^}]+\}/(" + "|".join(map(re.escape, ACTIONS)) + ")$")
 STATES = tuple(s.value for s in CandidateState)
 
 
