@@ -359,13 +359,12 @@ class Driver:
         times = self.single_sided_runs()
         return statistics.median(times) if times else None
 
-    def _cancel_open(self, session: Session) -> int:
-        """Cancel the open candidates (none holds the commit driven); how many."""
+    def _cancel_open(self, session: Session, reason: str) -> int:
+        """Cancel the open candidates; how many."""
         others = list(session.scalars(select(models.Candidate).where(
             models.Candidate.state.in_(("queued", "gating", "soaking")))))
         for cand in others:
-            actions.cancel(session, self.clock, cand.id, "noise-harness",
-                           "noise harness: not the commit it measures")
+            actions.cancel(session, self.clock, cand.id, "noise-harness", reason)
         return len(others)
 
     def move_on(self, reason: str, *, cancel: bool) -> None:
@@ -379,9 +378,7 @@ class Driver:
                     actions.stop_culprit_finding(session, self.clock, cand.id, "noise-harness",
                                                  reason)
             if cancel:
-                for cand in session.scalars(select(models.Candidate).where(
-                        models.Candidate.state.in_(("queued", "gating", "soaking")))):
-                    actions.cancel(session, self.clock, cand.id, "noise-harness", reason)
+                self._cancel_open(session, reason)
 
     def drive(self, out: Outcome, max_steps: int, say: Any) -> Outcome:
         """Drive the candidate holding ``out.sha`` until it ends (and its culprit finding).
@@ -395,7 +392,8 @@ class Driver:
             with session_scope(self.ctx.session_factory) as session:
                 cand = _candidate_with(session, out.component, out.sha)
                 if cand is None:
-                    out.others_cancelled += self._cancel_open(session)
+                    out.others_cancelled += self._cancel_open(
+                        session, "noise harness: not the commit it measures")
                     continue
                 out.candidate = cand.id
                 out.changed = [str(c) for c in cand.changed]
