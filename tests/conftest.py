@@ -13,12 +13,20 @@ PostgreSQL is ``postgresql://postgres@127.0.0.1:5432/test`` unless ``CERTIFIER_T
 says otherwise; each test database is created there and dropped afterwards. If the server is not
 reachable the PostgreSQL half is skipped on a workstation, but fails under ``CI=true``: CI must
 never go green by quietly testing one backend.
+
+``no_testbed_left_behind`` watches the whole session: a ``cf-`` network namespace that appears
+during the tests and is still there at the end is an error, since every namespace a run (or a
+test) creates must be removed afterwards, also after a crash — a test that kills a worker must
+leave a worker behind it that reaps. Run nothing else that builds Certifier testbeds beside
+the tests (a demo, the noise harness): its namespaces would be counted too.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
@@ -57,6 +65,30 @@ def _postgres_unavailable(reason: str) -> NoReturn:
 
 
 TEST_REDIS_URL = os.environ.get("CERTIFIER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def _certifier_namespaces() -> set[str]:
+    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                             check=False, timeout=10).stdout
+    return {line.split()[0] for line in listing.splitlines()
+            if line.split() and line.split()[0].startswith("cf-")}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_testbed_left_behind() -> Iterator[None]:
+    """Fail the session if a ``cf-`` namespace made during it outlives it (root only: nobody
+    else can make one)."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        yield
+        return
+    before = _certifier_namespaces()
+    yield
+    left = sorted(_certifier_namespaces() - before)
+    if left:
+        raise AssertionError(
+            f"{len(left)} network namespace(s) made during the tests are still there: "
+            f"{' '.join(left)} (a testbed whose teardown or reaping failed; or another "
+            "Certifier instance on this machine built them meanwhile)")
 
 
 @contextmanager

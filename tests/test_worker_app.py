@@ -9,10 +9,18 @@ from typing import Any
 import pytest
 from celery.app import base as celery_base
 from celery.exceptions import DuplicateTaskNameWarning
+from celery.signals import worker_shutting_down
 
 from certifier.settings import Settings
+from workers import celery_app
 from workers.celery_app import create_celery
-from workers.dispatch import RECONCILE_TASK, SWEEP_DELIVERIES_TASK, CeleryDispatcher, OnFirstSend
+from workers.dispatch import (
+    RECONCILE_TASK,
+    RUN_TASK,
+    SWEEP_DELIVERIES_TASK,
+    CeleryDispatcher,
+    OnFirstSend,
+)
 
 
 def _two_apps(tmp_path: Path) -> tuple[Any, Any]:
@@ -59,3 +67,23 @@ def test_on_first_send_builds_the_app_only_when_a_task_is_sent() -> None:
     dispatcher.request_reconcile()
     dispatcher.enqueue_run(7)
     assert built == ["app"]
+
+
+def test_a_worker_that_is_shutting_down_starts_no_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once the warm shutdown has begun, a pool process (one Celery forks to replace a pool
+    process the SIGTERM ended inherits the flag) declines a run instead of building a testbed
+    that the grace period's SIGKILL would leave behind; the run stays pending for the next."""
+    monkeypatch.setattr(celery_app, "_stopping", False)
+    started: list[int] = []
+    monkeypatch.setattr(celery_app.runner, "execute",
+                        lambda ctx, run_id, *more: started.append(run_id) or "claimed")
+    app = create_celery(Settings(data_dir=tmp_path / "data"))
+    app.finalize()
+    assert app.tasks[RUN_TASK].run(7) == "claimed" and started == [7]
+
+    worker_shutting_down.send(sender="worker@test", sig="SIGTERM", how="Warm", exitcode=0)
+    assert celery_app._stopping
+    assert app.tasks[RUN_TASK].run(8) == "declined: worker shutting down"
+    assert started == [7]

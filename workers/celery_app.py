@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import worker_process_init, worker_ready, worker_shutting_down
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from sqlalchemy.exc import SQLAlchemyError
@@ -39,6 +39,19 @@ from workers.dispatch import (
 
 log = logging.getLogger(__name__)
 NOTIFY_BUDGET_S = 30  # seconds of POSTs per notification pass
+
+_stopping = False
+"""Set in the worker's main process once its warm shutdown has begun.
+
+Stopping a worker (``certifier.processes.stop``) sends SIGTERM to its whole process group: a
+pool process running a run turns it into SystemExit and tears its testbed down. But Celery's
+main process replaces pool processes that die while it waits out its warm shutdown, and hands
+a message it had already prefetched to the new one, which never saw the SIGTERM: its run would
+build a testbed only to be SIGKILLed at the end of the grace period, leaving it to the next
+worker's janitor (seen: a soak run's calibration probe, left behind by
+tests/faults/test_worker_sigkill.py). A pool process forked after this flag is set inherits
+it, and declines to start a run: the run stays pending and the scheduler sends it again
+(``redispatch_after``) to whichever worker comes next."""
 
 
 class _RedisQoS(kombu_redis.QoS):
@@ -166,6 +179,10 @@ def create_celery(settings: Settings, ctx: WorkerContext | None = None) -> Celer
            # hand its testbed to another run: never two runs on one testbed.
            time_limit=max(run_limit - 30, 60), soft_time_limit=max(run_limit - 90, 30))
     def execute_run(self: Any, run_id: int) -> str:
+        if _stopping:
+            log.warning("run %s not started: this worker is shutting down (it stays pending "
+                        "and is sent again)", run_id)
+            return "declined: worker shutting down"
         claim = runner.execute(context, run_id)
         if claim is runs.Claim.BUSY:
             raise self.retry(countdown=5)
@@ -209,6 +226,11 @@ def create_celery(settings: Settings, ctx: WorkerContext | None = None) -> Celer
     @worker_process_init.connect(weak=False)
     def _after_fork(**_: Any) -> None:
         context.after_fork()
+
+    @worker_shutting_down.connect(weak=False)
+    def _on_shutting_down(**_: Any) -> None:
+        global _stopping
+        _stopping = True
 
     return app
 

@@ -195,7 +195,17 @@ def _start_ids_at(session: Any, first: int) -> None:
 
 
 def namespaces_of(tag: str) -> list[str]:
+    """The namespaces of testbed ``tag`` (``cf-<tag>-<host>``)."""
+    return [name for name in _namespaces() if name.startswith(f"cf-{tag}-")]
+
+
+def namespaces_of_instance(prefix: str) -> list[str]:
+    """The namespaces of every tag starting with ``prefix`` (an instance's run-tag prefix):
+    its runs', their control twins' and their calibration probes'."""
+    return [name for name in _namespaces() if name.startswith(f"cf-{prefix}")]
+
+
+def _namespaces() -> list[str]:
     listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
                              check=True, timeout=10).stdout
-    return [line.split()[0] for line in listing.splitlines()
-            if line.split() and line.split()[0].startswith(f"cf-{tag}-")]
+    return [line.split()[0] for line in listing.splitlines() if line.split()]
