@@ -26,7 +26,6 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
@@ -43,6 +42,7 @@ from certifier.db.session import make_engine
 from certifier.domain.clock import FakeClock
 from tests.factories import World
 from tests.requirements import unavailable
+from workers.testbed.netns import list_namespaces
 
 BACKENDS = ["sqlite", "postgresql"]
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -68,10 +68,7 @@ TEST_REDIS_URL = os.environ.get("CERTIFIER_TEST_REDIS_URL", "redis://127.0.0.1:6
 
 
 def _certifier_namespaces() -> set[str]:
-    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
-                             check=False, timeout=10).stdout
-    return {line.split()[0] for line in listing.splitlines()
-            if line.split() and line.split()[0].startswith("cf-")}
+    return {name for name in list_namespaces() if name.startswith("cf-")}
 
 
 @pytest.fixture(scope="session", autouse=True)

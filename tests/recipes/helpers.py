@@ -42,6 +42,7 @@ from certifier.settings import (
 from workers import checkout, runner
 from workers.context import WorkerContext
 from workers.recipes import Deployable
+from workers.testbed.netns import list_namespaces
 
 # 198.19.<n>.0/24 from the top, away from tests/testbed's counter that starts low.
 _subnets = itertools.count((os.getpid() * 13) % 100)
@@ -196,16 +197,10 @@ def _start_ids_at(session: Any, first: int) -> None:
 
 def namespaces_of(tag: str) -> list[str]:
     """The namespaces of testbed ``tag`` (``cf-<tag>-<host>``)."""
-    return [name for name in _namespaces() if name.startswith(f"cf-{tag}-")]
+    return [name for name in list_namespaces() if name.startswith(f"cf-{tag}-")]
 
 
 def namespaces_of_instance(prefix: str) -> list[str]:
     """The namespaces of every tag starting with ``prefix`` (an instance's run-tag prefix):
     its runs', their control twins' and their calibration probes'."""
-    return [name for name in _namespaces() if name.startswith(f"cf-{prefix}")]
-
-
-def _namespaces() -> list[str]:
-    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
-                             check=True, timeout=10).stdout
-    return [line.split()[0] for line in listing.splitlines() if line.split()]
+    return [name for name in list_namespaces() if name.startswith(f"cf-{prefix}")]
