@@ -53,7 +53,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -331,13 +331,18 @@ class Driver:
             components.report_commit(session, component, sha, self.clock, title=title,
                                      author="Noise Harness", seen_via="api")
 
-    def step(self) -> None:
-        """One reconcile pass and every run it left pending; the clock moves on if none."""
+    def step(self, watch: Callable[[], None] = lambda: None) -> None:
+        """One reconcile pass and every run it left pending; the clock moves on if none.
+
+        ``watch`` is called after the reconcile (which may form a candidate) and after each
+        run (whose end may decide a gate), so a caller sees each change when it happens, not
+        after the rest of the step's runs."""
         with session_scope(self.ctx.session_factory) as session:
             scheduler.reconcile(session, self.clock, self.ctx.scheduler_policy,
                                 self.ctx.dispatcher)
             pending = list(session.scalars(select(models.Run.id).where(
                 models.Run.state == runs.RunState.PENDING).order_by(models.Run.id)))
+        watch()
         if not pending:
             self.clock.skip(self.idle_step)
         for run_id in pending:
@@ -346,6 +351,7 @@ class Driver:
             self.run_seconds[run_id] = time.monotonic() - start
             with session_scope(self.ctx.session_factory) as session:
                 self.run_kinds[run_id] = runs.get_run(session, run_id).kind
+            watch()
 
     def single_sided_runs(self) -> list[float]:
         """Wall times of the one-sided runs (the known-good's baseline runs: the same suites
@@ -387,8 +393,24 @@ class Driver:
         after a culprit search that could not finish) is cancelled: the harness judges only
         the commits it pushed, each in a candidate of its own."""
         start: float | None = None  # when a candidate holding out.sha was first seen
+
+        def time_the_gate() -> None:
+            """The gate's wall time: from the reconcile that formed the candidate to the end
+            of the run that decided its gate (the step goes on with the soak's first run)."""
+            nonlocal start
+            if out.gate_wall_s is not None:
+                return
+            with session_scope(self.ctx.session_factory) as session:
+                cand = _candidate_with(session, out.component, out.sha)
+                if cand is None:
+                    return
+                start = time.monotonic() if start is None else start
+                if CandidateState(cand.state) not in (CandidateState.GATING,
+                                                      CandidateState.QUEUED):
+                    out.gate_wall_s = time.monotonic() - start
+
         for _ in range(max_steps):
-            self.step()
+            self.step(time_the_gate)
             with session_scope(self.ctx.session_factory) as session:
                 cand = _candidate_with(session, out.component, out.sha)
                 if cand is None:
@@ -398,10 +420,6 @@ class Driver:
                 out.candidate = cand.id
                 out.changed = [str(c) for c in cand.changed]
                 state = CandidateState(cand.state)
-                start = time.monotonic() if start is None else start
-                if out.gate_wall_s is None and state is not CandidateState.GATING \
-                        and state is not CandidateState.QUEUED:
-                    out.gate_wall_s = time.monotonic() - start
                 out.excuses = [e.message for e in cand.excuses]
                 out.soak_extended |= any(e.kind == "soak_extended" for e in cand.excuses)
                 bisection = cand.bisection

@@ -54,6 +54,13 @@ it, and declines to start a run: the run stays pending and the scheduler sends i
 (``redispatch_after``) to whichever worker comes next."""
 
 
+@worker_shutting_down.connect
+def _on_shutting_down(**_: Any) -> None:
+    """Mark this process as stopping (one receiver for the module, however many apps it builds)."""
+    global _stopping
+    _stopping = True
+
+
 class _RedisQoS(kombu_redis.QoS):
     """kombu's Redis acknowledgements, except that the prefetch slot is freed even when the
     acknowledgement cannot reach Redis.
@@ -226,11 +233,6 @@ def create_celery(settings: Settings, ctx: WorkerContext | None = None) -> Celer
     @worker_process_init.connect(weak=False)
     def _after_fork(**_: Any) -> None:
         context.after_fork()
-
-    @worker_shutting_down.connect(weak=False)
-    def _on_shutting_down(**_: Any) -> None:
-        global _stopping
-        _stopping = True
 
     return app
 

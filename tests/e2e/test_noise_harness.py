@@ -53,3 +53,10 @@ def test_harmless_commits_on_a_busy_machine_are_not_rejected(tmp_path: Path) -> 
     assert levels[0]["promoted"] == 1  # an idle machine has no reason to wait
     cut = levels[1]["breakages"]["unreachable route"]
     assert cut["end"] == "rejected" and cut["fitting"], cut
+    # The gate's wall time runs from the candidate's forming to the end of the run that
+    # decided it: at least its first gate run, at most its gate runs and a few seconds (not the
+    # soak's first run, which the same step goes on with).
+    calm = next(c for c in levels[0]["candidates"] if c["kind"] == "harmless")
+    assert calm["gate_run_s"] and calm["gate_wall_s"] is not None, calm
+    first_gate = calm["gate_run_s"][0]
+    assert first_gate <= calm["gate_wall_s"] <= sum(calm["gate_run_s"]) + 5, calm
