@@ -33,7 +33,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from certifier.db import models
@@ -51,27 +50,13 @@ from certifier.domain.promotion import (
 from certifier.pipeline import bisection, knowngood, notify, runs, waivers
 from certifier.pipeline.dispatch import known_good_changed, reconcile_after_commit
 from certifier.pipeline.errors import Conflict, Invalid, NotFound
-from certifier.pipeline.toolbox import audit, move, summaries
+from certifier.pipeline.toolbox import audit, move, summaries, write_lock
 
 _JUDGED = (RunKind.GATE.value, RunKind.SOAK.value)
 
 
-def _write_lock(session: Session) -> None:
-    """On SQLite, take the database's write lock before the action reads anything.
-
-    PostgreSQL locks the rows an action reads (``FOR UPDATE``); SQLite ignores that. There a
-    read outside the write lock could be stale by the time the action writes: a scheduler pass
-    that ends the candidate meanwhile would be overwritten (pysqlite begins the transaction only
-    at the first write), or, with the read inside the transaction, the write would fail with
-    "database is locked" (the API's 503). Taken first, the lock makes the action wait for a
-    pass that is committing and then read what it wrote, as the scheduler does
-    (``scheduler._lock``)."""
-    if session.get_bind().dialect.name == "sqlite":
-        session.execute(text("UPDATE candidates SET id = id WHERE 0 = 1"))
-
-
 def _candidate(session: Session, candidate_id: int) -> models.Candidate:
-    _write_lock(session)
+    write_lock(session)
     cand = session.get(models.Candidate, candidate_id, with_for_update=True)
     if cand is None:
         raise NotFound(f"no candidate {candidate_id}")
@@ -308,7 +293,7 @@ def revoke(session: Session, clock: Clock, version: int, actor: str, reason: str
            notifier: notify.Notifier | None = None
            ) -> tuple[models.KnownGood, models.KnownGood | None]:
     """Revoke a known-good; (it, the known-good current now — the previous unrevoked one)."""
-    _write_lock(session)
+    write_lock(session)
     kg = session.get(models.KnownGood, version, with_for_update=True)
     if kg is None:
         raise NotFound(f"no known-good version {version}")

@@ -24,7 +24,7 @@ from certifier.pipeline import components
 from certifier.pipeline.dispatch import reconcile_after_commit
 from certifier.pipeline.errors import Invalid, NotFound
 from certifier.pipeline.runs import get_run
-from certifier.pipeline.toolbox import audit
+from certifier.pipeline.toolbox import audit, write_lock
 
 MAX_DURATION = timedelta(days=7)
 HELD_VERDICTS = frozenset({Verdict.FAILED, Verdict.REGRESSED})
@@ -61,8 +61,12 @@ def request(session: Session, clock: Clock, *, duration: timedelta, actor: str,
     return hold
 
 
-def get(session: Session, hold_id: int) -> models.Autohold:
-    hold = session.get(models.Autohold, hold_id)
+def get(session: Session, hold_id: int, *, lock: bool = False) -> models.Autohold:
+    """A hold by id; ``lock``: for a change, waiting for a writer of it that is committing
+    (its row locked on PostgreSQL, the write lock taken first on SQLite)."""
+    if lock:
+        write_lock(session)
+    hold = session.get(models.Autohold, hold_id, with_for_update=lock)
     if hold is None:
         raise NotFound(f"no hold {hold_id}")
     return hold
@@ -89,8 +93,12 @@ def _release_lease(session: Session, run_id: int | None) -> None:
 
 
 def release(session: Session, hold_id: int, clock: Clock, actor: str) -> models.Autohold:
-    """Let a hold go: an armed one is over, a holding one's testbed is handed back. Idempotent."""
-    hold = get(session, hold_id)
+    """Let a hold go: an armed one is over, a holding one's testbed is handed back. Idempotent.
+
+    Locked: a run that is catching the hold (its ``catch``, committing) is waited for, then its
+    testbed handed back; never an armed hold read beside it and written over its catch, which
+    would leave the testbed leased to the run with nobody to tear it down."""
+    hold = get(session, hold_id, lock=True)
     reconcile_after_commit(session)  # a pass tears a handed-back testbed down
     now = clock.now()
     if hold.state == HoldState.ARMED:

@@ -29,14 +29,19 @@ from certifier.domain.lifecycle import CandidateState
 from certifier.pipeline import knowngood
 from certifier.pipeline.dispatch import reconcile_after_commit
 from certifier.pipeline.errors import Conflict, Invalid, NotFound
-from certifier.pipeline.toolbox import audit
+from certifier.pipeline.toolbox import audit, pass_lock, write_lock
 from certifier.settings import ComponentConfig, TestbedConfig
 
 
-def get_component(session: Session, name: str) -> models.Component:
-    """A component that is not removed, by name."""
-    component = session.scalar(select(models.Component).where(
-        models.Component.name == name, models.Component.removed_at.is_(None)))
+def get_component(session: Session, name: str, *, lock: bool = False) -> models.Component:
+    """A component that is not removed, by name; ``lock``: for a change (its row locked on
+    PostgreSQL, SQLite's write lock taken first), so two people's changes take turns."""
+    query = select(models.Component).where(
+        models.Component.name == name, models.Component.removed_at.is_(None))
+    if lock:
+        write_lock(session)
+        query = query.with_for_update()
+    component = session.scalar(query)
     if component is None:
         raise NotFound(f"no component named {name!r}")
     return component
@@ -92,7 +97,7 @@ def pause(session: Session, clock: Clock, name: str, actor: str, reason: str
           ) -> models.Component:
     """Keep the component at its known-good commit: no new candidate moves it. Tracking goes
     on recording commits, and never lifts a pause an operator made."""
-    component = get_component(session, name)
+    component = get_component(session, name, lock=True)
     if component.paused and component.paused_reason is None:
         raise Conflict(f"component {name!r} is already paused by an operator")
     component.paused, component.paused_reason = True, None
@@ -104,7 +109,7 @@ def pause(session: Session, clock: Clock, name: str, actor: str, reason: str
 def resume(session: Session, clock: Clock, name: str, actor: str, reason: str
            ) -> models.Component:
     """Lift a pause (an operator's, or tracking's for a deleted branch)."""
-    component = get_component(session, name)
+    component = get_component(session, name, lock=True)
     if not component.paused:
         raise Conflict(f"component {name!r} is not paused")
     was = component.paused_reason or "paused by an operator"
@@ -138,8 +143,12 @@ def users(session: Session, component: models.Component) -> list[str]:
 
 def remove(session: Session, clock: Clock, name: str, actor: str, reason: str
            ) -> models.Component:
-    """Remove a component (audited): see the module docstring for what that keeps."""
-    component = get_component(session, name)
+    """Remove a component (audited): see the module docstring for what that keeps.
+
+    Serialised with the scheduler's passes (``pass_lock``): a pass forming a candidate with the
+    component commits first and the removal is refused, or waits for the removal."""
+    pass_lock(session)
+    component = get_component(session, name, lock=True)
     needed = users(session, component)
     if needed:
         raise Conflict(f"component {name!r} is part of {', '.join(needed)}: a known-good "

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from certifier.db import models
@@ -25,10 +25,8 @@ from certifier.domain.promotion import Action, SoakPolicy, apply_waivers, decide
 from certifier.pipeline import bisection, components, knowngood, notify, runs, waivers
 from certifier.pipeline.dispatch import Dispatcher, enqueue_run_after_commit
 from certifier.pipeline.errors import Conflict
-from certifier.pipeline.toolbox import audit, move, summaries
+from certifier.pipeline.toolbox import audit, move, pass_lock, summaries
 from certifier.settings import NotificationsConfig
-
-_LOCK_KEY = 0x63657274  # "cert"
 
 
 @dataclass
@@ -66,16 +64,6 @@ class SchedulerPolicy:
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
     # Culprit finding after a rejection (certifier/pipeline/bisection.py); None: off.
     bisection: BisectPolicy | None = field(default_factory=BisectPolicy)
-
-
-def _lock(session: Session) -> None:
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
-    elif dialect == "sqlite":
-        # Take SQLite's write lock before the pass reads anything: two passes that both read
-        # before either writes would act twice on one state (a promotion seen as base_moved).
-        session.execute(text("UPDATE testbeds SET name = name WHERE 0 = 1"))
 
 
 def _create_run(session: Session, candidate: models.Candidate, kind: RunKind, clock: Clock,
@@ -365,7 +353,7 @@ def _redispatch(session: Session, clock: Clock, policy: SchedulerPolicy,
 def reconcile(session: Session, clock: Clock, policy: SchedulerPolicy,
               dispatcher: Dispatcher) -> ReconcileReport:
     """One pass of the loop; flushes, the caller commits."""
-    _lock(session)
+    pass_lock(session)
     report = ReconcileReport()
     report.runs_expired = runs.expire_stale(session, clock, policy.run_timeout)
     # Before forming: a culprit named in this pass is held in the candidate formed in it.

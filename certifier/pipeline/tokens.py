@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from certifier.db import models
 from certifier.domain.clock import Clock
 from certifier.pipeline.errors import Conflict, Invalid, NotFound
+from certifier.pipeline.toolbox import write_lock
 
 MIN_SECRET_LENGTH = 16
 SECRET_PREFIX = "cft_"  # noqa: S105 - a marker that makes leaked secrets greppable
@@ -148,7 +149,9 @@ def list_tokens(session: Session) -> list[models.ApiToken]:
 
 def revoke(session: Session, clock: Clock, name: str) -> models.ApiToken:
     """Revoke a token by name (idempotent: an already revoked one keeps its first time)."""
-    row = session.scalar(select(models.ApiToken).where(models.ApiToken.name == name))
+    write_lock(session)  # two revocations take turns: the first one's time stands
+    row = session.scalar(select(models.ApiToken).where(models.ApiToken.name == name)
+                         .with_for_update())
     if row is None:
         raise NotFound(f"no API token named {name!r}")
     if row.revoked_at is None:

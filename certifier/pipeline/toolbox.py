@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from certifier.db import models
@@ -17,6 +18,31 @@ from certifier.domain.clock import Clock
 from certifier.domain.judgement import RunKind, Verdict
 from certifier.domain.lifecycle import CandidateState, check_transition
 from certifier.domain.promotion import RunSummary
+
+PASS_LOCK_KEY = 0x63657274  # "cert"
+
+
+def write_lock(session: Session) -> None:
+    """On SQLite, take the database's write lock now, before the transaction reads anything.
+
+    PostgreSQL locks the rows a person's action reads (``FOR UPDATE``); SQLite ignores that, and
+    a read outside the write lock may be stale by the time the action writes: pysqlite begins
+    the transaction only at the first write, so a scheduler pass or a finishing run committed
+    in between would be written over (with the read inside a transaction, the write would
+    fail with "database is locked" instead). Taken first, the lock makes the action wait for a
+    writer that is committing, then read what it wrote. No-op elsewhere."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(text("UPDATE testbeds SET name = name WHERE 0 = 1"))
+
+
+def pass_lock(session: Session) -> None:
+    """Serialise with the scheduler's passes until the transaction ends: a transaction-scoped
+    advisory lock on PostgreSQL, the write lock on SQLite (taken before anything is read: two
+    passes that both read first would act twice on one state)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PASS_LOCK_KEY})
+    else:
+        write_lock(session)
 
 
 def audit(session: Session, clock: Clock, actor: str, action: str, subject: str, /,

@@ -1,23 +1,31 @@
-"""A person's action racing a scheduler pass that ends the same candidate, on SQLite and
-PostgreSQL: the action waits for the pass to commit, then reads what it wrote and refuses.
+"""A person's action racing another writer of the same row, on SQLite and PostgreSQL: the
+action waits for the other to commit, then reads what it wrote and acts on that.
 
-PostgreSQL locks the candidate's row (``FOR UPDATE``); SQLite ignores that, so an action takes
-SQLite's write lock before it reads (``actions._write_lock``). Without it the cancel below read
-"soaking" beside the uncommitted pass and then overwrote its rejection with a cancellation (or,
-with its read inside a transaction, failed with "database is locked"). The pass is held open in
-the test thread; the action runs in a second thread with its own session and connection.
+PostgreSQL locks the row an action reads (``FOR UPDATE``); SQLite ignores that, so an action
+takes SQLite's write lock before it reads (``toolbox.write_lock``). Without it, on SQLite, the
+cancel below read "soaking" beside the uncommitted pass and then overwrote its rejection with a
+cancellation, a second revocation was written over the first, and a hold's release read "armed"
+beside a run catching it and wrote "released" over the catch (on PostgreSQL too, without the
+row lock), leaving the testbed leased with nobody to tear it down. The first writer is held
+open in the test thread; the action runs in a second thread with its own session and connection.
 """
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from certifier.db import models
 from certifier.db.session import session_scope
 from certifier.domain.clock import FakeClock
+from certifier.domain.judgement import JudgementPolicy
 from certifier.domain.lifecycle import CandidateState
-from certifier.pipeline import actions, knowngood, scheduler, toolbox
+from certifier.domain.results import Check, SuiteResult
+from certifier.pipeline import actions, autohold, components, knowngood, runs, scheduler, toolbox
+from certifier.pipeline.autohold import HoldState
 from certifier.pipeline.errors import Conflict
+from tests.factories import World
 from tests.pipeline.test_mark_bad_race import ACTOR, _in_thread, _soaking, _waits
 
 
@@ -37,7 +45,7 @@ def test_a_cancel_waits_for_a_pass_that_rejects_the_candidate_then_refuses(
     clock = FakeClock()
     cid = _soaking(factory, clock)
     with session_scope(factory) as passing:
-        scheduler._lock(passing)
+        toolbox.pass_lock(passing)
         cand = passing.get_one(models.Candidate, cid)
         toolbox.move(passing, cand, CandidateState.REJECTED, clock)
         passing.flush()
@@ -73,3 +81,63 @@ def test_a_revocation_waits_for_a_revocation_that_is_committing_then_refuses(
         events = [e for e in session.query(models.AuditEvent).all() if e.action == "revoke"]
         assert [e.actor for e in events] == ["token:piet"]
 
+
+def _nova_with_a_commit(factory: sessionmaker[Session], clock: FakeClock) -> World:
+    """Component nova with one new commit, and a gate testbed: the next pass forms a
+    candidate."""
+    world = World(factory, clock)
+    world.component("nova")
+    world.testbed("gate1")
+    world.commit("nova", "n1")
+    return world
+
+
+def test_a_hold_released_while_a_run_catches_it_hands_the_testbed_back(
+    factory: sessionmaker[Session],
+) -> None:
+    clock = FakeClock()
+    world = _nova_with_a_commit(factory, clock)
+    report = world.reconcile()
+    run_id = report.runs_created[0]
+    world.claim(run_id)
+    with session_scope(factory) as session:
+        hold_id = autohold.request(session, clock, duration=timedelta(hours=2), actor=ACTOR,
+                                   candidate_id=report.formed[0]).id
+
+    def release() -> None:
+        with session_scope(factory) as session:
+            autohold.release(session, hold_id, clock, "token:piet")
+
+    failing = [SuiteResult("ping", checks=[Check("ping", "reach h1->h2", False, "100% loss")])]
+    with session_scope(factory) as finishing:  # the runner: finish the run, catch the hold
+        runs.finish(finishing, run_id, failing, clock, JudgementPolicy())
+        caught = autohold.catch(finishing, hold_id, run_id, clock, testbed="gate1",
+                                tag=f"r{run_id}", worker="vm:1", commands=[])
+        assert caught is not None
+        finishing.flush()
+        releasing = _in_thread(release)
+        assert _waits(releasing)
+    assert releasing.result(timeout=60) is None
+    with session_scope(factory) as session:
+        hold = autohold.get(session, hold_id)
+        assert (hold.state, hold.run_id) == (HoldState.RELEASING, run_id)
+        assert session.get_one(models.Testbed, "gate1").leased_by_run_id is None
+
+
+def test_a_component_removed_while_a_pass_forms_a_candidate_with_it_is_refused(
+    factory: sessionmaker[Session],
+) -> None:
+    clock = FakeClock()
+    world = _nova_with_a_commit(factory, clock)
+
+    def remove() -> None:
+        with session_scope(factory) as session:
+            components.remove(session, clock, "nova", ACTOR, "moved to another cloud")
+
+    with session_scope(factory) as passing:
+        toolbox.pass_lock(passing)
+        removing = _in_thread(remove)
+        assert _waits(removing)
+        scheduler.reconcile(passing, clock, world.policy, world.dispatcher)
+    refused = removing.result(timeout=60)
+    assert isinstance(refused, Conflict) and "candidate" in str(refused), refused

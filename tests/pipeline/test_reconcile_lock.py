@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from certifier.db import migrate
 from certifier.db.session import make_engine
-from certifier.pipeline import scheduler
+from certifier.pipeline import toolbox
 
 
 def test_a_second_pass_on_sqlite_waits_for_the_first(tmp_path: Path) -> None:
@@ -25,11 +25,11 @@ def test_a_second_pass_on_sqlite_waits_for_the_first(tmp_path: Path) -> None:
     events: list[str] = []
     try:
         first = Session(engine)
-        scheduler._lock(first)  # the first pass holds the lock...
+        toolbox.pass_lock(first)  # the first pass holds the lock...
 
         def second_pass() -> None:
             with Session(engine) as second:
-                scheduler._lock(second)
+                toolbox.pass_lock(second)
                 events.append("second locked")
                 second.commit()
 
