@@ -25,6 +25,11 @@ Figures, each with a Wilson 95 % interval:
   soak catch within 10 runs           a step that begins at soak run 0-18 (uniform) is flagged
                                       within 10 runs of its start; an alarm before it is false
   median delay                        runs after the start when the alarm fires
+  soak end (good candidates)          of those the gate and the planned soak passed: extended
+                                      past the plan, held for a person (a series leaning
+                                      worse), rejected or noise in the extension, promoted
+                                      with an undecided series noted (``--soak-end N`` of them,
+                                      with the real ``judge_soak``; extension runs drawn afresh)
 beside the old detector (``certifier.domain.detector``: the candidate's runs against the
 known-good's 20 history runs only, Holm over the 50 series) on the very same data.
 Targets (issue 12): gate ≤ 1 %; pre-promotion ≥ 95 %; soak ≤ 5 % (independent), ≤ 10 %
@@ -72,6 +77,7 @@ HISTORY_ROUNDS = 2
 LATEST_ONSET = 18
 STEP = 0.05
 NOISE_HISTORY_RUNS = 5
+EXTRA_RUNS = SoakPolicy().max_extra_runs + 4  # the bound, a confirmation past it, spare
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,7 @@ class Drawn:
     gate: np.ndarray  # (c, s, 2 sides, GATE_ROUNDS)
     soak: np.ndarray  # (c, s, 2 sides, SOAK_RUNS, rounds)
     onset: np.ndarray  # (c,) soak run where the step begins (SOAK_RUNS: none / from the gate)
+    extra: np.ndarray  # (c, s, 2 sides, EXTRA_RUNS, rounds): the extension's runs, no step
 
 
 def _environment(rng: np.random.Generator, noise: str, shape: tuple[int, int], runs: int
@@ -153,7 +160,10 @@ def draw(cell: Cell) -> Drawn:
         onset = rng.integers(0, LATEST_ONSET + 1, size=c)
         after = np.arange(SOAK_RUNS)[None, :] >= onset[:, None]
         soak[:, 0, 0] *= np.where(after, 1 - STEP, 1.0)[:, :, None]
-    return Drawn(history, gate, soak, onset)
+    # Drawn after the rest, so the figures above keep their values; the environment starts
+    # afresh (stationary) rather than carrying the AR(1) state or a burst over.
+    extra = measure(_environment(rng, cell.noise, (c, s), EXTRA_RUNS), 2, cell.rounds)
+    return Drawn(history, gate, soak, onset, extra)
 
 
 def _paired(values: np.ndarray, series: int) -> PairedSeries:
@@ -218,6 +228,55 @@ def verify(drawn: Drawn, policy: SoakPolicy, alarms: np.ndarray, n: int) -> tupl
     return agree, n
 
 
+def soak_end(drawn: Drawn, policy: SoakPolicy, good: np.ndarray, n: int) -> dict[str, Any]:
+    """How the soak of a good candidate ends once its planned runs pass, on the first ``n``
+    candidates ``good`` marks (passed the gate, no alarm in the planned runs), with the real
+    ``judge_soak`` after every run and the promotion policy's rules: a series still undecided
+    extends the soak one run at a time while the runs it needs fit in the ``max_extra_runs``
+    left (``promotion._extension``); a series that leans worse extends it to the bound and then
+    holds the candidate for a person (``awaiting_decision``); a regression asks for the next
+    run, even past the bound, and rejects only when that run regresses on the same series
+    (``promotion._confirms``), else it is noise and the soak goes on."""
+    chosen = np.flatnonzero(good)[:n]
+    extended = held = rejected = noise = promoted_undecided = 0
+    extra_runs: list[int] = []
+    available = drawn.extra.shape[3]
+    for i in chosen:
+        runs = [[_paired(drawn.soak[i, j, :, r], j) for j in range(SERIES)]
+                for r in range(SOAK_RUNS)]
+        extra, unconfirmed, was_noise = 0, frozenset[str](), False
+        while True:
+            verdict = judge_soak(runs, policy)
+            regressed = frozenset(v.key for v in verdict.regressed)
+            if regressed & unconfirmed:
+                rejected += 1
+                break
+            was_noise |= bool(unconfirmed)
+            unconfirmed = regressed
+            undecided = verdict.undecided
+            leaning = any(v.leans_worse for v in undecided)
+            needed = max((v.runs_needed for v in undecided), default=0)
+            left = policy.max_extra_runs - extra
+            if not regressed and (not undecided or left <= 0
+                                  or (needed > left and not leaning)):
+                held += leaning
+                promoted_undecided += bool(undecided) and not leaning
+                break
+            if extra == available:
+                raise SystemExit(f"soak_end: {available} extension runs drawn, more needed")
+            runs.append([_paired(drawn.extra[i, j, :, extra], j) for j in range(SERIES)])
+            extra += 1
+        extended += extra > 0
+        noise += was_noise
+        extra_runs.append(extra)
+    k = len(chosen)
+    return {"extended": rate(extended, k), "held_for_a_person": rate(held, k),
+            "rejected_in_extension": rate(rejected, k),
+            "noise_in_extension": rate(noise, k),
+            "promoted_with_undecided": rate(promoted_undecided, k),
+            "extra_runs_mean": float(np.mean(extra_runs)) if extra_runs else None}
+
+
 # --- the old detector ------------------------------------------------------------------------
 
 def old_detector(drawn: Drawn, candidates: int, pre: bool) -> np.ndarray:
@@ -252,7 +311,7 @@ def soak_figures(alarms: np.ndarray, onset: np.ndarray) -> dict[str, Any]:
 
 
 def run_cell(cell: Cell, gate_policy: ABPolicy, soak_policy: SoakPolicy, old: int,
-             check: int, say: Callable[[str], None]) -> dict[str, Any]:
+             check: int, say: Callable[[str], None], end: int = 0) -> dict[str, Any]:
     start = time.perf_counter()
     drawn = draw(cell)
     n = cell.trials
@@ -266,6 +325,8 @@ def run_cell(cell: Cell, gate_policy: ABPolicy, soak_policy: SoakPolicy, old: in
         if cell.change == "none":
             out["gate_false_reject"] = rate(int(gated.sum()), n)
             out["soak_false_reject"] = rate(int((alarms > 0).sum()), n)
+            if end:
+                out["soak_end"] = soak_end(drawn, soak_policy, ~gated & (alarms == 0), end)
         else:
             out["gate_catch"] = rate(int(gated.sum()), n)
             out["pre_promotion_catch"] = rate(int((gated | ((alarms > 0) & (alarms <= 10))).sum()),
@@ -361,6 +422,16 @@ def report(results: dict[str, dict[str, Any]], soak_policy: SoakPolicy,
                          f"{r['soak']['median_delay']!s:34} {old.get('median_delay', '-')!s:34}")
         for label, new, old_value in rows:
             lines.append(f"{name:22} {label:28} {_pct(new):34} {_pct(old_value):34}")
+        if "soak_end" in r:
+            e = r["soak_end"]
+            lines += [f"{name:22} {label:28} {_pct(e[key]):34}" for label, key in (
+                ("soak extended", "extended"), ("held for a person (leans)", "held_for_a_person"),
+                ("rejected in the extension", "rejected_in_extension"),
+                ("noise (not confirmed) there", "noise_in_extension"),
+                ("promoted, undecided noted", "promoted_with_undecided"))]
+            if e["extra_runs_mean"] is not None:
+                lines.append(f"{name:22} {'extra soak runs (mean)':28} "
+                             f"{e['extra_runs_mean']:.2f}")
         if "gate_rounds_mean" in r:
             lines.append(f"{name:22} {'gate rounds (mean)':28} {r['gate_rounds_mean']:.2f}")
         if "judge_soak_agrees" in r:
@@ -385,6 +456,9 @@ def main(argv: list[str] | None = None) -> int:
                         "(slow: full 300, quick 30)")
     parser.add_argument("--check", type=int, default=None,
                         help="candidates per cell also judged by judge_soak itself (quick: 3)")
+    parser.add_argument("--soak-end", type=int, default=None,
+                        help="good candidates per cell whose soak's end (extension, hold for "
+                        "a person) is played with judge_soak (slow: full 300, quick 5)")
     parser.add_argument("--soak-rounds", type=int, default=SoakPolicy().rounds_per_run,
                         help="rounds per soak run (default: the soak policy's)")
     parser.add_argument("--only", help="cells to run, e.g. independent/none,independent/soak")
@@ -397,9 +471,10 @@ def main(argv: list[str] | None = None) -> int:
     gate_policy, soak_policy = ABPolicy(), SoakPolicy(rounds_per_run=args.soak_rounds)
     old = args.old if args.old is not None else (30 if args.quick else 300)
     check = args.check if args.check is not None else (3 if args.quick else 0)
+    end = args.soak_end if args.soak_end is not None else (5 if args.quick else 300)
     selected = [cell for cell in cells(args.quick, args.candidates, args.soak_rounds)
                 if not args.only or cell.name in args.only.split(",")]
-    results = {cell.name: run_cell(cell, gate_policy, soak_policy, old, check, say)
+    results = {cell.name: run_cell(cell, gate_policy, soak_policy, old, check, say, end)
                for cell in selected}
     print(report(results, soak_policy, gate_policy, "quick" if args.quick else "full"))
     if args.json:
