@@ -284,9 +284,11 @@ def _rejection(failed: list[RunSummary], in_a_row: bool = False) -> tuple[Excuse
     noise: list[Excuse] = []
     for e, seen in merged.values():
         if len(seen) == 1 and e.kind == "regression" and len(failed) > 1 and not in_a_row:
-            # Confirmed is what was seen again; a series that regressed once is shown as such.
-            noise.extend(_unconfirmed([seen[0]], failed[-1] if seen[0] is not failed[-1]
-                                      else failed[0]))
+            # Confirmed is what was seen again; a series that regressed once is shown as such,
+            # once (its run's other one-off series have entries of their own).
+            noise.extend(x for x in _unconfirmed([seen[0]], failed[-1] if seen[0] is not
+                                                 failed[-1] else failed[0])
+                         if x.subject == e.subject)
             continue
         if len(seen) == 1:
             out.append(e)

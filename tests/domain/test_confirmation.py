@@ -93,6 +93,19 @@ def test_another_series_in_the_confirmation_run_needs_its_own_confirmation() -> 
         ("unconfirmed", BW), ("unconfirmed", RTT)]
 
 
+def test_series_seen_once_beside_a_confirmed_one_are_each_reported_once_as_noise() -> None:
+    """The write-through cache of the noise harness: run 2 confirmed the IOPS drop and saw three
+    sequential-write series regress once; each of them is one line of noise, not three."""
+    iops, seq = "storage.rand_write_iops{job=rand_write}", "storage.seq_write_{}{{job=seq_write}}"
+    once = [slower(seq.format(m)) for m in ("iops", "mbps", "clat_p99_us")]
+    d = gating([gate(1, Verdict.REGRESSED, slower(iops)),
+                gate(2, Verdict.REGRESSED, slower(iops), *once)])
+    assert d.action is Action.REJECT
+    noise = [e for e in d.excuses if e.kind == "unconfirmed"]
+    assert sorted(e.subject for e in noise) == sorted(e.subject for e in once)
+    assert len({e.message for e in d.excuses}) == len(d.excuses)
+
+
 def test_failing_runs_in_a_row_reject_even_when_each_fails_on_other_series() -> None:
     runs = [gate(1, Verdict.REGRESSED, slower()), gate(2, Verdict.REGRESSED, slower(RTT)),
             gate(3, Verdict.REGRESSED, slower("storage.iops{job=randwrite}"))]
