@@ -39,6 +39,7 @@ from certifier.domain.combination import Combination
 from certifier.domain.lifecycle import CandidateState
 from certifier.pipeline.dispatch import known_good_changed
 from certifier.pipeline.errors import Conflict, NotFound
+from certifier.pipeline.toolbox import write_lock
 
 _PROMOTION_LOCK_KEY = 0x6B676F6F  # "kgoo"; not the scheduler's key, so a pass may take both
 
@@ -191,8 +192,8 @@ def lock(session: Session) -> None:
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PROMOTION_LOCK_KEY})
-    elif dialect == "sqlite":  # take the write lock before reading, as the scheduler does
-        session.execute(text("UPDATE known_goods SET version = version WHERE 0 = 1"))
+    else:  # SQLite: the write lock before reading, as the scheduler does
+        write_lock(session)
 
 
 DEFAULT_VALIDITY = timedelta(days=7)  # manifest.validity
