@@ -1,11 +1,14 @@
 """People's controls: cancel, waive, retry, promote and mark bad a candidate, stop its culprit
 finding; revoke a known-good.
 
-Each action checks the candidate's state through the lifecycle, changes it, and writes one audit
-event naming the actor (``token:<name>`` over the API, ``cli:<user>`` on the server). They only
-flush, and each asks the scheduler for a pass once its transaction commits (whoever commits it:
-the API request, the CLI); a promotion or a revocation also tells the session's listeners that
-the known-good changed (the API clears its manifest cache), after the commit too.
+Each action takes its turn with the scheduler's passes (``toolbox.pass_lock``), so it reads what
+a pass committed and a pass reads what it committed: a pass never writes a rejection, or a soak's
+start, from a state it read before a person's cancel. It then checks the candidate's state
+through the lifecycle, changes it, and writes one audit event naming the actor
+(``token:<name>`` over the API, ``cli:<user>`` on the server). They only flush, and each asks
+the scheduler for a pass once its transaction commits (whoever commits it: the API request, the
+CLI); a promotion or a revocation also tells the session's listeners that the known-good
+changed (the API clears its manifest cache), after the commit too.
 
 A waiver applies from the scheduler's next pass (``waivers``). When it sets aside the last failure
 of a *rejected* candidate, that candidate is re-queued (``lifecycle.reinstate``): it boards when
@@ -50,13 +53,13 @@ from certifier.domain.promotion import (
 from certifier.pipeline import bisection, knowngood, notify, runs, waivers
 from certifier.pipeline.dispatch import known_good_changed, reconcile_after_commit
 from certifier.pipeline.errors import Conflict, Invalid, NotFound
-from certifier.pipeline.toolbox import audit, move, summaries, write_lock
+from certifier.pipeline.toolbox import audit, move, pass_lock, summaries
 
 _JUDGED = (RunKind.GATE.value, RunKind.SOAK.value)
 
 
 def _candidate(session: Session, candidate_id: int) -> models.Candidate:
-    write_lock(session)
+    pass_lock(session)
     cand = session.get(models.Candidate, candidate_id, with_for_update=True)
     if cand is None:
         raise NotFound(f"no candidate {candidate_id}")
@@ -293,7 +296,7 @@ def revoke(session: Session, clock: Clock, version: int, actor: str, reason: str
            notifier: notify.Notifier | None = None
            ) -> tuple[models.KnownGood, models.KnownGood | None]:
     """Revoke a known-good; (it, the known-good current now — the previous unrevoked one)."""
-    write_lock(session)
+    pass_lock(session)  # a pass forming or promoting on this known-good goes first, or after
     kg = session.get(models.KnownGood, version, with_for_update=True)
     if kg is None:
         raise NotFound(f"no known-good version {version}")

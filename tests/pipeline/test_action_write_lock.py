@@ -2,18 +2,24 @@
 action waits for the other to commit, then reads what it wrote and acts on that.
 
 PostgreSQL locks the row an action reads (``FOR UPDATE``); SQLite ignores that, so an action
-takes SQLite's write lock before it reads (``toolbox.write_lock``). Without it, on SQLite, the
+takes SQLite's write lock before it reads (``toolbox.write_lock``). An action on a candidate or
+a known-good also waits for a scheduler pass that has read but not yet written
+(``toolbox.pass_lock``). Without it, on SQLite, the
 cancel below read "soaking" beside the uncommitted pass and then overwrote its rejection with a
 cancellation, a second revocation was written over the first, and a hold's release read "armed"
 beside a run catching it and wrote "released" over the catch (on PostgreSQL too, without the
-row lock), leaving the testbed leased with nobody to tear it down. The first writer is held
-open in the test thread; the action runs in a second thread with its own session and connection.
+row lock), leaving the testbed leased with nobody to tear it down. Two pauses of a component,
+two resumes, or two revocations of an API token each read the row before the other committed
+and both wrote (two audit events for one change; the second token revocation's time over the
+first). The first writer is held open in the test thread; the action runs in a second thread
+with its own session and connection.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from certifier.db import models
@@ -22,7 +28,16 @@ from certifier.domain.clock import FakeClock
 from certifier.domain.judgement import JudgementPolicy
 from certifier.domain.lifecycle import CandidateState
 from certifier.domain.results import Check, SuiteResult
-from certifier.pipeline import actions, autohold, components, knowngood, runs, scheduler, toolbox
+from certifier.pipeline import (
+    actions,
+    autohold,
+    components,
+    knowngood,
+    runs,
+    scheduler,
+    tokens,
+    toolbox,
+)
 from certifier.pipeline.autohold import HoldState
 from certifier.pipeline.errors import Conflict
 from tests.factories import World
@@ -51,6 +66,27 @@ def test_a_cancel_waits_for_a_pass_that_rejects_the_candidate_then_refuses(
         passing.flush()
         cancelling = _in_thread(lambda: _cancel(factory, clock, cid))
         assert _waits(cancelling)
+    refused = cancelling.result(timeout=60)
+    assert isinstance(refused, Conflict) and "is rejected" in str(refused), refused
+    assert _state(factory, cid) == CandidateState.REJECTED
+
+
+def test_a_cancel_waits_for_a_pass_that_has_only_read_the_candidate(
+    factory: sessionmaker[Session],
+) -> None:
+    """On PostgreSQL the row lock alone let a cancel commit between a pass's read ("soaking")
+    and its write: the pass then wrote its rejection over the cancellation (READ COMMITTED
+    updates the newest row), and culprit finding started on a candidate a person had ended.
+    An action takes the passes' lock, so it waits for the whole pass."""
+    clock = FakeClock()
+    cid = _soaking(factory, clock)
+    with session_scope(factory) as passing:
+        toolbox.pass_lock(passing)
+        cand = passing.get_one(models.Candidate, cid)
+        assert cand.state == CandidateState.SOAKING
+        cancelling = _in_thread(lambda: _cancel(factory, clock, cid))
+        assert _waits(cancelling)
+        toolbox.move(passing, cand, CandidateState.REJECTED, clock)
     refused = cancelling.result(timeout=60)
     assert isinstance(refused, Conflict) and "is rejected" in str(refused), refused
     assert _state(factory, cid) == CandidateState.REJECTED
@@ -141,3 +177,63 @@ def test_a_component_removed_while_a_pass_forms_a_candidate_with_it_is_refused(
         scheduler.reconcile(passing, clock, world.policy, world.dispatcher)
     refused = removing.result(timeout=60)
     assert isinstance(refused, Conflict) and "candidate" in str(refused), refused
+
+
+def _audited(factory: sessionmaker[Session], action: str) -> list[str]:
+    """The actors of the audit events of ``action``, oldest first."""
+    with session_scope(factory) as session:
+        return [e.actor for e in session.query(models.AuditEvent).order_by(models.AuditEvent.id)
+                if e.action == action]
+
+
+@pytest.mark.parametrize(("action", "paused_before", "refusal"), [
+    ("pause", False, "already paused"),
+    ("resume", True, "is not paused"),
+])
+def test_a_pause_or_resume_waits_for_the_same_one_committing_then_refuses(
+    factory: sessionmaker[Session], action: str, paused_before: bool, refusal: str,
+) -> None:
+    clock = FakeClock()
+    World(factory, clock).component("nova")
+    if paused_before:
+        with session_scope(factory) as session:
+            components.pause(session, clock, "nova", ACTOR, "neutron first")
+    change = getattr(components, action)
+
+    def second_change() -> None:
+        with session_scope(factory) as session:
+            change(session, clock, "nova", ACTOR, "the second person's reason")
+
+    with session_scope(factory) as first:
+        change(first, clock, "nova", "token:piet", "the first person's reason")
+        first.flush()
+        second = _in_thread(second_change)
+        assert _waits(second)
+    refused = second.result(timeout=60)
+    assert isinstance(refused, Conflict) and refusal in str(refused), refused
+    assert _audited(factory, action) == ["token:piet"]
+
+
+def test_a_token_revocation_waits_for_one_that_is_committing_and_keeps_its_time(
+    factory: sessionmaker[Session],
+) -> None:
+    clock = FakeClock()
+    with session_scope(factory) as session:
+        tokens.create(session, clock, "ci-bot", tokens.Scope.OPERATE)
+    first_time = clock.now() + timedelta(minutes=5)
+    later = FakeClock(first_time + timedelta(hours=1))
+
+    def revoke() -> None:
+        with session_scope(factory) as session:
+            tokens.revoke(session, later, "ci-bot")
+
+    clock.set(first_time)
+    with session_scope(factory) as first:
+        tokens.revoke(first, clock, "ci-bot")
+        first.flush()
+        second = _in_thread(revoke)
+        assert _waits(second)
+    assert second.result(timeout=60) is None
+    with session_scope(factory) as session:
+        (row,) = tokens.list_tokens(session)
+        assert row.revoked_at == first_time
