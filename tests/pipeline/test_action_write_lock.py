@@ -2,22 +2,23 @@
 action waits for the other to commit, then reads what it wrote and acts on that.
 
 PostgreSQL locks the row an action reads (``FOR UPDATE``); SQLite ignores that, so an action
-takes SQLite's write lock before it reads (``toolbox.write_lock``). An action on a candidate or
-a known-good also waits for a scheduler pass that has read but not yet written
-(``toolbox.pass_lock``). Without it, on SQLite, the
+takes SQLite's write lock before it reads (``toolbox.write_lock``). Without that, on SQLite, the
 cancel below read "soaking" beside the uncommitted pass and then overwrote its rejection with a
 cancellation, a second revocation was written over the first, and a hold's release read "armed"
 beside a run catching it and wrote "released" over the catch (on PostgreSQL too, without the
-row lock), leaving the testbed leased with nobody to tear it down. Two pauses of a component,
-two resumes, or two revocations of an API token each read the row before the other committed
-and both wrote (two audit events for one change; the second token revocation's time over the
-first). The first writer is held open in the test thread; the action runs in a second thread
-with its own session and connection.
+row lock), leaving the testbed leased with nobody to tear it down. An action on a candidate or
+a known-good also waits for a whole scheduler pass (``toolbox.pass_lock``): on PostgreSQL a
+cancel slipped in between a pass's read and its write, which then overwrote it. Two pauses of a
+component, two resumes, or two revocations of an API token each read the row before the other
+committed and both wrote (two audit events for one change; the second token revocation's time
+over the first). The first writer is held open in the test thread; the action runs in a second
+thread with its own session and connection.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import partial
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
@@ -92,20 +93,27 @@ def test_a_cancel_waits_for_a_pass_that_has_only_read_the_candidate(
     assert _state(factory, cid) == CandidateState.REJECTED
 
 
-def test_a_revocation_waits_for_a_revocation_that_is_committing_then_refuses(
-    factory: sessionmaker[Session],
-) -> None:
-    clock = FakeClock()
+def _promoted(factory: sessionmaker[Session], clock: FakeClock) -> int:
+    """The first candidate of nova, promoted: known-good version 1."""
     cid = _soaking(factory, clock)
     with session_scope(factory) as session:
         cand = session.get_one(models.Candidate, cid)
         version = knowngood.promote(session, cand, clock, reason="soak passed").version
         toolbox.move(session, cand, CandidateState.PROMOTED, clock)
+    return version
 
-    def revoke() -> None:
-        with session_scope(factory) as session:
-            actions.revoke(session, clock, version, ACTOR, "breaks bandwidth")
 
+def _revoke(factory: sessionmaker[Session], clock: FakeClock, version: int) -> None:
+    with session_scope(factory) as session:
+        actions.revoke(session, clock, version, ACTOR, "breaks bandwidth")
+
+
+def test_a_revocation_waits_for_a_revocation_that_is_committing_then_refuses(
+    factory: sessionmaker[Session],
+) -> None:
+    clock = FakeClock()
+    version = _promoted(factory, clock)
+    revoke = partial(_revoke, factory, clock, version)
     with session_scope(factory) as first:
         actions.revoke(first, clock, version, "token:piet", "eats data")
         first.flush()
@@ -116,6 +124,27 @@ def test_a_revocation_waits_for_a_revocation_that_is_committing_then_refuses(
     with session_scope(factory) as session:
         events = [e for e in session.query(models.AuditEvent).all() if e.action == "revoke"]
         assert [e.actor for e in events] == ["token:piet"]
+
+
+def test_a_revocation_waits_for_a_pass_that_has_read_the_known_good(
+    factory: sessionmaker[Session],
+) -> None:
+    """A pass forms, re-bases and promotes against the known-good it read at its start; a
+    revocation committing in the middle (on PostgreSQL it locks only the known-good's row, which
+    a pass does not lock) would leave the pass acting on a known-good already revoked. It waits
+    for the whole pass, and the pass after it sees the revocation."""
+    clock = FakeClock()
+    version = _promoted(factory, clock)
+    revoke = partial(_revoke, factory, clock, version)
+    with session_scope(factory) as passing:
+        toolbox.pass_lock(passing)
+        current = knowngood.current(passing)
+        assert current is not None and current.version == version
+        revoking = _in_thread(revoke)
+        assert _waits(revoking)
+    assert revoking.result(timeout=60) is None
+    with session_scope(factory) as session:
+        assert knowngood.current(session) is None
 
 
 def _nova_with_a_commit(factory: sessionmaker[Session], clock: FakeClock) -> World:

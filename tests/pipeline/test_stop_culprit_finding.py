@@ -237,14 +237,16 @@ def test_an_operator_stops_culprit_finding_from_the_command_line(tmp_path: Path)
     engine.dispose()
 
 
-# Racing the scheduler: a pass and a person's stop take turns on the candidate's row --------
+# Racing the scheduler: a pass and a person's stop take turns (the passes' lock) -------------
 
 
 def test_a_pass_that_starts_while_a_person_stops_the_search_waits_and_adds_no_run(
     factory: sessionmaker[Session],
 ) -> None:
-    """Without the row lock the pass would read the search as running, add its next run, and
-    write the record back over the stop once the person's transaction committed."""
+    """Without a lock the pass would read the search as running, add its next run, and write
+    the record back over the stop once the person's transaction committed. The stop takes the
+    passes' lock (``toolbox.pass_lock``) before it locks the candidate's row, so the pass waits
+    at its first statement."""
     up = Upstreams(factory)
     cid, _, rejecting = _reject(up)
     up.execute(rejecting.runs_created)  # the reproducing run fails: the next pass adds a step
