@@ -42,7 +42,7 @@ from certifier.pipeline import (
 from certifier.pipeline.autohold import HoldState
 from certifier.pipeline.errors import Conflict
 from tests.factories import World
-from tests.pipeline.test_mark_bad_race import ACTOR, _in_thread, _soaking, _waits
+from tests.pipeline.test_mark_bad_race import ACTOR, _in_thread, _promote, _soaking, _waits
 
 
 def _cancel(factory: sessionmaker[Session], clock: FakeClock, cid: int) -> None:
@@ -95,12 +95,7 @@ def test_a_cancel_waits_for_a_pass_that_has_only_read_the_candidate(
 
 def _promoted(factory: sessionmaker[Session], clock: FakeClock) -> int:
     """The first candidate of nova, promoted: known-good version 1."""
-    cid = _soaking(factory, clock)
-    with session_scope(factory) as session:
-        cand = session.get_one(models.Candidate, cid)
-        version = knowngood.promote(session, cand, clock, reason="soak passed").version
-        toolbox.move(session, cand, CandidateState.PROMOTED, clock)
-    return version
+    return _promote(factory, clock, _soaking(factory, clock))
 
 
 def _revoke(factory: sessionmaker[Session], clock: FakeClock, version: int) -> None:

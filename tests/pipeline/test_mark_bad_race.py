@@ -68,12 +68,14 @@ def _mark(factory: sessionmaker[Session], clock: FakeClock, cid: int) -> None:
         actions.mark_bad(session, clock, ACTOR, cid, "eats data")
 
 
-def _promote(factory: sessionmaker[Session], clock: FakeClock, cid: int) -> None:
-    """The scheduler's promotion: the compare-and-swap, then the candidate moves."""
+def _promote(factory: sessionmaker[Session], clock: FakeClock, cid: int) -> int:
+    """The scheduler's promotion: the compare-and-swap, then the candidate moves. Returns the
+    new known-good's version."""
     with session_scope(factory) as session:
         cand = session.get_one(models.Candidate, cid)
-        knowngood.promote(session, cand, clock, reason="soak passed")
+        version = knowngood.promote(session, cand, clock, reason="soak passed").version
         toolbox.move(session, cand, CandidateState.PROMOTED, clock)
+        return version
 
 
 def _state(factory: sessionmaker[Session], cid: int) -> tuple[str, bool, int | None]:
