@@ -19,9 +19,9 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, StreamingResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, pass_context
@@ -148,6 +148,19 @@ def _chart_data(page: read.CandidatePage) -> list[dict[str, Any]]:
     ]
 
 
+def versioned_session(request: Request, context: ContextDep, session: SessionDep) -> Session:
+    """The request's session, after reading the pipeline's version for the page's
+    ``certifier-state`` meta: *before* the page's data, so a page never carries a version newer
+    than what it shows. Read after, a change committed in between would be stamped on a page
+    that does not show it, and ``live.js``, seeing that version already, would never fetch the
+    page again. Read before, the worst case is one needless refresh."""
+    request.state.page_version = events.versioned(read.state_version(session), context)
+    return session
+
+
+PageSession = Annotated[Session, Depends(versioned_session)]
+
+
 def create_router() -> APIRouter:
     """The dashboard router, with its own templates, assets and watcher (nothing at import)."""
     env = make_environment()
@@ -157,9 +170,9 @@ def create_router() -> APIRouter:
 
     def render(request: Request, context: AppContext, session: Session, template: str,
                status: int = 200, **values: Any) -> HTMLResponse:
-        version = events.versioned(read.state_version(session), context)
         html = env.get_template(template).render(
-            request=request, now=context.clock.now(), version=version, asset=assets.url,
+            request=request, now=context.clock.now(), version=request.state.page_version,
+            asset=assets.url,
             plotly_url=assets.plotly_url, **values)
         return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
 
@@ -169,7 +182,7 @@ def create_router() -> APIRouter:
                       message=str(exc))
 
     @router.get("/", response_class=HTMLResponse)
-    def overview(request: Request, context: ContextDep, session: SessionDep) -> HTMLResponse:
+    def overview(request: Request, context: ContextDep, session: PageSession) -> HTMLResponse:
         now = context.clock.now()
         data = read.overview(session, now, context.settings.soak_policy(),
                               read.stale_after(context.settings))
@@ -178,7 +191,7 @@ def create_router() -> APIRouter:
 
     @router.get("/candidates", response_class=HTMLResponse)
     def candidates(
-        request: Request, context: ContextDep, session: SessionDep,
+        request: Request, context: ContextDep, session: PageSession,
         state: str | None = Query(default=None, max_length=16),
         before: int | None = Query(default=None, ge=1, le=ID_MAX),
     ) -> HTMLResponse:
@@ -189,7 +202,7 @@ def create_router() -> APIRouter:
 
     @router.get("/candidates/{candidate_id}", response_class=HTMLResponse)
     def candidate(request: Request, candidate_id: int, context: ContextDep,
-                  session: SessionDep) -> HTMLResponse:
+                  session: PageSession) -> HTMLResponse:
         try:
             if not 1 <= candidate_id <= ID_MAX:  # no such id can exist: never ask the database
                 raise NotFound(f"no candidate {candidate_id}")
@@ -201,7 +214,7 @@ def create_router() -> APIRouter:
                       charts=_chart_data(page), actions=available_actions(request))
 
     @router.get("/runs/{run_id}", response_class=HTMLResponse)
-    def run(request: Request, context: ContextDep, session: SessionDep,
+    def run(request: Request, context: ContextDep, session: PageSession,
             run_id: int = PathParam(ge=1, le=DB_ID_MAX)) -> HTMLResponse:
         try:
             page = read.run_page(session, run_id)
@@ -210,13 +223,13 @@ def create_router() -> APIRouter:
         return render(request, context, session, "run.html", nav="candidates", p=page)
 
     @router.get("/components", response_class=HTMLResponse)
-    def components(request: Request, context: ContextDep, session: SessionDep) -> HTMLResponse:
+    def components(request: Request, context: ContextDep, session: PageSession) -> HTMLResponse:
         return render(request, context, session, "components.html", nav="components",
                       rows=read.component_list(session))
 
     @router.get("/components/{name}", response_class=HTMLResponse)
     def component(request: Request, name: str, context: ContextDep,
-                  session: SessionDep) -> HTMLResponse:
+                  session: PageSession) -> HTMLResponse:
         try:
             page = read.component_page(session, name[:63])
         except NotFound as exc:
@@ -224,7 +237,7 @@ def create_router() -> APIRouter:
         return render(request, context, session, "component.html", nav="components", p=page)
 
     @router.get("/known-good", response_class=HTMLResponse)
-    def history(request: Request, context: ContextDep, session: SessionDep,
+    def history(request: Request, context: ContextDep, session: PageSession,
                 before: int | None = Query(default=None, ge=1, le=ID_MAX)) -> HTMLResponse:
         entries, more = read.known_good_history(session, before)
         return render(request, context, session, "known_good.html", nav="known-good",
@@ -232,7 +245,7 @@ def create_router() -> APIRouter:
 
     @router.get("/known-good/diff", response_class=HTMLResponse)
     def diff(
-        request: Request, context: ContextDep, session: SessionDep,
+        request: Request, context: ContextDep, session: PageSession,
         a: int = Query(alias="from", ge=1, le=ID_MAX),
         b: int = Query(alias="to", ge=1, le=ID_MAX),
     ) -> HTMLResponse:
@@ -245,7 +258,7 @@ def create_router() -> APIRouter:
 
     @router.get("/audit", response_class=HTMLResponse)
     def audit(
-        request: Request, context: ContextDep, session: SessionDep,
+        request: Request, context: ContextDep, session: PageSession,
         before: int | None = Query(default=None, ge=1, le=ID_MAX),
         action: str | None = Query(default=None, max_length=64),
     ) -> HTMLResponse:
@@ -254,7 +267,7 @@ def create_router() -> APIRouter:
                       more=more, action=action or "", actions=read.audit_actions(session))
 
     @router.get("/deliveries", response_class=HTMLResponse)
-    def deliveries(request: Request, context: ContextDep, session: SessionDep,
+    def deliveries(request: Request, context: ContextDep, session: PageSession,
                    before: int | None = Query(default=None, ge=1, le=ID_MAX)) -> HTMLResponse:
         rows, more, refused = read.deliveries(session, before)
         return render(request, context, session, "deliveries.html", nav="deliveries",

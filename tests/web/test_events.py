@@ -64,3 +64,32 @@ def test_time_passing_is_announced_once_a_minute(server: LiveServer) -> None:
         server.clock.advance(timedelta(minutes=1))
         second = json.loads(next(events)["data"])["version"]
     assert first.split("-")[0] == second.split("-")[0] and first != second
+
+
+def test_a_page_never_carries_a_version_newer_than_what_it_shows(
+    server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A change committed while a page renders, after its data was read: the page must carry the
+    version from before the change, or live.js, told of the new version, would think it has it
+    and never fetch the page again (a CI run once saw a promotion never reach an open page)."""
+    from certifier.pipeline import read
+
+    server.scene.component("nova")
+    overview = read.overview
+
+    def change_after_reading(*args: object, **kwargs: object) -> object:
+        data = overview(*args, **kwargs)  # type: ignore[arg-type]
+        server.scene.commit("nova", "n1")  # lands after the data, before the page is done
+        return data
+
+    monkeypatch.setattr(read, "overview", change_after_reading)
+    page = httpx.get(server.url + "/", timeout=10).text
+    monkeypatch.setattr(read, "overview", overview)
+    shown = re.search(r'name="certifier-state" content="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+    with httpx.stream("GET", server.url + "/events", timeout=10) as response:
+        events = _events(response)
+        next(events)  # retry
+        now = json.loads(next(events)["data"])["version"]
+    assert shown != now  # the page is behind, and says so: live.js fetches it again
+    fresh = httpx.get(server.url + "/", timeout=10).text
+    assert f'content="{now}"' in fresh
