@@ -149,12 +149,15 @@ def _chart_data(page: read.CandidatePage) -> list[dict[str, Any]]:
 
 
 def versioned_session(request: Request, context: ContextDep, session: SessionDep) -> Session:
-    """The request's session, after reading the pipeline's version for the page's
-    ``certifier-state`` meta: *before* the page's data, so a page never carries a version newer
-    than what it shows. Read after, a change committed in between would be stamped on a page
-    that does not show it, and ``live.js``, seeing that version already, would never fetch the
-    page again. Read before, the worst case is one needless refresh."""
-    request.state.page_version = events.versioned(read.state_version(session), context)
+    """The request's session, once the pipeline's version for the page's ``certifier-state``
+    meta is known: read *before* the page's data, so a page never carries a version newer than
+    what it shows. Read after, a change committed in between would be stamped on a page that
+    does not show it, and ``live.js``, seeing that version already, would never fetch the page
+    again. Read before, the worst case is one needless refresh. The page cache has usually read
+    it already for this request (:class:`~certifier.web.pagecache.PageCache`); else it is read
+    here."""
+    if getattr(request.state, "page_version", None) is None:
+        request.state.page_version = events.versioned(read.state_version(session), context)
     return session
 
 
@@ -168,17 +171,15 @@ def create_router() -> APIRouter:
     watcher = events.StateWatcher()
     router = APIRouter(tags=["dashboard"], include_in_schema=False)
 
-    def render(request: Request, context: AppContext, session: Session, template: str,
-               status: int = 200, **values: Any) -> HTMLResponse:
+    def render(request: Request, context: AppContext, template: str, status: int = 200,
+               **values: Any) -> HTMLResponse:
         html = env.get_template(template).render(
             request=request, now=context.clock.now(), version=request.state.page_version,
-            asset=assets.url,
-            plotly_url=assets.plotly_url, **values)
+            asset=assets.url, plotly_url=assets.plotly_url, **values)
         return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
 
-    def not_found(request: Request, context: AppContext, session: Session,
-                  exc: NotFound) -> HTMLResponse:
-        return render(request, context, session, "error.html", status=404, nav="",
+    def not_found(request: Request, context: AppContext, exc: NotFound) -> HTMLResponse:
+        return render(request, context, "error.html", status=404, nav="",
                       message=str(exc))
 
     @router.get("/", response_class=HTMLResponse)
@@ -186,7 +187,7 @@ def create_router() -> APIRouter:
         now = context.clock.now()
         data = read.overview(session, now, context.settings.soak_policy(),
                               read.stale_after(context.settings))
-        return render(request, context, session, "overview.html", nav="overview", o=data,
+        return render(request, context, "overview.html", nav="overview", o=data,
                       manifest_url=f"{request.base_url}api/v1/manifest")
 
     @router.get("/candidates", response_class=HTMLResponse)
@@ -197,7 +198,7 @@ def create_router() -> APIRouter:
     ) -> HTMLResponse:
         state = state if state in STATES else None
         rows, more = read.candidate_list(session, state, before)
-        return render(request, context, session, "candidates.html", nav="candidates",
+        return render(request, context, "candidates.html", nav="candidates",
                       rows=rows, more=more, state=state, states=STATES)
 
     @router.get("/candidates/{candidate_id}", response_class=HTMLResponse)
@@ -209,8 +210,8 @@ def create_router() -> APIRouter:
             page = read.candidate_page(session, candidate_id, context.clock.now(),
                                         context.settings.soak_policy())
         except NotFound as exc:
-            return not_found(request, context, session, exc)
-        return render(request, context, session, "candidate.html", nav="candidates", c=page,
+            return not_found(request, context, exc)
+        return render(request, context, "candidate.html", nav="candidates", c=page,
                       charts=_chart_data(page), actions=available_actions(request))
 
     @router.get("/runs/{run_id}", response_class=HTMLResponse)
@@ -219,12 +220,12 @@ def create_router() -> APIRouter:
         try:
             page = read.run_page(session, run_id)
         except NotFound as exc:
-            return not_found(request, context, session, exc)
-        return render(request, context, session, "run.html", nav="candidates", p=page)
+            return not_found(request, context, exc)
+        return render(request, context, "run.html", nav="candidates", p=page)
 
     @router.get("/components", response_class=HTMLResponse)
     def components(request: Request, context: ContextDep, session: PageSession) -> HTMLResponse:
-        return render(request, context, session, "components.html", nav="components",
+        return render(request, context, "components.html", nav="components",
                       rows=read.component_list(session))
 
     @router.get("/components/{name}", response_class=HTMLResponse)
@@ -233,14 +234,14 @@ def create_router() -> APIRouter:
         try:
             page = read.component_page(session, name[:63])
         except NotFound as exc:
-            return not_found(request, context, session, exc)
-        return render(request, context, session, "component.html", nav="components", p=page)
+            return not_found(request, context, exc)
+        return render(request, context, "component.html", nav="components", p=page)
 
     @router.get("/known-good", response_class=HTMLResponse)
     def history(request: Request, context: ContextDep, session: PageSession,
                 before: int | None = Query(default=None, ge=1, le=ID_MAX)) -> HTMLResponse:
         entries, more = read.known_good_history(session, before)
-        return render(request, context, session, "known_good.html", nav="known-good",
+        return render(request, context, "known_good.html", nav="known-good",
                       entries=entries, more=more)
 
     @router.get("/known-good/diff", response_class=HTMLResponse)
@@ -252,8 +253,8 @@ def create_router() -> APIRouter:
         try:
             changes = read.known_good_diff(session, a, b)
         except NotFound as exc:
-            return not_found(request, context, session, exc)
-        return render(request, context, session, "diff.html", nav="known-good", a=a, b=b,
+            return not_found(request, context, exc)
+        return render(request, context, "diff.html", nav="known-good", a=a, b=b,
                       changes=changes)
 
     @router.get("/audit", response_class=HTMLResponse)
@@ -263,14 +264,14 @@ def create_router() -> APIRouter:
         action: str | None = Query(default=None, max_length=64),
     ) -> HTMLResponse:
         rows, more = read.audit_log(session, before, action=action or None)
-        return render(request, context, session, "audit.html", nav="audit", rows=rows,
+        return render(request, context, "audit.html", nav="audit", rows=rows,
                       more=more, action=action or "", actions=read.audit_actions(session))
 
     @router.get("/deliveries", response_class=HTMLResponse)
     def deliveries(request: Request, context: ContextDep, session: PageSession,
                    before: int | None = Query(default=None, ge=1, le=ID_MAX)) -> HTMLResponse:
         rows, more, refused = read.deliveries(session, before)
-        return render(request, context, session, "deliveries.html", nav="deliveries",
+        return render(request, context, "deliveries.html", nav="deliveries",
                       rows=rows, more=more, refused=refused)
 
     @router.get("/events")

@@ -124,6 +124,9 @@ class PageCache:
         except SQLAlchemyError:  # the route answers (503) as it would without the cache
             await self.app(scope, receive, send)
             return
+        # The route stamps the page with this version (read before its data) instead of
+        # reading it again: the cached page's tag and its certifier-state meta are one value.
+        scope.setdefault("state", {})["page_version"] = version
         key = _key(scope)
         while True:
             rendering = self._rendering.get(key)

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from certifier.pipeline import read
 from tests.web.live import LiveServer, live_server
 
 
@@ -72,8 +73,6 @@ def test_a_page_never_carries_a_version_newer_than_what_it_shows(
     """A change committed while a page renders, after its data was read: the page must carry the
     version from before the change, or live.js, told of the new version, would think it has it
     and never fetch the page again (a CI run once saw a promotion never reach an open page)."""
-    from certifier.pipeline import read
-
     server.scene.component("nova")
     overview = read.overview
 
