@@ -331,7 +331,8 @@ class AbConfig(Strict):
 
     ``lean_pct``: a series the soak still cannot decide whose estimate over every round is worse
     than this (percent; for counts the soak's equivalence bound in points), with its rounds
-    pointing worse consistently (one-sided p < 0.05 over every round), *leans worse*: it
+    pointing worse consistently (one-sided p over every round below 0.05 divided among the
+    candidate's judged series: 0.001 for 50), *leans worse*: it
     extends the soak to ``soak.max_extra_runs`` and then holds the candidate for a person
     instead of promoting it undecided.
     """

@@ -60,6 +60,7 @@ from certifier.domain.abtest import (
     floor_words,
     fmt_p,
     fmt_size,
+    fmt_spread,
     fmt_value,
     informative_verdict,
     is_informative,
@@ -75,7 +76,14 @@ from certifier.domain.abtest import (
     with_min_change,
     worse_diffs,
 )
-from certifier.domain.detector import DetectorPolicy, Scale, _fmt_signed, describe
+from certifier.domain.detector import (
+    DetectorPolicy,
+    Scale,
+    _fmt_signed,
+    describe,
+    fmt_change,
+    fmt_interval,
+)
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -128,6 +136,13 @@ class SoakPolicy:
             self.max_runs, self.min_runs, self.units_per_run,
             self.false_reject_target * self.calibration_headroom / max(1, judged),
             self.calibration_trials, self.seed)
+
+    def lean_level(self, judged: int) -> float:
+        """How consistently an undecided series of a candidate of ``judged`` series must point
+        worse to lean worse: ``lean_p`` shared among them (Bonferroni; for "does any series
+        lean", Holm's first step is the same). Unadjusted, each of a good candidate's ~50
+        series would get its own 5 % chance to hold it for a person."""
+        return self.lean_p / max(1, judged)
 
 
 # --- the signed-rank null distribution --------------------------------------------------------
@@ -340,7 +355,8 @@ def _medians(series: SoakSeries) -> tuple[float, float]:
             median_of([v for r in series.runs for v in r.control]))
 
 
-def _soak_counts(series: SoakSeries, policy: SoakPolicy, level: float) -> ABVerdict:
+def _soak_counts(series: SoakSeries, policy: SoakPolicy, level: float, lean_level: float
+                 ) -> ABVerdict:
     s = series.head
     floor = policy.floors.get(f"{s.suite}.{s.metric}", policy.count_floor_pp)
     per_run = [run.totals() for run in series.runs]
@@ -386,16 +402,17 @@ def _soak_counts(series: SoakSeries, policy: SoakPolicy, level: float) -> ABVerd
     all_diff = rate_difference(cand, ctrl)[0] if counted else math.nan
     all_p = binomial_p(cand, ctrl) if counted else 1.0
     leans = (outcome is Outcome.UNDECIDED and all_diff > policy.count_equivalence_pp
-             and all_p < policy.lean_p)
+             and all_p < lean_level)
     lean_text = (f"{_fmt_signed(all_diff, 2)} pp over every run, beyond the lean bound of "
-                 f"{policy.count_equivalence_pp:g} pp, {fmt_p(all_p)}")
+                 f"{policy.count_equivalence_pp:g} pp, {fmt_p(all_p)} (level {lean_level:.2g})")
     return ABVerdict(*s.names, "soak",
                      "binomial", outcome, n, *_medians(series), diff, low, high, "pp", math.nan,
                      floor, p, level, (cand, ctrl), 0, (), _leaning(sentence, leans, lean_text),
                      leans)
 
 
-def _soak_values(series: SoakSeries, policy: SoakPolicy, level: float) -> ABVerdict:
+def _soak_values(series: SoakSeries, policy: SoakPolicy, level: float, lean_level: float
+                 ) -> ABVerdict:
     s = series.head
     scale = scale_of(series.runs)
     units = _units(series, scale, policy.unit)
@@ -425,9 +442,10 @@ def _soak_values(series: SoakSeries, policy: SoakPolicy, level: float) -> ABVerd
     every_round = np.concatenate(units) if total else np.zeros(0)
     overall = float(np.median(every_round)) if total else math.nan
     all_p = signed_rank_p(every_round) if total else 1.0
-    leans = overall > lean and all_p < policy.lean_p
-    lean_text = (f"{_fmt_signed(shown(overall, s.better, scale))} {unit} over every round, "
-                 f"beyond the lean bound of {bound}, signed-rank {fmt_p(all_p)}")
+    leans = overall > lean and all_p < lean_level
+    lean_text = (f"{fmt_change(shown(overall, s.better, scale), unit)} over every round, "
+                 f"beyond the lean bound of {bound}, signed-rank {fmt_p(all_p)} "
+                 f"(level {lean_level:.2g})")
     notes: list[str] = []
     if n < policy.min_runs or total == 0:
         notes.append(f"{n} soak run(s): at least {policy.min_runs} needed to judge")
@@ -453,16 +471,15 @@ def _soak_values(series: SoakSeries, policy: SoakPolicy, level: float) -> ABVerd
     if outcome is Outcome.REGRESSED:
         sentence = (f"{describe(s)}: {fmt_value(cand_med, s.unit)} vs "
                     f"{fmt_value(ctrl_med, s.unit)} in the controls (medians), "
-                    f"{_fmt_signed(shift)} {unit} (95 % CI {_fmt_signed(low)}…"
-                    f"{_fmt_signed(high)} {unit}; "
+                    f"{fmt_change(shift, unit)} (95 % CI {fmt_interval(low, high, unit)}; "
                     f"{floor_words(floor_shown, configured, min_change, s.unit, unit)}) over "
                     f"{runs_text}, signed-rank {fmt_p(window.p)} (level {level:.2g})")
     elif outcome is Outcome.UNDECIDED:
         sentence = (f"{describe(s)}: cannot decide yet after {n} soak runs (shift "
-                    f"{_fmt_signed(shift)} {unit} ± {fmt_size(half)} {unit}), needs ≥ {needed} "
+                    f"{fmt_change(shift, unit)} {fmt_spread(half, unit, ' ')}), needs ≥ {needed} "
                     f"more run{'s' * (needed != 1)}")
     else:
-        sentence = f"{describe(s)}: ok, {_fmt_signed(shift)} {unit} vs the controls ({runs_text})"
+        sentence = f"{describe(s)}: ok, {fmt_change(shift, unit)} vs the controls ({runs_text})"
     leans = leans and outcome is Outcome.UNDECIDED
     return ABVerdict(*s.names, "soak",
                      "signed-rank", outcome, n, cand_med, ctrl_med, shift, low, high, unit,
@@ -484,15 +501,16 @@ def judge_soak(runs: Sequence[Sequence[PairedSeries]], policy: SoakPolicy | None
     """Every series of a candidate after its newest soak run (runs oldest first)."""
     policy = policy or SoakPolicy()
     grouped = soak_series(runs)
-    level = policy.level(len(_judged(grouped, policy)))
+    judged = len(_judged(grouped, policy))
+    level, lean_level = policy.level(judged), policy.lean_level(judged)
     verdicts = []
     for series in grouped:
         if is_informative(series.head, policy.informative):
             verdicts.append(informative_verdict(series.head, "soak"))
         elif all(run.counted for run in series.runs):
-            verdicts.append(_soak_counts(series, policy, level))
+            verdicts.append(_soak_counts(series, policy, level, lean_level))
         else:
-            verdicts.append(_soak_values(series, policy, level))
+            verdicts.append(_soak_values(series, policy, level, lean_level))
     return ABJudgement(tuple(verdicts))
 
 
@@ -502,10 +520,11 @@ def runs_needed(series: SoakSeries, policy: SoakPolicy | None = None, judged: in
     policy = policy or SoakPolicy()
     if is_informative(series.head, policy.informative):
         return 0
+    levels = policy.level(judged), policy.lean_level(judged)
     if all(run.counted for run in series.runs):
-        verdict = _soak_counts(series, policy, policy.level(judged))
+        verdict = _soak_counts(series, policy, *levels)
         return 0 if verdict.outcome is not Outcome.UNDECIDED else 1
-    return _soak_values(series, policy, policy.level(judged)).runs_needed
+    return _soak_values(series, policy, *levels).runs_needed
 
 
 def soak_config_warnings(policy: SoakPolicy, series: int = 50) -> list[str]:

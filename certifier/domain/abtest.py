@@ -60,12 +60,16 @@ import numpy.typing as npt
 from scipy import stats  # type: ignore[import-untyped]
 
 from certifier.domain.detector import (
+    AS_FACTOR_PCT,
+    TIMES,
     Counts,
     Scale,
     _fmt_signed,
     _num,
     _wilson,
     describe,
+    fmt_change,
+    fmt_interval,
     series_fields,
 )
 from certifier.domain.results import Better, Measurement, Side, series_key
@@ -560,6 +564,14 @@ def fmt_size(x: float) -> str:
     return f"{x:.0f}" if abs(x) >= 100 else f"{x:.2g}" if abs(x) < 1 else f"{x:.1f}"
 
 
+def fmt_spread(x: float, unit: str, gap: str = "") -> str:
+    """A noise band's half-width: "±3.3 ms" (``gap`` after the sign: "± 3.3 ms"); from
+    ``AS_FACTOR_PCT`` % up as a factor either way (times or divided by 85.6), not "±8459 %"."""
+    if unit == "%" and math.isfinite(x) and x >= AS_FACTOR_PCT:
+        return f"{TIMES}/\u00f7{gap}{1.0 + x / 100.0:.3g}"
+    return f"±{gap}{fmt_size(x)} {unit}"
+
+
 def fmt_p(p: float) -> str:
     return "p < 0.0001" if p < 1e-4 else f"p = {p:.4f}"
 
@@ -674,18 +686,18 @@ def _gate_values(s: PairedSeries, policy: ABPolicy, level: float,
     if outcome is Outcome.REGRESSED:
         why = (f"every round worse than {cap_shown:g} %"
                if gross and not mu - band > floor else
-               f"noise band ±{fmt_size(noise_shown)} {unit}, "
+               f"noise band {fmt_spread(noise_shown, unit)}, "
                + floor_words(floor_shown, configured, min_change, s.unit, unit))
         sentence = (f"{describe(s)}: {fmt_value(cand_med, s.unit)} vs "
                     f"{fmt_value(ctrl_med, s.unit)} in the controls of the same {rounds} "
-                    f"(medians): {_fmt_signed(shift)} {unit} (bound {_fmt_signed(low)}…"
-                    f"{_fmt_signed(high)} {unit} at level {level:.2g}; {why})")
+                    f"(medians): {fmt_change(shift, unit)} (bound "
+                    f"{fmt_interval(low, high, unit)} at level {level:.2g}; {why})")
     elif outcome is Outcome.UNDECIDED:
         sentence = (f"{describe(s)}: cannot decide at the gate after {rounds} (shift "
-                    f"{_fmt_signed(shift)} {unit} ± {fmt_size(noise_shown)} {unit}); "
+                    f"{fmt_change(shift, unit)} {fmt_spread(noise_shown, unit, ' ')}); "
                     "the soak goes on")
     else:
-        sentence = (f"{describe(s)}: ok, {_fmt_signed(shift)} {unit} vs the controls over "
+        sentence = (f"{describe(s)}: ok, {fmt_change(shift, unit)} vs the controls over "
                     f"{rounds}")
     helps = outcome is Outcome.UNDECIDED and (
         n < policy.min_rounds or _decidable_by_the_cap(mu, sigma, n, steps, floor, equivalence,

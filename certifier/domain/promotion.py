@@ -23,7 +23,8 @@ lists each failure once, naming every run it was seen in.
 Silence is not a pass either. A series the soak cannot decide yet extends the soak (bounded by
 ``max_extra_runs``); one still undecided at the end is promoted with it in the excuses, unless
 its estimate *leans worse* (beyond ``lean_pct`` of the A/B soak statistics, its rounds
-pointing worse at an unadjusted p < ``lean_p``): then the candidate waits for a person
+pointing worse at p < ``lean_p`` shared among the candidate's series,
+``absoak.SoakPolicy.lean_level``): then the candidate waits for a person
 (``awaiting_decision``) — a breakage the noise hid is never promoted silently.
 """
 
@@ -281,14 +282,14 @@ def _rejection(failed: list[RunSummary], in_a_row: bool = False) -> tuple[Excuse
             _, seen = merged.get((e.kind, e.subject), (e, []))
             merged[(e.kind, e.subject)] = (e, [*seen, run])
     out: list[Excuse] = []
-    noise: list[Excuse] = []
+    # Confirmed is what was seen again; a series that regressed in one run only is shown as
+    # noise, once, against the other run (the last, or the first for the last's own).
+    once: dict[int, tuple[RunSummary, RunSummary, set[str]]] = {}
     for e, seen in merged.values():
         if len(seen) == 1 and e.kind == "regression" and len(failed) > 1 and not in_a_row:
-            # Confirmed is what was seen again; a series that regressed once is shown as such,
-            # once (its run's other one-off series have entries of their own).
-            noise.extend(x for x in _unconfirmed([seen[0]], failed[-1] if seen[0] is not
-                                                 failed[-1] else failed[0])
-                         if x.subject == e.subject)
+            run = seen[0]
+            then = failed[-1] if run is not failed[-1] else failed[0]
+            once.setdefault(run.id, (run, then, set()))[2].add(e.subject)
             continue
         if len(seen) == 1:
             out.append(e)
@@ -308,6 +309,8 @@ def _rejection(failed: list[RunSummary], in_a_row: bool = False) -> tuple[Excuse
                    "failed too: confirmed, not noise")
         out.append(Excuse("rechecked", f"run {last.id}", message,
                           {"runs": [r.id for r in failed]}))
+    noise = [x for run, then, subjects in once.values() for x in _unconfirmed([run], then)
+             if x.subject in subjects]
     return (*out, *noise)
 
 

@@ -143,11 +143,12 @@ def test_a_fixed_limit_holds_for_the_candidates_median_not_for_one_short_round()
 
 
 def test_a_series_that_leans_worse_is_named_even_among_many_undecided_ones() -> None:
-    rng = np.random.default_rng(7)
+    rng = np.random.default_rng(1)
     measured = [replace(m, labels={**m.labels, "n": str(i)})
                 for i in range(5) for m in ab_run(rng, 2)]
+    # three rounds a run: 9 rounds all worse (p = 1/512) pass the lean's 0.05 / 6 series
     measured += [replace(m, labels={**m.labels, "n": "slow"})
-                 for m in ab_run(rng, 2, candidate=0.5)]
+                 for m in ab_run(rng, 3, candidate=0.5)]
     earlier = tuple(tuple(paired_series(measured)) for _ in range(2))
     judged = judge_run(result(measured), HISTORY, POLICY, ab=ABEvidence(soak_runs=earlier))
     assert judged.verdict is Verdict.PASSED  # three short soak runs cannot decide yet

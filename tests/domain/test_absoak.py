@@ -167,6 +167,25 @@ def test_an_undecided_series_whose_estimate_is_far_worse_leans_worse() -> None:
     assert short.outcome is Outcome.UNDECIDED and not short.leans_worse
 
 
+def test_a_lean_must_pass_lean_p_shared_among_the_candidates_series() -> None:
+    # Alone, every one of 9 rounds worse (p = 1/512) leans; among 50 series it must reach
+    # 0.05 / 50 = 0.001, or a good candidate's many series would hold it by chance.
+    rng = np.random.default_rng(8)
+    runs = [[PairedSeries("storage", "rand_write_iops", "IOPS", Better.HIGHER, {"job": "w"},
+                          (0, 1, 2), tuple(5000 * (1 + 0.03 * rng.standard_normal(3))),
+                          tuple(10000 * (1 + 0.03 * rng.standard_normal(3))))]
+            for _ in range(3)]
+    (alone,) = judge_soak(runs, POLICY).verdicts
+    assert alone.outcome is Outcome.UNDECIDED and alone.leans_worse
+    assert "signed-rank p = 0.0020 (level 0.05)" in alone.sentence
+    crowd = [[*r, *(run(rng, key=str(k)) for k in range(49))] for r in runs]
+    verdicts = judge_soak(crowd, POLICY).verdicts
+    among = next(v for v in verdicts if v.metric == "rand_write_iops")
+    assert among.outcome is Outcome.UNDECIDED and not among.leans_worse
+    assert not any(v.leans_worse for v in verdicts)
+    assert POLICY.lean_level(50) == pytest.approx(POLICY.lean_p / 50)
+
+
 def test_an_undecided_harmless_series_does_not_lean() -> None:
     rng = np.random.default_rng(9)
     runs = [[run(rng, rounds=1)] for _ in range(3)]

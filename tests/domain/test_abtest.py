@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import numpy as np
 
@@ -154,6 +155,22 @@ def test_no_excuse_prints_infinity_when_the_controls_are_zero() -> None:
                                                      for e in verdict.excuses()]
     assert len(verdict.regressed) == 2
     assert not any("inf" in t or "∞" in t or "NaN" in t for t in texts)
+
+
+def test_a_rise_of_many_times_reads_as_a_factor_not_as_five_digit_percentages() -> None:
+    # a write latency of 66 ms against 383 µs in the controls (seen on a busy disk)
+    ms = [Measurement("storage", "rand_write_clat_p99_us", v, "µs", Better.LOWER, {"job": "w"},
+                      side, r)
+          for r in range(4) for side, v in ((CAND, 66450.0 * (1 + 0.05 * r)),
+                                            (CTRL, 383.0 * (1 + 0.02 * r)))]
+    (v,) = judge_gate(paired_series(ms), ABPolicy()).verdicts
+    assert v.outcome is Outcome.REGRESSED
+    assert re.search(r"\(medians\): 1\d\d\u00d7 \(bound ", v.sentence), v.sentence
+    assert not re.search(r"\d{4,}\.\d %", v.sentence), v.sentence
+    small = [Measurement(m.suite, m.metric, m.value / 150 if m.side is CAND else m.value,
+                         m.unit, m.better, m.labels, m.side, m.round) for m in ms]
+    (v,) = judge_gate(paired_series(small), ABPolicy()).verdicts
+    assert re.search(r"\(medians\): \+\d\d\.\d % \(bound \+", v.sentence), v.sentence
 
 
 def test_a_series_that_never_moves_is_ok() -> None:
