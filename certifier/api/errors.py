@@ -94,7 +94,19 @@ async def _integrity_error(request: Request, exc: Exception) -> JSONResponse:
     return _json_error(409, "the request conflicts with a concurrent change; retry it")
 
 
+def lock_wait_ended(exc: Exception) -> bool:
+    """Whether a database error is a lock wait that ran out (PostgreSQL's ``lock_timeout``,
+    SQLSTATE 55P03; SQLite's ``busy_timeout``): the database is up, another change is busy."""
+    orig = getattr(exc, "orig", None)
+    return (getattr(orig, "sqlstate", None) == "55P03"
+            or "database is locked" in str(orig or exc))
+
+
 async def _operational_error(request: Request, exc: Exception) -> JSONResponse:
+    if lock_wait_ended(exc):
+        log.warning("lock wait ran out on %s %s: %s", request.method, request.url.path, exc)
+        return _json_error(503, "the database is busy with another change that holds what "
+                                "this request needs; retry shortly", {"Retry-After": "5"})
     log.error("database unavailable on %s %s: %s", request.method, request.url.path, exc)
     return _json_error(503, "the database is unavailable; retry later", {"Retry-After": "5"})
 

@@ -165,6 +165,8 @@ def _migration_lock(engine: Engine, url: str) -> Iterator[None]:
         # A session-level lock on its own autocommit connection: held across the migration's
         # transaction, released by the unlock below or, if this process dies, by the server.
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            # Another migrator may take longer than the usual lock timeout: wait for it.
+            connection.execute(text("SET lock_timeout = 0"))
             connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _PG_LOCK_KEY})
             try:
                 yield

@@ -20,6 +20,11 @@ log = logging.getLogger(__name__)
 
 _AFTER_COMMIT = "certifier_after_commit"
 CONNECT_TIMEOUT_S = 10  # PostgreSQL; a URL's own ?connect_timeout= wins
+LOCK_TIMEOUT_S = 30
+"""PostgreSQL: the longest a statement waits for a lock (a row, the passes' or the promotion
+lock) before it fails with a clear error, as long as SQLite's ``busy_timeout``. Without it a
+person's action behind a stuck pass, or a pass behind a forgotten transaction, waits forever.
+A URL's own ``?options=`` wins."""
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -40,13 +45,15 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     kwargs.setdefault("pool_pre_ping", True)
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    if "connect_timeout" not in make_url(url).query:
+    query = make_url(url).query
+    connect_args = dict(kwargs.pop("connect_args", {}))
+    if "connect_timeout" not in query:
         # A database host that accepts nothing and refuses nothing would otherwise hold each
         # connecting request for the kernel's TCP timeout (minutes): bound it, then 503.
-        connect_args = dict(kwargs.pop("connect_args", {}))
         connect_args.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
-        kwargs["connect_args"] = connect_args
-    return create_engine(url, **kwargs)
+    if "options" not in query:
+        connect_args.setdefault("options", f"-c lock_timeout={LOCK_TIMEOUT_S * 1000}")
+    return create_engine(url, connect_args=connect_args, **kwargs)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
