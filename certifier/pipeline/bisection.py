@@ -196,8 +196,10 @@ def advance_all(session: Session, clock: Clock, policy: BisectPolicy | None,
                 dispatcher: Dispatcher) -> Progress:
     """One step of every running culprit finding (or its end, when it must stop)."""
     report = Progress()
-    # Locked (PostgreSQL): a person stopping a search (actions.stop_culprit_finding, which
-    # locks the row too) and this pass take turns, so neither overwrites the other's record.
+    # Called within a pass, under the passes' lock: a person stopping a search
+    # (actions.stop_culprit_finding, which takes that lock first) and this pass take turns,
+    # so neither overwrites the other's record. The rows are locked too (PostgreSQL), in
+    # the lock order of knowngood's docstring.
     for cand in session.scalars(select(models.Candidate).where(_running())
                                 .order_by(models.Candidate.id).with_for_update()).all():
         reason = _reason_to_stop(session, cand, policy)

@@ -13,10 +13,11 @@ caller, so neither the scheduler nor a forced promotion by hand can publish it. 
 combination, so a promotion and a mark-bad racing each other cannot both commit: whichever comes
 second sees the first (a ``MarkedBad`` refusal, or "revoke it first").
 
-Lock order on PostgreSQL, everywhere: the candidate's row, then the promotion lock.
-:func:`promote` locks the candidate's row itself, so the scheduler (which may not have written
-the row yet) and a person's action on the same candidate queue up instead of deadlocking. Both
-races are tested in tests/pipeline/test_mark_bad_race.py.
+Lock order on PostgreSQL, everywhere: the passes' lock (``toolbox.pass_lock``, which every
+scheduler pass and every person's action takes first, so they take turns), then the candidate's
+row (or, marking bad, its combination's), then the promotion lock. :func:`promote` locks the
+candidate's row itself, so a caller outside a pass (a forced promotion) keeps the same order.
+Both races are tested in tests/pipeline/test_mark_bad_race.py.
 """
 
 from __future__ import annotations

@@ -321,7 +321,9 @@ def _promote(session: Session, cand: models.Candidate, clock: Clock,
         with session.begin_nested():
             kg = knowngood.promote(session, cand, clock, reason="soak passed")
     except knowngood.CandidateEnded:
-        session.refresh(cand)  # a person ended it meanwhile: their decision stands
+        # Not from a person's action within this pass (they wait for the passes' lock); a
+        # defence for a copy read before the lock: whoever ended it, that decision stands.
+        session.refresh(cand)
         return
     except knowngood.MarkedBad as exc:
         move(session, cand, CandidateState.CANCELLED, clock)
