@@ -63,7 +63,9 @@ def head() -> str | None:
 
 def upgrade(url: str, revision: str = "head") -> None:
     """Migrate the database up to ``revision``, safely even if another process does it too."""
-    engine = make_engine(url)
+    # No lock timeout: a migration waits for the transactions before it, and for another
+    # migrator, as long as they take (a service that starts fails instead of waiting 30 s).
+    engine = make_engine(url, lock_timeout_s=None)
     try:
         with _migration_lock(engine, url), engine.begin() as connection:
             command.upgrade(alembic_config(connection), revision)
@@ -165,8 +167,6 @@ def _migration_lock(engine: Engine, url: str) -> Iterator[None]:
         # A session-level lock on its own autocommit connection: held across the migration's
         # transaction, released by the unlock below or, if this process dies, by the server.
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            # Another migrator may take longer than the usual lock timeout: wait for it.
-            connection.execute(text("SET lock_timeout = 0"))
             connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _PG_LOCK_KEY})
             try:
                 yield

@@ -8,6 +8,7 @@ Celery task) registers with :func:`after_commit`, so a task never races ahead of
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -24,11 +25,14 @@ LOCK_TIMEOUT_S = 30
 """PostgreSQL: the longest a statement waits for a lock (a row, the passes' or the promotion
 lock) before it fails with a clear error, as long as SQLite's ``busy_timeout``. Without it a
 person's action behind a stuck pass, or a pass behind a forgotten transaction, waits forever.
-A URL's own ``?options=`` wins."""
+Set on each new connection, so it passes connection poolers that refuse startup options; a
+``lock_timeout`` in the URL's ``?options=`` or in ``PGOPTIONS`` wins."""
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine with the settings each backend needs for concurrent workers."""
+def make_engine(url: str, *, lock_timeout_s: float | None = LOCK_TIMEOUT_S,
+                **kwargs: Any) -> Engine:
+    """An engine with the settings each backend needs for concurrent workers;
+    ``lock_timeout_s``: PostgreSQL's lock timeout (None: the server's, which waits forever)."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
 
@@ -46,14 +50,28 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     query = make_url(url).query
-    connect_args = dict(kwargs.pop("connect_args", {}))
     if "connect_timeout" not in query:
         # A database host that accepts nothing and refuses nothing would otherwise hold each
         # connecting request for the kernel's TCP timeout (minutes): bound it, then 503.
+        connect_args = dict(kwargs.pop("connect_args", {}))
         connect_args.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
-    if "options" not in query:
-        connect_args.setdefault("options", f"-c lock_timeout={LOCK_TIMEOUT_S * 1000}")
-    return create_engine(url, connect_args=connect_args, **kwargs)
+        kwargs["connect_args"] = connect_args
+    engine = create_engine(url, **kwargs)
+    options = query.get("options", "")
+    options = " ".join(options) if isinstance(options, tuple) else options
+    if lock_timeout_s is None or "lock_timeout" in f"{options} {os.environ.get('PGOPTIONS')}":
+        return engine
+    setting = f"SET lock_timeout = '{round(lock_timeout_s * 1000)}ms'"
+
+    @event.listens_for(engine, "connect")
+    def _lock_timeout(dbapi_conn: Any, _record: Any) -> None:
+        autocommit = dbapi_conn.autocommit
+        dbapi_conn.autocommit = True  # a session setting, outside any transaction
+        with dbapi_conn.cursor() as cur:
+            cur.execute(setting)
+        dbapi_conn.autocommit = autocommit
+
+    return engine
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

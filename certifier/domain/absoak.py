@@ -80,6 +80,7 @@ from certifier.domain.detector import (
     DetectorPolicy,
     Scale,
     _fmt_signed,
+    as_factor,
     describe,
     fmt_change,
     fmt_interval,
@@ -475,8 +476,11 @@ def _soak_values(series: SoakSeries, policy: SoakPolicy, level: float, lean_leve
                     f"{floor_words(floor_shown, configured, min_change, s.unit, unit)}) over "
                     f"{runs_text}, signed-rank {fmt_p(window.p)} (level {level:.2g})")
     elif outcome is Outcome.UNDECIDED:
+        # the interval is lopsided in percent: past ten times, its ends say more than a ±
+        band = (f", 95 % CI {fmt_interval(low, high, unit)}" if as_factor(high, unit)
+                else f" {fmt_spread(half, unit, ' ')}")
         sentence = (f"{describe(s)}: cannot decide yet after {n} soak runs (shift "
-                    f"{fmt_change(shift, unit)} {fmt_spread(half, unit, ' ')}), needs ≥ {needed} "
+                    f"{fmt_change(shift, unit)}{band}), needs ≥ {needed} "
                     f"more run{'s' * (needed != 1)}")
     else:
         sentence = f"{describe(s)}: ok, {fmt_change(shift, unit)} vs the controls ({runs_text})"

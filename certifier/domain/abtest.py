@@ -60,14 +60,15 @@ import numpy.typing as npt
 from scipy import stats  # type: ignore[import-untyped]
 
 from certifier.domain.detector import (
-    AS_FACTOR_PCT,
     TIMES,
     Counts,
     Scale,
     _fmt_signed,
     _num,
     _wilson,
+    as_factor,
     describe,
+    factor_number,
     fmt_change,
     fmt_interval,
     series_fields,
@@ -566,9 +567,10 @@ def fmt_size(x: float) -> str:
 
 def fmt_spread(x: float, unit: str, gap: str = "") -> str:
     """A noise band's half-width: "±3.3 ms" (``gap`` after the sign: "± 3.3 ms"); from
-    ``AS_FACTOR_PCT`` % up as a factor either way (times or divided by 85.6), not "±8459 %"."""
-    if unit == "%" and math.isfinite(x) and x >= AS_FACTOR_PCT:
-        return f"{TIMES}/\u00f7{gap}{1.0 + x / 100.0:.3g}"
+    ``AS_FACTOR_PCT`` % up as a factor either way (times or divided by 85.6), not "±8459 %".
+    Only for a band symmetric on the log scale, as the gate's is."""
+    if as_factor(x, unit):
+        return f"{TIMES}/\u00f7{gap}{factor_number(x)}"
     return f"±{gap}{fmt_size(x)} {unit}"
 
 

@@ -560,31 +560,34 @@ def _fmt_signed(x: float, digits: int = 1) -> str:
 
 
 AS_FACTOR_PCT = 900.0
-"""A rise of this many percent or more reads as the factor it is (181 times, written "181" and
-``TIMES``): "+17904.7 %" (66 ms against 383 µs) is a number nobody reads at a glance."""
+"""A rise of this many percent or more reads as the factor it is: "+17904.7 %" (a write latency
+180 times its controls') is a number nobody reads at a glance."""
 TIMES = "\u00d7"
 
 
-def _as_factor(x: float, unit: str) -> bool:
+def as_factor(x: float, unit: str = "%") -> bool:
+    """Whether a change ``x`` in ``unit`` is shown as a factor (a rise of ten times or more)."""
     return unit == "%" and math.isfinite(x) and x >= AS_FACTOR_PCT
 
 
-def _factor(pct: float) -> str:
+def factor_number(pct: float) -> str:
+    """The factor of a rise of ``pct`` percent, in plain digits: "10.5", "180", "15,411"."""
     f = 1.0 + pct / 100.0
-    return f"{f:,.0f}{TIMES}" if f >= 100 else f"{f:.3g}{TIMES}"
+    return f"{f:,.0f}" if f >= 100 else f"{f:.3g}"
 
 
 def fmt_change(x: float, unit: str) -> str:
     """A signed change in its unit ("+6.0 %", "-0.35 ms" with a minus sign); a rise of
-    ``AS_FACTOR_PCT`` % or more as a factor ("181" and ``TIMES``)."""
-    return _factor(x) if _as_factor(x, unit) else f"{_fmt_signed(x)} {unit}"
+    ``AS_FACTOR_PCT`` % or more as a factor ("180" and ``TIMES``)."""
+    return factor_number(x) + TIMES if as_factor(x, unit) else f"{_fmt_signed(x)} {unit}"
 
 
 def fmt_interval(low: float, high: float, unit: str) -> str:
     """An interval of changes: "+1.2…+3.4 %"; each end with its own unit when one is a factor
-    ("+110.4 %…15,411" and ``TIMES``)."""
-    if _as_factor(low, unit) or _as_factor(high, unit):
-        return f"{fmt_change(low, unit)}…{fmt_change(high, unit)}"
+    ("+110.4 %…15,411" and ``TIMES``; an open end is just "+∞")."""
+    if as_factor(low, unit) or as_factor(high, unit):
+        ends = (fmt_change(v, unit) if math.isfinite(v) else _fmt_signed(v) for v in (low, high))
+        return "…".join(ends)
     return f"{_fmt_signed(low)}…{_fmt_signed(high)} {unit}"
 
 

@@ -35,7 +35,13 @@ from enum import StrEnum
 from typing import Any
 
 from certifier.domain import absoak, abtest
-from certifier.domain.detector import DetectorPolicy, Series, judge_candidate
+from certifier.domain.detector import (
+    DetectorPolicy,
+    Series,
+    as_factor,
+    fmt_change,
+    judge_candidate,
+)
 from certifier.domain.results import Better, Measurement, Side, SuiteResult
 
 
@@ -228,7 +234,8 @@ def compare_with_baseline(
         margin = policy.margin_for(first.suite, first.metric)
         worse = _worse_pct(value, base, first.better)
         if worse > margin.max_worse_pct and abs(value - base) > margin.min_abs:
-            shown = f"{-worse:+.1f} %" if first.better is Better.HIGHER else f"{worse:+.1f} %"
+            change = -worse if first.better is Better.HIGHER else worse
+            shown = fmt_change(change, "%") if as_factor(change) else f"{change:+.1f} %"
             excuses.append(
                 Excuse(
                     kind="regression",

@@ -15,9 +15,9 @@ second sees the first (a ``MarkedBad`` refusal, or "revoke it first").
 
 Lock order on PostgreSQL, everywhere: the passes' lock (``toolbox.pass_lock``, which every
 scheduler pass and every person's action takes first, so they take turns), then the candidate's
-row (or, marking bad, its combination's), then the promotion lock. :func:`promote` locks the
-candidate's row itself, so a caller outside a pass (a forced promotion) keeps the same order.
-Both races are tested in tests/pipeline/test_mark_bad_race.py.
+row (marking bad: then its combination's), then the promotion lock. :func:`promote` locks the
+candidate's row itself: a scheduler pass reads its candidates without ``FOR UPDATE``. Both
+races are tested in tests/pipeline/test_mark_bad_race.py.
 """
 
 from __future__ import annotations

@@ -321,8 +321,8 @@ def _promote(session: Session, cand: models.Candidate, clock: Clock,
         with session.begin_nested():
             kg = knowngood.promote(session, cand, clock, reason="soak passed")
     except knowngood.CandidateEnded:
-        # Not from a person's action within this pass (they wait for the passes' lock); a
-        # defence for a copy read before the lock: whoever ended it, that decision stands.
+        # A defence only: a person's action waits for the passes' lock this pass holds.
+        # Whoever ended it, that decision stands.
         session.refresh(cand)
         return
     except knowngood.MarkedBad as exc:

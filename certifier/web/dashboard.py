@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from certifier.api.deps import AppContext, ContextDep, SessionDep
 from certifier.api.schemas import DB_ID_MAX
+from certifier.domain.detector import as_factor, fmt_change
 from certifier.domain.durations import format_duration
 from certifier.domain.lifecycle import CandidateState
 from certifier.limits import ID_MAX
@@ -82,7 +83,9 @@ def _number(value: float | None) -> str:
 
 
 def _signed_pct(value: float | None) -> str:
-    return "" if value is None else f"{value:+.1f} %"
+    if value is None:
+        return ""
+    return fmt_change(value, "%") if as_factor(value) else f"{value:+.1f} %"
 
 
 def _detail(detail: dict[str, Any]) -> str:

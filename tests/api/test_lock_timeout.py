@@ -3,7 +3,8 @@
 A person's action takes the passes' lock first (``toolbox.pass_lock``). Without a lock timeout on
 PostgreSQL, an action behind a stuck pass, or a forgotten transaction, waited for as long as that
 lasted; SQLite's ``busy_timeout`` already bounded the same wait. Every engine Certifier makes now
-sets ``lock_timeout`` (``session.LOCK_TIMEOUT_S``, a URL's own ``?options=`` wins), and the API
+sets ``lock_timeout`` (``session.LOCK_TIMEOUT_S``; a URL's own ``?options=`` wins; migrations
+wait as long as it takes), and the API
 answers the error with a 503 that says the database is busy, not down.
 """
 
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -33,7 +34,6 @@ from tests.conftest import fresh_postgres_database
 from tests.factories import World
 
 OPERATE = "operator-secret-0123456789"
-SHORT = "options=-c%20lock_timeout%3D300"  # 0.3 s, so the test does not wait 30
 
 
 @pytest.fixture
@@ -43,22 +43,39 @@ def postgres_url() -> Iterator[str]:
         yield url
 
 
+def short(url: str) -> str:
+    """``url`` with its own lock timeout of 0.3 s, so a test does not wait 30."""
+    return make_url(url).update_query_dict({"options": "-c lock_timeout=300"}).render_as_string(
+        hide_password=False)
+
+
 def test_every_postgresql_connection_has_a_lock_timeout_unless_the_url_sets_one(
     postgres_url: str,
 ) -> None:
-    for url, want in ((postgres_url, f"{LOCK_TIMEOUT_S}s"), (f"{postgres_url}?{SHORT}", "300ms")):
-        engine = make_engine(url)
-        with engine.connect() as connection:
-            assert connection.execute(text("SHOW lock_timeout")).scalar() == want
-        engine.dispose()
+    for url, kwargs, want in ((postgres_url, {}, f"{LOCK_TIMEOUT_S}s"),
+                              (short(postgres_url), {}, "300ms"),
+                              (postgres_url, {"lock_timeout_s": None}, "0")):  # migrations
+        engine = make_engine(url, **kwargs)
+        try:
+            for _ in range(2):  # a pooled connection again, and inside a transaction
+                with engine.begin() as connection:
+                    assert connection.execute(text("SHOW lock_timeout")).scalar() == want
+        finally:
+            engine.dispose()
 
 
 def test_an_action_behind_a_held_pass_lock_answers_503_busy_and_changes_nothing(
     postgres_url: str, tmp_path: Path,
 ) -> None:
     clock = FakeClock()
-    engine = make_engine(f"{postgres_url}?{SHORT}")
-    factory: sessionmaker[Session] = make_session_factory(engine)
+    engine = make_engine(short(postgres_url))
+    try:
+        _answers_busy(make_session_factory(engine), clock, tmp_path)
+    finally:
+        engine.dispose()
+
+
+def _answers_busy(factory: sessionmaker[Session], clock: FakeClock, tmp_path: Path) -> None:
     world = World(factory, clock)
     world.component("nova")
     world.testbed("gate1")
@@ -81,7 +98,6 @@ def test_an_action_behind_a_held_pass_lock_answers_503_busy_and_changes_nothing(
         assert state != "cancelled"
         again = client.post(path, json={"reason": "wrong branch"}, headers=headers)
         assert again.status_code == 200 and again.json()["state"] == "cancelled"
-    engine.dispose()
 
 
 def test_sqlites_busy_database_is_a_lock_wait_too() -> None:

@@ -62,6 +62,12 @@ def test_lower_is_better_metrics_regress_when_they_grow() -> None:
     assert "+100.0 %" in judged.excuses[0].message
 
 
+def test_a_rise_of_ten_times_or_more_reads_as_a_factor() -> None:
+    judged = judge_run([result(rtt(90.0))], baseline_of(rtt(0), values=[0.5]), POLICY)
+    message = judged.excuses[0].message
+    assert "(180\u00d7; allowed 20 % worse)" in message and "17900" not in message
+
+
 def test_absolute_floor_keeps_microsecond_jitter_from_rejecting() -> None:
     policy = JudgementPolicy(margins={"ping.rtt_avg_ms": Margin(50, min_abs=1.0)})
     judged = judge_run([result(rtt(0.09))], baseline_of(rtt(0), values=[0.03]), policy)
