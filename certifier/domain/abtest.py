@@ -566,9 +566,8 @@ def fmt_size(x: float) -> str:
 
 
 def fmt_spread(x: float, unit: str, gap: str = "") -> str:
-    """A noise band's half-width: "±3.3 ms" (``gap`` after the sign: "± 3.3 ms"); from
-    ``AS_FACTOR_PCT`` % up as a factor either way (times or divided by 85.6), not "±8459 %".
-    Only for a band symmetric on the log scale, as the gate's is."""
+    """A log-symmetric band's half-width, "±3.3 ms" (``gap`` after the ±); ten times or more
+    as a factor either way (times or divided by 85.6), not "±8459 %"."""
     if as_factor(x, unit):
         return f"{TIMES}/\u00f7{gap}{factor_number(x)}"
     return f"±{gap}{fmt_size(x)} {unit}"

@@ -149,13 +149,17 @@ def test_a_soak_series_that_never_moves_is_ok() -> None:
     assert v.outcome is Outcome.OK and "inf" not in v.sentence
 
 
+def halved_iops(rng: np.random.Generator, noise: float) -> list[list[PairedSeries]]:
+    """Three soak runs of 3 rounds: random-write IOPS halved, ``noise`` per round and side."""
+    return [[PairedSeries("storage", "rand_write_iops", "IOPS", Better.HIGHER, {"job": "w"},
+                          (0, 1, 2), tuple(5000 * (1 + noise * rng.standard_normal(3))),
+                          tuple(10000 * (1 + noise * rng.standard_normal(3))))]
+            for _ in range(3)]
+
+
 def test_an_undecided_series_whose_estimate_is_far_worse_leans_worse() -> None:
     # a busy machine: 30 % noise per round hides a 50 % drop over three short runs
-    rng = np.random.default_rng(8)
-    runs = [[PairedSeries("storage", "rand_write_iops", "IOPS", Better.HIGHER, {"job": "w"},
-                          (0, 1, 2), tuple(5000 * (1 + 0.3 * rng.standard_normal(3))),
-                          tuple(10000 * (1 + 0.3 * rng.standard_normal(3))))]
-            for _ in range(3)]
+    runs = halved_iops(np.random.default_rng(8), 0.3)
     (v,) = judge_soak(runs, POLICY).verdicts
     assert v.outcome is Outcome.UNDECIDED and v.leans_worse
     assert "it leans worse (" in v.sentence and "beyond the lean bound of 20 %" in v.sentence
@@ -171,10 +175,7 @@ def test_a_lean_must_pass_lean_p_shared_among_the_candidates_series() -> None:
     # Alone, every one of 9 rounds worse (p = 1/512) leans; among 50 series it must reach
     # 0.05 / 50 = 0.001, or a good candidate's many series would hold it by chance.
     rng = np.random.default_rng(8)
-    runs = [[PairedSeries("storage", "rand_write_iops", "IOPS", Better.HIGHER, {"job": "w"},
-                          (0, 1, 2), tuple(5000 * (1 + 0.03 * rng.standard_normal(3))),
-                          tuple(10000 * (1 + 0.03 * rng.standard_normal(3))))]
-            for _ in range(3)]
+    runs = halved_iops(rng, 0.03)
     (alone,) = judge_soak(runs, POLICY).verdicts
     assert alone.outcome is Outcome.UNDECIDED and alone.leans_worse
     assert "signed-rank p = 0.0020 (level 0.05)" in alone.sentence
